@@ -1,0 +1,210 @@
+//! Mapping between domain types and DynamoDB items. The only place that reads a
+//! token's value for storage.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use url::Url;
+
+use super::schema::{PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
+use crate::clock::Timestamp;
+use crate::domain::{
+    ConnectSession, Connection, ConnectionId, ConnectionStatus, Product, SessionId, TokenPair,
+};
+use crate::ports::StoreError;
+use crate::secret::{AccessToken, ExposeSecret, RefreshToken};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Session items stay a day past expiry for inspection, then DynamoDB's TTL removes them.
+const SESSION_RETENTION_SECONDS: i64 = 86_400;
+
+pub(super) fn connection_key(id: &ConnectionId) -> Item {
+    HashMap::from([
+        (PARTITION_KEY.to_owned(), s(format!("CONN#{id}"))),
+        (SORT_KEY.to_owned(), s("CONN")),
+    ])
+}
+
+pub(super) fn session_key(id: &SessionId) -> Item {
+    HashMap::from([
+        (PARTITION_KEY.to_owned(), s(format!("SESSION#{}", id.as_str()))),
+        (SORT_KEY.to_owned(), s("SESSION")),
+    ])
+}
+
+pub(super) fn connection_item(c: &Connection) -> Item {
+    let mut item = connection_key(&c.id);
+    item.extend([
+        ("kind".to_owned(), s("connection")),
+        ("connection_id".to_owned(), s(c.id.as_str())),
+        ("product".to_owned(), s(c.product.as_str())),
+        ("status".to_owned(), s(c.status.as_str())),
+        ("access_token".to_owned(), s(c.tokens.access_token.expose_secret())),
+        ("refresh_token".to_owned(), s(c.tokens.refresh_token.expose_secret())),
+        ("access_expires_at".to_owned(), n(c.tokens.access_expires_at.0)),
+        ("refresh_token_issued_at".to_owned(), n(c.refresh_token_issued_at.0)),
+        ("version".to_owned(), AttributeValue::N(c.version.to_string())),
+        ("created_at".to_owned(), n(c.created_at.0)),
+        ("connected_at".to_owned(), n(c.connected_at.0)),
+        ("updated_at".to_owned(), n(c.updated_at.0)),
+    ]);
+    if let Some(reason) = &c.status_reason {
+        item.insert("status_reason".to_owned(), s(reason));
+    }
+    item
+}
+
+pub(super) fn connection_from_item(item: &Item) -> Result<Connection, StoreError> {
+    Ok(Connection {
+        id: ConnectionId::parse(&string(item, "connection_id")?).map_err(corrupt)?,
+        product: Product::from_str(&string(item, "product")?).map_err(corrupt)?,
+        status: ConnectionStatus::from_str(&string(item, "status")?).map_err(corrupt)?,
+        status_reason: optional_string(item, "status_reason"),
+        tokens: TokenPair {
+            access_token: AccessToken::new(string(item, "access_token")?),
+            refresh_token: RefreshToken::new(string(item, "refresh_token")?),
+            access_expires_at: timestamp(item, "access_expires_at")?,
+        },
+        refresh_token_issued_at: timestamp(item, "refresh_token_issued_at")?,
+        version: number(item, "version")?
+            .try_into()
+            .map_err(|_| corrupt("negative version"))?,
+        created_at: timestamp(item, "created_at")?,
+        connected_at: timestamp(item, "connected_at")?,
+        updated_at: timestamp(item, "updated_at")?,
+    })
+}
+
+pub(super) fn session_item(session: &ConnectSession) -> Item {
+    let mut item = session_key(&session.id);
+    item.extend([
+        ("kind".to_owned(), s("connect_session")),
+        ("connection_id".to_owned(), s(session.connection_id.as_str())),
+        ("product".to_owned(), s(session.product.as_str())),
+        ("created_at".to_owned(), n(session.created_at.0)),
+        ("expires_at".to_owned(), n(session.expires_at.0)),
+        ("completed".to_owned(), AttributeValue::Bool(session.completed)),
+        (
+            TTL_ATTRIBUTE.to_owned(),
+            n(session.expires_at.0 + SESSION_RETENTION_SECONDS),
+        ),
+    ]);
+    if let Some(url) = &session.return_url {
+        item.insert("return_url".to_owned(), s(url.as_str()));
+    }
+    if let Some(hash) = &session.state_hash {
+        item.insert("state_hash".to_owned(), s(hash));
+    }
+    item
+}
+
+pub(super) fn session_from_item(item: &Item) -> Result<ConnectSession, StoreError> {
+    let pk = string(item, PARTITION_KEY)?;
+    let id = pk
+        .strip_prefix("SESSION#")
+        .and_then(SessionId::parse)
+        .ok_or_else(|| corrupt("session key"))?;
+    let return_url = optional_string(item, "return_url")
+        .map(|u| Url::parse(&u))
+        .transpose()
+        .map_err(corrupt)?;
+    Ok(ConnectSession {
+        id,
+        connection_id: ConnectionId::parse(&string(item, "connection_id")?).map_err(corrupt)?,
+        product: Product::from_str(&string(item, "product")?).map_err(corrupt)?,
+        return_url,
+        created_at: timestamp(item, "created_at")?,
+        expires_at: timestamp(item, "expires_at")?,
+        state_hash: optional_string(item, "state_hash"),
+        completed: match item.get("completed") {
+            Some(AttributeValue::Bool(b)) => *b,
+            _ => return Err(corrupt("completed")),
+        },
+    })
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: i64) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn corrupt(what: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+fn string(item: &Item, name: &str) -> Result<String, StoreError> {
+    optional_string(item, name).ok_or_else(|| corrupt(format!("missing string attribute {name}")))
+}
+
+fn optional_string(item: &Item, name: &str) -> Option<String> {
+    match item.get(name) {
+        Some(AttributeValue::S(value)) => Some(value.clone()),
+        _ => None,
+    }
+}
+
+fn number(item: &Item, name: &str) -> Result<i64, StoreError> {
+    match item.get(name) {
+        Some(AttributeValue::N(value)) => value
+            .parse()
+            .map_err(|_| corrupt(format!("attribute {name} is not an integer"))),
+        _ => Err(corrupt(format!("missing number attribute {name}"))),
+    }
+}
+
+fn timestamp(item: &Item, name: &str) -> Result<Timestamp, StoreError> {
+    number(item, name).map(Timestamp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Connection {
+        let tokens = TokenPair {
+            access_token: AccessToken::new("at"),
+            refresh_token: RefreshToken::new("rt"),
+            access_expires_at: Timestamp(7200),
+        };
+        let mut c = Connection::connected(
+            ConnectionId::parse("acme:crm").expect("valid"),
+            Product::Crm,
+            tokens,
+            Timestamp(1),
+        );
+        c.status = ConnectionStatus::PossiblyLost;
+        c.status_reason = Some("lost_in_flight".to_owned());
+        c.version = 7;
+        c
+    }
+
+    #[test]
+    fn connection_round_trips() {
+        let c = sample();
+        assert_eq!(connection_from_item(&connection_item(&c)).expect("parses"), c);
+    }
+
+    #[test]
+    fn session_round_trips() {
+        let mut session = ConnectSession::new(
+            ConnectionId::parse("c").expect("valid"),
+            Product::Marketing,
+            Some(Url::parse("https://app.example.com/done").expect("url")),
+            Timestamp(100),
+        );
+        session.state_hash = Some("abc".to_owned());
+        assert_eq!(session_from_item(&session_item(&session)).expect("parses"), session);
+    }
+
+    #[test]
+    fn missing_attribute_is_corrupt_not_a_panic() {
+        let mut item = connection_item(&sample());
+        item.remove("refresh_token");
+        assert!(matches!(connection_from_item(&item), Err(StoreError::Corrupt(_))));
+    }
+}

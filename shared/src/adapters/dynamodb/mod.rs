@@ -1,0 +1,234 @@
+//! The DynamoDB store: connections and connect sessions in one table.
+//!
+//! Every write carries a condition, and a failed condition asks DynamoDB for the
+//! item as it is (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), so a stale write
+//! comes back as [`StoreError::Conflict`] with the current connection.
+
+mod items;
+pub mod schema;
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+
+use crate::clock::Timestamp;
+use crate::domain::{ConnectSession, Connection, ConnectionId, SessionId};
+use crate::ports::{ConnectionStore, SessionError, SessionStore, StoreError};
+use items::{connection_key, session_key};
+
+/// Connections and sessions in the DynamoDB table named by `CONNECTIONS_TABLE`.
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    /// A store over `table`, using a client built once at cold start.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self {
+            client,
+            table: table.into(),
+        }
+    }
+}
+
+/// The error text of a failed call: its code and message, never the request.
+fn unavailable<E>(err: &E) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error,
+{
+    match err.code() {
+        Some(code) => StoreError::Unavailable(format!(
+            "{code}: {}",
+            err.message().unwrap_or("no message")
+        )),
+        None => StoreError::Unavailable(DisplayErrorContext(err).to_string()),
+    }
+}
+
+impl DynamoStore {
+    /// Puts a connection item under `condition`; a failed condition becomes
+    /// [`StoreError::Conflict`] with the item DynamoDB returns.
+    async fn put_connection(
+        &self,
+        stored: Connection,
+        condition: &str,
+        values: Option<HashMap<String, AttributeValue>>,
+    ) -> Result<Connection, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(items::connection_item(&stored)))
+            .condition_expression(condition)
+            .set_expression_attribute_values(values)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(stored),
+            Err(err) => match err.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(failed)) => {
+                    let current = failed
+                        .item()
+                        .map(items::connection_from_item)
+                        .transpose()?
+                        .map(Box::new);
+                    Err(StoreError::Conflict {
+                        id: stored.id,
+                        current,
+                    })
+                }
+                _ => Err(unavailable(&err)),
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl ConnectionStore for DynamoStore {
+    async fn get(&self, id: &ConnectionId) -> Result<Option<Connection>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(connection_key(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        output
+            .item()
+            .map(items::connection_from_item)
+            .transpose()
+    }
+
+    async fn create(&self, connection: &Connection) -> Result<Connection, StoreError> {
+        let stored = Connection {
+            version: 1,
+            ..connection.clone()
+        };
+        self.put_connection(stored, "attribute_not_exists(pk)", None)
+            .await
+    }
+
+    async fn update(&self, connection: &Connection) -> Result<Connection, StoreError> {
+        let stored = Connection {
+            version: connection.version + 1,
+            ..connection.clone()
+        };
+        let values = HashMap::from([(
+            ":read_version".to_owned(),
+            AttributeValue::N(connection.version.to_string()),
+        )]);
+        self.put_connection(
+            stored,
+            "attribute_exists(pk) AND version = :read_version",
+            Some(values),
+        )
+        .await
+    }
+}
+
+#[async_trait]
+impl SessionStore for DynamoStore {
+    async fn create_session(&self, session: &ConnectSession) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(items::session_item(session)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(())
+    }
+
+    async fn get_session(&self, id: &SessionId) -> Result<Option<ConnectSession>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        output.item().map(items::session_from_item).transpose()
+    }
+
+    async fn bind_state(
+        &self,
+        id: &SessionId,
+        state_hash: &str,
+        now: Timestamp,
+    ) -> Result<ConnectSession, SessionError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(id)))
+            .update_expression("SET state_hash = :state_hash")
+            .condition_expression("attribute_exists(pk) AND completed = :false AND expires_at > :now")
+            .expression_attribute_values(":state_hash", AttributeValue::S(state_hash.to_owned()))
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":now", AttributeValue::N(now.0.to_string()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        session_update_result(result.map(|o| o.attributes).map_err(|e| {
+            let conditional = e
+                .as_service_error()
+                .is_some_and(|s| s.is_conditional_check_failed_exception());
+            (conditional, unavailable(&e))
+        }))
+    }
+
+    async fn complete_session(
+        &self,
+        id: &SessionId,
+        state_hash: &str,
+        now: Timestamp,
+    ) -> Result<ConnectSession, SessionError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(session_key(id)))
+            .update_expression("SET completed = :true")
+            .condition_expression(
+                "attribute_exists(pk) AND completed = :false AND expires_at > :now AND state_hash = :state_hash",
+            )
+            .expression_attribute_values(":state_hash", AttributeValue::S(state_hash.to_owned()))
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .expression_attribute_values(":now", AttributeValue::N(now.0.to_string()))
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        session_update_result(result.map(|o| o.attributes).map_err(|e| {
+            let conditional = e
+                .as_service_error()
+                .is_some_and(|s| s.is_conditional_check_failed_exception());
+            (conditional, unavailable(&e))
+        }))
+    }
+}
+
+/// Turns a conditional session update into the session as written, `Unusable` when
+/// the condition failed, or the store's error.
+fn session_update_result(
+    result: Result<Option<HashMap<String, AttributeValue>>, (bool, StoreError)>,
+) -> Result<ConnectSession, SessionError> {
+    match result {
+        Ok(Some(attributes)) => Ok(items::session_from_item(&attributes)?),
+        Ok(None) => Err(StoreError::Corrupt("update returned no attributes".to_owned()).into()),
+        Err((true, _)) => Err(SessionError::Unusable),
+        Err((false, err)) => Err(err.into()),
+    }
+}

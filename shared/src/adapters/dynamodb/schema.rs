@@ -1,0 +1,75 @@
+//! The connections table's key schema, defined once. `template.yaml` declares the
+//! same table (a test compares the two), and tests and local runs create their
+//! tables with [`create_table`].
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    TimeToLiveSpecification,
+};
+
+/// Partition key: the item's kind and id, e.g. `CONN#acme:crm` or `SESSION#…`.
+pub const PARTITION_KEY: &str = "pk";
+/// Sort key: the item's role within its partition, e.g. `CONN`.
+pub const SORT_KEY: &str = "sk";
+/// Epoch-seconds attribute after which DynamoDB may delete an item (sessions).
+pub const TTL_ATTRIBUTE: &str = "ttl";
+
+/// Why the table could not be created.
+#[derive(Debug, thiserror::Error)]
+#[error("could not create table {table}: {message}")]
+pub struct CreateTableError {
+    /// The table name.
+    pub table: String,
+    /// What DynamoDB said.
+    pub message: String,
+}
+
+/// Creates the connections table (on-demand billing) with its TTL attribute.
+///
+/// # Errors
+/// [`CreateTableError`] if DynamoDB refuses either call.
+pub async fn create_table(client: &Client, table: &str) -> Result<(), CreateTableError> {
+    let fail = |message: String| CreateTableError {
+        table: table.to_owned(),
+        message,
+    };
+    let key = |name: &str, key_type: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(key_type)
+            .build()
+            .map_err(|e| fail(e.to_string()))
+    };
+    let string_attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| fail(e.to_string()))
+    };
+    client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(key(PARTITION_KEY, KeyType::Hash)?)
+        .key_schema(key(SORT_KEY, KeyType::Range)?)
+        .attribute_definitions(string_attribute(PARTITION_KEY)?)
+        .attribute_definitions(string_attribute(SORT_KEY)?)
+        .send()
+        .await
+        .map_err(|e| fail(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string()))?;
+    let ttl = TimeToLiveSpecification::builder()
+        .attribute_name(TTL_ATTRIBUTE)
+        .enabled(true)
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(ttl)
+        .send()
+        .await
+        .map_err(|e| fail(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string()))?;
+    Ok(())
+}

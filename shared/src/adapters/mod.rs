@@ -1,0 +1,6 @@
+//! Implementations of the ports in [`crate::ports`], and the RD Station client.
+
+pub mod credentials;
+pub mod dynamodb;
+pub mod memory;
+pub mod rdstation;

@@ -1,0 +1,211 @@
+//! Configuration from environment variables, parsed once at cold start into a typed
+//! struct. A missing or malformed variable is a startup error that names it.
+
+use std::time::Duration;
+
+use url::{Origin, Url};
+
+use crate::adapters::rdstation::RdStationEndpoints;
+
+/// RD's production API and token host.
+pub const DEFAULT_RDSTATION_API_URL: &str = "https://api.rd.services";
+/// RD Station Marketing's consent page.
+pub const DEFAULT_MARKETING_AUTHORIZE_URL: &str = "https://api.rd.services/auth/dialog";
+/// RD Station CRM v2's consent page, as RD's current documentation gives it.
+pub const DEFAULT_CRM_AUTHORIZE_URL: &str = "https://accounts.rdstation.com/oauth/authorize";
+/// How long a call to RD's token endpoint may take, by default.
+pub const DEFAULT_TOKEN_TIMEOUT_SECONDS: u64 = 10;
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A required variable is not set (or is empty).
+    #[error("missing environment variable {0}")]
+    Missing(&'static str),
+    /// A variable is set to something unusable.
+    #[error("environment variable {name} is invalid: {reason}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// The service's configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `CONNECTIONS_TABLE`: the one DynamoDB table holding all state.
+    pub connections_table: String,
+    /// `CLIENT_CREDENTIALS_SECRET`: name or ARN of the Secrets Manager secret with
+    /// the RD Station app credentials.
+    pub client_credentials_secret: String,
+    /// `PUBLIC_BASE_URL`: where this service is reachable; the OAuth `redirect_uri`
+    /// is this plus `/oauth/callback`.
+    pub public_base_url: Url,
+    /// `RDSTATION_API_URL`, `RDSTATION_MARKETING_AUTHORIZE_URL`,
+    /// `RDSTATION_CRM_AUTHORIZE_URL`.
+    pub rdstation: RdStationEndpoints,
+    /// `ALLOWED_RETURN_ORIGINS`: comma-separated origins a connect session may
+    /// send the person back to.
+    pub allowed_return_origins: Vec<Origin>,
+    /// `EVENT_BUS_NAME`: the EventBridge bus for connection events.
+    pub event_bus_name: Option<String>,
+    /// `RDSTATION_TOKEN_TIMEOUT_SECONDS`: hard timeout of one token-endpoint call.
+    pub token_call_timeout: Duration,
+}
+
+impl Config {
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first missing or invalid variable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `lookup` (the environment, or a map in tests).
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first missing or invalid variable.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &'static str| lookup(name).filter(|v| !v.trim().is_empty());
+        let required = |name: &'static str| get(name).ok_or(ConfigError::Missing(name));
+        let url = |name: &'static str, default: &str| {
+            let value = get(name).unwrap_or_else(|| default.to_owned());
+            parse_http_url(name, &value)
+        };
+
+        let public_base_url = parse_http_url("PUBLIC_BASE_URL", &required("PUBLIC_BASE_URL")?)?;
+        let allowed_return_origins = get("ALLOWED_RETURN_ORIGINS")
+            .map(|list| parse_origins(&list))
+            .transpose()?
+            .unwrap_or_default();
+        let token_call_timeout = match get("RDSTATION_TOKEN_TIMEOUT_SECONDS") {
+            None => Duration::from_secs(DEFAULT_TOKEN_TIMEOUT_SECONDS),
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(s) if s > 0 => Duration::from_secs(s),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        name: "RDSTATION_TOKEN_TIMEOUT_SECONDS",
+                        reason: "expected a whole number of seconds above 0".to_owned(),
+                    });
+                }
+            },
+        };
+        Ok(Self {
+            connections_table: required("CONNECTIONS_TABLE")?,
+            client_credentials_secret: required("CLIENT_CREDENTIALS_SECRET")?,
+            public_base_url,
+            rdstation: RdStationEndpoints {
+                api_base: url("RDSTATION_API_URL", DEFAULT_RDSTATION_API_URL)?,
+                marketing_authorize: url(
+                    "RDSTATION_MARKETING_AUTHORIZE_URL",
+                    DEFAULT_MARKETING_AUTHORIZE_URL,
+                )?,
+                crm_authorize: url("RDSTATION_CRM_AUTHORIZE_URL", DEFAULT_CRM_AUTHORIZE_URL)?,
+            },
+            allowed_return_origins,
+            event_bus_name: get("EVENT_BUS_NAME"),
+            token_call_timeout,
+        })
+    }
+
+    /// The OAuth `redirect_uri` registered with RD: `PUBLIC_BASE_URL` + `/oauth/callback`.
+    pub fn redirect_uri(&self) -> String {
+        format!("{}/oauth/callback", self.public_base_url.as_str().trim_end_matches('/'))
+    }
+}
+
+fn parse_http_url(name: &'static str, value: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(value.trim()).map_err(|e| ConfigError::Invalid {
+        name,
+        reason: e.to_string(),
+    })?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(ConfigError::Invalid {
+            name,
+            reason: "expected an absolute http(s) URL".to_owned(),
+        });
+    }
+    Ok(url)
+}
+
+fn parse_origins(list: &str) -> Result<Vec<Origin>, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_http_url("ALLOWED_RETURN_ORIGINS", s).map(|u| u.origin()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    const MINIMAL: [(&str, &str); 3] = [
+        ("CONNECTIONS_TABLE", "connections"),
+        ("CLIENT_CREDENTIALS_SECRET", "rd/creds"),
+        ("PUBLIC_BASE_URL", "https://connect.example.com/"),
+    ];
+
+    #[test]
+    fn minimal_environment_uses_rd_defaults() {
+        let config = Config::from_lookup(lookup(&MINIMAL)).expect("valid");
+        assert_eq!(config.redirect_uri(), "https://connect.example.com/oauth/callback");
+        assert_eq!(config.rdstation.api_base.as_str(), "https://api.rd.services/");
+        assert_eq!(config.rdstation.crm_authorize.as_str(), DEFAULT_CRM_AUTHORIZE_URL);
+        assert!(config.allowed_return_origins.is_empty());
+        assert_eq!(config.token_call_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn names_each_missing_variable() {
+        for skip in 0..MINIMAL.len() {
+            let pairs: Vec<_> = MINIMAL
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != skip)
+                .map(|(_, p)| *p)
+                .collect();
+            let err = Config::from_lookup(lookup(&pairs)).expect_err("missing");
+            assert_eq!(err, ConfigError::Missing(MINIMAL[skip].0));
+            assert!(err.to_string().contains(MINIMAL[skip].0));
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_values_by_name() {
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("ALLOWED_RETURN_ORIGINS", "https://ok.example.com, not a url"));
+        let err = Config::from_lookup(lookup(&pairs)).expect_err("invalid");
+        assert!(matches!(err, ConfigError::Invalid { name: "ALLOWED_RETURN_ORIGINS", .. }));
+
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("RDSTATION_API_URL", "ftp://x"));
+        let err = Config::from_lookup(lookup(&pairs)).expect_err("invalid");
+        assert!(matches!(err, ConfigError::Invalid { name: "RDSTATION_API_URL", .. }));
+    }
+
+    #[test]
+    fn parses_return_origins() {
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("ALLOWED_RETURN_ORIGINS", "https://a.example.com,http://localhost:3000/"));
+        let config = Config::from_lookup(lookup(&pairs)).expect("valid");
+        assert_eq!(config.allowed_return_origins.len(), 2);
+        assert_eq!(
+            config.allowed_return_origins[1],
+            Url::parse("http://localhost:3000").expect("url").origin()
+        );
+    }
+}

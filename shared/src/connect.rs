@@ -1,0 +1,367 @@
+//! The connect flow: a caller opens a connect session, a person follows its URL to
+//! RD's consent page, and RD's callback is turned into a stored connection.
+//!
+//! The `state` sent to RD is `<session id>.<nonce>`; only its SHA-256 is stored,
+//! bound to the session, and the callback completes the session with one
+//! conditional write, so a state works once, for its own session, before expiry.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use url::{Origin, Url};
+
+use crate::adapters::rdstation::{RdStationClient, TokenCallError};
+use crate::clock::Clock;
+use crate::domain::{
+    ConnectSession, Connection, ConnectionId, ConnectionIdError, Product, SessionId, TokenPair,
+};
+use crate::ports::{
+    ClientCredentials, ConnectionStore, CredentialSource, CredentialsError, SessionError,
+    SessionStore, StoreError,
+};
+use crate::secret::{AuthCode, ExposeSecret, StateToken};
+
+/// How many times a reconnect re-reads and retries when another writer got in first.
+const STORE_ATTEMPTS: usize = 3;
+
+/// Everything the connect flow needs, built once per Lambda environment.
+#[derive(Clone)]
+pub struct ConnectService {
+    /// Where connections are stored.
+    pub connections: Arc<dyn ConnectionStore>,
+    /// Where connect sessions are stored.
+    pub sessions: Arc<dyn SessionStore>,
+    /// RD Station app credentials.
+    pub credentials: Arc<dyn CredentialSource>,
+    /// The RD Station client.
+    pub rdstation: RdStationClient,
+    /// The service's clock.
+    pub clock: Arc<dyn Clock>,
+    /// Where this service is reachable (connect URLs start here).
+    pub public_base_url: Url,
+    /// The OAuth `redirect_uri` registered with RD.
+    pub redirect_uri: String,
+    /// Origins a session's `return_url` may point to.
+    pub allowed_return_origins: Vec<Origin>,
+}
+
+/// Why a connect session could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenSessionError {
+    /// The connection id is malformed.
+    #[error(transparent)]
+    InvalidConnectionId(#[from] ConnectionIdError),
+    /// `return_url` is not a URL or its origin is not in `ALLOWED_RETURN_ORIGINS`.
+    #[error("return_url must be an absolute URL on an allowed origin")]
+    ReturnUrlNotAllowed,
+    /// A connection with this id exists for the other product.
+    #[error("connection {id} exists for product {existing}")]
+    ProductMismatch {
+        /// The connection id.
+        id: ConnectionId,
+        /// Its product.
+        existing: Product,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why the redirect to RD's consent page could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum BeginConsentError {
+    /// The session is unknown, expired or used.
+    #[error("connect session is unknown, expired or already used")]
+    SessionUnusable,
+    /// No credentials for the session's product.
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<SessionError> for BeginConsentError {
+    fn from(err: SessionError) -> Self {
+        match err {
+            SessionError::Unusable => Self::SessionUnusable,
+            SessionError::Store(e) => Self::Store(e),
+        }
+    }
+}
+
+/// The query RD sends to the callback.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct CallbackQuery {
+    /// The authorization code, on consent.
+    pub code: Option<AuthCode>,
+    /// The state we sent.
+    pub state: Option<StateToken>,
+    /// Set when the person declined or RD refused.
+    pub error: Option<String>,
+}
+
+/// A callback that could not be tied to an open session: nothing was exchanged or
+/// written.
+#[derive(Debug, thiserror::Error)]
+pub enum CallbackRejected {
+    /// The state is missing, malformed, forged, expired or replayed.
+    #[error("the state is unknown, expired or already used")]
+    InvalidState,
+    /// The store failed while checking the state.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a callback for a valid session did not end in a stored connection.
+/// Nothing was written to the connection.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectFailure {
+    /// The person declined, or RD sent an error instead of a code.
+    #[error("consent was not given ({0})")]
+    ConsentDenied(String),
+    /// The callback had no code.
+    #[error("the callback carried no authorization code")]
+    MissingCode,
+    /// RD says the code expired or was used (or the grant is invalid).
+    #[error("the authorization code was refused: {0}")]
+    CodeRejected(TokenCallError),
+    /// RD refused our client credentials even after re-reading them.
+    #[error("RD Station refused the client credentials: {0}")]
+    ClientRejected(TokenCallError),
+    /// RD did not answer usefully (rate limit, 5xx, timeout, unexpected answer).
+    #[error("RD Station could not complete the exchange: {0}")]
+    RdUnavailable(TokenCallError),
+    /// No usable credentials for the product.
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    /// The connection id is taken by the other product.
+    #[error("connection {id} exists for product {existing}")]
+    ProductMismatch {
+        /// The connection id.
+        id: ConnectionId,
+        /// Its product.
+        existing: Product,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ConnectFailure {
+    /// A short machine-readable reason, used in `return_url` redirects and JSON.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::ConsentDenied(_) => "access_denied",
+            Self::MissingCode => "missing_code",
+            Self::CodeRejected(_) => "expired_code",
+            Self::ClientRejected(_) => "client_rejected",
+            Self::RdUnavailable(_) => "rdstation_unavailable",
+            Self::Credentials(_) => "credentials_unavailable",
+            Self::ProductMismatch { .. } => "product_mismatch",
+            Self::Store(_) => "store_unavailable",
+        }
+    }
+}
+
+/// A callback for a valid session, and how it ended.
+#[derive(Debug)]
+pub struct CallbackOutcome {
+    /// The session the callback completed.
+    pub session: ConnectSession,
+    /// The stored connection, or why there is none.
+    pub result: Result<Connection, ConnectFailure>,
+}
+
+/// SHA-256 of a state value, as stored on its session.
+fn state_hash(state: &str) -> String {
+    Sha256::digest(state.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl ConnectService {
+    /// Opens a connect session and returns it with its connect URL.
+    ///
+    /// # Errors
+    /// [`OpenSessionError`] for bad input or a store failure; nothing is written then.
+    pub async fn open_session(
+        &self,
+        connection_id: &str,
+        product: Product,
+        return_url: Option<&str>,
+    ) -> Result<(ConnectSession, Url), OpenSessionError> {
+        let connection_id = ConnectionId::parse(connection_id)?;
+        let return_url = return_url
+            .map(|raw| self.allowed_return_url(raw))
+            .transpose()?;
+        if let Some(existing) = self.connections.get(&connection_id).await?
+            && existing.product != product
+        {
+            return Err(OpenSessionError::ProductMismatch {
+                id: connection_id,
+                existing: existing.product,
+            });
+        }
+        let session = ConnectSession::new(connection_id, product, return_url, self.clock.now());
+        self.sessions.create_session(&session).await?;
+        let connect_url = self.connect_url(&session.id);
+        Ok((session, connect_url))
+    }
+
+    fn allowed_return_url(&self, raw: &str) -> Result<Url, OpenSessionError> {
+        let url = Url::parse(raw).map_err(|_| OpenSessionError::ReturnUrlNotAllowed)?;
+        let allowed = matches!(url.scheme(), "http" | "https")
+            && self.allowed_return_origins.contains(&url.origin());
+        allowed.then_some(url).ok_or(OpenSessionError::ReturnUrlNotAllowed)
+    }
+
+    fn connect_url(&self, id: &SessionId) -> Url {
+        let mut url = self.public_base_url.clone();
+        let base = url.path().trim_end_matches('/').to_owned();
+        url.set_path(&format!("{base}/connect/{}", id.as_str()));
+        url
+    }
+
+    /// Issues a fresh `state` for the session and returns RD's consent URL.
+    ///
+    /// # Errors
+    /// [`BeginConsentError::SessionUnusable`] for an unknown, expired or used session.
+    pub async fn begin_consent(&self, session_id: &str) -> Result<Url, BeginConsentError> {
+        let id = SessionId::parse(session_id).ok_or(BeginConsentError::SessionUnusable)?;
+        let state = StateToken::new(format!(
+            "{}.{}",
+            id.as_str(),
+            crate::domain::session_nonce()
+        ));
+        let session = self
+            .sessions
+            .bind_state(&id, &state_hash(state.expose_secret()), self.clock.now())
+            .await?;
+        let credentials = self.credentials.credentials(session.product).await?;
+        Ok(self.rdstation.consent_url(
+            session.product,
+            &credentials.client_id,
+            &self.redirect_uri,
+            &state,
+        ))
+    }
+
+    /// Handles RD's redirect back: completes the session named by `state` (once),
+    /// exchanges the code and stores the connection.
+    ///
+    /// # Errors
+    /// [`CallbackRejected`] when the state does not open a session; failures after
+    /// that are in [`CallbackOutcome::result`].
+    pub async fn complete_callback(
+        &self,
+        query: CallbackQuery,
+    ) -> Result<CallbackOutcome, CallbackRejected> {
+        let state = query.state.ok_or(CallbackRejected::InvalidState)?;
+        let session_id = state
+            .expose_secret()
+            .split_once('.')
+            .and_then(|(id, _)| SessionId::parse(id))
+            .ok_or(CallbackRejected::InvalidState)?;
+        let session = self
+            .sessions
+            .complete_session(&session_id, &state_hash(state.expose_secret()), self.clock.now())
+            .await
+            .map_err(|e| match e {
+                SessionError::Unusable => CallbackRejected::InvalidState,
+                SessionError::Store(e) => CallbackRejected::Store(e),
+            })?;
+        let result = match (query.error, query.code) {
+            (Some(error), _) => Err(ConnectFailure::ConsentDenied(error)),
+            (None, None) => Err(ConnectFailure::MissingCode),
+            (None, Some(code)) => self.exchange_and_store(&session, &code).await,
+        };
+        Ok(CallbackOutcome { session, result })
+    }
+
+    async fn exchange_and_store(
+        &self,
+        session: &ConnectSession,
+        code: &AuthCode,
+    ) -> Result<Connection, ConnectFailure> {
+        let credentials = self.credentials.credentials(session.product).await?;
+        let issued = match self.exchange(session.product, &credentials, code).await {
+            Err(TokenCallError::InvalidClient { .. }) => {
+                // The secret may have been rotated since this environment read it.
+                self.credentials.reload().await?;
+                let credentials = self.credentials.credentials(session.product).await?;
+                self.exchange(session.product, &credentials, code).await
+            }
+            other => other,
+        }
+        .map_err(|e| match e {
+            TokenCallError::ExpiredCode { .. } | TokenCallError::InvalidGrant { .. } => {
+                ConnectFailure::CodeRejected(e)
+            }
+            TokenCallError::InvalidClient { .. } => ConnectFailure::ClientRejected(e),
+            other => ConnectFailure::RdUnavailable(other),
+        })?;
+        let now = self.clock.now();
+        let pair = issued
+            .into_pair(session.product, None, now)
+            .ok_or_else(|| {
+                ConnectFailure::RdUnavailable(TokenCallError::Other {
+                    status: 200,
+                    detail: "token response without a refresh_token".to_owned(),
+                })
+            })?;
+        self.store_connection(session, pair).await
+    }
+
+    async fn exchange(
+        &self,
+        product: Product,
+        credentials: &ClientCredentials,
+        code: &AuthCode,
+    ) -> Result<crate::adapters::rdstation::IssuedTokens, TokenCallError> {
+        self.rdstation
+            .exchange_code(product, credentials, code, &self.redirect_uri)
+            .await
+    }
+
+    /// Creates the connection, or reconnects an existing one (same id, version
+    /// bumped), re-reading on a conflict.
+    async fn store_connection(
+        &self,
+        session: &ConnectSession,
+        pair: TokenPair,
+    ) -> Result<Connection, ConnectFailure> {
+        let id = &session.connection_id;
+        let mut current = self.connections.get(id).await?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let now = self.clock.now();
+            let written = match &current {
+                Some(existing) if existing.product != session.product => {
+                    return Err(ConnectFailure::ProductMismatch {
+                        id: id.clone(),
+                        existing: existing.product,
+                    });
+                }
+                Some(existing) => {
+                    self.connections
+                        .update(&existing.reconnected(pair.clone(), now))
+                        .await
+                }
+                None => {
+                    let fresh = Connection::connected(id.clone(), session.product, pair.clone(), now);
+                    self.connections.create(&fresh).await
+                }
+            };
+            match written {
+                Ok(stored) => return Ok(stored),
+                Err(StoreError::Conflict { current: now_stored, .. }) if attempt < STORE_ATTEMPTS => {
+                    current = now_stored.map(|c| *c);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}

@@ -1,0 +1,190 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::Product;
+use crate::clock::Timestamp;
+use crate::secret::{AccessToken, RefreshToken};
+
+/// The caller-chosen name of a connection: 1 to 128 characters from `[A-Za-z0-9._:-]`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct ConnectionId(String);
+
+/// Why a string is not a valid [`ConnectionId`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConnectionIdError {
+    /// The id was empty.
+    #[error("connection_id must not be empty")]
+    Empty,
+    /// The id was longer than 128 characters.
+    #[error("connection_id must be at most 128 characters")]
+    TooLong,
+    /// The id had a character outside `[A-Za-z0-9._:-]`.
+    #[error("connection_id may only contain letters, digits, '.', '_', ':' and '-'")]
+    InvalidCharacter,
+}
+
+impl ConnectionId {
+    /// Validates `value` as a connection id.
+    pub fn parse(value: &str) -> Result<Self, ConnectionIdError> {
+        if value.is_empty() {
+            return Err(ConnectionIdError::Empty);
+        }
+        if value.len() > 128 {
+            return Err(ConnectionIdError::TooLong);
+        }
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-');
+        if !value.chars().all(allowed) {
+            return Err(ConnectionIdError::InvalidCharacter);
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for ConnectionId {
+    type Err = ConnectionIdError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        Self::parse(value)
+    }
+}
+
+impl fmt::Display for ConnectionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Whether a connection can be used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionStatus {
+    /// The stored pair is believed good.
+    Active,
+    /// RD rejected the refresh token: a person must connect the account again.
+    NeedsReauth,
+    /// RD may have rotated the refresh token without us keeping the new one.
+    PossiblyLost,
+}
+
+impl ConnectionStatus {
+    /// The lower-case name used in the API and the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionStatus::Active => "active",
+            ConnectionStatus::NeedsReauth => "needs_reauth",
+            ConnectionStatus::PossiblyLost => "possibly_lost",
+        }
+    }
+}
+
+impl FromStr for ConnectionStatus {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "active" => Ok(Self::Active),
+            "needs_reauth" => Ok(Self::NeedsReauth),
+            "possibly_lost" => Ok(Self::PossiblyLost),
+            other => Err(format!("unknown connection status {other:?}")),
+        }
+    }
+}
+
+/// The access and refresh token RD Station issued together, and when the access
+/// token expires.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenPair {
+    /// Bearer token for RD's API.
+    pub access_token: AccessToken,
+    /// Token that buys the next pair.
+    pub refresh_token: RefreshToken,
+    /// When the access token stops working (issue time + `expires_in`).
+    pub access_expires_at: Timestamp,
+}
+
+/// One connected RD Station account, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connection {
+    /// The caller's name for this connection.
+    pub id: ConnectionId,
+    /// Which RD Station product the tokens belong to.
+    pub product: Product,
+    /// Whether the connection can be used.
+    pub status: ConnectionStatus,
+    /// Why the status is not `active`, when it is not.
+    pub status_reason: Option<String>,
+    /// The current token pair.
+    pub tokens: TokenPair,
+    /// When the current refresh token was issued: CRM refresh tokens die 14 days
+    /// after their last use.
+    pub refresh_token_issued_at: Timestamp,
+    /// Bumped by every write; each write is conditional on the version it read.
+    pub version: u64,
+    /// When the connection was first stored.
+    pub created_at: Timestamp,
+    /// When a person last completed the consent flow for it.
+    pub connected_at: Timestamp,
+    /// When the item was last written.
+    pub updated_at: Timestamp,
+}
+
+impl Connection {
+    /// A connection just made from a completed consent flow (version 1).
+    pub fn connected(id: ConnectionId, product: Product, tokens: TokenPair, now: Timestamp) -> Self {
+        Self {
+            id,
+            product,
+            status: ConnectionStatus::Active,
+            status_reason: None,
+            tokens,
+            refresh_token_issued_at: now,
+            version: 1,
+            created_at: now,
+            connected_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// This connection after a person connected it again: same id and creation time,
+    /// the new pair, active again. The version is left for the store to bump.
+    pub fn reconnected(&self, tokens: TokenPair, now: Timestamp) -> Self {
+        Self {
+            status: ConnectionStatus::Active,
+            status_reason: None,
+            tokens,
+            refresh_token_issued_at: now,
+            connected_at: now,
+            updated_at: now,
+            ..self.clone()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_documented_alphabet() {
+        for ok in ["a", "acme:crm-1", "Tenant_9.prod", &"x".repeat(128)] {
+            assert!(ConnectionId::parse(ok).is_ok(), "{ok}");
+        }
+    }
+
+    #[test]
+    fn rejects_everything_else() {
+        assert_eq!(ConnectionId::parse(""), Err(ConnectionIdError::Empty));
+        assert_eq!(ConnectionId::parse(&"x".repeat(129)), Err(ConnectionIdError::TooLong));
+        for bad in ["a b", "a/b", "é", "a#b", "CONN#x"] {
+            assert_eq!(ConnectionId::parse(bad), Err(ConnectionIdError::InvalidCharacter), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Handlers of the connect flow's routes.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+use serde_json::json;
+use url::Url;
+
+use super::error::ApiError;
+use super::pages::{error_response, page, private, wants_html};
+use crate::connect::{
+    BeginConsentError, CallbackQuery, CallbackRejected, ConnectFailure, ConnectService,
+    OpenSessionError,
+};
+use crate::domain::{ConnectSession, Connection, Product};
+
+#[derive(Deserialize)]
+struct OpenSessionRequest {
+    connection_id: String,
+    product: String,
+    #[serde(default)]
+    return_url: Option<String>,
+}
+
+/// `POST /connect/sessions`: `{"connection_id","product","return_url"?}` → 201
+/// `{"connect_url","expires_at",...}`.
+pub async fn open_session(
+    State(service): State<ConnectService>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/json"));
+    if !is_json {
+        return ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the request body as application/json",
+        )
+        .into_response();
+    }
+    let request: OpenSessionRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return ApiError::bad_request(
+                "invalid_json",
+                format!("the body is not the expected JSON object: {e}"),
+            )
+            .into_response();
+        }
+    };
+    let product: Product = match request.product.parse() {
+        Ok(p) => p,
+        Err(e) => return ApiError::bad_request("invalid_product", e.to_string()).into_response(),
+    };
+    match service
+        .open_session(&request.connection_id, product, request.return_url.as_deref())
+        .await
+    {
+        Ok((session, connect_url)) => {
+            let body = json!({
+                "connect_url": connect_url.as_str(),
+                "expires_at": session.expires_at.to_rfc3339(),
+                "connection_id": session.connection_id,
+                "product": session.product,
+            });
+            private((StatusCode::CREATED, Json(body)).into_response())
+        }
+        Err(err) => open_session_error(err).into_response(),
+    }
+}
+
+fn open_session_error(err: OpenSessionError) -> ApiError {
+    match err {
+        OpenSessionError::InvalidConnectionId(e) => {
+            ApiError::bad_request("invalid_connection_id", e.to_string())
+        }
+        OpenSessionError::ReturnUrlNotAllowed => ApiError::bad_request(
+            "return_url_not_allowed",
+            "return_url must be an absolute http(s) URL on an origin listed in ALLOWED_RETURN_ORIGINS",
+        ),
+        OpenSessionError::ProductMismatch { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "product_mismatch", err.to_string())
+        }
+        OpenSessionError::Store(e) => {
+            tracing::error!(error = %e, "could not open a connect session");
+            ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+        }
+    }
+}
+
+/// `GET /connect/{session}`: 302 to RD's consent page with a fresh `state`.
+pub async fn redirect_to_consent(
+    State(service): State<ConnectService>,
+    Path(session): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let response = match service.begin_consent(&session).await {
+        Ok(consent_url) => Redirect::to(consent_url.as_str()).into_response(),
+        Err(BeginConsentError::SessionUnusable) => error_response(
+            &headers,
+            ApiError::bad_request(
+                "invalid_session",
+                "this connect link is unknown, expired or already used; ask for a new one",
+            ),
+        ),
+        Err(BeginConsentError::Credentials(e)) => {
+            tracing::error!(error = %e, "no client credentials for the consent redirect");
+            error_response(
+                &headers,
+                ApiError::internal(StatusCode::INTERNAL_SERVER_ERROR, "credentials_unavailable"),
+            )
+        }
+        Err(BeginConsentError::Store(e)) => {
+            tracing::error!(error = %e, "could not bind a state to the connect session");
+            error_response(
+                &headers,
+                ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            )
+        }
+    };
+    private(response)
+}
+
+/// `GET /oauth/callback?code&state` (or `?error&state`): completes the session.
+pub async fn oauth_callback(
+    State(service): State<ConnectService>,
+    query: Result<Query<CallbackQuery>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let Ok(Query(query)) = query else {
+        return private(error_response(
+            &headers,
+            ApiError::bad_request("invalid_request", "the callback query is malformed"),
+        ));
+    };
+    let response = match service.complete_callback(query).await {
+        Err(CallbackRejected::InvalidState) => error_response(
+            &headers,
+            ApiError::bad_request(
+                "invalid_state",
+                "this sign-in link is unknown, expired or already used; start the connection again",
+            ),
+        ),
+        Err(CallbackRejected::Store(e)) => {
+            tracing::error!(error = %e, "could not check the callback state");
+            error_response(
+                &headers,
+                ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            )
+        }
+        Ok(outcome) => match outcome.result {
+            Ok(connection) => {
+                tracing::info!(
+                    connection_id = %connection.id,
+                    product = %connection.product,
+                    version = connection.version,
+                    "connection stored"
+                );
+                connected_response(&headers, &outcome.session, &connection)
+            }
+            Err(failure) => {
+                tracing::warn!(
+                    connection_id = %outcome.session.connection_id,
+                    product = %outcome.session.product,
+                    reason = failure.reason(),
+                    error = %failure,
+                    "connect flow ended without a connection"
+                );
+                failed_response(&headers, &outcome.session, &failure)
+            }
+        },
+    };
+    private(response)
+}
+
+fn return_to(session: &ConnectSession, pairs: &[(&str, &str)]) -> Option<Response> {
+    let mut url: Url = session.return_url.clone()?;
+    url.query_pairs_mut()
+        .extend_pairs(pairs)
+        .append_pair("connection_id", session.connection_id.as_str());
+    let mut response = Redirect::to(url.as_str()).into_response();
+    // `Redirect::to` answers 303; a plain 302 is what callers of this flow expect.
+    *response.status_mut() = StatusCode::FOUND;
+    Some(response)
+}
+
+fn connected_response(headers: &HeaderMap, session: &ConnectSession, c: &Connection) -> Response {
+    if let Some(redirect) = return_to(session, &[("status", "connected")]) {
+        return redirect;
+    }
+    if wants_html(headers) {
+        return page(
+            StatusCode::OK,
+            "RD Station connected",
+            &format!(
+                "The RD Station {} account is connected as \"{}\". You can close this page.",
+                product_name(c.product),
+                c.id
+            ),
+        );
+    }
+    let mut response = Json(json!({
+        "status": "connected",
+        "connection_id": c.id,
+        "product": c.product,
+        "version": c.version,
+    }))
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn failed_response(headers: &HeaderMap, session: &ConnectSession, failure: &ConnectFailure) -> Response {
+    let reason = failure.reason();
+    if let Some(redirect) = return_to(session, &[("status", "error"), ("reason", reason)]) {
+        return redirect;
+    }
+    let (status, message) = match failure {
+        ConnectFailure::ConsentDenied(_) => (
+            StatusCode::BAD_REQUEST,
+            "Access was not granted on RD Station, so nothing was connected.",
+        ),
+        ConnectFailure::MissingCode => (
+            StatusCode::BAD_REQUEST,
+            "RD Station sent no authorization code; start the connection again.",
+        ),
+        ConnectFailure::CodeRejected(_) => (
+            StatusCode::BAD_REQUEST,
+            "RD Station says the authorization expired or was already used; start the connection again.",
+        ),
+        ConnectFailure::ProductMismatch { .. } => (
+            StatusCode::CONFLICT,
+            "This connection id already belongs to the other RD Station product.",
+        ),
+        ConnectFailure::ClientRejected(_) | ConnectFailure::RdUnavailable(_) => (
+            StatusCode::BAD_GATEWAY,
+            "RD Station could not complete the connection; try again in a few minutes.",
+        ),
+        ConnectFailure::Credentials(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The service is not configured for this RD Station product.",
+        ),
+        ConnectFailure::Store(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The connection could not be saved; try again in a few minutes.",
+        ),
+    };
+    error_response(headers, ApiError::new(status, reason, message))
+}
+
+fn product_name(product: Product) -> &'static str {
+    match product {
+        Product::Marketing => "Marketing",
+        Product::Crm => "CRM",
+    }
+}

@@ -1,0 +1,134 @@
+//! The roles the service needs from the outside world. Adapters in
+//! [`crate::adapters`] fill them: DynamoDB and memory for the stores, Secrets Manager
+//! and a fixed value for credentials.
+
+use async_trait::async_trait;
+
+use crate::clock::Timestamp;
+use crate::domain::{ConnectSession, Connection, ConnectionId, Product, SessionId};
+use crate::secret::ClientSecret;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The write's condition failed: the item exists already (on create) or its
+    /// `version` is no longer the one read (on update). Carries the item as it is
+    /// now, when there is one.
+    #[error("connection {id} was changed by another writer (or already exists)")]
+    Conflict {
+        /// The connection written.
+        id: ConnectionId,
+        /// The stored item at the time of the failed write.
+        current: Option<Box<Connection>>,
+    },
+    /// The store could not be reached or refused the call (throttling, network,
+    /// service error). The write may be retried.
+    #[error("connection store unavailable: {0}")]
+    Unavailable(String),
+    /// A stored item could not be read back into the domain.
+    #[error("stored item is malformed: {0}")]
+    Corrupt(String),
+}
+
+/// Why a connect session could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// No open session matches: unknown, expired, already completed, or the state
+    /// does not match the one issued last.
+    #[error("connect session is unknown, expired or already used")]
+    Unusable,
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Where connections live. Every write is conditional on the version read, and
+/// reads are strongly consistent, so a write based on a stale read fails with
+/// [`StoreError::Conflict`] instead of overwriting.
+#[async_trait]
+pub trait ConnectionStore: Send + Sync {
+    /// The connection as last written, read consistently.
+    async fn get(&self, id: &ConnectionId) -> Result<Option<Connection>, StoreError>;
+
+    /// Stores a connection that must not exist yet; it is stored with version 1.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] with the existing item if the id is taken.
+    async fn create(&self, connection: &Connection) -> Result<Connection, StoreError>;
+
+    /// Replaces the connection if its stored version still equals
+    /// `connection.version`; the stored copy gets `version + 1`, which is returned.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] with the current item if the version moved on or
+    /// the item is gone.
+    async fn update(&self, connection: &Connection) -> Result<Connection, StoreError>;
+}
+
+/// Where connect sessions live (in the same table as connections, in production).
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    /// Stores a new session.
+    async fn create_session(&self, session: &ConnectSession) -> Result<(), StoreError>;
+
+    /// The session, read consistently.
+    async fn get_session(&self, id: &SessionId) -> Result<Option<ConnectSession>, StoreError>;
+
+    /// Records the hash of a newly issued `state` on an open session, replacing any
+    /// earlier one (so only the latest redirect's state can complete it).
+    ///
+    /// # Errors
+    /// [`SessionError::Unusable`] if the session is unknown, expired or completed.
+    async fn bind_state(
+        &self,
+        id: &SessionId,
+        state_hash: &str,
+        now: Timestamp,
+    ) -> Result<ConnectSession, SessionError>;
+
+    /// Marks the session completed, in one conditional write, if it is open and its
+    /// state hash is `state_hash`. Exactly one caller can win this for a session.
+    ///
+    /// # Errors
+    /// [`SessionError::Unusable`] otherwise.
+    async fn complete_session(
+        &self,
+        id: &SessionId,
+        state_hash: &str,
+        now: Timestamp,
+    ) -> Result<ConnectSession, SessionError>;
+}
+
+/// The client id and secret of one of our RD Station apps.
+#[derive(Clone, Debug)]
+pub struct ClientCredentials {
+    /// The app's public client id.
+    pub client_id: String,
+    /// The app's client secret.
+    pub client_secret: ClientSecret,
+}
+
+/// Why client credentials could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    /// The credentials secret has no entry for this product.
+    #[error("no client credentials configured for {0}")]
+    NotConfigured(Product),
+    /// The secret could not be read.
+    #[error("client credentials unavailable: {0}")]
+    Unavailable(String),
+    /// The secret's value is not the documented JSON.
+    #[error("client credentials secret is malformed: {0}")]
+    Malformed(String),
+}
+
+/// Where the RD Station app credentials come from.
+#[async_trait]
+pub trait CredentialSource: Send + Sync {
+    /// The credentials for `product`, from the cache when there is one.
+    async fn credentials(&self, product: Product) -> Result<ClientCredentials, CredentialsError>;
+
+    /// Drops the cache and reads the credentials again (after RD answered
+    /// `invalid_client`, e.g. because the secret was rotated).
+    async fn reload(&self) -> Result<(), CredentialsError>;
+}
