@@ -1,1 +1,93 @@
-fn main() {}
+//! `make run`: the service and the RD Station sandbox on localhost, with an
+//! in-memory store and no AWS account. Prints the URLs to open.
+
+mod dev_pages;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use connector::adapters::credentials::{CredentialSet, StaticCredentials};
+use connector::adapters::memory::MemoryStore;
+use connector::adapters::rdstation::{RdStationClient, RdStationEndpoints};
+use connector::clock::SystemClock;
+use connector::connect::ConnectService;
+use connector::http::oauth_callback_router;
+use connector::secret::ClientSecret;
+use rd_sandbox::{Sandbox, SandboxConfig};
+use tokio::net::TcpListener;
+
+fn port(name: &str, default: u16) -> anyhow::Result<u16> {
+    match std::env::var(name) {
+        Ok(v) => v.parse().with_context(|| format!("{name} must be a port number")),
+        Err(_) => Ok(default),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let service_port = port("PORT", 8787)?;
+    let sandbox_port = port("SANDBOX_PORT", 8788)?;
+    let public_base_url = format!("http://127.0.0.1:{service_port}");
+    let redirect_uri = format!("{public_base_url}/oauth/callback");
+
+    let mut sandbox_config = SandboxConfig::default();
+    sandbox_config.marketing.redirect_uri = Some(redirect_uri.clone());
+    sandbox_config.crm.redirect_uri = Some(redirect_uri.clone());
+    let credentials = CredentialSet::new(
+        Some((
+            sandbox_config.marketing.client_id.clone(),
+            ClientSecret::new(sandbox_config.marketing.client_secret.clone()),
+        )),
+        Some((
+            sandbox_config.crm.client_id.clone(),
+            ClientSecret::new(sandbox_config.crm.client_secret.clone()),
+        )),
+    );
+    let sandbox_listener = TcpListener::bind(("127.0.0.1", sandbox_port))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{sandbox_port} (set SANDBOX_PORT)"))?;
+    let sandbox = Sandbox::new(sandbox_config).spawn_on(sandbox_listener)?;
+
+    let store = Arc::new(MemoryStore::new());
+    let endpoints = RdStationEndpoints {
+        api_base: sandbox.base_url.clone(),
+        marketing_authorize: sandbox.url("/auth/dialog"),
+        crm_authorize: sandbox.url("/oauth/authorize"),
+    };
+    let service = ConnectService {
+        connections: store.clone(),
+        sessions: store.clone(),
+        credentials: Arc::new(StaticCredentials(credentials)),
+        rdstation: RdStationClient::new(endpoints, Duration::from_secs(10))?,
+        clock: Arc::new(SystemClock),
+        public_base_url: public_base_url.parse()?,
+        redirect_uri,
+        allowed_return_origins: Vec::new(),
+    };
+    let app = oauth_callback_router(service.clone()).merge(dev_pages::routes(service));
+
+    let listener = TcpListener::bind(("127.0.0.1", service_port))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{service_port} (set PORT)"))?;
+    println!();
+    println!("RD Station connection service, local run (in-memory store, RD Station sandbox)");
+    println!("  Open:            {public_base_url}/");
+    println!("  Service API:     {public_base_url}  (POST /connect/sessions, GET /connect/{{session}}, GET /oauth/callback)");
+    println!("  RD sandbox:      {}  (control: /_sandbox/stats)", sandbox.base_url.as_str().trim_end_matches('/'));
+    println!("  Open a session:  curl -s -X POST {public_base_url}/connect/sessions -H 'content-type: application/json' -d '{{\"connection_id\":\"demo-crm\",\"product\":\"crm\"}}'");
+    println!("Stop with Ctrl-C.");
+    println!();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

@@ -1,1 +1,215 @@
-//! placeholder
+//! A stateful fake RD Station for tests and local runs: consent pages, the
+//! Marketing and CRM v2 token endpoints, revoke, and a few protected API routes,
+//! following RD's documented behaviour:
+//!
+//! - codes are single-use; Marketing codes live 60 min, CRM codes 5 min
+//!   (`EXPIRED_CODE_GRANT` after);
+//! - Marketing refresh tokens are stable; CRM refresh tokens roll on every refresh
+//!   (the old one dies at once) and die after 14 days unused;
+//! - access tokens expire after a configurable `expires_in`; expired ones get 401
+//!   with `WWW-Authenticate: … error="expired_token"`;
+//! - a token of one product is refused by the other's routes.
+//!
+//! Tests steer it through [`Sandbox`] methods or the `/_sandbox/*` control routes:
+//! a clock offset, per-refresh-token call counters and injected faults.
+
+mod api;
+mod control;
+mod model;
+mod oauth;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use url::Url;
+
+pub use model::{Fault, Stats};
+use model::State;
+
+/// One registered RD Station app (client) of a product.
+#[derive(Clone, Debug)]
+pub struct AppRegistration {
+    /// The app's client id.
+    pub client_id: String,
+    /// The app's client secret.
+    pub client_secret: String,
+    /// The registered callback; when set, `redirect_uri` must equal it exactly.
+    pub redirect_uri: Option<String>,
+}
+
+/// The sandbox's apps and lifetimes.
+#[derive(Clone, Debug)]
+pub struct SandboxConfig {
+    /// The Marketing app.
+    pub marketing: AppRegistration,
+    /// The CRM app.
+    pub crm: AppRegistration,
+    /// Marketing access-token life in seconds (RD: 86 400).
+    pub marketing_access_ttl: i64,
+    /// CRM access-token life in seconds (RD: 7 200).
+    pub crm_access_ttl: i64,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            marketing: AppRegistration {
+                client_id: "sandbox-marketing-client".to_owned(),
+                client_secret: "sandbox-marketing-secret".to_owned(),
+                redirect_uri: None,
+            },
+            crm: AppRegistration {
+                client_id: "sandbox-crm-client".to_owned(),
+                client_secret: "sandbox-crm-secret".to_owned(),
+                redirect_uri: None,
+            },
+            marketing_access_ttl: 86_400,
+            crm_access_ttl: 7_200,
+        }
+    }
+}
+
+/// The RD products the sandbox fakes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SandboxProduct {
+    /// RD Station Marketing.
+    Marketing,
+    /// RD Station CRM v2.
+    Crm,
+}
+
+/// A sandbox's shared state; cheap to clone.
+#[derive(Clone)]
+pub struct Sandbox {
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sandbox")
+    }
+}
+
+impl Sandbox {
+    /// A sandbox with no grants yet.
+    pub fn new(config: SandboxConfig) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(State::new(config))),
+        }
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock would be a sandbox bug; keep serving.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// All routes: RD's and the `/_sandbox` control routes.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .merge(oauth::routes())
+            .merge(api::routes())
+            .merge(control::routes())
+            .with_state(self.clone())
+    }
+
+    /// Serves the sandbox on `listener` in a background task.
+    pub fn spawn_on(&self, listener: TcpListener) -> std::io::Result<RunningSandbox> {
+        let address = listener.local_addr()?;
+        let router = self.router();
+        let task = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, router).await {
+                tracing::error!(error = %e, "sandbox server stopped");
+            }
+        });
+        let base_url = Url::parse(&format!("http://{address}"))
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(RunningSandbox {
+            sandbox: self.clone(),
+            base_url,
+            task,
+        })
+    }
+
+    /// Serves the sandbox on a free loopback port.
+    pub async fn spawn_local(&self) -> std::io::Result<RunningSandbox> {
+        self.spawn_on(TcpListener::bind("127.0.0.1:0").await?)
+    }
+
+    /// Moves the sandbox clock forward.
+    pub fn advance_clock(&self, seconds: i64) {
+        self.lock().clock_offset += seconds;
+    }
+
+    /// Sets the `expires_in` of access tokens issued from now on.
+    pub fn set_access_ttl(&self, product: SandboxProduct, seconds: i64) {
+        let mut state = self.lock();
+        match product {
+            SandboxProduct::Marketing => state.config.marketing_access_ttl = seconds,
+            SandboxProduct::Crm => state.config.crm_access_ttl = seconds,
+        }
+    }
+
+    /// Makes the next `count` token-endpoint calls fail with `fault`.
+    pub fn inject_fault(&self, fault: Fault, count: usize) {
+        let mut state = self.lock();
+        state.faults.extend(std::iter::repeat_n(fault, count));
+    }
+
+    /// Counters of token-endpoint calls.
+    pub fn stats(&self) -> Stats {
+        self.lock().stats.clone()
+    }
+
+    /// Token-endpoint calls that presented `refresh_token`.
+    pub fn refresh_calls_for(&self, refresh_token: &str) -> u64 {
+        let fingerprint = model::fingerprint(refresh_token);
+        self.lock()
+            .stats
+            .calls_by_refresh_token
+            .get(&fingerprint)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Every code, access token and refresh token this sandbox has issued, so tests
+    /// can check that none reached a log.
+    pub fn issued_secrets(&self) -> Vec<String> {
+        self.lock().issued.clone()
+    }
+
+    /// Whether `access_token` would be accepted by the product's API right now.
+    pub fn access_token_is_valid(&self, product: SandboxProduct, access_token: &str) -> bool {
+        self.lock().check_access(product, access_token).is_ok()
+    }
+}
+
+/// A sandbox being served on loopback; stops when dropped.
+#[derive(Debug)]
+pub struct RunningSandbox {
+    /// The sandbox's state, for control from tests.
+    pub sandbox: Sandbox,
+    /// `http://127.0.0.1:PORT`.
+    pub base_url: Url,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningSandbox {
+    /// `base_url` joined with `path`.
+    pub fn url(&self, path: &str) -> Url {
+        let mut url = self.base_url.clone();
+        url.set_path(path);
+        url
+    }
+}
+
+impl Drop for RunningSandbox {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How long a [`Fault::Hang`] holds a call by default.
+pub const DEFAULT_HANG: Duration = Duration::from_secs(30);

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod adapters;
+pub mod aws;
 pub mod clock;
 pub mod config;
 pub mod connect;

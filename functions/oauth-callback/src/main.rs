@@ -1,1 +1,14 @@
-fn main() {}
+//! Lambda: connect sessions, the redirect to RD Station's consent page, and the
+//! OAuth callback. Builds its dependencies once per cold start and serves the
+//! router from the `connector` library.
+
+use connector::config::Config;
+use connector::http::oauth_callback_router;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    lambda_http::tracing::init_default_subscriber();
+    let config = Config::from_env()?;
+    let service = connector::aws::connect_service(&config).await?;
+    lambda_http::run(oauth_callback_router(service)).await
+}

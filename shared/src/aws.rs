@@ -1,0 +1,45 @@
+//! Builds the service's dependencies on AWS, once per Lambda environment. The SDK
+//! reads region, credentials and `AWS_ENDPOINT_URL` from the standard environment,
+//! so tests and local runs point it at moto without special code.
+
+use std::sync::Arc;
+
+use crate::adapters::credentials::SecretsManagerCredentials;
+use crate::adapters::dynamodb::DynamoStore;
+use crate::adapters::rdstation::{ClientBuildError, RdStationClient};
+use crate::clock::SystemClock;
+use crate::config::Config;
+use crate::connect::ConnectService;
+
+/// The shared AWS SDK configuration, from the standard environment.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await
+}
+
+/// The connect flow over DynamoDB, Secrets Manager and RD Station.
+///
+/// # Errors
+/// [`ClientBuildError`] if the HTTP client cannot be built.
+pub async fn connect_service(config: &Config) -> Result<ConnectService, ClientBuildError> {
+    let sdk = sdk_config().await;
+    let store = Arc::new(DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        &config.connections_table,
+    ));
+    let credentials = Arc::new(SecretsManagerCredentials::new(
+        aws_sdk_secretsmanager::Client::new(&sdk),
+        &config.client_credentials_secret,
+    ));
+    Ok(ConnectService {
+        connections: store.clone(),
+        sessions: store,
+        credentials,
+        rdstation: RdStationClient::new(config.rdstation.clone(), config.token_call_timeout)?,
+        clock: Arc::new(SystemClock),
+        public_base_url: config.public_base_url.clone(),
+        redirect_uri: config.redirect_uri(),
+        allowed_return_origins: config.allowed_return_origins.clone(),
+    })
+}
