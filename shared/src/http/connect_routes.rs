@@ -5,13 +5,13 @@ use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use url::Url;
 
 use super::error::ApiError;
-use super::pages::{error_response, page, private, wants_html};
+use super::pages::{error_response, found, page, private, wants_html};
 use crate::connect::{
     BeginConsentError, CallbackQuery, CallbackRejected, ConnectFailure, ConnectService,
     OpenSessionError,
@@ -102,7 +102,7 @@ pub async fn redirect_to_consent(
     headers: HeaderMap,
 ) -> Response {
     let response = match service.begin_consent(&session).await {
-        Ok(consent_url) => Redirect::to(consent_url.as_str()).into_response(),
+        Ok(consent_url) => found(consent_url.as_str()),
         Err(BeginConsentError::SessionUnusable) => error_response(
             &headers,
             ApiError::bad_request(
@@ -185,10 +185,7 @@ fn return_to(session: &ConnectSession, pairs: &[(&str, &str)]) -> Option<Respons
     url.query_pairs_mut()
         .extend_pairs(pairs)
         .append_pair("connection_id", session.connection_id.as_str());
-    let mut response = Redirect::to(url.as_str()).into_response();
-    // `Redirect::to` answers 303; a plain 302 is what callers of this flow expect.
-    *response.status_mut() = StatusCode::FOUND;
-    Some(response)
+    Some(found(url.as_str()))
 }
 
 fn connected_response(headers: &HeaderMap, session: &ConnectSession, c: &Connection) -> Response {

@@ -2,7 +2,7 @@
 //! a fixed vocabulary or already-validated ids are placed in them.
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 
 use super::error::ApiError;
 
@@ -35,6 +35,14 @@ pub fn error_response(headers: &HeaderMap, error: ApiError) -> Response {
     } else {
         error.into_response()
     }
+}
+
+/// A `302 Found` to `location`: what browsers and OAuth providers expect in these
+/// flows (axum's `Redirect::to` answers 303).
+pub fn found(location: &str) -> Response {
+    let mut response = Redirect::to(location).into_response();
+    *response.status_mut() = StatusCode::FOUND;
+    response
 }
 
 /// Marks a response as never to be cached, and its URL (which may hold a code or a

@@ -1,0 +1,144 @@
+//! API Gateway HTTP API (payload 2.0) events, as AWS sends them to the Lambda,
+//! turned into requests by `lambda_http` exactly as the runtime does.
+
+use axum::Router;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tower::ServiceExt;
+
+/// A POST from a caller signed with SigV4 (the IAM-authorized route).
+pub const IAM_AUTHORIZED: &str = include_str!("../fixtures/apigw-v2/iam-authorized.json");
+/// A navigation from a person's browser (cookies, `Accept: text/html`).
+pub const BROWSER: &str = include_str!("../fixtures/apigw-v2/browser.json");
+
+/// One request to build from a fixture.
+#[derive(Clone, Debug)]
+pub struct EventRequest<'a> {
+    /// The fixture to start from.
+    pub fixture: &'a str,
+    /// HTTP method.
+    pub method: &'a str,
+    /// Path, without query.
+    pub path: &'a str,
+    /// Raw query string, without `?`.
+    pub query: &'a str,
+    /// Extra or replaced headers (lower-case names).
+    pub headers: Vec<(&'a str, &'a str)>,
+    /// The body, if any.
+    pub body: Option<Vec<u8>>,
+    /// Send the body base64-encoded, as API Gateway does for binary media.
+    pub base64: bool,
+}
+
+impl<'a> EventRequest<'a> {
+    /// A request from `fixture` with no query, body or extra headers.
+    pub fn new(fixture: &'a str, method: &'a str, path: &'a str) -> Self {
+        Self {
+            fixture,
+            method,
+            path,
+            query: "",
+            headers: Vec::new(),
+            body: None,
+            base64: false,
+        }
+    }
+
+    /// The API Gateway event JSON.
+    pub fn event(&self) -> Value {
+        use base64::Engine;
+        let mut event: Value = serde_json::from_str(self.fixture).expect("fixture is JSON");
+        let route_key = format!("{} {}", self.method, self.path);
+        event["routeKey"] = route_key.clone().into();
+        event["rawPath"] = self.path.into();
+        event["rawQueryString"] = self.query.into();
+        event["requestContext"]["routeKey"] = route_key.into();
+        event["requestContext"]["http"]["method"] = self.method.into();
+        event["requestContext"]["http"]["path"] = self.path.into();
+        for (name, value) in &self.headers {
+            event["headers"][*name] = (*value).into();
+        }
+        match &self.body {
+            Some(body) if self.base64 => {
+                event["body"] = base64::engine::general_purpose::STANDARD.encode(body).into();
+                event["isBase64Encoded"] = true.into();
+            }
+            Some(body) => {
+                event["body"] = String::from_utf8(body.clone()).expect("utf-8 body").into();
+                event["isBase64Encoded"] = false.into();
+            }
+            None => {
+                if let Some(map) = event.as_object_mut() {
+                    map.remove("body");
+                }
+            }
+        }
+        event
+    }
+}
+
+/// What the router answered.
+#[derive(Debug)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Headers.
+    pub headers: axum::http::HeaderMap,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl Answer {
+    /// The body as JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|_| {
+            panic!("body is not JSON: {}", String::from_utf8_lossy(&self.body))
+        })
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The `Location` header.
+    pub fn location(&self) -> String {
+        self.headers
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("no Location header (status {})", self.status))
+            .to_owned()
+    }
+
+    /// The JSON error code, asserting the documented error shape.
+    pub fn error_code(&self) -> String {
+        let json = self.json();
+        assert!(json["message"].is_string(), "error without message: {json}");
+        json["code"].as_str().expect("error code").to_owned()
+    }
+}
+
+/// Sends `request` through `router` as the Lambda runtime would.
+pub async fn send(router: &Router, request: &EventRequest<'_>) -> Answer {
+    let event = request.event().to_string();
+    let http_request = lambda_http::request::from_str(&event).expect("lambda_http parses the event");
+    let response = router
+        .clone()
+        .oneshot(http_request)
+        .await
+        .expect("routers are infallible");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes()
+        .to_vec();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}

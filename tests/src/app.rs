@@ -1,0 +1,211 @@
+//! `TestApp`: the callback function's router over a fresh DynamoDB table and a
+//! fresh Secrets Manager secret on moto, talking to its own RD Station sandbox
+//! over loopback. Every request goes in as an API Gateway HTTP API v2 event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use connector::adapters::credentials::SecretsManagerCredentials;
+use connector::adapters::dynamodb::DynamoStore;
+use connector::adapters::rdstation::{RdStationClient, RdStationEndpoints};
+use connector::clock::OffsetClock;
+use connector::connect::ConnectService;
+use connector::domain::{Connection, ConnectionId};
+use connector::http::oauth_callback_router;
+use connector::ports::ConnectionStore;
+use rd_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
+use serde_json::json;
+use url::Url;
+
+use crate::apigw::{self, Answer, EventRequest};
+use crate::{logs, moto};
+
+/// Where tests pretend the service is deployed.
+pub const PUBLIC_BASE_URL: &str = "https://connect.example.com";
+/// The origin tests may use for `return_url`.
+pub const RETURN_ORIGIN: &str = "https://app.example.com";
+
+/// A wired-up service for one test.
+pub struct TestApp {
+    /// The RD Station sandbox on loopback.
+    pub sandbox: RunningSandbox,
+    /// The service as the Lambda builds it.
+    pub service: ConnectService,
+    /// The callback function's router.
+    pub router: Router,
+    /// The DynamoDB store (on moto) behind the service.
+    pub store: DynamoStore,
+    /// The service's clock, which tests can move.
+    pub clock: OffsetClock,
+    /// The sandbox's app configuration (client ids and secrets).
+    pub sandbox_config: SandboxConfig,
+    /// The Secrets Manager secret holding the client credentials.
+    pub secret_name: String,
+    /// A browser-like HTTP client that does not follow redirects.
+    pub browser: reqwest::Client,
+}
+
+/// The JSON the credentials secret holds for `config`.
+pub fn credentials_json(config: &SandboxConfig) -> String {
+    json!({
+        "marketing": {"client_id": config.marketing.client_id, "client_secret": config.marketing.client_secret},
+        "crm": {"client_id": config.crm.client_id, "client_secret": config.crm.client_secret},
+    })
+    .to_string()
+}
+
+impl TestApp {
+    /// A service with a fresh table and secret, and a sandbox that requires our
+    /// exact redirect URI.
+    pub async fn start() -> Self {
+        logs::install();
+        let redirect_uri = format!("{PUBLIC_BASE_URL}/oauth/callback");
+        let mut sandbox_config = SandboxConfig::default();
+        sandbox_config.marketing.redirect_uri = Some(redirect_uri.clone());
+        sandbox_config.crm.redirect_uri = Some(redirect_uri.clone());
+        let sandbox = Sandbox::new(sandbox_config.clone())
+            .spawn_local()
+            .await
+            .expect("sandbox listens on loopback");
+        let store = moto::fresh_store().await;
+        let secret_name = moto::create_secret(&credentials_json(&sandbox_config)).await;
+        let credentials = SecretsManagerCredentials::new(moto::secretsmanager().await, &secret_name);
+        let clock = OffsetClock::new();
+        let endpoints = RdStationEndpoints {
+            api_base: sandbox.base_url.clone(),
+            marketing_authorize: sandbox.url("/auth/dialog"),
+            crm_authorize: sandbox.url("/oauth/authorize"),
+        };
+        let service = ConnectService {
+            connections: Arc::new(store.clone()),
+            sessions: Arc::new(store.clone()),
+            credentials: Arc::new(credentials),
+            rdstation: RdStationClient::new(endpoints, Duration::from_secs(2)).expect("client"),
+            clock: Arc::new(clock.clone()),
+            public_base_url: Url::parse(PUBLIC_BASE_URL).expect("url"),
+            redirect_uri,
+            allowed_return_origins: vec![Url::parse(RETURN_ORIGIN).expect("url").origin()],
+        };
+        let router = oauth_callback_router(service.clone());
+        let browser = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("client");
+        Self {
+            sandbox,
+            service,
+            router,
+            store,
+            clock,
+            sandbox_config,
+            secret_name,
+            browser,
+        }
+    }
+
+    /// Sends an event through the router.
+    pub async fn send(&self, request: &EventRequest<'_>) -> Answer {
+        apigw::send(&self.router, request).await
+    }
+
+    /// `POST /connect/sessions` as a signed caller would.
+    pub async fn open_session(&self, body: serde_json::Value) -> Answer {
+        let mut request = EventRequest::new(apigw::IAM_AUTHORIZED, "POST", "/connect/sessions");
+        request.body = Some(body.to_string().into_bytes());
+        self.send(&request).await
+    }
+
+    /// Opens a session and returns its connect URL's path.
+    pub async fn connect_path(&self, connection_id: &str, product: &str, return_url: Option<&str>) -> String {
+        let mut body = json!({"connection_id": connection_id, "product": product});
+        if let Some(url) = return_url {
+            body["return_url"] = url.into();
+        }
+        let answer = self.open_session(body).await;
+        assert_eq!(answer.status, 201, "{}", answer.text());
+        let connect_url = Url::parse(answer.json()["connect_url"].as_str().expect("connect_url"))
+            .expect("connect_url is a URL");
+        assert!(connect_url.as_str().starts_with(PUBLIC_BASE_URL));
+        connect_url.path().to_owned()
+    }
+
+    /// A person opens the connect link: the router's redirect to RD's consent page.
+    pub async fn consent_url(&self, connect_path: &str) -> Url {
+        let answer = self
+            .send(&EventRequest::new(apigw::BROWSER, "GET", connect_path))
+            .await;
+        assert_eq!(answer.status, 302, "{}", answer.text());
+        Url::parse(&answer.location()).expect("consent URL")
+    }
+
+    /// The person sees the sandbox's consent page and clicks `decision` ("allow" or
+    /// "deny"); returns where RD sends the browser back to.
+    pub async fn decide(&self, consent_url: &Url, decision: &str) -> Url {
+        let page = self
+            .browser
+            .get(consent_url.clone())
+            .send()
+            .await
+            .expect("consent page");
+        assert_eq!(page.status(), 200);
+        assert!(page.text().await.expect("html").contains("/consent/decision"));
+        let query: std::collections::HashMap<String, String> =
+            consent_url.query_pairs().into_owned().collect();
+        let product = if consent_url.path() == "/auth/dialog" { "marketing" } else { "crm" };
+        let answer = self
+            .browser
+            .post(self.sandbox.url("/consent/decision"))
+            .form(&[
+                ("product", product),
+                ("client_id", &query["client_id"]),
+                ("redirect_uri", &query["redirect_uri"]),
+                ("state", &query["state"]),
+                ("decision", decision),
+            ])
+            .send()
+            .await
+            .expect("decision");
+        assert!(answer.status().is_redirection());
+        let location = answer.headers()["location"].to_str().expect("ascii").to_owned();
+        Url::parse(&location).expect("callback URL")
+    }
+
+    /// RD's redirect arrives at our callback, from the person's browser.
+    pub async fn callback(&self, callback_url: &Url, accept_html: bool) -> Answer {
+        assert!(callback_url.as_str().starts_with(PUBLIC_BASE_URL));
+        let mut request = EventRequest::new(apigw::BROWSER, "GET", callback_url.path());
+        let query = callback_url.query().unwrap_or_default().to_owned();
+        request.query = &query;
+        if !accept_html {
+            request.headers.push(("accept", "application/json"));
+        }
+        self.send(&request).await
+    }
+
+    /// A whole connect flow, approved; returns the callback's answer.
+    pub async fn connect(&self, connection_id: &str, product: &str) -> Answer {
+        let path = self.connect_path(connection_id, product, None).await;
+        let consent = self.consent_url(&path).await;
+        let back = self.decide(&consent, "allow").await;
+        self.callback(&back, false).await
+    }
+
+    /// The stored connection.
+    pub async fn stored(&self, id: &str) -> Option<Connection> {
+        self.store
+            .get(&ConnectionId::parse(id).expect("valid id"))
+            .await
+            .expect("store reads")
+    }
+
+    /// Asserts that no token or code the sandbox issued, nor either client secret,
+    /// appears in the log captured so far.
+    pub fn assert_no_secret_logged(&self) {
+        let mut secrets = self.sandbox.sandbox.issued_secrets();
+        assert!(!secrets.is_empty(), "the sandbox issued nothing to look for");
+        secrets.push(self.sandbox_config.marketing.client_secret.clone());
+        secrets.push(self.sandbox_config.crm.client_secret.clone());
+        logs::assert_none_logged(&secrets);
+    }
+}

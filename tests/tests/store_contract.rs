@@ -1,0 +1,227 @@
+//! One contract for every store: the in-memory store and the DynamoDB store (on
+//! moto) must behave alike, conditional writes and conflicts included.
+
+use std::sync::Arc;
+
+use connector::adapters::memory::MemoryStore;
+use connector::clock::Timestamp;
+use connector::domain::{
+    CONNECT_SESSION_TTL_SECONDS, ConnectSession, Connection, ConnectionId, ConnectionStatus, Product,
+    TokenPair,
+};
+use connector::ports::{ConnectionStore, SessionError, SessionStore, StoreError};
+use connector::secret::{AccessToken, ExposeSecret, RefreshToken};
+use integration_tests::moto;
+
+trait Store: ConnectionStore + SessionStore + 'static {}
+impl<T: ConnectionStore + SessionStore + 'static> Store for T {}
+
+fn pair(tag: &str) -> TokenPair {
+    TokenPair {
+        access_token: AccessToken::new(format!("at-{tag}")),
+        refresh_token: RefreshToken::new(format!("rt-{tag}")),
+        access_expires_at: Timestamp(1_000_000),
+    }
+}
+
+fn connection(id: &str) -> Connection {
+    Connection::connected(
+        ConnectionId::parse(id).expect("valid"),
+        Product::Crm,
+        pair("first"),
+        Timestamp(1_000),
+    )
+}
+
+async fn create_then_get_round_trips(store: Arc<impl Store>) {
+    let c = connection("acme:crm");
+    let created = store.create(&c).await.expect("created");
+    assert_eq!(created.version, 1);
+    let read = store.get(&c.id).await.expect("read").expect("present");
+    assert_eq!(read, created);
+    assert!(store.get(&ConnectionId::parse("absent").expect("valid")).await.expect("read").is_none());
+}
+
+async fn create_of_existing_is_conflict_with_current_item(store: Arc<impl Store>) {
+    let c = connection("dup");
+    store.create(&c).await.expect("created");
+    let mut other = connection("dup");
+    other.tokens = pair("second");
+    match store.create(&other).await {
+        Err(StoreError::Conflict { id, current }) => {
+            assert_eq!(id, c.id);
+            let current = current.expect("the existing item comes back");
+            assert_eq!(current.tokens.refresh_token.expose_secret(), "rt-first");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let read = store.get(&c.id).await.expect("read").expect("present");
+    assert_eq!(read.tokens.refresh_token.expose_secret(), "rt-first", "nothing overwritten");
+}
+
+async fn update_bumps_version(store: Arc<impl Store>) {
+    let created = store.create(&connection("bump")).await.expect("created");
+    let mut next = created.clone();
+    next.tokens = pair("second");
+    let updated = store.update(&next).await.expect("updated");
+    assert_eq!(updated.version, 2);
+    let read = store.get(&created.id).await.expect("read").expect("present");
+    assert_eq!(read, updated);
+}
+
+async fn stale_version_write_is_conflict_with_current_item(store: Arc<impl Store>) {
+    let created = store.create(&connection("stale")).await.expect("created");
+    let mut winner = created.clone();
+    winner.tokens = pair("winner");
+    store.update(&winner).await.expect("first writer wins");
+
+    let mut loser = created.clone();
+    loser.tokens = pair("loser");
+    loser.status = ConnectionStatus::NeedsReauth;
+    match store.update(&loser).await {
+        Err(StoreError::Conflict { id, current }) => {
+            assert_eq!(id, created.id);
+            let current = current.expect("the current item comes back");
+            assert_eq!(current.version, 2);
+            assert_eq!(current.tokens.refresh_token.expose_secret(), "rt-winner");
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let read = store.get(&created.id).await.expect("read").expect("present");
+    assert_eq!(read.version, 2);
+    assert_eq!(read.status, ConnectionStatus::Active);
+    assert_eq!(read.tokens.refresh_token.expose_secret(), "rt-winner");
+}
+
+async fn update_of_missing_is_conflict_without_item(store: Arc<impl Store>) {
+    match store.update(&connection("never-created")).await {
+        Err(StoreError::Conflict { current: None, .. }) => {}
+        other => panic!("expected a conflict without item, got {other:?}"),
+    }
+    assert!(store
+        .get(&ConnectionId::parse("never-created").expect("valid"))
+        .await
+        .expect("read")
+        .is_none());
+}
+
+async fn concurrent_writers_from_one_read_have_one_winner(store: Arc<impl Store>) {
+    let created = store.create(&connection("race")).await.expect("created");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let store = store.clone();
+        let mut next = created.clone();
+        next.tokens = pair(&format!("writer-{i}"));
+        tasks.spawn(async move { store.update(&next).await });
+    }
+    let results = tasks.join_all().await;
+    let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(winners.len(), 1, "exactly one conditional write succeeds");
+    assert!(results
+        .iter()
+        .filter(|r| r.is_err())
+        .all(|r| matches!(r, Err(StoreError::Conflict { current: Some(_), .. }))));
+    let read = store.get(&created.id).await.expect("read").expect("present");
+    assert_eq!(read.version, 2);
+    assert_eq!(read.tokens, winners[0].tokens);
+}
+
+fn session(now: Timestamp) -> ConnectSession {
+    ConnectSession::new(
+        ConnectionId::parse("acme:mkt").expect("valid"),
+        Product::Marketing,
+        Some("https://app.example.com/done".parse().expect("url")),
+        now,
+    )
+}
+
+async fn session_completes_once_with_its_latest_state(store: Arc<impl Store>) {
+    let now = Timestamp(10_000);
+    let s = session(now);
+    store.create_session(&s).await.expect("created");
+    assert_eq!(store.get_session(&s.id).await.expect("read"), Some(s.clone()));
+
+    store.bind_state(&s.id, "hash-1", now).await.expect("bound");
+    let rebound = store.bind_state(&s.id, "hash-2", now).await.expect("bound again");
+    assert_eq!(rebound.state_hash.as_deref(), Some("hash-2"));
+
+    assert!(matches!(
+        store.complete_session(&s.id, "hash-1", now).await,
+        Err(SessionError::Unusable)
+    ), "an earlier state no longer works");
+    let done = store.complete_session(&s.id, "hash-2", now).await.expect("completes");
+    assert!(done.completed);
+    assert_eq!(done.connection_id, s.connection_id);
+    assert!(matches!(
+        store.complete_session(&s.id, "hash-2", now).await,
+        Err(SessionError::Unusable)
+    ), "a replay is refused");
+    assert!(matches!(
+        store.bind_state(&s.id, "hash-3", now).await,
+        Err(SessionError::Unusable)
+    ), "a completed session cannot be restarted");
+}
+
+async fn expired_or_unknown_session_is_unusable(store: Arc<impl Store>) {
+    let now = Timestamp(20_000);
+    let s = session(now);
+    store.create_session(&s).await.expect("created");
+    store.bind_state(&s.id, "h", now).await.expect("bound");
+    let later = now.plus_seconds(CONNECT_SESSION_TTL_SECONDS);
+    assert!(matches!(store.complete_session(&s.id, "h", later).await, Err(SessionError::Unusable)));
+    assert!(matches!(store.bind_state(&s.id, "h", later).await, Err(SessionError::Unusable)));
+    let unknown = session(now).id;
+    assert!(matches!(store.bind_state(&unknown, "h", now).await, Err(SessionError::Unusable)));
+    assert!(matches!(store.complete_session(&unknown, "h", now).await, Err(SessionError::Unusable)));
+    assert!(store.get_session(&unknown).await.expect("read").is_none());
+}
+
+async fn concurrent_completions_have_one_winner(store: Arc<impl Store>) {
+    let now = Timestamp(30_000);
+    let s = session(now);
+    store.create_session(&s).await.expect("created");
+    store.bind_state(&s.id, "h", now).await.expect("bound");
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let store = store.clone();
+        let id = s.id.clone();
+        tasks.spawn(async move { store.complete_session(&id, "h", now).await.is_ok() });
+    }
+    let wins = tasks.join_all().await.into_iter().filter(|won| *won).count();
+    assert_eq!(wins, 1);
+}
+
+macro_rules! contract {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(Arc::new(MemoryStore::new())).await;
+                }
+            )*
+        }
+        mod dynamodb {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    super::$case(Arc::new(moto::fresh_store().await)).await;
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    create_then_get_round_trips,
+    create_of_existing_is_conflict_with_current_item,
+    update_bumps_version,
+    stale_version_write_is_conflict_with_current_item,
+    update_of_missing_is_conflict_without_item,
+    concurrent_writers_from_one_read_have_one_winner,
+    session_completes_once_with_its_latest_state,
+    expired_or_unknown_session_is_unusable,
+    concurrent_completions_have_one_winner,
+);
