@@ -40,7 +40,15 @@ export AWS_ACCESS_KEY_ID=testing
 export AWS_SECRET_ACCESS_KEY=testing
 export AWS_EC2_METADATA_DISABLED=true
 
+# Every test process logs here; the scan below reads the whole suite's log.
+export TEST_LOG_DIR="$PWD/target/test-logs"
+rm -rf "$TEST_LOG_DIR" && mkdir -p "$TEST_LOG_DIR"
+
 echo "== test (moto on $AWS_ENDPOINT_URL)"
 cargo test --workspace --doc --quiet
 # nextest runs each test in its own process and ends with one summary line.
-cargo nextest run --workspace --no-fail-fast --cargo-quiet
+status=0
+cargo nextest run --workspace --no-fail-fast --cargo-quiet || status=$?
+# Quiet on success, so the test runner's summary stays the run's closing line.
+python3 scripts/check-test-logs.py "$TEST_LOG_DIR" > target/test-logs/scan.txt || { cat target/test-logs/scan.txt; exit 1; }
+exit "$status"

@@ -19,7 +19,9 @@ use tokio::net::TcpListener;
 
 fn port(name: &str, default: u16) -> anyhow::Result<u16> {
     match std::env::var(name) {
-        Ok(v) => v.parse().with_context(|| format!("{name} must be a port number")),
+        Ok(v) => v
+            .parse()
+            .with_context(|| format!("{name} must be a port number")),
         Err(_) => Ok(default),
     }
 }
@@ -28,8 +30,7 @@ fn port(name: &str, default: u16) -> anyhow::Result<u16> {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
     let service_port = port("PORT", 8787)?;
@@ -79,9 +80,16 @@ async fn main() -> anyhow::Result<()> {
     println!();
     println!("RD Station connection service, local run (in-memory store, RD Station sandbox)");
     println!("  Open:            {public_base_url}/");
-    println!("  Service API:     {public_base_url}  (POST /connect/sessions, GET /connect/{{session}}, GET /oauth/callback)");
-    println!("  RD sandbox:      {}  (control: /_sandbox/stats)", sandbox.base_url.as_str().trim_end_matches('/'));
-    println!("  Open a session:  curl -s -X POST {public_base_url}/connect/sessions -H 'content-type: application/json' -d '{{\"connection_id\":\"demo-crm\",\"product\":\"crm\"}}'");
+    println!(
+        "  Service API:     {public_base_url}  (POST /connect/sessions, GET /connect/{{session}}, GET /oauth/callback)"
+    );
+    println!(
+        "  RD sandbox:      {}  (control: /_sandbox/stats)",
+        sandbox.base_url.as_str().trim_end_matches('/')
+    );
+    println!(
+        "  Open a session:  curl -s -X POST {public_base_url}/connect/sessions -H 'content-type: application/json' -d '{{\"connection_id\":\"demo-crm\",\"product\":\"crm\"}}'"
+    );
     println!("Stop with Ctrl-C.");
     println!();
     axum::serve(listener, app)

@@ -48,13 +48,19 @@ fn unauthorized(product: SandboxProduct, refusal: AccessRefusal) -> Response {
     } else {
         "Bearer realm=\"https://api.rd.services/\", error=\"invalid_token\", error_description=\"The access token is invalid\""
     };
-    response
-        .headers_mut()
-        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(challenge),
+    );
     response
 }
 
-fn guarded(sandbox: &Sandbox, product: SandboxProduct, headers: &HeaderMap, ok: serde_json::Value) -> Response {
+fn guarded(
+    sandbox: &Sandbox,
+    product: SandboxProduct,
+    headers: &HeaderMap,
+    ok: serde_json::Value,
+) -> Response {
     match sandbox.lock().check_access(product, &bearer(headers)) {
         Ok(()) => axum::Json(ok).into_response(),
         Err(refusal) => unauthorized(product, refusal),
@@ -62,15 +68,34 @@ fn guarded(sandbox: &Sandbox, product: SandboxProduct, headers: &HeaderMap, ok: 
 }
 
 async fn marketing_contacts(State(s): State<Sandbox>, headers: HeaderMap) -> Response {
-    guarded(&s, SandboxProduct::Marketing, &headers, json!({"contacts": [{"uuid": "c0ffee", "name": "Ana", "email": "ana@example.com"}]}))
+    guarded(
+        &s,
+        SandboxProduct::Marketing,
+        &headers,
+        json!({"contacts": [{"uuid": "c0ffee", "name": "Ana", "email": "ana@example.com"}]}),
+    )
 }
 
-async fn marketing_contact(State(s): State<Sandbox>, Path(identifier): Path<String>, headers: HeaderMap) -> Response {
-    guarded(&s, SandboxProduct::Marketing, &headers, json!({"uuid": "c0ffee", "identifier": identifier, "name": "Ana"}))
+async fn marketing_contact(
+    State(s): State<Sandbox>,
+    Path(identifier): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    guarded(
+        &s,
+        SandboxProduct::Marketing,
+        &headers,
+        json!({"uuid": "c0ffee", "identifier": identifier, "name": "Ana"}),
+    )
 }
 
 async fn marketing_account_info(State(s): State<Sandbox>, headers: HeaderMap) -> Response {
-    guarded(&s, SandboxProduct::Marketing, &headers, json!({"name": "Sandbox account"}))
+    guarded(
+        &s,
+        SandboxProduct::Marketing,
+        &headers,
+        json!({"name": "Sandbox account"}),
+    )
 }
 
 async fn crm_contacts(State(s): State<Sandbox>, headers: HeaderMap) -> Response {

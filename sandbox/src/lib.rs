@@ -25,8 +25,8 @@ use axum::Router;
 use tokio::net::TcpListener;
 use url::Url;
 
-pub use model::{Fault, Stats};
 use model::State;
+pub use model::{Fault, Stats};
 
 /// One registered RD Station app (client) of a product.
 #[derive(Clone, Debug)]
@@ -103,7 +103,9 @@ impl Sandbox {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock would be a sandbox bug; keep serving.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// All routes: RD's and the `/_sandbox` control routes.
@@ -172,6 +174,14 @@ impl Sandbox {
             .get(&fingerprint)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Issues a code as if a person had approved `product`'s consent page for the
+    /// registered app (tests that only exercise the token endpoint).
+    pub fn approve_consent(&self, product: SandboxProduct, redirect_uri: &str) -> String {
+        let mut state = self.lock();
+        let client_id = state.app(product).client_id.clone();
+        state.issue_code(product, &client_id, redirect_uri)
     }
 
     /// Every code, access token and refresh token this sandbox has issued, so tests

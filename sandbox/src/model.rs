@@ -182,7 +182,12 @@ impl State {
                 .is_none_or(|registered| registered == redirect_uri)
     }
 
-    pub fn issue_code(&mut self, product: SandboxProduct, client_id: &str, redirect_uri: &str) -> String {
+    pub fn issue_code(
+        &mut self,
+        product: SandboxProduct,
+        client_id: &str,
+        redirect_uri: &str,
+    ) -> String {
         let code = random("code_");
         self.issued.push(code.clone());
         self.codes.insert(
@@ -212,7 +217,12 @@ impl State {
         self.faults.pop_front()
     }
 
-    fn issue_pair(&mut self, product: SandboxProduct, grant: u64, refresh_token: Option<String>) -> Issued {
+    fn issue_pair(
+        &mut self,
+        product: SandboxProduct,
+        grant: u64,
+        refresh_token: Option<String>,
+    ) -> Issued {
         let (prefix, ttl) = match product {
             SandboxProduct::Marketing => ("mkt_", self.config.marketing_access_ttl),
             SandboxProduct::Crm => ("crm_", self.config.crm_access_ttl),
@@ -303,7 +313,8 @@ impl State {
             r.product == product
                 && r.alive
                 && !revoked.contains(&r.grant)
-                && (product == SandboxProduct::Marketing || now < r.last_used_at + CRM_REFRESH_IDLE_TTL)
+                && (product == SandboxProduct::Marketing
+                    || now < r.last_used_at + CRM_REFRESH_IDLE_TTL)
         });
         let Some(state) = usable else {
             self.stats.dead_refresh_token_presentations += 1;

@@ -34,7 +34,10 @@ struct ConsentQuery {
     response_type: Option<String>,
 }
 
-async fn marketing_consent(State(sandbox): State<Sandbox>, Query(q): Query<ConsentQuery>) -> Response {
+async fn marketing_consent(
+    State(sandbox): State<Sandbox>,
+    Query(q): Query<ConsentQuery>,
+) -> Response {
     consent_page(&sandbox, SandboxProduct::Marketing, q)
 }
 
@@ -47,9 +50,17 @@ async fn crm_consent(State(sandbox): State<Sandbox>, Query(q): Query<ConsentQuer
 
 fn consent_page(sandbox: &Sandbox, product: SandboxProduct, q: ConsentQuery) -> Response {
     let (Some(client_id), Some(redirect_uri)) = (q.client_id, q.redirect_uri) else {
-        return (StatusCode::BAD_REQUEST, Html("client_id and redirect_uri are required")).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            Html("client_id and redirect_uri are required"),
+        )
+            .into_response();
     };
-    if Url::parse(&redirect_uri).is_err() || !sandbox.lock().consent_ok(product, &client_id, &redirect_uri) {
+    if Url::parse(&redirect_uri).is_err()
+        || !sandbox
+            .lock()
+            .consent_ok(product, &client_id, &redirect_uri)
+    {
         return (
             StatusCode::BAD_REQUEST,
             Html("O parâmetro redirect_uri não contém um valor válido (unknown client or redirect_uri)."),
@@ -61,7 +72,10 @@ fn consent_page(sandbox: &Sandbox, product: SandboxProduct, q: ConsentQuery) -> 
         SandboxProduct::Crm => "crm",
     };
     let hidden = |name: &str, value: &str| {
-        format!("<input type=\"hidden\" name=\"{name}\" value=\"{}\">", escape(value))
+        format!(
+            "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
+            escape(value)
+        )
     };
     let html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>RD Station sandbox: consent</title></head>\
@@ -101,12 +115,19 @@ async fn consent_decision(State(sandbox): State<Sandbox>, body: Bytes) -> Respon
     };
     let mut state = sandbox.lock();
     if !state.consent_ok(d.product, &d.client_id, &d.redirect_uri) {
-        return (StatusCode::BAD_REQUEST, Html("unknown client or redirect_uri")).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            Html("unknown client or redirect_uri"),
+        )
+            .into_response();
     }
     {
         let mut query = target.query_pairs_mut();
         if d.decision == "allow" {
-            query.append_pair("code", &state.issue_code(d.product, &d.client_id, &d.redirect_uri));
+            query.append_pair(
+                "code",
+                &state.issue_code(d.product, &d.client_id, &d.redirect_uri),
+            );
         } else {
             query
                 .append_pair("error", "access_denied")
@@ -173,7 +194,9 @@ async fn play_fault_before(fault: Option<Fault>) -> Option<Response> {
             tokio::time::sleep(Duration::from_millis(millis)).await;
             Some((StatusCode::GATEWAY_TIMEOUT, "gateway timeout").into_response())
         }
-        Fault::RateLimited { retry_after_seconds } => {
+        Fault::RateLimited {
+            retry_after_seconds,
+        } => {
             let mut response = marketing_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "RATE_LIMIT_EXCEDDED",
@@ -208,7 +231,11 @@ struct MarketingTokenRequest {
     refresh_token: Option<String>,
 }
 
-async fn marketing_token(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
+async fn marketing_token(
+    State(sandbox): State<Sandbox>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -221,27 +248,39 @@ async fn marketing_token(State(sandbox): State<Sandbox>, headers: HeaderMap, bod
         );
     }
     let Ok(request) = serde_json::from_slice::<MarketingTokenRequest>(&body) else {
-        return marketing_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "Malformed JSON body");
+        return marketing_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "Malformed JSON body",
+        );
     };
     let (Some(client_id), Some(client_secret)) = (request.client_id, request.client_secret) else {
-        return marketing_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "client_id and client_secret are required");
+        return marketing_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "client_id and client_secret are required",
+        );
     };
-    let fault = sandbox.lock().record_token_call(request.refresh_token.as_deref());
+    let fault = sandbox
+        .lock()
+        .record_token_call(request.refresh_token.as_deref());
     if let Some(response) = play_fault_before(fault).await {
         return response;
     }
     let product = SandboxProduct::Marketing;
     let mut state = sandbox.lock();
     let response = match (request.code, request.refresh_token) {
-        (Some(code), None) => match state.exchange_code(product, &client_id, &client_secret, &code, None) {
-            Ok(issued) => token_response(issued),
-            Err(ExchangeRefusal::WrongClient) => wrong_marketing_credentials(),
-            Err(ExchangeRefusal::ExpiredOrUsed) => marketing_error(
-                StatusCode::UNAUTHORIZED,
-                "EXPIRED_CODE_GRANT",
-                "The authorization code grant has expired.",
-            ),
-        },
+        (Some(code), None) => {
+            match state.exchange_code(product, &client_id, &client_secret, &code, None) {
+                Ok(issued) => token_response(issued),
+                Err(ExchangeRefusal::WrongClient) => wrong_marketing_credentials(),
+                Err(ExchangeRefusal::ExpiredOrUsed) => marketing_error(
+                    StatusCode::UNAUTHORIZED,
+                    "EXPIRED_CODE_GRANT",
+                    "The authorization code grant has expired.",
+                ),
+            }
+        }
         (None, Some(refresh_token)) => {
             match state.refresh(product, &client_id, &client_secret, &refresh_token) {
                 Ok(issued) => token_response(issued),
@@ -263,7 +302,11 @@ async fn marketing_token(State(sandbox): State<Sandbox>, headers: HeaderMap, bod
 }
 
 fn wrong_marketing_credentials() -> Response {
-    marketing_error(StatusCode::UNAUTHORIZED, "ACCESS_DENIED", "Wrong credentials provided.")
+    marketing_error(
+        StatusCode::UNAUTHORIZED,
+        "ACCESS_DENIED",
+        "Wrong credentials provided.",
+    )
 }
 
 /// The answer, unless the fault says to drop the connection after processing.
@@ -289,8 +332,13 @@ async fn crm_token(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Byt
     }
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let field = |name: &str| form.get(name).map(String::as_str);
-    let (Some(client_id), Some(client_secret)) = (field("client_id"), field("client_secret")) else {
-        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Client authentication failed.");
+    let (Some(client_id), Some(client_secret)) = (field("client_id"), field("client_secret"))
+    else {
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Client authentication failed.",
+        );
     };
     let refresh_token = (field("grant_type") == Some("refresh_token"))
         .then(|| field("refresh_token"))
@@ -304,7 +352,11 @@ async fn crm_token(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Byt
     let response = match field("grant_type") {
         Some("authorization_code") => {
             let (Some(code), Some(redirect_uri)) = (field("code"), field("redirect_uri")) else {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "code and redirect_uri are required");
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "code and redirect_uri are required",
+                );
             };
             match state.exchange_code(product, client_id, client_secret, code, Some(redirect_uri)) {
                 Ok(issued) => token_response(issued),
@@ -321,7 +373,11 @@ async fn crm_token(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Byt
         }
         Some("refresh_token") => {
             let Some(refresh_token) = refresh_token else {
-                return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "refresh_token is required");
+                return oauth_error(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "refresh_token is required",
+                );
             };
             match state.refresh(product, client_id, client_secret, refresh_token) {
                 Ok(issued) => token_response(issued),
@@ -333,19 +389,31 @@ async fn crm_token(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Byt
                 ),
             }
         }
-        _ => oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "grant_type is not supported"),
+        _ => oauth_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "grant_type is not supported",
+        ),
     };
     finish(fault, response)
 }
 
 fn crm_invalid_client() -> Response {
-    oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Client authentication failed.")
+    oauth_error(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        "Client authentication failed.",
+    )
 }
 
 async fn revoke(State(sandbox): State<Sandbox>, body: Bytes) -> Response {
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
     let Some(token) = form.get("token") else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "token is required");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "token is required",
+        );
     };
     // RFC 7009: unknown tokens are answered like revoked ones.
     sandbox.lock().revoke(token);

@@ -113,7 +113,10 @@ impl Config {
 
     /// The OAuth `redirect_uri` registered with RD: `PUBLIC_BASE_URL` + `/oauth/callback`.
     pub fn redirect_uri(&self) -> String {
-        format!("{}/oauth/callback", self.public_base_url.as_str().trim_end_matches('/'))
+        format!(
+            "{}/oauth/callback",
+            self.public_base_url.as_str().trim_end_matches('/')
+        )
     }
 }
 
@@ -162,9 +165,18 @@ mod tests {
     #[test]
     fn minimal_environment_uses_rd_defaults() {
         let config = Config::from_lookup(lookup(&MINIMAL)).expect("valid");
-        assert_eq!(config.redirect_uri(), "https://connect.example.com/oauth/callback");
-        assert_eq!(config.rdstation.api_base.as_str(), "https://api.rd.services/");
-        assert_eq!(config.rdstation.crm_authorize.as_str(), DEFAULT_CRM_AUTHORIZE_URL);
+        assert_eq!(
+            config.redirect_uri(),
+            "https://connect.example.com/oauth/callback"
+        );
+        assert_eq!(
+            config.rdstation.api_base.as_str(),
+            "https://api.rd.services/"
+        );
+        assert_eq!(
+            config.rdstation.crm_authorize.as_str(),
+            DEFAULT_CRM_AUTHORIZE_URL
+        );
         assert!(config.allowed_return_origins.is_empty());
         assert_eq!(config.token_call_timeout, Duration::from_secs(10));
     }
@@ -187,20 +199,38 @@ mod tests {
     #[test]
     fn rejects_malformed_values_by_name() {
         let mut pairs = MINIMAL.to_vec();
-        pairs.push(("ALLOWED_RETURN_ORIGINS", "https://ok.example.com, not a url"));
+        pairs.push((
+            "ALLOWED_RETURN_ORIGINS",
+            "https://ok.example.com, not a url",
+        ));
         let err = Config::from_lookup(lookup(&pairs)).expect_err("invalid");
-        assert!(matches!(err, ConfigError::Invalid { name: "ALLOWED_RETURN_ORIGINS", .. }));
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                name: "ALLOWED_RETURN_ORIGINS",
+                ..
+            }
+        ));
 
         let mut pairs = MINIMAL.to_vec();
         pairs.push(("RDSTATION_API_URL", "ftp://x"));
         let err = Config::from_lookup(lookup(&pairs)).expect_err("invalid");
-        assert!(matches!(err, ConfigError::Invalid { name: "RDSTATION_API_URL", .. }));
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                name: "RDSTATION_API_URL",
+                ..
+            }
+        ));
     }
 
     #[test]
     fn parses_return_origins() {
         let mut pairs = MINIMAL.to_vec();
-        pairs.push(("ALLOWED_RETURN_ORIGINS", "https://a.example.com,http://localhost:3000/"));
+        pairs.push((
+            "ALLOWED_RETURN_ORIGINS",
+            "https://a.example.com,http://localhost:3000/",
+        ));
         let config = Config::from_lookup(lookup(&pairs)).expect("valid");
         assert_eq!(config.allowed_return_origins.len(), 2);
         assert_eq!(

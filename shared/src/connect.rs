@@ -214,7 +214,9 @@ impl ConnectService {
         let url = Url::parse(raw).map_err(|_| OpenSessionError::ReturnUrlNotAllowed)?;
         let allowed = matches!(url.scheme(), "http" | "https")
             && self.allowed_return_origins.contains(&url.origin());
-        allowed.then_some(url).ok_or(OpenSessionError::ReturnUrlNotAllowed)
+        allowed
+            .then_some(url)
+            .ok_or(OpenSessionError::ReturnUrlNotAllowed)
     }
 
     fn connect_url(&self, id: &SessionId) -> Url {
@@ -266,7 +268,11 @@ impl ConnectService {
             .ok_or(CallbackRejected::InvalidState)?;
         let session = self
             .sessions
-            .complete_session(&session_id, &state_hash(state.expose_secret()), self.clock.now())
+            .complete_session(
+                &session_id,
+                &state_hash(state.expose_secret()),
+                self.clock.now(),
+            )
             .await
             .map_err(|e| match e {
                 SessionError::Unusable => CallbackRejected::InvalidState,
@@ -351,13 +357,17 @@ impl ConnectService {
                         .await
                 }
                 None => {
-                    let fresh = Connection::connected(id.clone(), session.product, pair.clone(), now);
+                    let fresh =
+                        Connection::connected(id.clone(), session.product, pair.clone(), now);
                     self.connections.create(&fresh).await
                 }
             };
             match written {
                 Ok(stored) => return Ok(stored),
-                Err(StoreError::Conflict { current: now_stored, .. }) if attempt < STORE_ATTEMPTS => {
+                Err(StoreError::Conflict {
+                    current: now_stored,
+                    ..
+                }) if attempt < STORE_ATTEMPTS => {
                     current = now_stored.map(|c| *c);
                 }
                 Err(e) => return Err(e.into()),

@@ -7,8 +7,8 @@
 //! greppable [`ExposeSecret::expose_secret`] call, made only where the value
 //! leaves the process for RD Station or the store.
 
-use secrecy::SecretString;
 pub use secrecy::ExposeSecret;
+use secrecy::SecretString;
 use serde::{Deserialize, Deserializer};
 use sha2::{Digest, Sha256};
 
@@ -109,8 +109,14 @@ mod tests {
     #[test]
     fn fingerprint_is_stable_and_hides_the_value() {
         let token = RefreshToken::new("rt-very-secret");
-        assert_eq!(token.fingerprint(), RefreshToken::new("rt-very-secret").fingerprint());
-        assert_ne!(token.fingerprint(), RefreshToken::new("rt-other").fingerprint());
+        assert_eq!(
+            token.fingerprint(),
+            RefreshToken::new("rt-very-secret").fingerprint()
+        );
+        assert_ne!(
+            token.fingerprint(),
+            RefreshToken::new("rt-other").fingerprint()
+        );
         assert_eq!(token.fingerprint().len(), 16);
         assert!(!token.fingerprint().contains("secret"));
     }

@@ -60,7 +60,9 @@ impl<'a> EventRequest<'a> {
         }
         match &self.body {
             Some(body) if self.base64 => {
-                event["body"] = base64::engine::general_purpose::STANDARD.encode(body).into();
+                event["body"] = base64::engine::general_purpose::STANDARD
+                    .encode(body)
+                    .into();
                 event["isBase64Encoded"] = true.into();
             }
             Some(body) => {
@@ -91,9 +93,8 @@ pub struct Answer {
 impl Answer {
     /// The body as JSON.
     pub fn json(&self) -> Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|_| {
-            panic!("body is not JSON: {}", String::from_utf8_lossy(&self.body))
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("body is not JSON: {}", String::from_utf8_lossy(&self.body)))
     }
 
     /// The body as text.
@@ -121,7 +122,8 @@ impl Answer {
 /// Sends `request` through `router` as the Lambda runtime would.
 pub async fn send(router: &Router, request: &EventRequest<'_>) -> Answer {
     let event = request.event().to_string();
-    let http_request = lambda_http::request::from_str(&event).expect("lambda_http parses the event");
+    let http_request =
+        lambda_http::request::from_str(&event).expect("lambda_http parses the event");
     let response = router
         .clone()
         .oneshot(http_request)

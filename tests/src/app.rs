@@ -70,7 +70,8 @@ impl TestApp {
             .expect("sandbox listens on loopback");
         let store = moto::fresh_store().await;
         let secret_name = moto::create_secret(&credentials_json(&sandbox_config)).await;
-        let credentials = SecretsManagerCredentials::new(moto::secretsmanager().await, &secret_name);
+        let credentials =
+            SecretsManagerCredentials::new(moto::secretsmanager().await, &secret_name);
         let clock = OffsetClock::new();
         let endpoints = RdStationEndpoints {
             api_base: sandbox.base_url.clone(),
@@ -117,7 +118,12 @@ impl TestApp {
     }
 
     /// Opens a session and returns its connect URL's path.
-    pub async fn connect_path(&self, connection_id: &str, product: &str, return_url: Option<&str>) -> String {
+    pub async fn connect_path(
+        &self,
+        connection_id: &str,
+        product: &str,
+        return_url: Option<&str>,
+    ) -> String {
         let mut body = json!({"connection_id": connection_id, "product": product});
         if let Some(url) = return_url {
             body["return_url"] = url.into();
@@ -149,10 +155,19 @@ impl TestApp {
             .await
             .expect("consent page");
         assert_eq!(page.status(), 200);
-        assert!(page.text().await.expect("html").contains("/consent/decision"));
+        assert!(
+            page.text()
+                .await
+                .expect("html")
+                .contains("/consent/decision")
+        );
         let query: std::collections::HashMap<String, String> =
             consent_url.query_pairs().into_owned().collect();
-        let product = if consent_url.path() == "/auth/dialog" { "marketing" } else { "crm" };
+        let product = if consent_url.path() == "/auth/dialog" {
+            "marketing"
+        } else {
+            "crm"
+        };
         let answer = self
             .browser
             .post(self.sandbox.url("/consent/decision"))
@@ -167,7 +182,10 @@ impl TestApp {
             .await
             .expect("decision");
         assert!(answer.status().is_redirection());
-        let location = answer.headers()["location"].to_str().expect("ascii").to_owned();
+        let location = answer.headers()["location"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
         Url::parse(&location).expect("callback URL")
     }
 
@@ -199,13 +217,27 @@ impl TestApp {
             .expect("store reads")
     }
 
+    /// Every token and code the sandbox issued, and both client secrets.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut secrets = self.sandbox.sandbox.issued_secrets();
+        secrets.push(self.sandbox_config.marketing.client_secret.clone());
+        secrets.push(self.sandbox_config.crm.client_secret.clone());
+        secrets
+    }
+
     /// Asserts that no token or code the sandbox issued, nor either client secret,
     /// appears in the log captured so far.
     pub fn assert_no_secret_logged(&self) {
-        let mut secrets = self.sandbox.sandbox.issued_secrets();
-        assert!(!secrets.is_empty(), "the sandbox issued nothing to look for");
-        secrets.push(self.sandbox_config.marketing.client_secret.clone());
-        secrets.push(self.sandbox_config.crm.client_secret.clone());
-        logs::assert_none_logged(&secrets);
+        assert!(
+            !self.sandbox.sandbox.issued_secrets().is_empty(),
+            "the sandbox issued nothing to look for"
+        );
+        logs::assert_none_logged(&self.secrets());
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        logs::record_secrets_for_suite_scan(&self.secrets());
     }
 }

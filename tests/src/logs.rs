@@ -1,6 +1,10 @@
 //! Captures every log line the test process writes (at DEBUG and above, for every
 //! crate: stricter than production's INFO), so tests can check that no secret
 //! reaches a log.
+//!
+//! When `TEST_LOG_DIR` is set (as `make test` does), the lines also go to a file
+//! there, and every `TestApp` records the secrets it saw issued, so that
+//! `scripts/check-test-logs.py` can scan the whole suite's log at the end.
 
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
@@ -13,12 +17,45 @@ fn buffer() -> &'static Mutex<Vec<u8>> {
 
 struct Capture;
 
+fn log_file() -> Option<&'static Mutex<std::fs::File>> {
+    static FILE: OnceLock<Option<Mutex<std::fs::File>>> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let dir = std::env::var_os("TEST_LOG_DIR")?;
+        let path = std::path::Path::new(&dir).join(format!("log-{}.txt", std::process::id()));
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .ok()
+            .map(Mutex::new)
+    })
+    .as_ref()
+}
+
+/// Records `secrets` for the suite-wide scan, when `TEST_LOG_DIR` is set.
+pub fn record_secrets_for_suite_scan(secrets: &[String]) {
+    let Some(dir) = std::env::var_os("TEST_LOG_DIR") else {
+        return;
+    };
+    let name = format!(
+        "secrets-{}-{:016x}.txt",
+        std::process::id(),
+        rand::random::<u64>()
+    );
+    let _ = std::fs::write(std::path::Path::new(&dir).join(name), secrets.join("\n"));
+}
+
 impl Write for Capture {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         buffer()
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .extend_from_slice(bytes);
+        if let Some(file) = log_file() {
+            file.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .write_all(bytes)?;
+        }
         Ok(bytes.len())
     }
 
@@ -51,7 +88,10 @@ pub fn captured() -> String {
 /// so the failure message does not print it either).
 pub fn assert_none_logged(secrets: &[String]) {
     let log = captured();
-    assert!(!log.is_empty(), "the log capture recorded nothing; is it installed?");
+    assert!(
+        !log.is_empty(),
+        "the log capture recorded nothing; is it installed?"
+    );
     for secret in secrets {
         assert!(
             !log.contains(secret.as_str()),

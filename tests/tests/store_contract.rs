@@ -6,8 +6,8 @@ use std::sync::Arc;
 use connector::adapters::memory::MemoryStore;
 use connector::clock::Timestamp;
 use connector::domain::{
-    CONNECT_SESSION_TTL_SECONDS, ConnectSession, Connection, ConnectionId, ConnectionStatus, Product,
-    TokenPair,
+    CONNECT_SESSION_TTL_SECONDS, ConnectSession, Connection, ConnectionId, ConnectionStatus,
+    Product, TokenPair,
 };
 use connector::ports::{ConnectionStore, SessionError, SessionStore, StoreError};
 use connector::secret::{AccessToken, ExposeSecret, RefreshToken};
@@ -39,7 +39,13 @@ async fn create_then_get_round_trips(store: Arc<impl Store>) {
     assert_eq!(created.version, 1);
     let read = store.get(&c.id).await.expect("read").expect("present");
     assert_eq!(read, created);
-    assert!(store.get(&ConnectionId::parse("absent").expect("valid")).await.expect("read").is_none());
+    assert!(
+        store
+            .get(&ConnectionId::parse("absent").expect("valid"))
+            .await
+            .expect("read")
+            .is_none()
+    );
 }
 
 async fn create_of_existing_is_conflict_with_current_item(store: Arc<impl Store>) {
@@ -56,7 +62,11 @@ async fn create_of_existing_is_conflict_with_current_item(store: Arc<impl Store>
         other => panic!("expected a conflict, got {other:?}"),
     }
     let read = store.get(&c.id).await.expect("read").expect("present");
-    assert_eq!(read.tokens.refresh_token.expose_secret(), "rt-first", "nothing overwritten");
+    assert_eq!(
+        read.tokens.refresh_token.expose_secret(),
+        "rt-first",
+        "nothing overwritten"
+    );
 }
 
 async fn update_bumps_version(store: Arc<impl Store>) {
@@ -65,7 +75,11 @@ async fn update_bumps_version(store: Arc<impl Store>) {
     next.tokens = pair("second");
     let updated = store.update(&next).await.expect("updated");
     assert_eq!(updated.version, 2);
-    let read = store.get(&created.id).await.expect("read").expect("present");
+    let read = store
+        .get(&created.id)
+        .await
+        .expect("read")
+        .expect("present");
     assert_eq!(read, updated);
 }
 
@@ -87,7 +101,11 @@ async fn stale_version_write_is_conflict_with_current_item(store: Arc<impl Store
         }
         other => panic!("expected a conflict, got {other:?}"),
     }
-    let read = store.get(&created.id).await.expect("read").expect("present");
+    let read = store
+        .get(&created.id)
+        .await
+        .expect("read")
+        .expect("present");
     assert_eq!(read.version, 2);
     assert_eq!(read.status, ConnectionStatus::Active);
     assert_eq!(read.tokens.refresh_token.expose_secret(), "rt-winner");
@@ -98,11 +116,13 @@ async fn update_of_missing_is_conflict_without_item(store: Arc<impl Store>) {
         Err(StoreError::Conflict { current: None, .. }) => {}
         other => panic!("expected a conflict without item, got {other:?}"),
     }
-    assert!(store
-        .get(&ConnectionId::parse("never-created").expect("valid"))
-        .await
-        .expect("read")
-        .is_none());
+    assert!(
+        store
+            .get(&ConnectionId::parse("never-created").expect("valid"))
+            .await
+            .expect("read")
+            .is_none()
+    );
 }
 
 async fn concurrent_writers_from_one_read_have_one_winner(store: Arc<impl Store>) {
@@ -117,11 +137,18 @@ async fn concurrent_writers_from_one_read_have_one_winner(store: Arc<impl Store>
     let results = tasks.join_all().await;
     let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
     assert_eq!(winners.len(), 1, "exactly one conditional write succeeds");
-    assert!(results
-        .iter()
-        .filter(|r| r.is_err())
-        .all(|r| matches!(r, Err(StoreError::Conflict { current: Some(_), .. }))));
-    let read = store.get(&created.id).await.expect("read").expect("present");
+    assert!(results.iter().filter(|r| r.is_err()).all(|r| matches!(
+        r,
+        Err(StoreError::Conflict {
+            current: Some(_),
+            ..
+        })
+    )));
+    let read = store
+        .get(&created.id)
+        .await
+        .expect("read")
+        .expect("present");
     assert_eq!(read.version, 2);
     assert_eq!(read.tokens, winners[0].tokens);
 }
@@ -139,27 +166,45 @@ async fn session_completes_once_with_its_latest_state(store: Arc<impl Store>) {
     let now = Timestamp(10_000);
     let s = session(now);
     store.create_session(&s).await.expect("created");
-    assert_eq!(store.get_session(&s.id).await.expect("read"), Some(s.clone()));
+    assert_eq!(
+        store.get_session(&s.id).await.expect("read"),
+        Some(s.clone())
+    );
 
     store.bind_state(&s.id, "hash-1", now).await.expect("bound");
-    let rebound = store.bind_state(&s.id, "hash-2", now).await.expect("bound again");
+    let rebound = store
+        .bind_state(&s.id, "hash-2", now)
+        .await
+        .expect("bound again");
     assert_eq!(rebound.state_hash.as_deref(), Some("hash-2"));
 
-    assert!(matches!(
-        store.complete_session(&s.id, "hash-1", now).await,
-        Err(SessionError::Unusable)
-    ), "an earlier state no longer works");
-    let done = store.complete_session(&s.id, "hash-2", now).await.expect("completes");
+    assert!(
+        matches!(
+            store.complete_session(&s.id, "hash-1", now).await,
+            Err(SessionError::Unusable)
+        ),
+        "an earlier state no longer works"
+    );
+    let done = store
+        .complete_session(&s.id, "hash-2", now)
+        .await
+        .expect("completes");
     assert!(done.completed);
     assert_eq!(done.connection_id, s.connection_id);
-    assert!(matches!(
-        store.complete_session(&s.id, "hash-2", now).await,
-        Err(SessionError::Unusable)
-    ), "a replay is refused");
-    assert!(matches!(
-        store.bind_state(&s.id, "hash-3", now).await,
-        Err(SessionError::Unusable)
-    ), "a completed session cannot be restarted");
+    assert!(
+        matches!(
+            store.complete_session(&s.id, "hash-2", now).await,
+            Err(SessionError::Unusable)
+        ),
+        "a replay is refused"
+    );
+    assert!(
+        matches!(
+            store.bind_state(&s.id, "hash-3", now).await,
+            Err(SessionError::Unusable)
+        ),
+        "a completed session cannot be restarted"
+    );
 }
 
 async fn expired_or_unknown_session_is_unusable(store: Arc<impl Store>) {
@@ -168,11 +213,23 @@ async fn expired_or_unknown_session_is_unusable(store: Arc<impl Store>) {
     store.create_session(&s).await.expect("created");
     store.bind_state(&s.id, "h", now).await.expect("bound");
     let later = now.plus_seconds(CONNECT_SESSION_TTL_SECONDS);
-    assert!(matches!(store.complete_session(&s.id, "h", later).await, Err(SessionError::Unusable)));
-    assert!(matches!(store.bind_state(&s.id, "h", later).await, Err(SessionError::Unusable)));
+    assert!(matches!(
+        store.complete_session(&s.id, "h", later).await,
+        Err(SessionError::Unusable)
+    ));
+    assert!(matches!(
+        store.bind_state(&s.id, "h", later).await,
+        Err(SessionError::Unusable)
+    ));
     let unknown = session(now).id;
-    assert!(matches!(store.bind_state(&unknown, "h", now).await, Err(SessionError::Unusable)));
-    assert!(matches!(store.complete_session(&unknown, "h", now).await, Err(SessionError::Unusable)));
+    assert!(matches!(
+        store.bind_state(&unknown, "h", now).await,
+        Err(SessionError::Unusable)
+    ));
+    assert!(matches!(
+        store.complete_session(&unknown, "h", now).await,
+        Err(SessionError::Unusable)
+    ));
     assert!(store.get_session(&unknown).await.expect("read").is_none());
 }
 
@@ -187,7 +244,12 @@ async fn concurrent_completions_have_one_winner(store: Arc<impl Store>) {
         let id = s.id.clone();
         tasks.spawn(async move { store.complete_session(&id, "h", now).await.is_ok() });
     }
-    let wins = tasks.join_all().await.into_iter().filter(|won| *won).count();
+    let wins = tasks
+        .join_all()
+        .await
+        .into_iter()
+        .filter(|won| *won)
+        .count();
     assert_eq!(wins, 1);
 }
 

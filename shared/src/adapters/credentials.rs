@@ -46,7 +46,10 @@ impl CredentialSet {
     }
 
     /// Credentials for both products, e.g. for a local run against the sandbox.
-    pub fn new(marketing: Option<(String, ClientSecret)>, crm: Option<(String, ClientSecret)>) -> Self {
+    pub fn new(
+        marketing: Option<(String, ClientSecret)>,
+        crm: Option<(String, ClientSecret)>,
+    ) -> Self {
         let app = |(client_id, client_secret)| AppCredentials {
             client_id,
             client_secret,
@@ -135,7 +138,9 @@ impl CredentialSource for SecretsManagerCredentials {
         }
         cache
             .as_ref()
-            .map_or(Err(CredentialsError::NotConfigured(product)), |set| set.get(product))
+            .map_or(Err(CredentialsError::NotConfigured(product)), |set| {
+                set.get(product)
+            })
     }
 
     async fn reload(&self) -> Result<(), CredentialsError> {
@@ -152,8 +157,9 @@ mod tests {
 
     #[test]
     fn parses_either_product_alone() {
-        let set = CredentialSet::from_json(r#"{"crm":{"client_id":"id","client_secret":"s3cr3t"}}"#)
-            .expect("parses");
+        let set =
+            CredentialSet::from_json(r#"{"crm":{"client_id":"id","client_secret":"s3cr3t"}}"#)
+                .expect("parses");
         let crm = set.get(Product::Crm).expect("crm present");
         assert_eq!(crm.client_id, "id");
         assert_eq!(crm.client_secret.expose_secret(), "s3cr3t");

@@ -75,7 +75,9 @@ impl SessionStore for MemoryStore {
     async fn create_session(&self, session: &ConnectSession) -> Result<(), StoreError> {
         let mut sessions = self.sessions.lock().map_err(|_| poisoned())?;
         if sessions.contains_key(session.id.as_str()) {
-            return Err(StoreError::Corrupt("connect session id collision".to_owned()));
+            return Err(StoreError::Corrupt(
+                "connect session id collision".to_owned(),
+            ));
         }
         sessions.insert(session.id.as_str().to_owned(), session.clone());
         Ok(())

@@ -138,7 +138,12 @@ pub struct Connection {
 
 impl Connection {
     /// A connection just made from a completed consent flow (version 1).
-    pub fn connected(id: ConnectionId, product: Product, tokens: TokenPair, now: Timestamp) -> Self {
+    pub fn connected(
+        id: ConnectionId,
+        product: Product,
+        tokens: TokenPair,
+        now: Timestamp,
+    ) -> Self {
         Self {
             id,
             product,
@@ -182,9 +187,16 @@ mod tests {
     #[test]
     fn rejects_everything_else() {
         assert_eq!(ConnectionId::parse(""), Err(ConnectionIdError::Empty));
-        assert_eq!(ConnectionId::parse(&"x".repeat(129)), Err(ConnectionIdError::TooLong));
+        assert_eq!(
+            ConnectionId::parse(&"x".repeat(129)),
+            Err(ConnectionIdError::TooLong)
+        );
         for bad in ["a b", "a/b", "é", "a#b", "CONN#x"] {
-            assert_eq!(ConnectionId::parse(bad), Err(ConnectionIdError::InvalidCharacter), "{bad}");
+            assert_eq!(
+                ConnectionId::parse(bad),
+                Err(ConnectionIdError::InvalidCharacter),
+                "{bad}"
+            );
         }
     }
 }

@@ -60,7 +60,11 @@ pub async fn open_session(
         Err(e) => return ApiError::bad_request("invalid_product", e.to_string()).into_response(),
     };
     match service
-        .open_session(&request.connection_id, product, request.return_url.as_deref())
+        .open_session(
+            &request.connection_id,
+            product,
+            request.return_url.as_deref(),
+        )
         .await
     {
         Ok((session, connect_url)) => {
@@ -216,7 +220,11 @@ fn connected_response(headers: &HeaderMap, session: &ConnectSession, c: &Connect
     response
 }
 
-fn failed_response(headers: &HeaderMap, session: &ConnectSession, failure: &ConnectFailure) -> Response {
+fn failed_response(
+    headers: &HeaderMap,
+    session: &ConnectSession,
+    failure: &ConnectFailure,
+) -> Response {
     let reason = failure.reason();
     if let Some(redirect) = return_to(session, &[("status", "error"), ("reason", reason)]) {
         return redirect;

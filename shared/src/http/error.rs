@@ -54,7 +54,11 @@ impl ApiError {
 
     /// 5xx whose cause has been logged; the caller only learns that it was ours.
     pub fn internal(status: StatusCode, code: &'static str) -> Self {
-        Self::new(status, code, "the service could not complete the request; try again later")
+        Self::new(
+            status,
+            code,
+            "the service could not complete the request; try again later",
+        )
     }
 }
 

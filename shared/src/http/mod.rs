@@ -21,7 +21,10 @@ use error::ApiError;
 pub fn oauth_callback_router(service: ConnectService) -> Router {
     Router::new()
         .route("/connect/sessions", post(connect_routes::open_session))
-        .route("/connect/{session}", get(connect_routes::redirect_to_consent))
+        .route(
+            "/connect/{session}",
+            get(connect_routes::redirect_to_consent),
+        )
         .route("/oauth/callback", get(connect_routes::oauth_callback))
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })

@@ -29,7 +29,10 @@ pub(super) fn connection_key(id: &ConnectionId) -> Item {
 
 pub(super) fn session_key(id: &SessionId) -> Item {
     HashMap::from([
-        (PARTITION_KEY.to_owned(), s(format!("SESSION#{}", id.as_str()))),
+        (
+            PARTITION_KEY.to_owned(),
+            s(format!("SESSION#{}", id.as_str())),
+        ),
         (SORT_KEY.to_owned(), s("SESSION")),
     ])
 }
@@ -41,11 +44,26 @@ pub(super) fn connection_item(c: &Connection) -> Item {
         ("connection_id".to_owned(), s(c.id.as_str())),
         ("product".to_owned(), s(c.product.as_str())),
         ("status".to_owned(), s(c.status.as_str())),
-        ("access_token".to_owned(), s(c.tokens.access_token.expose_secret())),
-        ("refresh_token".to_owned(), s(c.tokens.refresh_token.expose_secret())),
-        ("access_expires_at".to_owned(), n(c.tokens.access_expires_at.0)),
-        ("refresh_token_issued_at".to_owned(), n(c.refresh_token_issued_at.0)),
-        ("version".to_owned(), AttributeValue::N(c.version.to_string())),
+        (
+            "access_token".to_owned(),
+            s(c.tokens.access_token.expose_secret()),
+        ),
+        (
+            "refresh_token".to_owned(),
+            s(c.tokens.refresh_token.expose_secret()),
+        ),
+        (
+            "access_expires_at".to_owned(),
+            n(c.tokens.access_expires_at.0),
+        ),
+        (
+            "refresh_token_issued_at".to_owned(),
+            n(c.refresh_token_issued_at.0),
+        ),
+        (
+            "version".to_owned(),
+            AttributeValue::N(c.version.to_string()),
+        ),
         ("created_at".to_owned(), n(c.created_at.0)),
         ("connected_at".to_owned(), n(c.connected_at.0)),
         ("updated_at".to_owned(), n(c.updated_at.0)),
@@ -81,11 +99,17 @@ pub(super) fn session_item(session: &ConnectSession) -> Item {
     let mut item = session_key(&session.id);
     item.extend([
         ("kind".to_owned(), s("connect_session")),
-        ("connection_id".to_owned(), s(session.connection_id.as_str())),
+        (
+            "connection_id".to_owned(),
+            s(session.connection_id.as_str()),
+        ),
         ("product".to_owned(), s(session.product.as_str())),
         ("created_at".to_owned(), n(session.created_at.0)),
         ("expires_at".to_owned(), n(session.expires_at.0)),
-        ("completed".to_owned(), AttributeValue::Bool(session.completed)),
+        (
+            "completed".to_owned(),
+            AttributeValue::Bool(session.completed),
+        ),
         (
             TTL_ATTRIBUTE.to_owned(),
             n(session.expires_at.0 + SESSION_RETENTION_SECONDS),
@@ -186,7 +210,10 @@ mod tests {
     #[test]
     fn connection_round_trips() {
         let c = sample();
-        assert_eq!(connection_from_item(&connection_item(&c)).expect("parses"), c);
+        assert_eq!(
+            connection_from_item(&connection_item(&c)).expect("parses"),
+            c
+        );
     }
 
     #[test]
@@ -198,13 +225,19 @@ mod tests {
             Timestamp(100),
         );
         session.state_hash = Some("abc".to_owned());
-        assert_eq!(session_from_item(&session_item(&session)).expect("parses"), session);
+        assert_eq!(
+            session_from_item(&session_item(&session)).expect("parses"),
+            session
+        );
     }
 
     #[test]
     fn missing_attribute_is_corrupt_not_a_panic() {
         let mut item = connection_item(&sample());
         item.remove("refresh_token");
-        assert!(matches!(connection_from_item(&item), Err(StoreError::Corrupt(_))));
+        assert!(matches!(
+            connection_from_item(&item),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 }

@@ -43,10 +43,9 @@ where
     E: ProvideErrorMetadata + std::error::Error,
 {
     match err.code() {
-        Some(code) => StoreError::Unavailable(format!(
-            "{code}: {}",
-            err.message().unwrap_or("no message")
-        )),
+        Some(code) => {
+            StoreError::Unavailable(format!("{code}: {}", err.message().unwrap_or("no message")))
+        }
         None => StoreError::Unavailable(DisplayErrorContext(err).to_string()),
     }
 }
@@ -102,10 +101,7 @@ impl ConnectionStore for DynamoStore {
             .send()
             .await
             .map_err(|e| unavailable(&e))?;
-        output
-            .item()
-            .map(items::connection_from_item)
-            .transpose()
+        output.item().map(items::connection_from_item).transpose()
     }
 
     async fn create(&self, connection: &Connection) -> Result<Connection, StoreError> {
@@ -174,7 +170,9 @@ impl SessionStore for DynamoStore {
             .table_name(&self.table)
             .set_key(Some(session_key(id)))
             .update_expression("SET state_hash = :state_hash")
-            .condition_expression("attribute_exists(pk) AND completed = :false AND expires_at > :now")
+            .condition_expression(
+                "attribute_exists(pk) AND completed = :false AND expires_at > :now",
+            )
             .expression_attribute_values(":state_hash", AttributeValue::S(state_hash.to_owned()))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
             .expression_attribute_values(":now", AttributeValue::N(now.0.to_string()))

@@ -121,7 +121,8 @@ pub fn classify_token_failure(
         return TokenCallError::InvalidGrant { detail };
     }
     let wrong_credentials = errors.iter().any(|e| {
-        e.code.eq_ignore_ascii_case("ACCESS_DENIED") && e.message.to_lowercase().contains("credential")
+        e.code.eq_ignore_ascii_case("ACCESS_DENIED")
+            && e.message.to_lowercase().contains("credential")
     });
     if has("invalid_client") || wrong_credentials {
         return TokenCallError::InvalidClient { detail };
@@ -164,7 +165,10 @@ mod tests {
     use super::*;
 
     fn codes(body: &str) -> Vec<String> {
-        parse_error_body(body.as_bytes()).into_iter().map(|e| e.code).collect()
+        parse_error_body(body.as_bytes())
+            .into_iter()
+            .map(|e| e.code)
+            .collect()
     }
 
     #[test]
@@ -206,7 +210,11 @@ mod tests {
             TokenCallError::InvalidGrant { .. }
         ));
         assert!(matches!(
-            classify_token_failure(401, None, br#"{"errors":{"error_type":"EXPIRED_CODE_GRANT","error_message":"x"}}"#),
+            classify_token_failure(
+                401,
+                None,
+                br#"{"errors":{"error_type":"EXPIRED_CODE_GRANT","error_message":"x"}}"#
+            ),
             TokenCallError::ExpiredCode { .. }
         ));
         assert!(matches!(
@@ -248,7 +256,10 @@ mod tests {
         for status in [500, 502, 503, 504] {
             assert!(matches!(
                 classify_token_failure(status, None, b""),
-                TokenCallError::Transient { ambiguous: true, .. }
+                TokenCallError::Transient {
+                    ambiguous: true,
+                    ..
+                }
             ));
         }
     }

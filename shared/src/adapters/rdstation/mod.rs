@@ -191,11 +191,15 @@ impl RdStationClient {
     ) -> Result<IssuedTokens, TokenCallError> {
         let secret = credentials.client_secret.expose_secret();
         let request = match product {
-            Product::Marketing => self.http.post(self.url("/auth/token")).json(&serde_json::json!({
-                "client_id": credentials.client_id,
-                "client_secret": secret,
-                "refresh_token": refresh_token.expose_secret(),
-            })),
+            Product::Marketing => {
+                self.http
+                    .post(self.url("/auth/token"))
+                    .json(&serde_json::json!({
+                        "client_id": credentials.client_id,
+                        "client_secret": secret,
+                        "refresh_token": refresh_token.expose_secret(),
+                    }))
+            }
             Product::Crm => self.http.post(self.url("/oauth2/token")).form(&[
                 ("grant_type", "refresh_token"),
                 ("client_id", credentials.client_id.as_str()),
@@ -229,7 +233,11 @@ impl RdStationClient {
         }
         let retry_after = header_text(&response, RETRY_AFTER);
         let body = response.bytes().await.map_err(transport_failure)?;
-        Err(classify_token_failure(status.as_u16(), retry_after.as_deref(), &body))
+        Err(classify_token_failure(
+            status.as_u16(),
+            retry_after.as_deref(),
+            &body,
+        ))
     }
 
     fn url(&self, path: &str) -> Url {
@@ -239,7 +247,10 @@ impl RdStationClient {
         url
     }
 
-    async fn token_call(&self, request: reqwest::RequestBuilder) -> Result<IssuedTokens, TokenCallError> {
+    async fn token_call(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<IssuedTokens, TokenCallError> {
         let response = request.send().await.map_err(transport_failure)?;
         let status = response.status();
         let retry_after = header_text(&response, RETRY_AFTER);
@@ -247,7 +258,11 @@ impl RdStationClient {
         // connection), which makes the outcome ambiguous, not a refusal.
         let body = response.bytes().await.map_err(transport_failure)?;
         if !status.is_success() {
-            return Err(classify_token_failure(status.as_u16(), retry_after.as_deref(), &body));
+            return Err(classify_token_failure(
+                status.as_u16(),
+                retry_after.as_deref(),
+                &body,
+            ));
         }
         // Never quote this body anywhere: it holds the tokens.
         let parsed: TokenResponse =
@@ -299,8 +314,10 @@ mod tests {
         RdStationClient::new(
             RdStationEndpoints {
                 api_base: Url::parse("https://api.example.test/base/").expect("url"),
-                marketing_authorize: Url::parse("https://api.example.test/auth/dialog").expect("url"),
-                crm_authorize: Url::parse("https://accounts.example.test/oauth/authorize").expect("url"),
+                marketing_authorize: Url::parse("https://api.example.test/auth/dialog")
+                    .expect("url"),
+                crm_authorize: Url::parse("https://accounts.example.test/oauth/authorize")
+                    .expect("url"),
             },
             Duration::from_secs(5),
         )
@@ -341,7 +358,11 @@ mod tests {
             expires_in: r.expires_in,
         };
         let pair = issued
-            .into_pair(Product::Marketing, Some(RefreshToken::new("old")), Timestamp(10))
+            .into_pair(
+                Product::Marketing,
+                Some(RefreshToken::new("old")),
+                Timestamp(10),
+            )
             .expect("keeps the old refresh token");
         assert_eq!(pair.refresh_token.expose_secret(), "old");
         assert_eq!(pair.access_expires_at, Timestamp(610));

@@ -1,0 +1,410 @@
+//! The connect flow end to end: API Gateway HTTP API v2 events into the callback
+//! function's router, the RD Station sandbox over loopback, DynamoDB and Secrets
+//! Manager on moto.
+
+use connector::domain::{ConnectionStatus, Product};
+use connector::secret::ExposeSecret;
+use integration_tests::apigw::{self, EventRequest};
+use integration_tests::app::{PUBLIC_BASE_URL, RETURN_ORIGIN, TestApp};
+use integration_tests::moto;
+use rd_sandbox::SandboxProduct;
+use serde_json::json;
+use url::Url;
+
+fn sandbox_product(product: Product) -> SandboxProduct {
+    match product {
+        Product::Marketing => SandboxProduct::Marketing,
+        Product::Crm => SandboxProduct::Crm,
+    }
+}
+
+#[tokio::test]
+async fn connects_marketing_and_crm_and_stores_the_issued_pair() {
+    let app = TestApp::start().await;
+    for (id, product) in [("acme:mkt", Product::Marketing), ("acme:crm", Product::Crm)] {
+        let answer = app.connect(id, product.as_str()).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(
+            answer.json(),
+            json!({"status": "connected", "connection_id": id, "product": product.as_str(), "version": 1})
+        );
+
+        let stored = app.stored(id).await.expect("connection stored");
+        assert_eq!(stored.product, product);
+        assert_eq!(stored.status, ConnectionStatus::Active);
+        assert_eq!(stored.version, 1);
+        let access = stored.tokens.access_token.expose_secret();
+        let refresh = stored.tokens.refresh_token.expose_secret();
+        // The stored pair is the one the sandbox issued, and it works for its product only.
+        let issued = app.sandbox.sandbox.issued_secrets();
+        assert!(issued.iter().any(|s| s == access) && issued.iter().any(|s| s == refresh));
+        assert!(
+            app.sandbox
+                .sandbox
+                .access_token_is_valid(sandbox_product(product), access)
+        );
+        let other = match product {
+            Product::Marketing => SandboxProduct::Crm,
+            Product::Crm => SandboxProduct::Marketing,
+        };
+        assert!(!app.sandbox.sandbox.access_token_is_valid(other, access));
+        let lifetime = stored.tokens.access_expires_at.0 - stored.connected_at.0;
+        let expected = match product {
+            Product::Marketing => 86_400,
+            Product::Crm => 7_200,
+        };
+        assert!(
+            (expected - 5..=expected + 5).contains(&lifetime),
+            "{lifetime}"
+        );
+        assert!(!answer.text().contains(access) && !answer.text().contains(refresh));
+    }
+    assert_eq!(app.sandbox.sandbox.stats().codes_exchanged, 2);
+    app.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn browsers_get_a_page_and_callers_with_return_url_get_a_redirect() {
+    let app = TestApp::start().await;
+    let path = app.connect_path("page", "crm", None).await;
+    let back = app.decide(&app.consent_url(&path).await, "allow").await;
+    let answer = app.callback(&back, true).await;
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer.headers["content-type"]
+            .to_str()
+            .expect("ascii")
+            .starts_with("text/html")
+    );
+    assert!(answer.text().contains("connected"));
+    assert_eq!(answer.headers["referrer-policy"], "no-referrer");
+    assert_eq!(answer.headers["cache-control"], "no-store");
+
+    let return_url = format!("{RETURN_ORIGIN}/integrations/rd?tenant=7");
+    let path = app
+        .connect_path("redirected", "marketing", Some(&return_url))
+        .await;
+    let back = app.decide(&app.consent_url(&path).await, "allow").await;
+    let answer = app.callback(&back, true).await;
+    assert_eq!(answer.status, 302);
+    let location = Url::parse(&answer.location()).expect("url");
+    assert_eq!(
+        location.origin(),
+        Url::parse(RETURN_ORIGIN).expect("url").origin()
+    );
+    let query: Vec<(String, String)> = location.query_pairs().into_owned().collect();
+    assert!(query.contains(&("tenant".into(), "7".into())));
+    assert!(query.contains(&("status".into(), "connected".into())));
+    assert!(query.contains(&("connection_id".into(), "redirected".into())));
+    assert!(app.stored("redirected").await.is_some());
+    app.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn reconnecting_keeps_the_id_and_bumps_the_version() {
+    let app = TestApp::start().await;
+    assert_eq!(app.connect("again", "crm").await.status, 200);
+    let first = app.stored("again").await.expect("stored");
+    let answer = app.connect("again", "crm").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()["version"], 2);
+    let second = app.stored("again").await.expect("stored");
+    assert_eq!(second.version, 2);
+    assert_eq!(second.created_at, first.created_at);
+    assert_ne!(second.tokens.refresh_token, first.tokens.refresh_token);
+    app.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn expired_state_is_refused_and_writes_nothing() {
+    let app = TestApp::start().await;
+    let path = app.connect_path("late", "crm", None).await;
+    let back = app.decide(&app.consent_url(&path).await, "allow").await;
+    app.clock.advance(601);
+    let answer = app.callback(&back, false).await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.error_code(), "invalid_state");
+    assert!(app.stored("late").await.is_none());
+    assert_eq!(
+        app.sandbox.sandbox.stats().token_calls,
+        0,
+        "the code was never exchanged"
+    );
+    app.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn replayed_state_is_refused_and_changes_nothing() {
+    let app = TestApp::start().await;
+    let path = app.connect_path("once", "marketing", None).await;
+    let back = app.decide(&app.consent_url(&path).await, "allow").await;
+    assert_eq!(app.callback(&back, false).await.status, 200);
+    let stored = app.stored("once").await.expect("stored");
+
+    let replay = app.callback(&back, false).await;
+    assert_eq!(replay.status, 400);
+    assert_eq!(replay.error_code(), "invalid_state");
+    assert_eq!(app.stored("once").await.expect("still stored"), stored);
+    assert_eq!(app.sandbox.sandbox.stats().token_calls, 1);
+
+    // The connect link itself is spent too.
+    let reopen = app
+        .send(&EventRequest::new(apigw::BROWSER, "GET", &path))
+        .await;
+    assert_eq!(reopen.status, 400);
+    assert!(reopen.text().contains("already used"));
+    app.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn forged_state_is_refused_and_does_not_burn_the_session() {
+    let app = TestApp::start().await;
+    let path = app.connect_path("forged", "crm", None).await;
+    let back = app.decide(&app.consent_url(&path).await, "allow").await;
+    let real: Vec<(String, String)> = back.query_pairs().into_owned().collect();
+    let code = &real.iter().find(|(k, _)| k == "code").expect("code").1;
+    let state = &real.iter().find(|(k, _)| k == "state").expect("state").1;
+    let session_id = state.split_once('.').expect("session.nonce").0;
+
+    let forged_states = [
+        format!("{session_id}.not-the-nonce-we-issued"),
+        "garbage".to_owned(),
+        format!("{session_id}"),
+        String::new(),
+    ];
+    for forged in &forged_states {
+        let mut url = Url::parse(&format!("{PUBLIC_BASE_URL}/oauth/callback")).expect("url");
+        url.query_pairs_mut()
+            .append_pair("code", code)
+            .append_pair("state", forged);
+        let answer = app.callback(&url, false).await;
+        assert_eq!(answer.status, 400, "{forged:?}");
+        assert_eq!(answer.error_code(), "invalid_state");
+    }
+    let mut no_state = Url::parse(&format!("{PUBLIC_BASE_URL}/oauth/callback")).expect("url");
+    no_state.query_pairs_mut().append_pair("code", code);
+    assert_eq!(
+        app.callback(&no_state, false).await.error_code(),
+        "invalid_state"
+    );
+
+    assert!(app.stored("forged").await.is_none());
+    assert_eq!(app.sandbox.sandbox.stats().token_calls, 0);
+    // The genuine redirect still completes.
+    assert_eq!(app.callback(&back, false).await.status, 200);
+    assert!(app.stored("forged").await.is_some());
+    app.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn a_state_from_an_earlier_visit_of_the_link_no_longer_works() {
+    let app = TestApp::start().await;
+    let path = app.connect_path("twice-opened", "crm", None).await;
+    let first_visit = app.decide(&app.consent_url(&path).await, "allow").await;
+    let second_visit = app.decide(&app.consent_url(&path).await, "allow").await;
+    assert_eq!(
+        app.callback(&first_visit, false).await.error_code(),
+        "invalid_state"
+    );
+    assert_eq!(app.callback(&second_visit, false).await.status, 200);
+    app.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn expired_code_leaves_the_existing_connection_untouched() {
+    let app = TestApp::start().await;
+    assert_eq!(app.connect("kept", "marketing").await.status, 200);
+    let before = app.stored("kept").await.expect("stored");
+
+    let path = app.connect_path("kept", "marketing", None).await;
+    let back = app.decide(&app.consent_url(&path).await, "allow").await;
+    // Marketing codes live 60 minutes; the service's own session is still open.
+    app.sandbox.sandbox.advance_clock(3_601);
+    let answer = app.callback(&back, false).await;
+    assert_eq!(answer.status, 400, "{}", answer.text());
+    assert_eq!(answer.error_code(), "expired_code");
+    assert_eq!(app.stored("kept").await.expect("still stored"), before);
+    app.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn denied_consent_writes_nothing_and_says_so() {
+    let app = TestApp::start().await;
+    let path = app.connect_path("declined", "crm", None).await;
+    let back = app.decide(&app.consent_url(&path).await, "deny").await;
+    let answer = app.callback(&back, false).await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.error_code(), "access_denied");
+    assert!(app.stored("declined").await.is_none());
+
+    let return_url = format!("{RETURN_ORIGIN}/back");
+    let path = app.connect_path("declined", "crm", Some(&return_url)).await;
+    let back = app.decide(&app.consent_url(&path).await, "deny").await;
+    let answer = app.callback(&back, true).await;
+    assert_eq!(answer.status, 302);
+    let location = answer.location();
+    assert!(location.starts_with(&return_url), "{location}");
+    assert!(location.contains("status=error") && location.contains("reason=access_denied"));
+    assert!(app.stored("declined").await.is_none());
+    assert_eq!(app.sandbox.sandbox.stats().token_calls, 0);
+}
+
+#[tokio::test]
+async fn rd_failure_during_exchange_overwrites_nothing() {
+    let app = TestApp::start().await;
+    assert_eq!(app.connect("steady", "crm").await.status, 200);
+    let before = app.stored("steady").await.expect("stored");
+    let path = app.connect_path("steady", "crm", None).await;
+    let back = app.decide(&app.consent_url(&path).await, "allow").await;
+    app.sandbox
+        .sandbox
+        .inject_fault(rd_sandbox::Fault::ServerError, 1);
+    let answer = app.callback(&back, false).await;
+    assert_eq!(answer.status, 502);
+    assert_eq!(answer.error_code(), "rdstation_unavailable");
+    assert_eq!(app.stored("steady").await.expect("stored"), before);
+    app.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn rotated_client_secret_is_read_again_after_invalid_client() {
+    let app = TestApp::start().await;
+    // The environment starts with a stale secret in its cache...
+    let mut stale = app.sandbox_config.clone();
+    stale.crm.client_secret = "an-old-rotated-secret".to_owned();
+    let sm = moto::secretsmanager().await;
+    sm.put_secret_value()
+        .secret_id(&app.secret_name)
+        .secret_string(integration_tests::app::credentials_json(&stale))
+        .send()
+        .await
+        .expect("put");
+    let path = app.connect_path("rotated", "crm", None).await;
+    let back = app.decide(&app.consent_url(&path).await, "allow").await;
+    // ...then operators store the current one.
+    sm.put_secret_value()
+        .secret_id(&app.secret_name)
+        .secret_string(integration_tests::app::credentials_json(
+            &app.sandbox_config,
+        ))
+        .send()
+        .await
+        .expect("put");
+    let answer = app.callback(&back, false).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(
+        app.sandbox.sandbox.stats().token_calls,
+        2,
+        "one refused, one retried"
+    );
+    assert!(app.stored("rotated").await.is_some());
+    app.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn a_connection_id_cannot_change_product() {
+    let app = TestApp::start().await;
+    assert_eq!(app.connect("one-product", "crm").await.status, 200);
+    let answer = app
+        .open_session(json!({"connection_id": "one-product", "product": "marketing"}))
+        .await;
+    assert_eq!(answer.status, 409);
+    assert_eq!(answer.error_code(), "product_mismatch");
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_json_error_and_changes_nothing() {
+    let app = TestApp::start().await;
+    let cases = [
+        (
+            json!({"connection_id": "has space", "product": "crm"}),
+            "invalid_connection_id",
+        ),
+        (
+            json!({"connection_id": "", "product": "crm"}),
+            "invalid_connection_id",
+        ),
+        (
+            json!({"connection_id": "x".repeat(129), "product": "crm"}),
+            "invalid_connection_id",
+        ),
+        (
+            json!({"connection_id": "ok", "product": "crm-v1"}),
+            "invalid_product",
+        ),
+        (json!({"connection_id": "ok"}), "invalid_json"),
+        (
+            json!({"connection_id": 7, "product": "crm"}),
+            "invalid_json",
+        ),
+        (
+            json!({"connection_id": "ok", "product": "crm", "return_url": "https://evil.example.net/x"}),
+            "return_url_not_allowed",
+        ),
+        (
+            json!({"connection_id": "ok", "product": "crm", "return_url": "javascript:alert(1)"}),
+            "return_url_not_allowed",
+        ),
+        (
+            json!({"connection_id": "ok", "product": "crm", "return_url": "/relative"}),
+            "return_url_not_allowed",
+        ),
+    ];
+    for (body, code) in cases {
+        let answer = app.open_session(body.clone()).await;
+        assert_eq!(answer.status, 400, "{body}");
+        assert_eq!(answer.error_code(), code, "{body}");
+    }
+
+    let mut not_json = EventRequest::new(apigw::IAM_AUTHORIZED, "POST", "/connect/sessions");
+    not_json.body = Some(b"{\"connection_id\":".to_vec());
+    assert_eq!(app.send(&not_json).await.error_code(), "invalid_json");
+
+    let mut wrong_type = EventRequest::new(apigw::IAM_AUTHORIZED, "POST", "/connect/sessions");
+    wrong_type.headers.push(("content-type", "text/plain"));
+    wrong_type.body = Some(b"connection_id=ok".to_vec());
+    let answer = app.send(&wrong_type).await;
+    assert_eq!(answer.status, 415);
+    assert_eq!(answer.error_code(), "unsupported_media_type");
+
+    let mut bad_session = EventRequest::new(apigw::BROWSER, "GET", "/connect/not-a-session");
+    bad_session.headers.push(("accept", "application/json"));
+    let answer = app.send(&bad_session).await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.error_code(), "invalid_session");
+
+    let answer = app
+        .send(&EventRequest::new(apigw::IAM_AUTHORIZED, "GET", "/nowhere"))
+        .await;
+    assert_eq!(answer.status, 404);
+    assert_eq!(answer.error_code(), "not_found");
+
+    let answer = app
+        .send(&EventRequest::new(
+            apigw::IAM_AUTHORIZED,
+            "DELETE",
+            "/connect/sessions",
+        ))
+        .await;
+    assert_eq!(answer.status, 405);
+    assert_eq!(answer.error_code(), "method_not_allowed");
+
+    assert!(app.stored("ok").await.is_none());
+}
+
+#[tokio::test]
+async fn base64_encoded_bodies_are_accepted() {
+    let app = TestApp::start().await;
+    let mut request = EventRequest::new(apigw::IAM_AUTHORIZED, "POST", "/connect/sessions");
+    request.body = Some(
+        json!({"connection_id": "b64", "product": "crm"})
+            .to_string()
+            .into_bytes(),
+    );
+    request.base64 = true;
+    let answer = app.send(&request).await;
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    let body = answer.json();
+    assert_eq!(body["connection_id"], "b64");
+    assert!(body["expires_at"].as_str().expect("rfc3339").ends_with('Z'));
+}

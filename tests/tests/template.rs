@@ -1,0 +1,116 @@
+//! `template.yaml` declares what the code expects: the table's key schema from
+//! `schema.rs`, the callback function's routes with IAM auth on the caller-facing
+//! one, and the configuration variables `Config` reads.
+
+use connector::adapters::dynamodb::schema::{PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
+use serde_yaml::Value;
+
+fn template() -> Value {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
+        .expect("template.yaml at the workspace root");
+    serde_yaml::from_str(&text).expect("template.yaml is YAML")
+}
+
+fn strings(value: &Value) -> Vec<(String, String)> {
+    value
+        .as_sequence()
+        .expect("a list")
+        .iter()
+        .map(|item| {
+            let mapping = item.as_mapping().expect("a mapping");
+            let mut fields = mapping
+                .values()
+                .map(|v| v.as_str().expect("a string").to_owned());
+            (
+                fields.next().expect("first"),
+                fields.next().expect("second"),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_table_uses_the_schema_the_code_defines() {
+    let template = template();
+    let table = &template["Resources"]["ConnectionsTable"];
+    assert_eq!(table["Type"], "AWS::DynamoDB::Table");
+    let properties = &table["Properties"];
+    assert_eq!(
+        strings(&properties["KeySchema"]),
+        [
+            (PARTITION_KEY.to_owned(), "HASH".to_owned()),
+            (SORT_KEY.to_owned(), "RANGE".to_owned())
+        ]
+    );
+    assert_eq!(
+        strings(&properties["AttributeDefinitions"]),
+        [
+            (PARTITION_KEY.to_owned(), "S".to_owned()),
+            (SORT_KEY.to_owned(), "S".to_owned())
+        ]
+    );
+    assert_eq!(
+        properties["TimeToLiveSpecification"]["AttributeName"],
+        TTL_ATTRIBUTE
+    );
+    assert_eq!(properties["BillingMode"], "PAY_PER_REQUEST");
+}
+
+#[test]
+fn the_callback_function_serves_every_route_with_the_right_auth() {
+    let template = template();
+    let function = &template["Resources"]["OAuthCallbackFunction"];
+    assert_eq!(
+        function["Metadata"]["BuildProperties"]["Binary"],
+        "oauth-callback"
+    );
+    let mut routes: Vec<(String, String, String)> = function["Properties"]["Events"]
+        .as_mapping()
+        .expect("events")
+        .values()
+        .map(|event| {
+            let p = &event["Properties"];
+            (
+                p["Method"].as_str().expect("method").to_owned(),
+                p["Path"].as_str().expect("path").to_owned(),
+                p["Auth"]["Authorizer"]
+                    .as_str()
+                    .expect("authorizer")
+                    .to_owned(),
+            )
+        })
+        .collect();
+    routes.sort();
+    assert_eq!(
+        routes,
+        [
+            ("GET".into(), "/connect/{session}".into(), "NONE".into()),
+            ("GET".into(), "/oauth/callback".into(), "NONE".into()),
+            ("POST".into(), "/connect/sessions".into(), "AWS_IAM".into()),
+        ]
+    );
+    assert_eq!(
+        template["Resources"]["HttpApi"]["Properties"]["StageName"],
+        "$default"
+    );
+}
+
+#[test]
+fn every_required_variable_is_set_for_the_functions() {
+    let template = template();
+    let variables = &template["Globals"]["Function"]["Environment"]["Variables"];
+    for name in [
+        "CONNECTIONS_TABLE",
+        "CLIENT_CREDENTIALS_SECRET",
+        "PUBLIC_BASE_URL",
+        "RDSTATION_API_URL",
+        "RDSTATION_MARKETING_AUTHORIZE_URL",
+        "RDSTATION_CRM_AUTHORIZE_URL",
+        "ALLOWED_RETURN_ORIGINS",
+    ] {
+        assert!(
+            !variables[name].is_null(),
+            "{name} is not set in template.yaml"
+        );
+    }
+}
