@@ -183,16 +183,15 @@ mod tests {
 
     #[test]
     fn names_each_missing_variable() {
-        for skip in 0..MINIMAL.len() {
+        for (missing, _) in MINIMAL {
             let pairs: Vec<_> = MINIMAL
                 .iter()
-                .enumerate()
-                .filter(|(i, _)| *i != skip)
-                .map(|(_, p)| *p)
+                .copied()
+                .filter(|(k, _)| *k != missing)
                 .collect();
             let err = Config::from_lookup(lookup(&pairs)).expect_err("missing");
-            assert_eq!(err, ConfigError::Missing(MINIMAL[skip].0));
-            assert!(err.to_string().contains(MINIMAL[skip].0));
+            assert_eq!(err, ConfigError::Missing(missing));
+            assert!(err.to_string().contains(missing));
         }
     }
 

@@ -169,7 +169,7 @@ async fn forged_state_is_refused_and_does_not_burn_the_session() {
     let forged_states = [
         format!("{session_id}.not-the-nonce-we-issued"),
         "garbage".to_owned(),
-        format!("{session_id}"),
+        session_id.to_owned(),
         String::new(),
     ];
     for forged in &forged_states {
