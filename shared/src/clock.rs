@@ -32,8 +32,14 @@ impl Timestamp {
 
 /// Where the service reads the current time from.
 pub trait Clock: Send + Sync + std::fmt::Debug {
-    /// The current time.
-    fn now(&self) -> Timestamp;
+    /// The current time in milliseconds since the epoch (leases need sub-second
+    /// precision).
+    fn now_ms(&self) -> i64;
+
+    /// The current time in whole seconds.
+    fn now(&self) -> Timestamp {
+        Timestamp(self.now_ms().div_euclid(1000))
+    }
 }
 
 /// The machine's clock.
@@ -41,12 +47,11 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        let seconds = SystemTime::now()
+    fn now_ms(&self) -> i64 {
+        SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or_default();
-        Timestamp(seconds)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default()
     }
 }
 
@@ -70,10 +75,8 @@ impl OffsetClock {
 }
 
 impl Clock for OffsetClock {
-    fn now(&self) -> Timestamp {
-        SystemClock
-            .now()
-            .plus_seconds(self.offset_seconds.load(Ordering::SeqCst))
+    fn now_ms(&self) -> i64 {
+        SystemClock.now_ms() + self.offset_seconds.load(Ordering::SeqCst) * 1000
     }
 }
 

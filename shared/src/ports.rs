@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 
 use crate::clock::Timestamp;
-use crate::domain::{ConnectSession, Connection, ConnectionId, Product, SessionId};
+use crate::domain::{ConnectSession, Connection, ConnectionId, Product, SessionId, TokenPair};
 use crate::secret::ClientSecret;
 
 /// Why a store operation failed.
@@ -63,6 +63,60 @@ pub trait ConnectionStore: Send + Sync {
     /// [`StoreError::Conflict`] with the current item if the version moved on or
     /// the item is gone.
     async fn update(&self, connection: &Connection) -> Result<Connection, StoreError>;
+
+    /// Like [`ConnectionStore::update`], and also only if the stored lease id is
+    /// still `lease_id`: the commit of a refresh by the lease's holder.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] with the current item if the version or the lease moved on.
+    async fn update_holding_lease(
+        &self,
+        connection: &Connection,
+        lease_id: &str,
+    ) -> Result<Connection, StoreError>;
+
+    /// Ids of active connections whose due time is at or before `now`, in one shard
+    /// of the due index (a query on a sparse index, never a scan).
+    async fn due_connections(
+        &self,
+        shard: u32,
+        now: Timestamp,
+    ) -> Result<Vec<ConnectionId>, StoreError>;
+
+    /// The number of due-index shards.
+    fn due_shards(&self) -> u32;
+}
+
+/// A rotated pair saved aside because committing it to the connection failed, so
+/// that it never lives only in memory. The refresher restores these first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RescuedPair {
+    /// The connection the pair belongs to.
+    pub connection_id: ConnectionId,
+    /// The lease under which RD issued the pair.
+    pub lease_id: String,
+    /// The pair RD issued.
+    pub tokens: TokenPair,
+    /// When it was saved.
+    pub rescued_at: Timestamp,
+}
+
+/// Where rescued pairs are kept (beside their connection, in the same table).
+#[async_trait]
+pub trait RescueStore: Send + Sync {
+    /// Saves `rescue` with an unconditional write (it must land whatever the
+    /// connection's state).
+    async fn put_rescue(&self, rescue: &RescuedPair) -> Result<(), StoreError>;
+
+    /// Every rescued pair not yet restored.
+    async fn rescues(&self) -> Result<Vec<RescuedPair>, StoreError>;
+
+    /// Removes a restored (or superseded) rescued pair.
+    async fn delete_rescue(
+        &self,
+        connection_id: &ConnectionId,
+        lease_id: &str,
+    ) -> Result<(), StoreError>;
 }
 
 /// Where connect sessions live (in the same table as connections, in production).

@@ -7,14 +7,16 @@ use connector::adapters::memory::MemoryStore;
 use connector::clock::Timestamp;
 use connector::domain::{
     CONNECT_SESSION_TTL_SECONDS, ConnectSession, Connection, ConnectionId, ConnectionStatus,
-    Product, TokenPair,
+    DuePolicy, Lease, Product, TokenPair,
 };
-use connector::ports::{ConnectionStore, SessionError, SessionStore, StoreError};
+use connector::ports::{
+    ConnectionStore, RescueStore, RescuedPair, SessionError, SessionStore, StoreError,
+};
 use connector::secret::{AccessToken, ExposeSecret, RefreshToken};
 use integration_tests::moto;
 
-trait Store: ConnectionStore + SessionStore + 'static {}
-impl<T: ConnectionStore + SessionStore + 'static> Store for T {}
+trait Store: ConnectionStore + SessionStore + RescueStore + 'static {}
+impl<T: ConnectionStore + SessionStore + RescueStore + 'static> Store for T {}
 
 fn pair(tag: &str) -> TokenPair {
     TokenPair {
@@ -253,6 +255,107 @@ async fn concurrent_completions_have_one_winner(store: Arc<impl Store>) {
     assert_eq!(wins, 1);
 }
 
+async fn commit_requires_the_same_lease_and_version(store: Arc<impl Store>) {
+    let mut c = connection("leased");
+    c.lease = Some(Lease {
+        id: "lease-a".to_owned(),
+        deadline_ms: 5_000,
+    });
+    let claimed = store.create(&c).await.expect("created");
+    let mut commit = claimed.clone();
+    commit.tokens = pair("rotated");
+    commit.lease = None;
+    assert!(
+        matches!(
+            store.update_holding_lease(&commit, "lease-b").await,
+            Err(StoreError::Conflict {
+                current: Some(_),
+                ..
+            })
+        ),
+        "another lease id is refused"
+    );
+    let stale = Connection {
+        version: 0,
+        ..commit.clone()
+    };
+    assert!(
+        matches!(
+            store.update_holding_lease(&stale, "lease-a").await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "a stale version is refused"
+    );
+    let committed = store
+        .update_holding_lease(&commit, "lease-a")
+        .await
+        .expect("committed");
+    assert_eq!(committed.version, 2);
+    assert_eq!(committed.lease, None);
+    assert!(
+        matches!(
+            store.update_holding_lease(&committed, "lease-a").await,
+            Err(StoreError::Conflict { .. })
+        ),
+        "the lease is gone after the commit"
+    );
+}
+
+async fn due_connections_come_from_the_sparse_index(store: Arc<impl Store>) {
+    let policy = DuePolicy::default();
+    let now = Timestamp(1_000_000);
+    let mut expected_due = Vec::new();
+    for i in 0..40 {
+        let mut c = connection(&format!("tenant-{i}"));
+        c.refresh_token_issued_at = now;
+        // Even: expiring within the margin. Odd: fresh for hours.
+        let expires = if i % 2 == 0 {
+            now.plus_seconds(300)
+        } else {
+            now.plus_seconds(7_200)
+        };
+        c.tokens.access_expires_at = expires;
+        if i % 10 == 0 {
+            c.status = ConnectionStatus::NeedsReauth;
+        } else if i % 2 == 0 {
+            expected_due.push(c.id.clone());
+        }
+        store.create(&c).await.expect("created");
+    }
+    let mut found = Vec::new();
+    for shard in 0..store.due_shards() {
+        let ids = store.due_connections(shard, now).await.expect("query");
+        for id in &ids {
+            let c = store.get(id).await.expect("read").expect("present");
+            assert_eq!(policy.shard_of(&c), shard);
+        }
+        found.extend(ids);
+    }
+    found.sort();
+    expected_due.sort();
+    assert_eq!(found, expected_due);
+}
+
+async fn rescued_pairs_are_kept_until_deleted(store: Arc<impl Store>) {
+    let rescue = RescuedPair {
+        connection_id: ConnectionId::parse("rescued").expect("valid"),
+        lease_id: "lease-r".to_owned(),
+        tokens: pair("rescued"),
+        rescued_at: Timestamp(77),
+    };
+    store.put_rescue(&rescue).await.expect("saved");
+    store
+        .put_rescue(&rescue)
+        .await
+        .expect("saving again is harmless");
+    assert_eq!(store.rescues().await.expect("listed"), vec![rescue.clone()]);
+    store
+        .delete_rescue(&rescue.connection_id, &rescue.lease_id)
+        .await
+        .expect("deleted");
+    assert!(store.rescues().await.expect("listed").is_empty());
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -286,4 +389,7 @@ contract!(
     session_completes_once_with_its_latest_state,
     expired_or_unknown_session_is_unusable,
     concurrent_completions_have_one_winner,
+    commit_requires_the_same_lease_and_version,
+    due_connections_come_from_the_sparse_index,
+    rescued_pairs_are_kept_until_deleted,
 );

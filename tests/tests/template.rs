@@ -2,7 +2,9 @@
 //! `schema.rs`, the callback function's routes with IAM auth on the caller-facing
 //! one, and the configuration variables `Config` reads.
 
-use connector::adapters::dynamodb::schema::{PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
+use connector::adapters::dynamodb::schema::{
+    DUE_AT, DUE_INDEX, DUE_SHARD, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE,
+};
 use serde_yaml::Value;
 
 fn template() -> Value {
@@ -46,9 +48,24 @@ fn the_table_uses_the_schema_the_code_defines() {
         strings(&properties["AttributeDefinitions"]),
         [
             (PARTITION_KEY.to_owned(), "S".to_owned()),
-            (SORT_KEY.to_owned(), "S".to_owned())
+            (SORT_KEY.to_owned(), "S".to_owned()),
+            (DUE_SHARD.to_owned(), "S".to_owned()),
+            (DUE_AT.to_owned(), "N".to_owned()),
         ]
     );
+    let indexes = properties["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .expect("indexes");
+    assert_eq!(indexes.len(), 1);
+    assert_eq!(indexes[0]["IndexName"], DUE_INDEX);
+    assert_eq!(
+        strings(&indexes[0]["KeySchema"]),
+        [
+            (DUE_SHARD.to_owned(), "HASH".to_owned()),
+            (DUE_AT.to_owned(), "RANGE".to_owned())
+        ]
+    );
+    assert_eq!(indexes[0]["Projection"]["ProjectionType"], "KEYS_ONLY");
     assert_eq!(
         properties["TimeToLiveSpecification"]["AttributeName"],
         TTL_ATTRIBUTE

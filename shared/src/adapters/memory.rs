@@ -7,20 +7,54 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::clock::Timestamp;
-use crate::domain::{ConnectSession, Connection, ConnectionId, SessionId};
-use crate::ports::{ConnectionStore, SessionError, SessionStore, StoreError};
+use crate::domain::{ConnectSession, Connection, ConnectionId, DuePolicy, SessionId};
+use crate::ports::{
+    ConnectionStore, RescueStore, RescuedPair, SessionError, SessionStore, StoreError,
+};
 
-/// Connections and sessions in memory, behind one lock.
+/// Connections, sessions and rescued pairs in memory, behind locks.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     connections: Mutex<HashMap<ConnectionId, Connection>>,
     sessions: Mutex<HashMap<String, ConnectSession>>,
+    rescues: Mutex<HashMap<(ConnectionId, String), RescuedPair>>,
+    due_policy: DuePolicy,
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store with the default due policy.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty store whose due index follows `policy`.
+    pub fn with_due_policy(policy: DuePolicy) -> Self {
+        Self {
+            due_policy: policy,
+            ..Self::default()
+        }
+    }
+
+    fn write_if(
+        &self,
+        connection: &Connection,
+        condition: impl Fn(&Connection) -> bool,
+    ) -> Result<Connection, StoreError> {
+        let mut connections = self.connections.lock().map_err(|_| poisoned())?;
+        match connections.get(&connection.id) {
+            Some(current) if condition(current) => {
+                let stored = Connection {
+                    version: connection.version + 1,
+                    ..connection.clone()
+                };
+                connections.insert(stored.id.clone(), stored.clone());
+                Ok(stored)
+            }
+            current => Err(StoreError::Conflict {
+                id: connection.id.clone(),
+                current: current.cloned().map(Box::new),
+            }),
+        }
     }
 }
 
@@ -52,21 +86,63 @@ impl ConnectionStore for MemoryStore {
     }
 
     async fn update(&self, connection: &Connection) -> Result<Connection, StoreError> {
-        let mut connections = self.connections.lock().map_err(|_| poisoned())?;
-        match connections.get(&connection.id) {
-            Some(current) if current.version == connection.version => {
-                let stored = Connection {
-                    version: connection.version + 1,
-                    ..connection.clone()
-                };
-                connections.insert(stored.id.clone(), stored.clone());
-                Ok(stored)
-            }
-            current => Err(StoreError::Conflict {
-                id: connection.id.clone(),
-                current: current.cloned().map(Box::new),
-            }),
-        }
+        self.write_if(connection, |current| current.version == connection.version)
+    }
+
+    async fn update_holding_lease(
+        &self,
+        connection: &Connection,
+        lease_id: &str,
+    ) -> Result<Connection, StoreError> {
+        self.write_if(connection, |current| {
+            current.version == connection.version
+                && current.lease.as_ref().is_some_and(|l| l.id == lease_id)
+        })
+    }
+
+    async fn due_connections(
+        &self,
+        shard: u32,
+        now: Timestamp,
+    ) -> Result<Vec<ConnectionId>, StoreError> {
+        let connections = self.connections.lock().map_err(|_| poisoned())?;
+        let mut due: Vec<_> = connections
+            .values()
+            .filter(|c| self.due_policy.shard_of(c) == shard)
+            .filter_map(|c| Some((self.due_policy.due_at(c)?, c.id.clone())))
+            .filter(|(at, _)| *at <= now)
+            .collect();
+        due.sort();
+        Ok(due.into_iter().map(|(_, id)| id).collect())
+    }
+
+    fn due_shards(&self) -> u32 {
+        self.due_policy.shards
+    }
+}
+
+#[async_trait]
+impl RescueStore for MemoryStore {
+    async fn put_rescue(&self, rescue: &RescuedPair) -> Result<(), StoreError> {
+        let mut rescues = self.rescues.lock().map_err(|_| poisoned())?;
+        let key = (rescue.connection_id.clone(), rescue.lease_id.clone());
+        rescues.insert(key, rescue.clone());
+        Ok(())
+    }
+
+    async fn rescues(&self) -> Result<Vec<RescuedPair>, StoreError> {
+        let rescues = self.rescues.lock().map_err(|_| poisoned())?;
+        Ok(rescues.values().cloned().collect())
+    }
+
+    async fn delete_rescue(
+        &self,
+        connection_id: &ConnectionId,
+        lease_id: &str,
+    ) -> Result<(), StoreError> {
+        let mut rescues = self.rescues.lock().map_err(|_| poisoned())?;
+        rescues.remove(&(connection_id.clone(), lease_id.to_owned()));
+        Ok(())
     }
 }
 

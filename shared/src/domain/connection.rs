@@ -110,6 +110,39 @@ pub struct TokenPair {
     pub access_expires_at: Timestamp,
 }
 
+/// A worker's exclusive right to spend the connection's refresh token, until its
+/// deadline. Written with one conditional write; see [`crate::refresh`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// Random id of this claim; the commit is conditional on it.
+    pub id: String,
+    /// Milliseconds since the epoch after which the lease is dead and may be taken.
+    pub deadline_ms: i64,
+}
+
+/// A record, written before RD is called, of which refresh token is about to be
+/// spent. Left behind by a holder that died or whose call ended ambiguously, it
+/// tells a later `invalid_grant` apart: "lost in flight", not "revoked".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshIntent {
+    /// Fingerprint of the refresh token presented.
+    pub refresh_token_fingerprint: String,
+    /// True once an attempt with this token ended without a usable answer (or its
+    /// holder vanished): RD may have rotated it.
+    pub ambiguous: bool,
+}
+
+/// Failed refresh attempts since the last success, and when the next may start.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RefreshBackoff {
+    /// Attempts that failed in a row.
+    pub failures: u32,
+    /// No worker calls RD for this connection before this time.
+    pub next_attempt_at: Option<Timestamp>,
+    /// Why the last attempt failed (a short code, never a token).
+    pub last_error: Option<String>,
+}
+
 /// One connected RD Station account, as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Connection {
@@ -128,6 +161,12 @@ pub struct Connection {
     pub refresh_token_issued_at: Timestamp,
     /// Bumped by every write; each write is conditional on the version it read.
     pub version: u64,
+    /// The refresh lease, if a worker holds (or held) one.
+    pub lease: Option<Lease>,
+    /// The refresh token an unfinished or ambiguous attempt presented.
+    pub intent: Option<RefreshIntent>,
+    /// Failed attempts and the earliest next one.
+    pub backoff: RefreshBackoff,
     /// When the connection was first stored.
     pub created_at: Timestamp,
     /// When a person last completed the consent flow for it.
@@ -152,6 +191,9 @@ impl Connection {
             tokens,
             refresh_token_issued_at: now,
             version: 1,
+            lease: None,
+            intent: None,
+            backoff: RefreshBackoff::default(),
             created_at: now,
             connected_at: now,
             updated_at: now,
@@ -159,17 +201,34 @@ impl Connection {
     }
 
     /// This connection after a person connected it again: same id and creation time,
-    /// the new pair, active again. The version is left for the store to bump.
+    /// the new pair, active again, any refresh state of the old grant dropped. The
+    /// version is left for the store to bump.
     pub fn reconnected(&self, tokens: TokenPair, now: Timestamp) -> Self {
+        Self {
+            connected_at: now,
+            ..self.with_new_pair(tokens, now)
+        }
+    }
+
+    /// This connection holding a newly issued pair: active, no lease, no intent, no
+    /// failures.
+    pub fn with_new_pair(&self, tokens: TokenPair, now: Timestamp) -> Self {
         Self {
             status: ConnectionStatus::Active,
             status_reason: None,
             tokens,
             refresh_token_issued_at: now,
-            connected_at: now,
+            lease: None,
+            intent: None,
+            backoff: RefreshBackoff::default(),
             updated_at: now,
             ..self.clone()
         }
+    }
+
+    /// The lease, if one is held and not past its deadline at `now_ms`.
+    pub fn live_lease(&self, now_ms: i64) -> Option<&Lease> {
+        self.lease.as_ref().filter(|l| l.deadline_ms > now_ms)
     }
 }
 

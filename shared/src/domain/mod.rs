@@ -1,9 +1,14 @@
 //! Pure types and rules of the service: no I/O and no AWS types.
 
 mod connection;
+mod due;
 mod product;
 mod session;
 
-pub use connection::{Connection, ConnectionId, ConnectionIdError, ConnectionStatus, TokenPair};
+pub use connection::{
+    Connection, ConnectionId, ConnectionIdError, ConnectionStatus, Lease, RefreshBackoff,
+    RefreshIntent, TokenPair,
+};
+pub use due::DuePolicy;
 pub use product::{Product, UnknownProduct};
 pub use session::{CONNECT_SESSION_TTL_SECONDS, ConnectSession, SessionId, session_nonce};

@@ -7,12 +7,13 @@ use std::str::FromStr;
 use aws_sdk_dynamodb::types::AttributeValue;
 use url::Url;
 
-use super::schema::{PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
+use super::schema::{DUE_AT, DUE_SHARD, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
 use crate::clock::Timestamp;
 use crate::domain::{
-    ConnectSession, Connection, ConnectionId, ConnectionStatus, Product, SessionId, TokenPair,
+    ConnectSession, Connection, ConnectionId, ConnectionStatus, DuePolicy, Lease, Product,
+    RefreshBackoff, RefreshIntent, SessionId, TokenPair,
 };
-use crate::ports::StoreError;
+use crate::ports::{RescuedPair, StoreError};
 use crate::secret::{AccessToken, ExposeSecret, RefreshToken};
 
 type Item = HashMap<String, AttributeValue>;
@@ -27,6 +28,20 @@ pub(super) fn connection_key(id: &ConnectionId) -> Item {
     ])
 }
 
+/// The due-index partition of rescued pairs.
+pub(super) const RESCUE_SHARD: &str = "RESCUE";
+
+pub(super) fn due_shard_name(shard: u32) -> String {
+    format!("DUE#{shard}")
+}
+
+pub(super) fn rescue_key(id: &ConnectionId, lease_id: &str) -> Item {
+    HashMap::from([
+        (PARTITION_KEY.to_owned(), s(format!("CONN#{id}"))),
+        (SORT_KEY.to_owned(), s(format!("RESCUE#{lease_id}"))),
+    ])
+}
+
 pub(super) fn session_key(id: &SessionId) -> Item {
     HashMap::from([
         (
@@ -37,7 +52,7 @@ pub(super) fn session_key(id: &SessionId) -> Item {
     ])
 }
 
-pub(super) fn connection_item(c: &Connection) -> Item {
+pub(super) fn connection_item(c: &Connection, policy: &DuePolicy) -> Item {
     let mut item = connection_key(&c.id);
     item.extend([
         ("kind".to_owned(), s("connection")),
@@ -71,7 +86,83 @@ pub(super) fn connection_item(c: &Connection) -> Item {
     if let Some(reason) = &c.status_reason {
         item.insert("status_reason".to_owned(), s(reason));
     }
+    if let Some(lease) = &c.lease {
+        item.insert("lease_id".to_owned(), s(&lease.id));
+        item.insert("lease_deadline_ms".to_owned(), n(lease.deadline_ms));
+    }
+    if let Some(intent) = &c.intent {
+        item.insert(
+            "intent_refresh_token".to_owned(),
+            s(&intent.refresh_token_fingerprint),
+        );
+        item.insert(
+            "intent_ambiguous".to_owned(),
+            AttributeValue::Bool(intent.ambiguous),
+        );
+    }
+    item.insert(
+        "refresh_failures".to_owned(),
+        n(i64::from(c.backoff.failures)),
+    );
+    if let Some(next) = c.backoff.next_attempt_at {
+        item.insert("next_attempt_at".to_owned(), n(next.0));
+    }
+    if let Some(error) = &c.backoff.last_error {
+        item.insert("last_refresh_error".to_owned(), s(error));
+    }
+    // Only refreshable connections are in the (sparse) due index.
+    if let Some(due) = policy.due_at(c) {
+        item.insert(DUE_SHARD.to_owned(), s(due_shard_name(policy.shard_of(c))));
+        item.insert(DUE_AT.to_owned(), n(due.0));
+    }
     item
+}
+
+pub(super) fn rescue_item(r: &RescuedPair) -> Item {
+    let mut item = rescue_key(&r.connection_id, &r.lease_id);
+    item.extend([
+        ("kind".to_owned(), s("rescued_pair")),
+        ("connection_id".to_owned(), s(r.connection_id.as_str())),
+        ("lease_id".to_owned(), s(&r.lease_id)),
+        (
+            "access_token".to_owned(),
+            s(r.tokens.access_token.expose_secret()),
+        ),
+        (
+            "refresh_token".to_owned(),
+            s(r.tokens.refresh_token.expose_secret()),
+        ),
+        (
+            "access_expires_at".to_owned(),
+            n(r.tokens.access_expires_at.0),
+        ),
+        ("rescued_at".to_owned(), n(r.rescued_at.0)),
+        (DUE_SHARD.to_owned(), s(RESCUE_SHARD)),
+        (DUE_AT.to_owned(), n(r.rescued_at.0)),
+    ]);
+    item
+}
+
+pub(super) fn rescue_from_item(item: &Item) -> Result<RescuedPair, StoreError> {
+    Ok(RescuedPair {
+        connection_id: ConnectionId::parse(&string(item, "connection_id")?).map_err(corrupt)?,
+        lease_id: string(item, "lease_id")?,
+        tokens: TokenPair {
+            access_token: AccessToken::new(string(item, "access_token")?),
+            refresh_token: RefreshToken::new(string(item, "refresh_token")?),
+            access_expires_at: timestamp(item, "access_expires_at")?,
+        },
+        rescued_at: timestamp(item, "rescued_at")?,
+    })
+}
+
+/// The connection id in an index key's partition key (`CONN#<id>`).
+pub(super) fn connection_id_from_key(item: &Item) -> Result<ConnectionId, StoreError> {
+    string(item, PARTITION_KEY)?
+        .strip_prefix("CONN#")
+        .map(ConnectionId::parse)
+        .ok_or_else(|| corrupt("due-index key is not a connection"))?
+        .map_err(corrupt)
 }
 
 pub(super) fn connection_from_item(item: &Item) -> Result<Connection, StoreError> {
@@ -89,6 +180,28 @@ pub(super) fn connection_from_item(item: &Item) -> Result<Connection, StoreError
         version: number(item, "version")?
             .try_into()
             .map_err(|_| corrupt("negative version"))?,
+        lease: match optional_string(item, "lease_id") {
+            Some(id) => Some(Lease {
+                id,
+                deadline_ms: number(item, "lease_deadline_ms")?,
+            }),
+            None => None,
+        },
+        intent: optional_string(item, "intent_refresh_token").map(|fingerprint| RefreshIntent {
+            refresh_token_fingerprint: fingerprint,
+            ambiguous: matches!(
+                item.get("intent_ambiguous"),
+                Some(AttributeValue::Bool(true))
+            ),
+        }),
+        backoff: RefreshBackoff {
+            failures: optional_number(item, "refresh_failures")
+                .unwrap_or_default()
+                .try_into()
+                .map_err(|_| corrupt("refresh_failures"))?,
+            next_attempt_at: optional_number(item, "next_attempt_at").map(Timestamp),
+            last_error: optional_string(item, "last_refresh_error"),
+        },
         created_at: timestamp(item, "created_at")?,
         connected_at: timestamp(item, "connected_at")?,
         updated_at: timestamp(item, "updated_at")?,
@@ -181,6 +294,13 @@ fn number(item: &Item, name: &str) -> Result<i64, StoreError> {
     }
 }
 
+fn optional_number(item: &Item, name: &str) -> Option<i64> {
+    match item.get(name) {
+        Some(AttributeValue::N(value)) => value.parse().ok(),
+        _ => None,
+    }
+}
+
 fn timestamp(item: &Item, name: &str) -> Result<Timestamp, StoreError> {
     number(item, name).map(Timestamp)
 }
@@ -204,16 +324,50 @@ mod tests {
         c.status = ConnectionStatus::PossiblyLost;
         c.status_reason = Some("lost_in_flight".to_owned());
         c.version = 7;
+        c.lease = Some(Lease {
+            id: "lease-1".to_owned(),
+            deadline_ms: 123_456,
+        });
+        c.intent = Some(RefreshIntent {
+            refresh_token_fingerprint: "abcd".to_owned(),
+            ambiguous: true,
+        });
+        c.backoff = RefreshBackoff {
+            failures: 3,
+            next_attempt_at: Some(Timestamp(99)),
+            last_error: Some("ambiguous".to_owned()),
+        };
         c
     }
 
     #[test]
     fn connection_round_trips() {
         let c = sample();
-        assert_eq!(
-            connection_from_item(&connection_item(&c)).expect("parses"),
-            c
+        let item = connection_item(&c, &DuePolicy::default());
+        assert_eq!(connection_from_item(&item).expect("parses"), c);
+        assert!(
+            !item.contains_key(DUE_SHARD),
+            "a lost connection leaves the due index"
         );
+        let active = Connection {
+            status: ConnectionStatus::Active,
+            status_reason: None,
+            ..c
+        };
+        let item = connection_item(&active, &DuePolicy::default());
+        assert!(item.contains_key(DUE_SHARD) && item.contains_key(DUE_AT));
+        assert_eq!(connection_id_from_key(&item).expect("key"), active.id);
+    }
+
+    #[test]
+    fn rescue_round_trips() {
+        let r = RescuedPair {
+            connection_id: ConnectionId::parse("x").expect("valid"),
+            lease_id: "l".to_owned(),
+            tokens: sample().tokens,
+            rescued_at: Timestamp(5),
+        };
+        assert_eq!(rescue_from_item(&rescue_item(&r)).expect("parses"), r);
     }
 
     #[test]
@@ -233,7 +387,7 @@ mod tests {
 
     #[test]
     fn missing_attribute_is_corrupt_not_a_panic() {
-        let mut item = connection_item(&sample());
+        let mut item = connection_item(&sample(), &DuePolicy::default());
         item.remove("refresh_token");
         assert!(matches!(
             connection_from_item(&item),

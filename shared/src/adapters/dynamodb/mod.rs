@@ -16,23 +16,69 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use crate::clock::Timestamp;
-use crate::domain::{ConnectSession, Connection, ConnectionId, SessionId};
-use crate::ports::{ConnectionStore, SessionError, SessionStore, StoreError};
+use crate::domain::{ConnectSession, Connection, ConnectionId, DuePolicy, SessionId};
+use crate::ports::{
+    ConnectionStore, RescueStore, RescuedPair, SessionError, SessionStore, StoreError,
+};
 use items::{connection_key, session_key};
+use schema::{DUE_AT, DUE_INDEX, DUE_SHARD};
 
-/// Connections and sessions in the DynamoDB table named by `CONNECTIONS_TABLE`.
+/// Connections, sessions and rescued pairs in the DynamoDB table named by
+/// `CONNECTIONS_TABLE`.
 #[derive(Clone, Debug)]
 pub struct DynamoStore {
     client: Client,
     table: String,
+    due_policy: DuePolicy,
 }
 
 impl DynamoStore {
-    /// A store over `table`, using a client built once at cold start.
+    /// A store over `table` with the default due policy, using a client built once
+    /// at cold start.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
             client,
             table: table.into(),
+            due_policy: DuePolicy::default(),
+        }
+    }
+
+    /// The same store, computing due times with `policy`.
+    pub fn with_due_policy(self, policy: DuePolicy) -> Self {
+        Self {
+            due_policy: policy,
+            ..self
+        }
+    }
+
+    /// Keys of every item in one due-index partition due at or before `now`.
+    async fn query_due_keys(
+        &self,
+        shard: &str,
+        now: Timestamp,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, StoreError> {
+        let mut keys = Vec::new();
+        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(DUE_INDEX)
+                .key_condition_expression("#shard = :shard AND #due <= :now")
+                .expression_attribute_names("#shard", DUE_SHARD)
+                .expression_attribute_names("#due", DUE_AT)
+                .expression_attribute_values(":shard", AttributeValue::S(shard.to_owned()))
+                .expression_attribute_values(":now", AttributeValue::N(now.0.to_string()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| unavailable(&e))?;
+            keys.extend(page.items().iter().cloned());
+            match page.last_evaluated_key() {
+                Some(last) if !last.is_empty() => start = Some(last.clone()),
+                _ => return Ok(keys),
+            }
         }
     }
 }
@@ -63,7 +109,7 @@ impl DynamoStore {
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(items::connection_item(&stored)))
+            .set_item(Some(items::connection_item(&stored, &self.due_policy)))
             .condition_expression(condition)
             .set_expression_attribute_values(values)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
@@ -128,6 +174,102 @@ impl ConnectionStore for DynamoStore {
             Some(values),
         )
         .await
+    }
+
+    async fn update_holding_lease(
+        &self,
+        connection: &Connection,
+        lease_id: &str,
+    ) -> Result<Connection, StoreError> {
+        let stored = Connection {
+            version: connection.version + 1,
+            ..connection.clone()
+        };
+        let values = HashMap::from([
+            (
+                ":read_version".to_owned(),
+                AttributeValue::N(connection.version.to_string()),
+            ),
+            (":lease".to_owned(), AttributeValue::S(lease_id.to_owned())),
+        ]);
+        self.put_connection(
+            stored,
+            "attribute_exists(pk) AND version = :read_version AND lease_id = :lease",
+            Some(values),
+        )
+        .await
+    }
+
+    async fn due_connections(
+        &self,
+        shard: u32,
+        now: Timestamp,
+    ) -> Result<Vec<ConnectionId>, StoreError> {
+        self.query_due_keys(&items::due_shard_name(shard), now)
+            .await?
+            .iter()
+            .map(items::connection_id_from_key)
+            .collect()
+    }
+
+    fn due_shards(&self) -> u32 {
+        self.due_policy.shards
+    }
+}
+
+#[async_trait]
+impl RescueStore for DynamoStore {
+    async fn put_rescue(&self, rescue: &RescuedPair) -> Result<(), StoreError> {
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(items::rescue_item(rescue)))
+            .send()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(())
+    }
+
+    async fn rescues(&self) -> Result<Vec<RescuedPair>, StoreError> {
+        let keys = self
+            .query_due_keys(items::RESCUE_SHARD, Timestamp(i64::MAX))
+            .await?;
+        let mut rescues = Vec::with_capacity(keys.len());
+        for key in keys {
+            let key = key
+                .into_iter()
+                .filter(|(name, _)| name == schema::PARTITION_KEY || name == schema::SORT_KEY)
+                .collect();
+            let output = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| unavailable(&e))?;
+            // Deleted since the index was read: already restored.
+            if let Some(item) = output.item() {
+                rescues.push(items::rescue_from_item(item)?);
+            }
+        }
+        Ok(rescues)
+    }
+
+    async fn delete_rescue(
+        &self,
+        connection_id: &ConnectionId,
+        lease_id: &str,
+    ) -> Result<(), StoreError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(items::rescue_key(connection_id, lease_id)))
+            .send()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(())
     }
 }
 

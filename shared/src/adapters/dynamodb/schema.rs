@@ -4,8 +4,8 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
 };
 
 /// Partition key: the item's kind and id, e.g. `CONN#acme:crm` or `SESSION#…`.
@@ -14,6 +14,12 @@ pub const PARTITION_KEY: &str = "pk";
 pub const SORT_KEY: &str = "sk";
 /// Epoch-seconds attribute after which DynamoDB may delete an item (sessions).
 pub const TTL_ATTRIBUTE: &str = "ttl";
+/// The sparse global secondary index of refreshable connections by due time.
+pub const DUE_INDEX: &str = "due-index";
+/// Due-index partition key: `DUE#<shard>` (or `RESCUE` for rescued pairs).
+pub const DUE_SHARD: &str = "due_shard";
+/// Due-index sort key: epoch seconds when the item is due.
+pub const DUE_AT: &str = "due_at";
 
 /// Why the table could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +31,8 @@ pub struct CreateTableError {
     pub message: String,
 }
 
-/// Creates the connections table (on-demand billing) with its TTL attribute.
+/// Creates the connections table (on-demand billing) with its due index and TTL
+/// attribute.
 ///
 /// # Errors
 /// [`CreateTableError`] if DynamoDB refuses either call.
@@ -41,21 +48,35 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), CreateTabl
             .build()
             .map_err(|e| fail(e.to_string()))
     };
-    let string_attribute = |name: &str| {
+    let attribute = |name: &str, kind: ScalarAttributeType| {
         AttributeDefinition::builder()
             .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
+            .attribute_type(kind)
             .build()
             .map_err(|e| fail(e.to_string()))
     };
+    let due_index = GlobalSecondaryIndex::builder()
+        .index_name(DUE_INDEX)
+        .key_schema(key(DUE_SHARD, KeyType::Hash)?)
+        .key_schema(key(DUE_AT, KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::KeysOnly)
+                .build(),
+        )
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
     client
         .create_table()
         .table_name(table)
         .billing_mode(BillingMode::PayPerRequest)
         .key_schema(key(PARTITION_KEY, KeyType::Hash)?)
         .key_schema(key(SORT_KEY, KeyType::Range)?)
-        .attribute_definitions(string_attribute(PARTITION_KEY)?)
-        .attribute_definitions(string_attribute(SORT_KEY)?)
+        .attribute_definitions(attribute(PARTITION_KEY, ScalarAttributeType::S)?)
+        .attribute_definitions(attribute(SORT_KEY, ScalarAttributeType::S)?)
+        .attribute_definitions(attribute(DUE_SHARD, ScalarAttributeType::S)?)
+        .attribute_definitions(attribute(DUE_AT, ScalarAttributeType::N)?)
+        .global_secondary_indexes(due_index)
         .send()
         .await
         .map_err(|e| fail(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string()))?;
