@@ -6,10 +6,13 @@ use std::sync::Arc;
 
 use crate::adapters::credentials::SecretsManagerCredentials;
 use crate::adapters::dynamodb::DynamoStore;
+use crate::adapters::events::{EventBridgePublisher, RecordingPublisher};
 use crate::adapters::rdstation::{ClientBuildError, RdStationClient};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::connect::ConnectService;
+use crate::ports::EventPublisher;
+use crate::refresh::RefreshEngine;
 
 /// The shared AWS SDK configuration, from the standard environment.
 pub async fn sdk_config() -> aws_config::SdkConfig {
@@ -18,28 +21,64 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
         .await
 }
 
+fn store(sdk: &aws_config::SdkConfig, config: &Config) -> Arc<DynamoStore> {
+    Arc::new(
+        DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            &config.connections_table,
+        )
+        .with_due_policy(config.refresh.due.clone()),
+    )
+}
+
+fn credentials(sdk: &aws_config::SdkConfig, config: &Config) -> Arc<SecretsManagerCredentials> {
+    Arc::new(SecretsManagerCredentials::new(
+        aws_sdk_secretsmanager::Client::new(sdk),
+        &config.client_credentials_secret,
+    ))
+}
+
 /// The connect flow over DynamoDB, Secrets Manager and RD Station.
 ///
 /// # Errors
 /// [`ClientBuildError`] if the HTTP client cannot be built.
 pub async fn connect_service(config: &Config) -> Result<ConnectService, ClientBuildError> {
     let sdk = sdk_config().await;
-    let store = Arc::new(DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&sdk),
-        &config.connections_table,
-    ));
-    let credentials = Arc::new(SecretsManagerCredentials::new(
-        aws_sdk_secretsmanager::Client::new(&sdk),
-        &config.client_credentials_secret,
-    ));
+    let store = store(&sdk, config);
     Ok(ConnectService {
         connections: store.clone(),
         sessions: store,
-        credentials,
+        credentials: credentials(&sdk, config),
         rdstation: RdStationClient::new(config.rdstation.clone(), config.token_call_timeout)?,
         clock: Arc::new(SystemClock),
         public_base_url: config.public_base_url.clone(),
         redirect_uri: config.redirect_uri(),
         allowed_return_origins: config.allowed_return_origins.clone(),
+    })
+}
+
+/// The refresh protocol over DynamoDB, Secrets Manager, RD Station and EventBridge
+/// (events are only logged when `EVENT_BUS_NAME` is unset).
+///
+/// # Errors
+/// [`ClientBuildError`] if the HTTP client cannot be built.
+pub async fn refresh_engine(config: &Config) -> Result<RefreshEngine, ClientBuildError> {
+    let sdk = sdk_config().await;
+    let store = store(&sdk, config);
+    let events: Arc<dyn EventPublisher> = match &config.event_bus_name {
+        Some(bus) => Arc::new(EventBridgePublisher::new(
+            aws_sdk_eventbridge::Client::new(&sdk),
+            bus,
+        )),
+        None => Arc::new(RecordingPublisher::new()),
+    };
+    Ok(RefreshEngine {
+        store: store.clone(),
+        rescues: store,
+        credentials: credentials(&sdk, config),
+        rdstation: RdStationClient::new(config.rdstation.clone(), config.refresh.token_timeout())?,
+        events,
+        clock: Arc::new(SystemClock),
+        settings: config.refresh.clone(),
     })
 }

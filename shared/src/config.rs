@@ -6,6 +6,8 @@ use std::time::Duration;
 use url::{Origin, Url};
 
 use crate::adapters::rdstation::RdStationEndpoints;
+use crate::domain::DuePolicy;
+use crate::refresh::RefreshSettings;
 
 /// RD's production API and token host.
 pub const DEFAULT_RDSTATION_API_URL: &str = "https://api.rd.services";
@@ -53,6 +55,12 @@ pub struct Config {
     pub event_bus_name: Option<String>,
     /// `RDSTATION_TOKEN_TIMEOUT_SECONDS`: hard timeout of one token-endpoint call.
     pub token_call_timeout: Duration,
+    /// The refresh protocol's timing and due policy: `REFRESH_LEASE_SECONDS`,
+    /// `REFRESH_COMMIT_BUDGET_SECONDS`, `REFRESH_MARGIN_CRM_SECONDS`,
+    /// `REFRESH_MARGIN_MARKETING_SECONDS`, `CRM_KEEPALIVE_DAYS`, `DUE_INDEX_SHARDS`.
+    pub refresh: RefreshSettings,
+    /// `REFRESH_CONCURRENCY`: refreshes in flight at once in one refresher run.
+    pub refresh_concurrency: usize,
 }
 
 impl Config {
@@ -81,18 +89,53 @@ impl Config {
             .map(|list| parse_origins(&list))
             .transpose()?
             .unwrap_or_default();
-        let token_call_timeout = match get("RDSTATION_TOKEN_TIMEOUT_SECONDS") {
-            None => Duration::from_secs(DEFAULT_TOKEN_TIMEOUT_SECONDS),
+        let positive = |name: &'static str, default: u64| match get(name) {
+            None => Ok(default),
             Some(v) => match v.trim().parse::<u64>() {
-                Ok(s) if s > 0 => Duration::from_secs(s),
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        name: "RDSTATION_TOKEN_TIMEOUT_SECONDS",
-                        reason: "expected a whole number of seconds above 0".to_owned(),
-                    });
-                }
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(ConfigError::Invalid {
+                    name,
+                    reason: "expected a whole number above 0".to_owned(),
+                }),
             },
         };
+        let token_call_timeout = Duration::from_secs(positive(
+            "RDSTATION_TOKEN_TIMEOUT_SECONDS",
+            DEFAULT_TOKEN_TIMEOUT_SECONDS,
+        )?);
+        let mut refresh = RefreshSettings::new(
+            token_call_timeout,
+            Duration::from_secs(positive("REFRESH_COMMIT_BUDGET_SECONDS", 10)?),
+            Duration::from_secs(positive("REFRESH_LEASE_SECONDS", 30)?),
+        )
+        .map_err(|e| ConfigError::Invalid {
+            name: "REFRESH_LEASE_SECONDS",
+            reason: e.to_string(),
+        })?;
+        let defaults = DuePolicy::default();
+        refresh.due = DuePolicy {
+            crm_margin_seconds: positive(
+                "REFRESH_MARGIN_CRM_SECONDS",
+                defaults.crm_margin_seconds as u64,
+            )? as i64,
+            marketing_margin_seconds: positive(
+                "REFRESH_MARGIN_MARKETING_SECONDS",
+                defaults.marketing_margin_seconds as u64,
+            )? as i64,
+            crm_keepalive_seconds: positive("CRM_KEEPALIVE_DAYS", 7)? as i64 * 86_400,
+            shards: u32::try_from(positive("DUE_INDEX_SHARDS", u64::from(defaults.shards))?)
+                .map_err(|_| ConfigError::Invalid {
+                    name: "DUE_INDEX_SHARDS",
+                    reason: "too large".to_owned(),
+                })?,
+        };
+        if refresh.due.crm_keepalive_seconds >= 14 * 86_400 {
+            return Err(ConfigError::Invalid {
+                name: "CRM_KEEPALIVE_DAYS",
+                reason: "must be below 14, RD's idle limit for CRM refresh tokens".to_owned(),
+            });
+        }
+        let refresh_concurrency = positive("REFRESH_CONCURRENCY", 32)? as usize;
         Ok(Self {
             connections_table: required("CONNECTIONS_TABLE")?,
             client_credentials_secret: required("CLIENT_CREDENTIALS_SECRET")?,
@@ -108,6 +151,8 @@ impl Config {
             allowed_return_origins,
             event_bus_name: get("EVENT_BUS_NAME"),
             token_call_timeout,
+            refresh,
+            refresh_concurrency,
         })
     }
 
@@ -218,6 +263,34 @@ mod tests {
             err,
             ConfigError::Invalid {
                 name: "RDSTATION_API_URL",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn refuses_a_lease_shorter_than_timeout_plus_commit() {
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("RDSTATION_TOKEN_TIMEOUT_SECONDS", "20"));
+        pairs.push(("REFRESH_COMMIT_BUDGET_SECONDS", "10"));
+        pairs.push(("REFRESH_LEASE_SECONDS", "30"));
+        let err = Config::from_lookup(lookup(&pairs)).expect_err("too short");
+        let ConfigError::Invalid { name, reason } = &err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(*name, "REFRESH_LEASE_SECONDS");
+        assert!(
+            reason.contains("30s") && reason.contains("20s") && reason.contains("10s"),
+            "{reason}"
+        );
+
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("CRM_KEEPALIVE_DAYS", "14"));
+        let err = Config::from_lookup(lookup(&pairs)).expect_err("past RD's idle limit");
+        assert!(matches!(
+            err,
+            ConfigError::Invalid {
+                name: "CRM_KEEPALIVE_DAYS",
                 ..
             }
         ));

@@ -13,4 +13,6 @@ pub mod connect;
 pub mod domain;
 pub mod http;
 pub mod ports;
+pub mod refresh;
+pub mod refresher;
 pub mod secret;

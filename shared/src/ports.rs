@@ -111,6 +111,12 @@ pub trait RescueStore: Send + Sync {
     /// Every rescued pair not yet restored.
     async fn rescues(&self) -> Result<Vec<RescuedPair>, StoreError>;
 
+    /// The rescued pairs of one connection, read consistently.
+    async fn rescues_for(
+        &self,
+        connection_id: &ConnectionId,
+    ) -> Result<Vec<RescuedPair>, StoreError>;
+
     /// Removes a restored (or superseded) rescued pair.
     async fn delete_rescue(
         &self,
@@ -185,4 +191,54 @@ pub trait CredentialSource: Send + Sync {
     /// Drops the cache and reads the credentials again (after RD answered
     /// `invalid_client`, e.g. because the secret was rotated).
     async fn reload(&self) -> Result<(), CredentialsError>;
+}
+
+/// What happened to a connection (or the deployment) that someone should act on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// RD rejected the refresh token: a person must connect the account again.
+    ConnectionNeedsReauth,
+    /// RD may have rotated the refresh token without us keeping the new one.
+    ConnectionPossiblyLost,
+    /// A connection that was in trouble is usable again.
+    ConnectionRecovered,
+    /// RD refused our client credentials: the deployment is misconfigured.
+    DeploymentCredentialsRejected,
+}
+
+impl EventKind {
+    /// The EventBridge `detail-type`.
+    pub fn detail_type(self) -> &'static str {
+        match self {
+            Self::ConnectionNeedsReauth => "ConnectionNeedsReauth",
+            Self::ConnectionPossiblyLost => "ConnectionPossiblyLost",
+            Self::ConnectionRecovered => "ConnectionRecovered",
+            Self::DeploymentCredentialsRejected => "DeploymentCredentialsRejected",
+        }
+    }
+}
+
+/// An event for the operators' and integrators' systems. Never carries a token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceEvent {
+    /// What happened.
+    pub kind: EventKind,
+    /// The connection, for connection events.
+    pub connection_id: Option<ConnectionId>,
+    /// The product concerned.
+    pub product: Option<Product>,
+    /// A short machine-readable reason, e.g. `lost_in_flight`.
+    pub reason: String,
+}
+
+/// Why an event could not be published.
+#[derive(Debug, thiserror::Error)]
+#[error("could not publish event: {0}")]
+pub struct PublishError(pub String);
+
+/// Where events go (EventBridge in AWS).
+#[async_trait]
+pub trait EventPublisher: Send + Sync {
+    /// Publishes one event.
+    async fn publish(&self, event: &ServiceEvent) -> Result<(), PublishError>;
 }

@@ -135,6 +135,18 @@ impl RescueStore for MemoryStore {
         Ok(rescues.values().cloned().collect())
     }
 
+    async fn rescues_for(
+        &self,
+        connection_id: &ConnectionId,
+    ) -> Result<Vec<RescuedPair>, StoreError> {
+        let rescues = self.rescues.lock().map_err(|_| poisoned())?;
+        Ok(rescues
+            .values()
+            .filter(|r| &r.connection_id == connection_id)
+            .cloned()
+            .collect())
+    }
+
     async fn delete_rescue(
         &self,
         connection_id: &ConnectionId,

@@ -2,5 +2,6 @@
 
 pub mod credentials;
 pub mod dynamodb;
+pub mod events;
 pub mod memory;
 pub mod rdstation;

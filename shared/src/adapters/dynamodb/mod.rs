@@ -257,6 +257,26 @@ impl RescueStore for DynamoStore {
         Ok(rescues)
     }
 
+    async fn rescues_for(
+        &self,
+        connection_id: &ConnectionId,
+    ) -> Result<Vec<RescuedPair>, StoreError> {
+        let key = items::rescue_key(connection_id, "");
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+            .expression_attribute_values(":pk", key[schema::PARTITION_KEY].clone())
+            .expression_attribute_values(":prefix", key[schema::SORT_KEY].clone())
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        // One connection has at most a handful of rescued pairs: one page holds them.
+        output.items().iter().map(items::rescue_from_item).collect()
+    }
+
     async fn delete_rescue(
         &self,
         connection_id: &ConnectionId,

@@ -1,0 +1,21 @@
+//! Lambda: the scheduled refresher. Builds its dependencies once per cold start and
+//! hands each EventBridge scheduled event to the `token_refresher` handler.
+
+use connector::config::Config;
+use lambda_runtime::{LambdaEvent, service_fn};
+use token_refresher::Refresher;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = Config::from_env()?;
+    let refresher = Refresher {
+        engine: connector::aws::refresh_engine(&config).await?,
+        concurrency: config.refresh_concurrency,
+    };
+    let refresher = &refresher;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| async move {
+        refresher.handle(event).await
+    }))
+    .await
+}

@@ -1,0 +1,108 @@
+//! Event publishers: EventBridge in AWS, a recorder for local runs and tests.
+
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use aws_sdk_eventbridge::Client;
+use aws_sdk_eventbridge::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use serde_json::json;
+
+use crate::ports::{EventPublisher, PublishError, ServiceEvent};
+
+/// The EventBridge `source` of every event.
+pub const EVENT_SOURCE: &str = "rdstation.tokens";
+
+/// The event's `detail`: connection id, product and reason; never a token.
+pub fn event_detail(event: &ServiceEvent) -> serde_json::Value {
+    json!({
+        "connection_id": event.connection_id,
+        "product": event.product,
+        "reason": event.reason,
+    })
+}
+
+/// Publishes to an EventBridge bus.
+#[derive(Clone, Debug)]
+pub struct EventBridgePublisher {
+    client: Client,
+    bus: String,
+}
+
+impl EventBridgePublisher {
+    /// Publishes to `bus` (name or ARN).
+    pub fn new(client: Client, bus: impl Into<String>) -> Self {
+        Self {
+            client,
+            bus: bus.into(),
+        }
+    }
+}
+
+#[async_trait]
+impl EventPublisher for EventBridgePublisher {
+    async fn publish(&self, event: &ServiceEvent) -> Result<(), PublishError> {
+        let entry = PutEventsRequestEntry::builder()
+            .event_bus_name(&self.bus)
+            .source(EVENT_SOURCE)
+            .detail_type(event.kind.detail_type())
+            .detail(event_detail(event).to_string())
+            .build();
+        let output = self
+            .client
+            .put_events()
+            .entries(entry)
+            .send()
+            .await
+            .map_err(|e| {
+                PublishError(match e.code() {
+                    Some(code) => format!("{code}: {}", e.message().unwrap_or("no message")),
+                    None => DisplayErrorContext(&e).to_string(),
+                })
+            })?;
+        if output.failed_entry_count() > 0 {
+            let reason = output
+                .entries()
+                .iter()
+                .filter_map(|e| e.error_message())
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(PublishError(reason));
+        }
+        Ok(())
+    }
+}
+
+/// Keeps published events in memory (local runs and tests) and logs them.
+#[derive(Debug, Default)]
+pub struct RecordingPublisher {
+    events: Mutex<Vec<ServiceEvent>>,
+}
+
+impl RecordingPublisher {
+    /// An empty recorder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Everything published so far.
+    pub fn events(&self) -> Vec<ServiceEvent> {
+        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl EventPublisher for RecordingPublisher {
+    async fn publish(&self, event: &ServiceEvent) -> Result<(), PublishError> {
+        tracing::info!(
+            detail_type = event.kind.detail_type(),
+            detail = %event_detail(event),
+            "event"
+        );
+        self.events
+            .lock()
+            .map_err(|_| PublishError("recorder lock poisoned".to_owned()))?
+            .push(event.clone());
+        Ok(())
+    }
+}

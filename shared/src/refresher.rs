@@ -1,0 +1,168 @@
+//! One scheduled refresher run: restore rescued pairs, find due connections on the
+//! sparse due index (shard by shard, never a scan), refresh them through the
+//! protocol with bounded concurrency, and report a summary.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::{Mutex, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::refresh::{RefreshEngine, RefreshFailure, RefreshRequest, Refreshed};
+
+/// How a run is bounded.
+#[derive(Clone, Debug)]
+pub struct RunLimits {
+    /// Refreshes in flight at once.
+    pub concurrency: usize,
+    /// Milliseconds since the epoch by which the run must be over (the Lambda's
+    /// deadline), if any.
+    pub deadline_ms: Option<i64>,
+    /// Stop taking new work when less than this remains before the deadline.
+    pub reserve: Duration,
+}
+
+/// What a run did; logged as JSON and emitted as CloudWatch EMF metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct RunSummary {
+    /// Connections the due index returned.
+    pub due: u64,
+    /// Refreshed by this run.
+    pub refreshed: u64,
+    /// Already fresh (refreshed by someone else, or no longer due).
+    pub fresh_already: u64,
+    /// Skipped because a backoff from an earlier failure has not passed.
+    pub backing_off: u64,
+    /// RD did not process the call (backing off now).
+    pub not_processed: u64,
+    /// The outcome was unknown (same token retried later).
+    pub ambiguous: u64,
+    /// Newly or already needing re-authorization.
+    pub needs_reauth: u64,
+    /// Newly or already possibly lost.
+    pub possibly_lost: u64,
+    /// Rescued pairs restored.
+    pub restored_from_rescue: u64,
+    /// Refreshes that met RD's refusal of our client credentials.
+    pub deployment_credential_errors: u64,
+    /// Store or credential failures.
+    pub errors: u64,
+    /// Due connections left for the next run (time ran short, or credentials were refused).
+    pub left_for_next_run: u64,
+}
+
+impl RunSummary {
+    /// The summary as one CloudWatch Embedded Metric Format document.
+    pub fn emf(&self, timestamp_ms: i64) -> serde_json::Value {
+        let mut doc = serde_json::to_value(self).unwrap_or_default();
+        let names: Vec<_> = doc
+            .as_object()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        doc["_aws"] = serde_json::json!({
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": "RdStationConnections/Refresher",
+                "Dimensions": [[]],
+                "Metrics": names.iter().map(|n| serde_json::json!({"Name": n, "Unit": "Count"})).collect::<Vec<_>>(),
+            }],
+        });
+        doc
+    }
+}
+
+/// Runs the refresher once.
+pub async fn run(engine: &RefreshEngine, limits: &RunLimits) -> RunSummary {
+    let summary = Arc::new(Mutex::new(RunSummary::default()));
+
+    // Rescued pairs first: they are connections we already refreshed but could not save.
+    match engine.rescues.rescues().await {
+        Ok(rescues) => {
+            for rescued in rescues {
+                match engine.restore(&rescued).await {
+                    Ok(Some(_)) => summary.lock().await.restored_from_rescue += 1,
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(connection_id = %rescued.connection_id, error = %e, "could not restore a rescued pair");
+                        summary.lock().await.errors += 1;
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not list rescued pairs");
+            summary.lock().await.errors += 1;
+        }
+    }
+
+    let now = engine.clock.now();
+    let mut due = Vec::new();
+    for shard in 0..engine.store.due_shards() {
+        match engine.store.due_connections(shard, now).await {
+            Ok(ids) => due.extend(ids),
+            Err(e) => {
+                tracing::error!(shard, error = %e, "could not query the due index");
+                summary.lock().await.errors += 1;
+            }
+        }
+    }
+    summary.lock().await.due = due.len() as u64;
+
+    let credentials_refused = Arc::new(AtomicBool::new(false));
+    let permits = Arc::new(Semaphore::new(limits.concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    let total = due.len();
+    for (taken, id) in due.into_iter().enumerate() {
+        let time_short = limits.deadline_ms.is_some_and(|deadline| {
+            engine.clock.now_ms() + limits.reserve.as_millis() as i64 >= deadline
+        });
+        // Bad client credentials fail every connection alike: stop calling RD.
+        if time_short || credentials_refused.load(Ordering::SeqCst) {
+            summary.lock().await.left_for_next_run = (total - taken) as u64;
+            break;
+        }
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let engine = engine.clone();
+        let summary = summary.clone();
+        let credentials_refused = credentials_refused.clone();
+        tasks.spawn(async move {
+            let outcome = engine.refresh(&id, RefreshRequest::default()).await;
+            let mut s = summary.lock().await;
+            match outcome {
+                Ok(Refreshed::Rotated(_)) => s.refreshed += 1,
+                Ok(Refreshed::AlreadyFresh(_) | Refreshed::ByOtherWorker(_)) => {
+                    s.fresh_already += 1
+                }
+                Ok(Refreshed::Restored(_)) => s.restored_from_rescue += 1,
+                Err(RefreshFailure::BackingOff { .. }) => s.backing_off += 1,
+                Err(RefreshFailure::NotProcessed { .. }) => s.not_processed += 1,
+                Err(RefreshFailure::Ambiguous { .. }) => s.ambiguous += 1,
+                Err(RefreshFailure::NeedsReauth(_)) => s.needs_reauth += 1,
+                Err(RefreshFailure::PossiblyLost(_)) => s.possibly_lost += 1,
+                Err(RefreshFailure::DeploymentCredentialsRejected) => {
+                    credentials_refused.store(true, Ordering::SeqCst);
+                    s.deployment_credential_errors += 1;
+                }
+                Err(RefreshFailure::NotFound) => {}
+                Err(e @ (RefreshFailure::Store(_) | RefreshFailure::Credentials(_))) => {
+                    tracing::error!(connection_id = %id, error = %e, "refresh failed");
+                    s.errors += 1;
+                }
+            }
+            drop(permit);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+
+    if credentials_refused.load(Ordering::SeqCst) {
+        // One deployment-wide event a run, however many connections met it.
+        engine.publish_deployment_error().await;
+    }
+    let summary = summary.lock().await.clone();
+    tracing::info!(summary = %serde_json::to_string(&summary).unwrap_or_default(), "refresher run finished");
+    summary
+}
