@@ -85,6 +85,17 @@ pub enum SandboxProduct {
 #[derive(Clone)]
 pub struct Sandbox {
     state: Arc<Mutex<State>>,
+    /// Token-endpoint calls being held by a [`Fault::Hang`] right now.
+    in_flight: Arc<tokio::sync::watch::Sender<usize>>,
+}
+
+/// Counts a held token-endpoint call until dropped.
+pub(crate) struct InFlight(Arc<tokio::sync::watch::Sender<usize>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -98,7 +109,42 @@ impl Sandbox {
     pub fn new(config: SandboxConfig) -> Self {
         Self {
             state: Arc::new(Mutex::new(State::new(config))),
+            in_flight: Arc::new(tokio::sync::watch::channel(0).0),
         }
+    }
+
+    pub(crate) fn hold_token_call(&self) -> InFlight {
+        self.in_flight.send_modify(|n| *n += 1);
+        InFlight(self.in_flight.clone())
+    }
+
+    /// Token-endpoint calls being held right now; a held call counts until its hold
+    /// ends, even if the client has given up on it.
+    pub fn token_calls_held(&self) -> usize {
+        *self.in_flight.borrow()
+    }
+
+    /// Resolves once no token-endpoint call is being held.
+    pub async fn wait_until_idle(&self) {
+        let mut watch = self.in_flight.subscribe();
+        // The sender lives as long as `self`, so this cannot fail.
+        let _ = watch.wait_for(|n| *n == 0).await;
+    }
+
+    /// Drops every queued fault.
+    pub fn clear_faults(&self) {
+        self.lock().faults.clear();
+    }
+
+    /// Revokes the grant behind `token` (as RD does when a person disconnects the
+    /// app); true if the token was known.
+    pub fn revoke(&self, token: &str) -> bool {
+        self.lock().revoke(token)
+    }
+
+    /// The sandbox clock, in seconds since the epoch.
+    pub fn now(&self) -> i64 {
+        self.lock().now()
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {

@@ -183,7 +183,7 @@ fn token_response(issued: Issued) -> Response {
 
 /// A fault that stops the call before processing, as its answer; `None` when the
 /// call should go on (no fault, or one that plays after processing).
-async fn play_fault_before(fault: Option<Fault>) -> Option<Response> {
+async fn play_fault_before(sandbox: &Sandbox, fault: Option<Fault>) -> Option<Response> {
     match fault? {
         Fault::ServerError => Some(marketing_error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -191,7 +191,14 @@ async fn play_fault_before(fault: Option<Fault>) -> Option<Response> {
             "Internal server error",
         )),
         Fault::Hang { millis } => {
-            tokio::time::sleep(Duration::from_millis(millis)).await;
+            // RD keeps holding the request even after the client gave up, so the
+            // hold lives in its own task, counted until it ends.
+            let held = sandbox.hold_token_call();
+            let hold = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(millis)).await;
+                drop(held);
+            });
+            let _ = hold.await;
             Some((StatusCode::GATEWAY_TIMEOUT, "gateway timeout").into_response())
         }
         Fault::RateLimited {
@@ -264,7 +271,7 @@ async fn marketing_token(
     let fault = sandbox
         .lock()
         .record_token_call(request.refresh_token.as_deref());
-    if let Some(response) = play_fault_before(fault).await {
+    if let Some(response) = play_fault_before(&sandbox, fault).await {
         return response;
     }
     let product = SandboxProduct::Marketing;
@@ -344,7 +351,7 @@ async fn crm_token(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Byt
         .then(|| field("refresh_token"))
         .flatten();
     let fault = sandbox.lock().record_token_call(refresh_token);
-    if let Some(response) = play_fault_before(fault).await {
+    if let Some(response) = play_fault_before(&sandbox, fault).await {
         return response;
     }
     let product = SandboxProduct::Crm;

@@ -4,5 +4,7 @@
 
 pub mod apigw;
 pub mod app;
+pub mod instrumented;
 pub mod logs;
 pub mod moto;
+pub mod refresh_app;

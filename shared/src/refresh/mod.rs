@@ -391,9 +391,10 @@ impl RefreshEngine {
                 next_attempt_at: Some(until),
                 last_error: Some(reason.to_owned()),
             };
-            c.intent = c
+            c.intent = claim
+                .connection
                 .intent
-                .take()
+                .clone()
                 .filter(|_| keep_intent)
                 .map(|i| RefreshIntent {
                     ambiguous: true,

@@ -1,0 +1,215 @@
+//! `RefreshApp`: the refresh engine over DynamoDB and Secrets Manager on moto
+//! (behind a counting, fault-injecting wrapper), an RD Station sandbox on loopback,
+//! and a recording event publisher; with clocks that tests move together.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use connector::adapters::credentials::SecretsManagerCredentials;
+use connector::adapters::events::RecordingPublisher;
+use connector::adapters::rdstation::{RdStationClient, RdStationEndpoints};
+use connector::clock::{Clock, OffsetClock};
+use connector::domain::{Connection, ConnectionId, Product};
+use connector::ports::{ClientCredentials, ConnectionStore, EventKind, ServiceEvent};
+use connector::refresh::{
+    RefreshEngine, RefreshFailure, RefreshRequest, RefreshSettings, Refreshed,
+};
+use connector::refresher::{self, RunLimits, RunSummary};
+use connector::secret::{AuthCode, ClientSecret, ExposeSecret};
+use rd_sandbox::{RunningSandbox, Sandbox, SandboxConfig, SandboxProduct};
+
+use crate::instrumented::InstrumentedStore;
+use crate::{logs, moto};
+
+const REDIRECT: &str = "https://connect.example.com/oauth/callback";
+
+/// The refresh protocol wired to moto and a sandbox.
+pub struct RefreshApp {
+    /// The sandbox.
+    pub sandbox: RunningSandbox,
+    /// The engine under test.
+    pub engine: RefreshEngine,
+    /// The store behind it.
+    pub store: InstrumentedStore,
+    /// The events it published.
+    pub events: Arc<RecordingPublisher>,
+    /// The service clock.
+    pub clock: OffsetClock,
+    /// The sandbox's apps.
+    pub sandbox_config: SandboxConfig,
+    /// The credentials secret on moto.
+    pub secret_name: String,
+}
+
+/// Protocol timing for tests: T = 300 ms, commit budget 300 ms, L = 1 s; RD-like
+/// backoff otherwise.
+pub fn test_settings() -> RefreshSettings {
+    RefreshSettings::new(
+        Duration::from_millis(300),
+        Duration::from_millis(300),
+        Duration::from_secs(1),
+    )
+    .expect("valid timing")
+}
+
+/// The sandbox product matching a service product.
+pub fn sandbox_product(product: Product) -> SandboxProduct {
+    match product {
+        Product::Marketing => SandboxProduct::Marketing,
+        Product::Crm => SandboxProduct::Crm,
+    }
+}
+
+impl RefreshApp {
+    /// A fresh table, secret and sandbox, with [`test_settings`].
+    pub async fn start() -> Self {
+        Self::start_with(test_settings()).await
+    }
+
+    /// A fresh table, secret and sandbox, with `settings`.
+    pub async fn start_with(settings: RefreshSettings) -> Self {
+        logs::install();
+        let sandbox_config = SandboxConfig::default();
+        let sandbox = Sandbox::new(sandbox_config.clone())
+            .spawn_local()
+            .await
+            .expect("sandbox");
+        let store = InstrumentedStore::new(
+            moto::fresh_store()
+                .await
+                .with_due_policy(settings.due.clone()),
+        );
+        let secret_name = moto::create_secret(&crate::app::credentials_json(&sandbox_config)).await;
+        let credentials =
+            SecretsManagerCredentials::new(moto::secretsmanager().await, &secret_name);
+        let clock = OffsetClock::new();
+        let events = Arc::new(RecordingPublisher::new());
+        let rdstation = RdStationClient::new(
+            RdStationEndpoints {
+                api_base: sandbox.base_url.clone(),
+                marketing_authorize: sandbox.url("/auth/dialog"),
+                crm_authorize: sandbox.url("/oauth/authorize"),
+            },
+            settings.token_timeout(),
+        )
+        .expect("client");
+        let engine = RefreshEngine {
+            store: Arc::new(store.clone()),
+            rescues: Arc::new(store.clone()),
+            credentials: Arc::new(credentials),
+            rdstation,
+            events: events.clone(),
+            clock: Arc::new(clock.clone()),
+            settings,
+        };
+        Self {
+            sandbox,
+            engine,
+            store,
+            events,
+            clock,
+            sandbox_config,
+            secret_name,
+        }
+    }
+
+    /// Connects `id` for `product` as the connect flow would: a code from the
+    /// sandbox, exchanged, stored as a new connection.
+    pub async fn connect(&self, id: &str, product: Product) -> Connection {
+        let app = match product {
+            Product::Marketing => &self.sandbox_config.marketing,
+            Product::Crm => &self.sandbox_config.crm,
+        };
+        let credentials = ClientCredentials {
+            client_id: app.client_id.clone(),
+            client_secret: ClientSecret::new(app.client_secret.clone()),
+        };
+        let code = AuthCode::new(
+            self.sandbox
+                .sandbox
+                .approve_consent(sandbox_product(product), REDIRECT),
+        );
+        let issued = self
+            .engine
+            .rdstation
+            .exchange_code(product, &credentials, &code, REDIRECT)
+            .await
+            .expect("exchange");
+        let now = self.clock.now();
+        let pair = issued.into_pair(product, None, now).expect("pair");
+        let connection =
+            Connection::connected(ConnectionId::parse(id).expect("valid"), product, pair, now);
+        self.store.create(&connection).await.expect("stored")
+    }
+
+    /// Moves the service's and the sandbox's clocks forward together.
+    pub fn advance(&self, seconds: i64) {
+        self.clock.advance(seconds);
+        self.sandbox.sandbox.advance_clock(seconds);
+    }
+
+    /// The stored connection.
+    pub async fn stored(&self, id: &str) -> Connection {
+        self.store
+            .get(&ConnectionId::parse(id).expect("valid"))
+            .await
+            .expect("read")
+            .expect("present")
+    }
+
+    /// One refresh through the protocol.
+    pub async fn refresh(
+        &self,
+        id: &str,
+        request: RefreshRequest,
+    ) -> Result<Refreshed, RefreshFailure> {
+        self.engine
+            .refresh(&ConnectionId::parse(id).expect("valid"), request)
+            .await
+    }
+
+    /// One refresher run with concurrency 32 and no deadline.
+    pub async fn run(&self) -> RunSummary {
+        refresher::run(
+            &self.engine,
+            &RunLimits {
+                concurrency: 32,
+                deadline_ms: None,
+                reserve: Duration::ZERO,
+            },
+        )
+        .await
+    }
+
+    /// Whether the stored access token of `id` works on the sandbox's API.
+    pub async fn usable(&self, id: &str) -> bool {
+        let c = self.stored(id).await;
+        self.sandbox.sandbox.access_token_is_valid(
+            sandbox_product(c.product),
+            c.tokens.access_token.expose_secret(),
+        )
+    }
+
+    /// Events of one kind published so far.
+    pub fn events_of(&self, kind: EventKind) -> Vec<ServiceEvent> {
+        self.events
+            .events()
+            .into_iter()
+            .filter(|e| e.kind == kind)
+            .collect()
+    }
+
+    /// Every token and code the sandbox issued, and both client secrets.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut secrets = self.sandbox.sandbox.issued_secrets();
+        secrets.push(self.sandbox_config.marketing.client_secret.clone());
+        secrets.push(self.sandbox_config.crm.client_secret.clone());
+        secrets
+    }
+}
+
+impl Drop for RefreshApp {
+    fn drop(&mut self) {
+        logs::record_secrets_for_suite_scan(&self.secrets());
+    }
+}

@@ -1,0 +1,490 @@
+//! The single-spend refresh protocol against DynamoDB on moto and the RD Station
+//! sandbox over loopback, under races, held calls, lost answers, failing commits,
+//! revoked grants and refused credentials.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use connector::clock::Clock;
+use connector::domain::{ConnectionStatus, Product};
+use connector::ports::{EventKind, RescueStore};
+use connector::refresh::{RefreshFailure, RefreshRequest, Refreshed};
+use connector::secret::ExposeSecret;
+use integration_tests::refresh_app::RefreshApp;
+use rd_sandbox::Fault;
+
+/// Seconds until a fresh CRM pair (2 h) is inside the 15-minute margin.
+const CRM_NEARLY_EXPIRED: i64 = 7_200 - 300;
+
+#[tokio::test]
+async fn fifty_concurrent_refreshes_and_a_run_spend_the_token_once() {
+    let app = RefreshApp::start().await;
+    let before = app.connect("race", Product::Crm).await;
+    app.advance(CRM_NEARLY_EXPIRED);
+    let calls_before = app.sandbox.sandbox.stats().token_calls;
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let engine = app.engine.clone();
+        let id = before.id.clone();
+        tasks.spawn(async move {
+            engine
+                .refresh(&id, RefreshRequest::default())
+                .await
+                .map(|r| {
+                    (
+                        matches!(r, Refreshed::Rotated(_)),
+                        r.connection().tokens.clone(),
+                    )
+                })
+        });
+    }
+    let run = app.run();
+    let (results, summary) = tokio::join!(tasks.join_all(), run);
+
+    let after = app.stored("race").await;
+    assert_eq!(
+        app.sandbox.sandbox.stats().token_calls - calls_before,
+        1,
+        "exactly one token call"
+    );
+    assert_eq!(
+        app.sandbox
+            .sandbox
+            .refresh_calls_for(before.tokens.refresh_token.expose_secret()),
+        1
+    );
+    let mut rotations = summary.refreshed;
+    for result in &results {
+        let (rotated, tokens) = result.as_ref().expect("every caller gets a pair");
+        assert_eq!(tokens, &after.tokens);
+        rotations += u64::from(*rotated);
+    }
+    assert_eq!(
+        rotations, 1,
+        "one caller (or the run) rotated; the rest got its pair"
+    );
+    // The run may query the index before or after the commit.
+    assert_eq!(summary.refreshed + summary.fresh_already, summary.due);
+    assert_eq!(
+        after.version,
+        before.version + 2,
+        "one claim and one commit"
+    );
+    assert_ne!(after.tokens.refresh_token, before.tokens.refresh_token);
+    assert!(after.lease.is_none() && after.intent.is_none());
+    assert!(app.usable("race").await);
+}
+
+#[tokio::test]
+async fn a_held_call_is_never_doubled_and_a_later_attempt_succeeds() {
+    let app = RefreshApp::start().await;
+    let before = app.connect("held", Product::Crm).await;
+    let token = before.tokens.refresh_token.expose_secret().to_owned();
+    app.advance(CRM_NEARLY_EXPIRED);
+    // Held well past T (300 ms) without being processed.
+    app.sandbox
+        .sandbox
+        .inject_fault(Fault::hang(Duration::from_millis(1_500)), 1);
+
+    match app.refresh("held", RefreshRequest::default()).await {
+        Err(RefreshFailure::Ambiguous { .. }) => {}
+        other => panic!("expected an ambiguous outcome, got {other:?}"),
+    }
+    assert_eq!(
+        app.sandbox.sandbox.token_calls_held(),
+        1,
+        "RD is still holding the call"
+    );
+    let stored = app.stored("held").await;
+    assert!(stored.intent.as_ref().is_some_and(|i| i.ambiguous));
+    assert_eq!(stored.status, ConnectionStatus::Active);
+
+    // While it is held, nobody presents the token again: not callers, not a run.
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let engine = app.engine.clone();
+        let id = before.id.clone();
+        tasks.spawn(async move { engine.refresh(&id, RefreshRequest::default()).await });
+    }
+    let (results, summary) = tokio::join!(tasks.join_all(), app.run());
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Err(RefreshFailure::BackingOff { .. })))
+    );
+    // The backoff moved its due time: the index does not even return it.
+    assert_eq!(summary.due, 0);
+    assert_eq!(summary.backing_off, 0);
+    assert_eq!(app.sandbox.sandbox.refresh_calls_for(&token), 1);
+
+    app.sandbox.sandbox.wait_until_idle().await;
+    assert_eq!(app.sandbox.sandbox.refresh_calls_for(&token), 1);
+
+    // After the ambiguous-retry wait, the same token is presented again and works.
+    app.advance(61);
+    match app.refresh("held", RefreshRequest::default()).await {
+        Ok(Refreshed::Rotated(c)) => {
+            assert_ne!(c.tokens.refresh_token, before.tokens.refresh_token)
+        }
+        other => panic!("expected a rotation, got {other:?}"),
+    }
+    assert_eq!(app.sandbox.sandbox.refresh_calls_for(&token), 2);
+    assert_eq!(
+        app.sandbox.sandbox.stats().dead_refresh_token_presentations,
+        0
+    );
+    let after = app.stored("held").await;
+    assert!(after.intent.is_none() && after.backoff.failures == 0);
+    assert!(app.usable("held").await);
+}
+
+#[tokio::test]
+async fn a_rotation_lost_in_flight_is_possibly_lost_never_needs_reauth() {
+    let app = RefreshApp::start().await;
+    app.connect("dropped", Product::Crm).await;
+    app.advance(CRM_NEARLY_EXPIRED);
+    app.sandbox
+        .sandbox
+        .inject_fault(Fault::DropAfterProcessing, 1);
+
+    assert!(matches!(
+        app.refresh("dropped", RefreshRequest::default()).await,
+        Err(RefreshFailure::Ambiguous { .. })
+    ));
+    app.advance(61);
+    assert!(matches!(
+        app.refresh("dropped", RefreshRequest::default()).await,
+        Err(RefreshFailure::PossiblyLost(_))
+    ));
+    let stored = app.stored("dropped").await;
+    assert_eq!(stored.status, ConnectionStatus::PossiblyLost);
+    assert_eq!(stored.status_reason.as_deref(), Some("lost_in_flight"));
+    let lost = app.events_of(EventKind::ConnectionPossiblyLost);
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].reason, "lost_in_flight");
+    assert_eq!(lost[0].connection_id.as_ref(), Some(&stored.id));
+    assert!(app.events_of(EventKind::ConnectionNeedsReauth).is_empty());
+
+    // No more provider calls for it.
+    let calls = app.sandbox.sandbox.stats().token_calls;
+    app.advance(3_600);
+    let summary = app.run().await;
+    assert_eq!(summary.due, 0);
+    assert!(matches!(
+        app.refresh(
+            "dropped",
+            RefreshRequest {
+                force: true,
+                ..Default::default()
+            }
+        )
+        .await,
+        Err(RefreshFailure::PossiblyLost(_))
+    ));
+    assert_eq!(app.sandbox.sandbox.stats().token_calls, calls);
+}
+
+#[tokio::test]
+async fn a_dead_holders_lease_is_taken_and_its_intent_classifies_the_outcome() {
+    let app = RefreshApp::start().await;
+    let c = app.connect("orphan", Product::Crm).await;
+    // A worker claimed, RD rotated, and the worker died before committing.
+    let claimed = connector::domain::Connection {
+        lease: Some(connector::domain::Lease {
+            id: "dead-worker".to_owned(),
+            deadline_ms: app.clock.now_ms() + 500,
+        }),
+        intent: Some(connector::domain::RefreshIntent {
+            refresh_token_fingerprint: c.tokens.refresh_token.fingerprint(),
+            ambiguous: false,
+        }),
+        ..c.clone()
+    };
+    app.engine.store.update(&claimed).await.expect("claimed");
+    let credentials = connector::ports::ClientCredentials {
+        client_id: app.sandbox_config.crm.client_id.clone(),
+        client_secret: connector::secret::ClientSecret::new(
+            app.sandbox_config.crm.client_secret.clone(),
+        ),
+    };
+    app.engine
+        .rdstation
+        .refresh(Product::Crm, &credentials, &c.tokens.refresh_token)
+        .await
+        .expect("RD rotated for the dead worker");
+    app.advance(CRM_NEARLY_EXPIRED);
+
+    assert!(matches!(
+        app.refresh("orphan", RefreshRequest::default()).await,
+        Err(RefreshFailure::PossiblyLost(_))
+    ));
+    let stored = app.stored("orphan").await;
+    assert_eq!(stored.status_reason.as_deref(), Some("lost_in_flight"));
+}
+
+#[tokio::test]
+async fn failed_commits_go_to_a_rescue_item_and_the_next_run_restores_them() {
+    let app = RefreshApp::start().await;
+    let before = app.connect("rescued", Product::Crm).await;
+    app.advance(CRM_NEARLY_EXPIRED);
+    app.store.fail_commits.store(true, Ordering::SeqCst);
+
+    match app.refresh("rescued", RefreshRequest::default()).await {
+        Err(RefreshFailure::PossiblyLost(c)) => {
+            assert_eq!(c.status_reason.as_deref(), Some("commit_failed"))
+        }
+        other => panic!("expected possibly_lost, got {other:?}"),
+    }
+    let rescues = app.store.rescues().await.expect("listed");
+    assert_eq!(rescues.len(), 1);
+    let rescued = &rescues[0];
+    assert_ne!(rescued.tokens.refresh_token, before.tokens.refresh_token);
+    assert!(app.sandbox.sandbox.access_token_is_valid(
+        rd_sandbox::SandboxProduct::Crm,
+        rescued.tokens.access_token.expose_secret()
+    ));
+    assert_eq!(
+        app.stored("rescued").await.status,
+        ConnectionStatus::PossiblyLost
+    );
+    let lost = app.events_of(EventKind::ConnectionPossiblyLost);
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].reason, "commit_failed");
+
+    app.store.fail_commits.store(false, Ordering::SeqCst);
+    let summary = app.run().await;
+    assert_eq!(summary.restored_from_rescue, 1);
+    let after = app.stored("rescued").await;
+    assert_eq!(after.status, ConnectionStatus::Active);
+    assert_eq!(after.tokens, rescued.tokens);
+    assert!(app.store.rescues().await.expect("listed").is_empty());
+    assert_eq!(app.events_of(EventKind::ConnectionRecovered).len(), 1);
+    assert!(app.usable("rescued").await);
+    // The restored refresh token is alive: it refreshes.
+    assert!(matches!(
+        app.refresh(
+            "rescued",
+            RefreshRequest {
+                force: true,
+                ..Default::default()
+            }
+        )
+        .await,
+        Ok(Refreshed::Rotated(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_revoked_grant_needs_reauth_after_one_call_and_is_left_alone() {
+    let app = RefreshApp::start().await;
+    for (id, product) in [("gone-mkt", Product::Marketing), ("gone-crm", Product::Crm)] {
+        let c = app.connect(id, product).await;
+        assert!(
+            app.sandbox
+                .sandbox
+                .revoke(c.tokens.refresh_token.expose_secret())
+        );
+    }
+    app.advance(86_400);
+    let calls = app.sandbox.sandbox.stats().token_calls;
+    let summary = app.run().await;
+    assert_eq!(summary.due, 2);
+    assert_eq!(summary.needs_reauth, 2);
+    assert_eq!(
+        app.sandbox.sandbox.stats().token_calls - calls,
+        2,
+        "one call each"
+    );
+    for id in ["gone-mkt", "gone-crm"] {
+        let stored = app.stored(id).await;
+        assert_eq!(stored.status, ConnectionStatus::NeedsReauth);
+        assert_eq!(stored.status_reason.as_deref(), Some("revoked"));
+    }
+    let events = app.events_of(EventKind::ConnectionNeedsReauth);
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e.reason == "revoked"));
+
+    app.advance(86_400);
+    let summary = app.run().await;
+    assert_eq!(
+        summary.due, 0,
+        "needs_reauth connections leave the due index"
+    );
+    assert_eq!(app.sandbox.sandbox.stats().token_calls - calls, 2);
+}
+
+#[tokio::test]
+async fn two_hours_of_server_errors_mark_nothing_dead() {
+    let app = RefreshApp::start().await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        for product in Product::ALL {
+            let id = format!("{product}-{i}");
+            let c = app.connect(&id, product).await;
+            ids.push((id, c.tokens.refresh_token.expose_secret().to_owned()));
+        }
+    }
+    // Everything comes due; RD answers 500 to every token call, without processing.
+    app.advance(86_400 - 600);
+    app.sandbox
+        .sandbox
+        .inject_fault(Fault::ServerError, 1_000_000);
+    let mut next_allowed = std::collections::HashMap::new();
+    let mut calls_seen = std::collections::HashMap::new();
+    let steps = 24;
+    for _ in 0..=steps {
+        app.run().await;
+        let now = app.clock.now();
+        for (id, token) in &ids {
+            let calls = app.sandbox.sandbox.refresh_calls_for(token);
+            let before = calls_seen.insert(id.clone(), calls).unwrap_or(0);
+            if calls > before {
+                assert_eq!(calls - before, 1, "{id}: one call per run at most");
+                if let Some(allowed) = next_allowed.get(id) {
+                    assert!(now >= *allowed, "{id}: called before its next_attempt_at");
+                }
+            }
+            let stored = app.stored(id).await;
+            assert_eq!(
+                stored.status,
+                ConnectionStatus::Active,
+                "{id} must stay active"
+            );
+            if let Some(next) = stored.backoff.next_attempt_at {
+                next_allowed.insert(id.clone(), next);
+            }
+        }
+        app.advance(300);
+    }
+    for (id, token) in &ids {
+        let calls = app.sandbox.sandbox.refresh_calls_for(token);
+        println!(
+            "{id}: {calls} token calls in two hours of 500s ({} runs)",
+            steps + 1
+        );
+        assert!((2..=steps as u64 + 1).contains(&calls), "{id}: {calls}");
+    }
+
+    // RD recovers: every connection refreshes on the first run past its backoff.
+    app.sandbox.sandbox.clear_faults();
+    app.advance(901);
+    let summary = app.run().await;
+    assert_eq!(summary.refreshed, ids.len() as u64, "{summary:?}");
+    for (id, _) in &ids {
+        let stored = app.stored(id).await;
+        assert_eq!(stored.status, ConnectionStatus::Active);
+        assert_eq!(stored.backoff.failures, 0);
+        assert!(app.usable(id).await);
+    }
+    assert_eq!(
+        app.sandbox.sandbox.stats().dead_refresh_token_presentations,
+        0
+    );
+}
+
+#[tokio::test]
+async fn refused_client_credentials_leave_connections_active_with_one_event_a_run() {
+    let app = RefreshApp::start().await;
+    for i in 0..3 {
+        app.connect(&format!("creds-{i}"), Product::Crm).await;
+    }
+    let mut wrong = app.sandbox_config.clone();
+    wrong.crm.client_secret = "a-secret-rd-does-not-know".to_owned();
+    integration_tests::moto::secretsmanager()
+        .await
+        .put_secret_value()
+        .secret_id(&app.secret_name)
+        .secret_string(integration_tests::app::credentials_json(&wrong))
+        .send()
+        .await
+        .expect("put");
+    app.advance(CRM_NEARLY_EXPIRED);
+
+    for run in 1..=2 {
+        let summary = app.run().await;
+        assert!(summary.deployment_credential_errors >= 1, "{summary:?}");
+        assert_eq!(summary.needs_reauth + summary.possibly_lost, 0);
+        assert_eq!(
+            app.events_of(EventKind::DeploymentCredentialsRejected)
+                .len(),
+            run
+        );
+    }
+    for i in 0..3 {
+        let stored = app.stored(&format!("creds-{i}")).await;
+        assert_eq!(stored.status, ConnectionStatus::Active);
+        assert!(stored.lease.is_none());
+    }
+    assert!(app.events_of(EventKind::ConnectionNeedsReauth).is_empty());
+}
+
+#[tokio::test]
+async fn an_idle_crm_connection_is_kept_alive_for_thirty_days() {
+    let app = RefreshApp::start().await;
+    // Long-lived access tokens: only the refresh token's idle limit drives refreshes.
+    app.sandbox
+        .sandbox
+        .set_access_ttl(rd_sandbox::SandboxProduct::Crm, 40 * 86_400);
+    app.connect("idle", Product::Crm).await;
+    let mut refreshed = 0;
+    for _ in 0..30 {
+        app.advance(86_400);
+        refreshed += app.run().await.refreshed;
+    }
+    assert!((4..=5).contains(&refreshed), "refreshed {refreshed} times");
+    assert_eq!(app.stored("idle").await.status, ConnectionStatus::Active);
+    assert!(
+        matches!(
+            app.refresh(
+                "idle",
+                RefreshRequest {
+                    force: true,
+                    ..Default::default()
+                }
+            )
+            .await,
+            Ok(Refreshed::Rotated(_))
+        ),
+        "the refresh token is still alive after 30 days"
+    );
+    assert_eq!(
+        app.sandbox.sandbox.stats().dead_refresh_token_presentations,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_caller_holding_an_old_access_token_gets_the_newer_one_without_a_call() {
+    let app = RefreshApp::start().await;
+    let before = app.connect("held-token", Product::Marketing).await;
+    let rotated = app
+        .refresh(
+            "held-token",
+            RefreshRequest {
+                force: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("refreshed");
+    let calls = app.sandbox.sandbox.stats().token_calls;
+    let again = app
+        .refresh(
+            "held-token",
+            RefreshRequest {
+                held_access_token: Some(before.tokens.access_token.clone()),
+                force: true,
+            },
+        )
+        .await
+        .expect("fresh");
+    assert!(matches!(again, Refreshed::AlreadyFresh(_)));
+    assert_eq!(again.connection().tokens, rotated.connection().tokens);
+    assert_eq!(app.sandbox.sandbox.stats().token_calls, calls);
+    // Marketing refresh tokens are stable, and the stored one stays.
+    assert_eq!(
+        again.connection().tokens.refresh_token,
+        before.tokens.refresh_token
+    );
+}
