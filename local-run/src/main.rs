@@ -8,20 +8,23 @@ use std::time::Duration;
 
 use anyhow::Context;
 use connector::adapters::credentials::{CredentialSet, StaticCredentials};
+use connector::adapters::events::RecordingPublisher;
 use connector::adapters::memory::MemoryStore;
 use connector::adapters::rdstation::{RdStationClient, RdStationEndpoints};
 use connector::clock::SystemClock;
 use connector::connect::ConnectService;
 use connector::http::oauth_callback_router;
+use connector::refresh::{RefreshEngine, RefreshSettings};
+use connector::refresher::{self, RunLimits};
 use connector::secret::ClientSecret;
 use rd_sandbox::{Sandbox, SandboxConfig};
 use tokio::net::TcpListener;
 
-fn port(name: &str, default: u16) -> anyhow::Result<u16> {
+fn env_u16(name: &str, default: u16) -> anyhow::Result<u16> {
     match std::env::var(name) {
         Ok(v) => v
             .parse()
-            .with_context(|| format!("{name} must be a port number")),
+            .with_context(|| format!("{name} must be a whole number up to 65535")),
         Err(_) => Ok(default),
     }
 }
@@ -33,8 +36,8 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let service_port = port("PORT", 8787)?;
-    let sandbox_port = port("SANDBOX_PORT", 8788)?;
+    let service_port = env_u16("PORT", 8787)?;
+    let sandbox_port = env_u16("SANDBOX_PORT", 8788)?;
     let public_base_url = format!("http://127.0.0.1:{service_port}");
     let redirect_uri = format!("{public_base_url}/oauth/callback");
 
@@ -62,10 +65,35 @@ async fn main() -> anyhow::Result<()> {
         marketing_authorize: sandbox.url("/auth/dialog"),
         crm_authorize: sandbox.url("/oauth/authorize"),
     };
+    let credentials = Arc::new(StaticCredentials(credentials));
+    let settings = RefreshSettings::default();
+    let engine = RefreshEngine {
+        store: store.clone(),
+        rescues: store.clone(),
+        credentials: credentials.clone(),
+        rdstation: RdStationClient::new(endpoints.clone(), settings.token_timeout())?,
+        events: Arc::new(RecordingPublisher::new()),
+        clock: Arc::new(SystemClock),
+        settings,
+    };
+    // The scheduled refresher, as EventBridge would run it in AWS.
+    let every = Duration::from_secs(env_u16("REFRESH_INTERVAL_SECONDS", 60)?.into());
+    tokio::spawn(async move {
+        let limits = RunLimits {
+            concurrency: 32,
+            deadline_ms: None,
+            reserve: Duration::ZERO,
+        };
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            ticks.tick().await;
+            refresher::run(&engine, &limits).await;
+        }
+    });
     let service = ConnectService {
         connections: store.clone(),
         sessions: store.clone(),
-        credentials: Arc::new(StaticCredentials(credentials)),
+        credentials,
         rdstation: RdStationClient::new(endpoints, Duration::from_secs(10))?,
         clock: Arc::new(SystemClock),
         public_base_url: public_base_url.parse()?,
@@ -90,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  Open a session:  curl -s -X POST {public_base_url}/connect/sessions -H 'content-type: application/json' -d '{{\"connection_id\":\"demo-crm\",\"product\":\"crm\"}}'"
     );
+    println!("  Refresher:       runs every {}s (REFRESH_INTERVAL_SECONDS)", every.as_secs());
     println!("Stop with Ctrl-C.");
     println!();
     axum::serve(listener, app)
