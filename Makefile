@@ -5,7 +5,7 @@ REQUIREMENTS := infra/requirements-test.txt
 # The venv is keyed on the requirements' hash, so a second run skips the install.
 VENV_STAMP := $(VENV)/.installed-$(shell sha256sum $(REQUIREMENTS) | cut -c1-16)
 
-.PHONY: run test lint venv
+.PHONY: run test lint bench venv
 
 ## run: the service and the RD Station sandbox on localhost (in-memory store)
 run:
@@ -18,6 +18,10 @@ test: $(VENV_STAMP)
 ## lint: formatting, clippy and the SAM template
 lint: $(VENV_STAMP)
 	scripts/test.sh --lint-only
+
+## bench: the refresher benchmark on moto (release build; see docs/benchmarks.md)
+bench: $(VENV_STAMP)
+	scripts/bench.sh
 
 venv: $(VENV_STAMP)
 

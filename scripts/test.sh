@@ -14,31 +14,8 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== build"
 cargo nextest run --workspace --no-run --cargo-quiet
 
-port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-mkdir -p target
-.venv/bin/moto_server -H 127.0.0.1 -p "$port" > target/moto.log 2>&1 &
-moto_pid=$!
-trap 'kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true' EXIT
-
-# Wait for moto to accept connections (it starts in about a second).
-python3 - "$port" <<'PY'
-import socket, sys, time
-deadline = time.monotonic() + 30
-while True:
-    try:
-        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()
-        break
-    except OSError:
-        if time.monotonic() > deadline:
-            sys.exit("moto did not start; see target/moto.log")
-        time.sleep(0.05)
-PY
-
-export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
-export AWS_REGION=us-east-1
-export AWS_ACCESS_KEY_ID=testing
-export AWS_SECRET_ACCESS_KEY=testing
-export AWS_EC2_METADATA_DISABLED=true
+# shellcheck source=scripts/moto.sh
+source scripts/moto.sh
 
 # Every test process logs here; the scan below reads the whole suite's log.
 export TEST_LOG_DIR="$PWD/target/test-logs"

@@ -118,7 +118,10 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  Open a session:  curl -s -X POST {public_base_url}/connect/sessions -H 'content-type: application/json' -d '{{\"connection_id\":\"demo-crm\",\"product\":\"crm\"}}'"
     );
-    println!("  Refresher:       runs every {}s (REFRESH_INTERVAL_SECONDS)", every.as_secs());
+    println!(
+        "  Refresher:       runs every {}s (REFRESH_INTERVAL_SECONDS)",
+        every.as_secs()
+    );
     println!("Stop with Ctrl-C.");
     println!();
     axum::serve(listener, app)

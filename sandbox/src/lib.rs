@@ -131,6 +131,20 @@ impl Sandbox {
         let _ = watch.wait_for(|n| *n == 0).await;
     }
 
+    /// Makes every token-endpoint call take at least `latency` (before processing),
+    /// like a real provider's response time.
+    pub fn set_token_latency(&self, latency: Duration) {
+        self.lock().token_latency = latency;
+    }
+
+    /// Issues a pair for `product` directly, as if a person had connected an
+    /// account moments ago (for seeding large numbers of connections).
+    /// Returns `(access_token, refresh_token, expires_in)`.
+    pub fn issue_pair(&self, product: SandboxProduct) -> (String, String, i64) {
+        let issued = self.lock().issue_grant(product);
+        (issued.access_token, issued.refresh_token, issued.expires_in)
+    }
+
     /// Drops every queued fault.
     pub fn clear_faults(&self) {
         self.lock().faults.clear();

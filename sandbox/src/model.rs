@@ -120,6 +120,7 @@ pub struct State {
     pub faults: VecDeque<Fault>,
     pub stats: Stats,
     pub issued: Vec<String>,
+    pub token_latency: Duration,
 }
 
 pub fn fingerprint(value: &str) -> String {
@@ -149,6 +150,7 @@ impl State {
             faults: VecDeque::new(),
             stats: Stats::default(),
             issued: Vec::new(),
+            token_latency: Duration::ZERO,
         }
     }
 
@@ -257,6 +259,13 @@ impl State {
             refresh_token,
             expires_in: ttl,
         }
+    }
+
+    /// A new grant with its first pair, without a code.
+    pub fn issue_grant(&mut self, product: SandboxProduct) -> Issued {
+        let grant = self.next_grant;
+        self.next_grant += 1;
+        self.issue_pair(product, grant, None)
     }
 
     pub fn exchange_code(

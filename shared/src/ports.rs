@@ -97,6 +97,9 @@ pub struct RescuedPair {
     pub lease_id: String,
     /// The pair RD issued.
     pub tokens: TokenPair,
+    /// Fingerprint of the refresh token that was spent for it: the pair is restored
+    /// only onto a connection still holding that token.
+    pub spent_refresh_token: String,
     /// When it was saved.
     pub rescued_at: Timestamp,
 }

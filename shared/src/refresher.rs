@@ -166,3 +166,33 @@ pub async fn run(engine: &RefreshEngine, limits: &RunLimits) -> RunSummary {
     tracing::info!(summary = %serde_json::to_string(&summary).unwrap_or_default(), "refresher run finished");
     summary
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emf_declares_every_counter_as_a_metric() {
+        let summary = RunSummary {
+            due: 3,
+            refreshed: 2,
+            ambiguous: 1,
+            ..RunSummary::default()
+        };
+        let doc = summary.emf(1_795_435_200_000);
+        assert_eq!(doc["_aws"]["Timestamp"], 1_795_435_200_000_i64);
+        let metrics = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .expect("metrics");
+        assert_eq!(metrics.len(), 12);
+        for metric in metrics {
+            let name = metric["Name"].as_str().expect("name");
+            assert!(doc[name].is_u64(), "{name} has a value");
+        }
+        assert_eq!(doc["refreshed"], 2);
+        assert_eq!(
+            doc["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+            "RdStationConnections/Refresher"
+        );
+    }
+}

@@ -1,11 +1,10 @@
-//! A store wrapper around the real DynamoDB adapter that counts reads and writes
-//! and can inject DynamoDB failures into refresh commits.
+//! A store wrapper (around the real DynamoDB adapter in tests) that counts reads
+//! and writes and can inject DynamoDB failures into writes made under a lease.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use connector::adapters::dynamodb::DynamoStore;
 use connector::clock::Timestamp;
 use connector::domain::{Connection, ConnectionId};
 use connector::ports::{ConnectionStore, RescueStore, RescuedPair, StoreError};
@@ -19,10 +18,14 @@ pub struct Counts {
     pub writes: AtomicU64,
 }
 
-/// The DynamoDB store, counted, with switchable commit failures.
+/// Both store roles the refresh engine uses.
+pub trait RefreshStore: ConnectionStore + RescueStore {}
+impl<T: ConnectionStore + RescueStore> RefreshStore for T {}
+
+/// A store, counted, with switchable commit failures.
 #[derive(Clone)]
 pub struct InstrumentedStore {
-    inner: DynamoStore,
+    inner: Arc<dyn RefreshStore>,
     /// Reads and writes so far.
     pub counts: Arc<Counts>,
     /// While true, every write made under a lease (`update_holding_lease`: refresh
@@ -32,9 +35,9 @@ pub struct InstrumentedStore {
 
 impl InstrumentedStore {
     /// Wraps `inner`.
-    pub fn new(inner: DynamoStore) -> Self {
+    pub fn new(inner: impl RefreshStore + 'static) -> Self {
         Self {
-            inner,
+            inner: Arc::new(inner),
             counts: Arc::default(),
             fail_commits: Arc::default(),
         }

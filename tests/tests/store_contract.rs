@@ -341,6 +341,7 @@ async fn rescued_pairs_are_kept_until_deleted(store: Arc<impl Store>) {
         connection_id: ConnectionId::parse("rescued").expect("valid"),
         lease_id: "lease-r".to_owned(),
         tokens: pair("rescued"),
+        spent_refresh_token: "fingerprint-of-rt-first".to_owned(),
         rescued_at: Timestamp(77),
     };
     store.put_rescue(&rescue).await.expect("saved");

@@ -136,11 +136,17 @@ fn every_required_variable_is_set_for_the_functions() {
 fn the_refresher_runs_on_an_eventbridge_rule_and_may_publish_events() {
     let template = template();
     let function = &template["Resources"]["TokenRefresherFunction"];
-    assert_eq!(function["Metadata"]["BuildProperties"]["Binary"], "token-refresher");
+    assert_eq!(
+        function["Metadata"]["BuildProperties"]["Binary"],
+        "token-refresher"
+    );
     let schedule = &function["Properties"]["Events"]["Schedule"];
     // A rule (not EventBridge Scheduler) sends the "Scheduled Event" payload.
     assert_eq!(schedule["Type"], "Schedule");
-    assert_eq!(template["Resources"]["ConnectionEventBus"]["Type"], "AWS::Events::EventBus");
+    assert_eq!(
+        template["Resources"]["ConnectionEventBus"]["Type"],
+        "AWS::Events::EventBus"
+    );
     let variables = &template["Globals"]["Function"]["Environment"]["Variables"];
     assert!(!variables["EVENT_BUS_NAME"].is_null());
     let statements = function["Properties"]["Policies"][0]["Statement"]
@@ -149,13 +155,24 @@ fn the_refresher_runs_on_an_eventbridge_rule_and_may_publish_events() {
     let actions: Vec<String> = statements
         .iter()
         .flat_map(|s| match &s["Action"] {
-            Value::Sequence(list) => list.iter().filter_map(|a| a.as_str().map(str::to_owned)).collect(),
+            Value::Sequence(list) => list
+                .iter()
+                .filter_map(|a| a.as_str().map(str::to_owned))
+                .collect(),
             Value::String(one) => vec![one.clone()],
             _ => Vec::new(),
         })
         .collect();
-    for needed in ["dynamodb:Query", "dynamodb:DeleteItem", "events:PutEvents", "secretsmanager:GetSecretValue"] {
+    for needed in [
+        "dynamodb:Query",
+        "dynamodb:DeleteItem",
+        "events:PutEvents",
+        "secretsmanager:GetSecretValue",
+    ] {
         assert!(actions.iter().any(|a| a == needed), "{needed} missing");
     }
-    assert!(actions.iter().all(|a| !a.ends_with(":*")), "least privilege: no wildcards");
+    assert!(
+        actions.iter().all(|a| !a.ends_with(":*")),
+        "least privilege: no wildcards"
+    );
 }

@@ -472,6 +472,7 @@ impl RefreshEngine {
             connection_id: c.id.clone(),
             lease_id: claim.lease.id.clone(),
             tokens: pair,
+            spent_refresh_token: c.tokens.refresh_token.fingerprint(),
             rescued_at: self.clock.now(),
         };
         let mut saved = false;
@@ -501,12 +502,16 @@ impl RefreshEngine {
                     .then_some((ConnectionStatus::PossiblyLost, "commit_failed"))
             })
             .await;
-        Err(match marked {
-            Some(current) => RefreshFailure::PossiblyLost(Box::new(current)),
-            None => RefreshFailure::Store(StoreError::Unavailable(
+        match marked {
+            // A newer pair was stored meanwhile (a reconnect): the connection is fine.
+            Some(current) if current.status == ConnectionStatus::Active => {
+                Ok(Refreshed::ByOtherWorker(current))
+            }
+            Some(current) => Err(RefreshFailure::PossiblyLost(Box::new(current))),
+            None => Err(RefreshFailure::Store(StoreError::Unavailable(
                 "the rotated pair could not be committed; it was saved for restore".to_owned(),
-            )),
-        })
+            ))),
+        }
     }
 
     async fn grant_rejected(&self, claim: &Claim) -> Result<Refreshed, RefreshFailure> {
@@ -644,8 +649,10 @@ impl RefreshEngine {
                     .await?;
                 return Ok(None);
             };
-            let superseded = current.tokens.refresh_token == rescued.tokens.refresh_token
-                || current.connected_at > rescued.rescued_at;
+            // Restore only onto the token that was spent for this pair; anything else
+            // means the pair was restored already or a newer one (a reconnect) is there.
+            let superseded =
+                current.tokens.refresh_token.fingerprint() != rescued.spent_refresh_token;
             if superseded {
                 self.rescues
                     .delete_rescue(&rescued.connection_id, &rescued.lease_id)

@@ -137,6 +137,7 @@ pub(super) fn rescue_item(r: &RescuedPair) -> Item {
             n(r.tokens.access_expires_at.0),
         ),
         ("rescued_at".to_owned(), n(r.rescued_at.0)),
+        ("spent_refresh_token".to_owned(), s(&r.spent_refresh_token)),
         (DUE_SHARD.to_owned(), s(RESCUE_SHARD)),
         (DUE_AT.to_owned(), n(r.rescued_at.0)),
     ]);
@@ -152,6 +153,7 @@ pub(super) fn rescue_from_item(item: &Item) -> Result<RescuedPair, StoreError> {
             refresh_token: RefreshToken::new(string(item, "refresh_token")?),
             access_expires_at: timestamp(item, "access_expires_at")?,
         },
+        spent_refresh_token: string(item, "spent_refresh_token")?,
         rescued_at: timestamp(item, "rescued_at")?,
     })
 }
@@ -365,6 +367,7 @@ mod tests {
             connection_id: ConnectionId::parse("x").expect("valid"),
             lease_id: "l".to_owned(),
             tokens: sample().tokens,
+            spent_refresh_token: "fp".to_owned(),
             rescued_at: Timestamp(5),
         };
         assert_eq!(rescue_from_item(&rescue_item(&r)).expect("parses"), r);
