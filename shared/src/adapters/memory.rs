@@ -35,6 +35,23 @@ impl MemoryStore {
         }
     }
 
+    /// Applies `change` to an open session for which `condition` holds.
+    fn update_open_session(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        condition: impl Fn(&ConnectSession) -> bool,
+        change: impl FnOnce(&mut ConnectSession),
+    ) -> Result<ConnectSession, SessionError> {
+        let mut sessions = self.sessions.lock().map_err(|_| poisoned())?;
+        let session = sessions
+            .get_mut(id.as_str())
+            .filter(|s| s.is_open(now) && condition(s))
+            .ok_or(SessionError::Unusable)?;
+        change(session);
+        Ok(session.clone())
+    }
+
     fn write_if(
         &self,
         connection: &Connection,
@@ -182,13 +199,12 @@ impl SessionStore for MemoryStore {
         state_hash: &str,
         now: Timestamp,
     ) -> Result<ConnectSession, SessionError> {
-        let mut sessions = self.sessions.lock().map_err(|_| poisoned())?;
-        let session = sessions
-            .get_mut(id.as_str())
-            .filter(|s| s.is_open(now))
-            .ok_or(SessionError::Unusable)?;
-        session.state_hash = Some(state_hash.to_owned());
-        Ok(session.clone())
+        self.update_open_session(
+            id,
+            now,
+            |_| true,
+            |s| s.state_hash = Some(state_hash.to_owned()),
+        )
     }
 
     async fn complete_session(
@@ -197,12 +213,11 @@ impl SessionStore for MemoryStore {
         state_hash: &str,
         now: Timestamp,
     ) -> Result<ConnectSession, SessionError> {
-        let mut sessions = self.sessions.lock().map_err(|_| poisoned())?;
-        let session = sessions
-            .get_mut(id.as_str())
-            .filter(|s| s.is_open(now) && s.state_hash.as_deref() == Some(state_hash))
-            .ok_or(SessionError::Unusable)?;
-        session.completed = true;
-        Ok(session.clone())
+        self.update_open_session(
+            id,
+            now,
+            |s| s.state_hash.as_deref() == Some(state_hash),
+            |s| s.completed = true,
+        )
     }
 }

@@ -326,27 +326,8 @@ impl SessionStore for DynamoStore {
         state_hash: &str,
         now: Timestamp,
     ) -> Result<ConnectSession, SessionError> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(session_key(id)))
-            .update_expression("SET state_hash = :state_hash")
-            .condition_expression(
-                "attribute_exists(pk) AND completed = :false AND expires_at > :now",
-            )
-            .expression_attribute_values(":state_hash", AttributeValue::S(state_hash.to_owned()))
-            .expression_attribute_values(":false", AttributeValue::Bool(false))
-            .expression_attribute_values(":now", AttributeValue::N(now.0.to_string()))
-            .return_values(ReturnValue::AllNew)
-            .send()
-            .await;
-        session_update_result(result.map(|o| o.attributes).map_err(|e| {
-            let conditional = e
-                .as_service_error()
-                .is_some_and(|s| s.is_conditional_check_failed_exception());
-            (conditional, unavailable(&e))
-        }))
+        self.update_open_session(id, now, SessionUpdate::BindState(state_hash))
+            .await
     }
 
     async fn complete_session(
@@ -355,40 +336,72 @@ impl SessionStore for DynamoStore {
         state_hash: &str,
         now: Timestamp,
     ) -> Result<ConnectSession, SessionError> {
+        self.update_open_session(id, now, SessionUpdate::Complete(state_hash))
+            .await
+    }
+}
+
+/// The two conditional writes a session goes through.
+enum SessionUpdate<'a> {
+    /// Record the hash of a newly issued state.
+    BindState(&'a str),
+    /// Mark completed, only if the state hash matches.
+    Complete(&'a str),
+}
+
+impl DynamoStore {
+    /// Applies `change` to a session if it exists, is not completed and has not
+    /// expired at `now`; a failed condition is [`SessionError::Unusable`].
+    async fn update_open_session(
+        &self,
+        id: &SessionId,
+        now: Timestamp,
+        change: SessionUpdate<'_>,
+    ) -> Result<ConnectSession, SessionError> {
+        let mut values = HashMap::from([
+            (":false".to_owned(), AttributeValue::Bool(false)),
+            (":now".to_owned(), AttributeValue::N(now.0.to_string())),
+        ]);
+        let (update, extra_condition, state_hash) = match change {
+            SessionUpdate::BindState(hash) => ("SET state_hash = :state_hash", "", hash),
+            SessionUpdate::Complete(hash) => {
+                values.insert(":true".to_owned(), AttributeValue::Bool(true));
+                (
+                    "SET completed = :true",
+                    " AND state_hash = :state_hash",
+                    hash,
+                )
+            }
+        };
+        values.insert(
+            ":state_hash".to_owned(),
+            AttributeValue::S(state_hash.to_owned()),
+        );
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(session_key(id)))
-            .update_expression("SET completed = :true")
-            .condition_expression(
-                "attribute_exists(pk) AND completed = :false AND expires_at > :now AND state_hash = :state_hash",
-            )
-            .expression_attribute_values(":state_hash", AttributeValue::S(state_hash.to_owned()))
-            .expression_attribute_values(":false", AttributeValue::Bool(false))
-            .expression_attribute_values(":true", AttributeValue::Bool(true))
-            .expression_attribute_values(":now", AttributeValue::N(now.0.to_string()))
+            .update_expression(update)
+            .condition_expression(format!(
+                "attribute_exists(pk) AND completed = :false AND expires_at > :now{extra_condition}"
+            ))
+            .set_expression_attribute_values(Some(values))
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
-        session_update_result(result.map(|o| o.attributes).map_err(|e| {
-            let conditional = e
-                .as_service_error()
-                .is_some_and(|s| s.is_conditional_check_failed_exception());
-            (conditional, unavailable(&e))
-        }))
-    }
-}
-
-/// Turns a conditional session update into the session as written, `Unusable` when
-/// the condition failed, or the store's error.
-fn session_update_result(
-    result: Result<Option<HashMap<String, AttributeValue>>, (bool, StoreError)>,
-) -> Result<ConnectSession, SessionError> {
-    match result {
-        Ok(Some(attributes)) => Ok(items::session_from_item(&attributes)?),
-        Ok(None) => Err(StoreError::Corrupt("update returned no attributes".to_owned()).into()),
-        Err((true, _)) => Err(SessionError::Unusable),
-        Err((false, err)) => Err(err.into()),
+        match result {
+            Ok(output) => match output.attributes() {
+                Some(attributes) => Ok(items::session_from_item(attributes)?),
+                None => Err(StoreError::Corrupt("update returned no attributes".to_owned()).into()),
+            },
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Err(SessionError::Unusable)
+            }
+            Err(e) => Err(unavailable(&e).into()),
+        }
     }
 }
