@@ -87,6 +87,8 @@ pub struct Sandbox {
     state: Arc<Mutex<State>>,
     /// Token-endpoint calls being held by a [`Fault::Hang`] right now.
     in_flight: Arc<tokio::sync::watch::Sender<usize>>,
+    /// Token-endpoint calls received so far (before any latency or fault plays).
+    received: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Counts a held token-endpoint call until dropped.
@@ -110,7 +112,20 @@ impl Sandbox {
         Self {
             state: Arc::new(Mutex::new(State::new(config))),
             in_flight: Arc::new(tokio::sync::watch::channel(0).0),
+            received: Arc::new(tokio::sync::watch::channel(0).0),
         }
+    }
+
+    pub(crate) fn note_token_call_received(&self) {
+        self.received.send_modify(|n| *n += 1);
+    }
+
+    /// Resolves once at least `count` token-endpoint calls have been received, so a
+    /// test can act while a call is in progress.
+    pub async fn wait_for_token_calls(&self, count: u64) {
+        let mut watch = self.received.subscribe();
+        // The sender lives as long as `self`, so this cannot fail.
+        let _ = watch.wait_for(|n| *n >= count).await;
     }
 
     pub(crate) fn hold_token_call(&self) -> InFlight {

@@ -184,6 +184,7 @@ fn token_response(issued: Issued) -> Response {
 /// A fault that stops the call before processing, as its answer; `None` when the
 /// call should go on (no fault, or one that plays after processing).
 async fn play_fault_before(sandbox: &Sandbox, fault: Option<Fault>) -> Option<Response> {
+    sandbox.note_token_call_received();
     let latency = sandbox.lock().token_latency;
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;

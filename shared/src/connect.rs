@@ -173,6 +173,15 @@ pub struct CallbackOutcome {
     pub result: Result<Connection, ConnectFailure>,
 }
 
+/// RD's `error` parameter reduced to a short code: it comes from the query string,
+/// so only a bounded, plain form of it reaches logs.
+fn error_code(raw: &str) -> String {
+    raw.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        .take(64)
+        .collect()
+}
+
 /// SHA-256 of a state value, as stored on its session.
 fn state_hash(state: &str) -> String {
     Sha256::digest(state.as_bytes())
@@ -279,7 +288,7 @@ impl ConnectService {
                 SessionError::Store(e) => CallbackRejected::Store(e),
             })?;
         let result = match (query.error, query.code) {
-            (Some(error), _) => Err(ConnectFailure::ConsentDenied(error)),
+            (Some(error), _) => Err(ConnectFailure::ConsentDenied(error_code(&error))),
             (None, None) => Err(ConnectFailure::MissingCode),
             (None, Some(code)) => self.exchange_and_store(&session, &code).await,
         };
@@ -373,5 +382,17 @@ impl ConnectService {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_error_codes_are_bounded_and_plain() {
+        assert_eq!(error_code("access_denied"), "access_denied");
+        assert_eq!(error_code("bad\n<script>"), "badscript");
+        assert_eq!(error_code(&"x".repeat(500)).len(), 64);
     }
 }

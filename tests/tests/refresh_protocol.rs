@@ -488,3 +488,52 @@ async fn a_caller_holding_an_old_access_token_gets_the_newer_one_without_a_call(
         before.tokens.refresh_token
     );
 }
+
+#[tokio::test]
+async fn a_reconnect_during_a_refresh_wins_and_the_old_grants_pair_is_not_restored() {
+    let app = RefreshApp::start().await;
+    let before = app.connect("reconnected", Product::Crm).await;
+    app.advance(CRM_NEARLY_EXPIRED);
+    app.sandbox
+        .sandbox
+        .set_token_latency(Duration::from_millis(150));
+    let calls = app.sandbox.sandbox.stats().token_calls;
+
+    let engine = app.engine.clone();
+    let id = before.id.clone();
+    let refresh = tokio::spawn(async move { engine.refresh(&id, RefreshRequest::default()).await });
+    app.sandbox.sandbox.wait_for_token_calls(calls + 1).await;
+
+    // A person connects the account again while RD is answering the refresh.
+    let (access, refresh_token, expires_in) = app
+        .sandbox
+        .sandbox
+        .issue_pair(rd_sandbox::SandboxProduct::Crm);
+    let now = app.clock.now();
+    let fresh = connector::domain::TokenPair {
+        access_token: connector::secret::AccessToken::new(access),
+        refresh_token: connector::secret::RefreshToken::new(refresh_token),
+        access_expires_at: now.plus_seconds(expires_in),
+    };
+    let current = app.stored("reconnected").await;
+    assert!(current.lease.is_some(), "the refresh holds the lease");
+    app.engine
+        .store
+        .update(&current.reconnected(fresh.clone(), now))
+        .await
+        .expect("reconnected");
+
+    match refresh.await.expect("joined") {
+        Ok(Refreshed::ByOtherWorker(c)) => assert_eq!(c.tokens, fresh),
+        other => panic!("expected the reconnect's pair, got {other:?}"),
+    }
+    // The refresh's own pair was saved, not dropped, but never restored over the newer one.
+    assert_eq!(app.store.rescues().await.expect("listed").len(), 1);
+    let summary = app.run().await;
+    assert_eq!(summary.restored_from_rescue, 0);
+    assert!(app.store.rescues().await.expect("listed").is_empty());
+    let after = app.stored("reconnected").await;
+    assert_eq!(after.tokens, fresh);
+    assert_eq!(after.status, ConnectionStatus::Active);
+    assert!(app.events_of(EventKind::ConnectionPossiblyLost).is_empty());
+}
