@@ -148,7 +148,11 @@ pub async fn run(engine: &RefreshEngine, limits: &RunLimits) -> RunSummary {
                     s.deployment_credential_errors += 1;
                 }
                 Err(RefreshFailure::NotFound) => {}
-                Err(e @ (RefreshFailure::Store(_) | RefreshFailure::Credentials(_))) => {
+                Err(
+                    e @ (RefreshFailure::Store(_)
+                    | RefreshFailure::Credentials(_)
+                    | RefreshFailure::HolderFailed),
+                ) => {
                     tracing::error!(connection_id = %id, error = %e, "refresh failed");
                     s.errors += 1;
                 }

@@ -417,6 +417,28 @@ async fn refused_client_credentials_leave_connections_active_with_one_event_a_ru
         assert!(stored.lease.is_none());
     }
     assert!(app.events_of(EventKind::ConnectionNeedsReauth).is_empty());
+
+    // Callers racing on one connection: the holder tries (and retries once after
+    // re-reading the secret); those who waited for it do not call RD themselves.
+    let calls = app.sandbox.sandbox.stats().token_calls;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let engine = app.engine.clone();
+        let id = connector::domain::ConnectionId::parse("creds-0").expect("valid");
+        tasks.spawn(async move { engine.refresh(&id, RefreshRequest::default()).await });
+    }
+    let results = tasks.join_all().await;
+    let rejected = results
+        .iter()
+        .filter(|r| matches!(r, Err(RefreshFailure::DeploymentCredentialsRejected)))
+        .count();
+    let token_calls = app.sandbox.sandbox.stats().token_calls - calls;
+    assert!(rejected >= 1);
+    assert_eq!(token_calls, 2 * rejected as u64, "only lease holders call RD");
+    assert!(results.iter().all(|r| matches!(
+        r,
+        Err(RefreshFailure::DeploymentCredentialsRejected | RefreshFailure::HolderFailed)
+    )));
 }
 
 #[tokio::test]

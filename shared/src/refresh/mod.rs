@@ -115,6 +115,10 @@ pub enum RefreshFailure {
     /// RD refused our client credentials even after re-reading them.
     #[error("RD rejected the deployment's client credentials")]
     DeploymentCredentialsRejected,
+    /// This caller waited for another worker's refresh, which failed without
+    /// recording a backoff (e.g. refused credentials); RD was not called again.
+    #[error("the refresh this caller waited for failed")]
+    HolderFailed,
     /// Client credentials could not be read.
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
@@ -223,6 +227,12 @@ impl RefreshEngine {
             }
             if let Some(until) = current.backoff.next_attempt_at.filter(|t| *t > now) {
                 return Err(RefreshFailure::BackingOff { until });
+            }
+            if waited && current.lease.is_none() {
+                // The holder gave the lease back without a new pair: its attempt
+                // failed, and losers never call RD themselves. (A lease left past its
+                // deadline, by contrast, means the holder died: it may be taken.)
+                return Err(RefreshFailure::HolderFailed);
             }
             match self.claim(current, now, now_ms).await {
                 Ok(claim) => return self.spend(claim).await,
