@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The machine image ships cargo-nextest; install it only where it is missing.
+cargo nextest --version >/dev/null 2>&1 || cargo install --locked --quiet cargo-nextest
+
 echo "== lint"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
