@@ -53,6 +53,15 @@ fn sandbox_product(product: Product) -> SandboxProduct {
     }
 }
 
+impl Drop for Rd {
+    fn drop(&mut self) {
+        let mut secrets = self.sandbox.sandbox.issued_secrets();
+        secrets.push(self.config.marketing.client_secret.clone());
+        secrets.push(self.config.crm.client_secret.clone());
+        integration_tests::logs::record_secrets_for_suite_scan(&secrets);
+    }
+}
+
 impl Rd {
     fn credentials(&self, product: Product) -> ClientCredentials {
         let app = match product {

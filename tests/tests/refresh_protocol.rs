@@ -434,7 +434,11 @@ async fn refused_client_credentials_leave_connections_active_with_one_event_a_ru
         .count();
     let token_calls = app.sandbox.sandbox.stats().token_calls - calls;
     assert!(rejected >= 1);
-    assert_eq!(token_calls, 2 * rejected as u64, "only lease holders call RD");
+    assert_eq!(
+        token_calls,
+        2 * rejected as u64,
+        "only lease holders call RD"
+    );
     assert!(results.iter().all(|r| matches!(
         r,
         Err(RefreshFailure::DeploymentCredentialsRejected | RefreshFailure::HolderFailed)

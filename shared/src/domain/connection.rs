@@ -244,6 +244,23 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_never_shows_the_tokens() {
+        let c = Connection::connected(
+            ConnectionId::parse("c").expect("valid"),
+            Product::Crm,
+            TokenPair {
+                access_token: AccessToken::new("at-super-secret"),
+                refresh_token: RefreshToken::new("rt-super-secret"),
+                access_expires_at: Timestamp(0),
+            },
+            Timestamp(0),
+        );
+        let printed = format!("{c:?} {c:#?}");
+        assert!(!printed.contains("super-secret"), "{printed}");
+        assert!(printed.contains("[redacted]"));
+    }
+
+    #[test]
     fn rejects_everything_else() {
         assert_eq!(ConnectionId::parse(""), Err(ConnectionIdError::Empty));
         assert_eq!(
