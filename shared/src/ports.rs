@@ -64,6 +64,18 @@ pub trait ConnectionStore: Send + Sync {
     /// the item is gone.
     async fn update(&self, connection: &Connection) -> Result<Connection, StoreError>;
 
+    /// Like [`ConnectionStore::update`], and also only if the stored item holds no
+    /// lease whose deadline is after `now_ms`: the claim of a refresh lease.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] with the current item if the version moved on or a
+    /// live lease is held.
+    async fn claim_lease(
+        &self,
+        connection: &Connection,
+        now_ms: i64,
+    ) -> Result<Connection, StoreError>;
+
     /// Like [`ConnectionStore::update`], and also only if the stored lease id is
     /// still `lease_id`: the commit of a refresh by the lease's holder.
     ///

@@ -69,6 +69,15 @@ impl ConnectionStore for InstrumentedStore {
         self.inner.update(connection).await
     }
 
+    async fn claim_lease(
+        &self,
+        connection: &Connection,
+        now_ms: i64,
+    ) -> Result<Connection, StoreError> {
+        self.write();
+        self.inner.claim_lease(connection, now_ms).await
+    }
+
     async fn update_holding_lease(
         &self,
         connection: &Connection,

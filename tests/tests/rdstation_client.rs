@@ -453,3 +453,43 @@ async fn the_control_api_steers_the_sandbox_over_http() {
         "counted by fingerprint, never by value"
     );
 }
+
+#[tokio::test]
+async fn redirects_are_not_followed() {
+    let rd = rd().await;
+    // A host that answers every call with a redirect to the real token endpoint.
+    let target = rd.sandbox.url("/oauth2/token").to_string();
+    let redirector = axum::Router::new().fallback(move || {
+        let target = target.clone();
+        async move { axum::response::Redirect::temporary(&target) }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base =
+        url::Url::parse(&format!("http://{}", listener.local_addr().expect("addr"))).expect("url");
+    tokio::spawn(async move { axum::serve(listener, redirector).await });
+    let client = RdStationClient::new(
+        RdStationEndpoints {
+            api_base: base.clone(),
+            marketing_authorize: base.clone(),
+            crm_authorize: base,
+        },
+        Duration::from_secs(2),
+    )
+    .expect("client");
+    let token = refresh_token(&rd.exchange(Product::Crm).await);
+    let calls = rd.sandbox.sandbox.stats().token_calls;
+    match client
+        .refresh(Product::Crm, &rd.credentials(Product::Crm), &token)
+        .await
+    {
+        Err(TokenCallError::Other { status: 307, .. }) => {}
+        other => panic!("expected the redirect as a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        rd.sandbox.sandbox.stats().token_calls,
+        calls,
+        "the redirect was not followed"
+    );
+}

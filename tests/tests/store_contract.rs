@@ -301,6 +301,47 @@ async fn commit_requires_the_same_lease_and_version(store: Arc<impl Store>) {
     );
 }
 
+async fn a_live_lease_cannot_be_claimed_but_an_expired_one_can(store: Arc<impl Store>) {
+    let mut c = connection("claimed");
+    c.lease = Some(Lease {
+        id: "holder".to_owned(),
+        deadline_ms: 10_000,
+    });
+    let stored = store.create(&c).await.expect("created");
+    let mut rival = stored.clone();
+    rival.lease = Some(Lease {
+        id: "rival".to_owned(),
+        deadline_ms: 20_000,
+    });
+    match store.claim_lease(&rival, 9_999).await {
+        Err(StoreError::Conflict {
+            current: Some(current),
+            ..
+        }) => {
+            assert_eq!(current.lease.expect("lease").id, "holder")
+        }
+        other => panic!("a live lease must refuse the claim, got {other:?}"),
+    }
+    let taken = store
+        .claim_lease(&rival, 10_000)
+        .await
+        .expect("an expired lease is taken");
+    assert_eq!(taken.lease.expect("lease").id, "rival");
+    assert_eq!(taken.version, 2);
+    let mut unleased = store
+        .create(&connection("unleased"))
+        .await
+        .expect("created");
+    unleased.lease = Some(Lease {
+        id: "first".to_owned(),
+        deadline_ms: 5,
+    });
+    store
+        .claim_lease(&unleased, 0)
+        .await
+        .expect("no lease: claimable");
+}
+
 async fn due_connections_come_from_the_sparse_index(store: Arc<impl Store>) {
     let policy = DuePolicy::default();
     let now = Timestamp(1_000_000);
@@ -391,6 +432,7 @@ contract!(
     expired_or_unknown_session_is_unusable,
     concurrent_completions_have_one_winner,
     commit_requires_the_same_lease_and_version,
+    a_live_lease_cannot_be_claimed_but_an_expired_one_can,
     due_connections_come_from_the_sparse_index,
     rescued_pairs_are_kept_until_deleted,
 );

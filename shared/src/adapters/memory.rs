@@ -106,6 +106,16 @@ impl ConnectionStore for MemoryStore {
         self.write_if(connection, |current| current.version == connection.version)
     }
 
+    async fn claim_lease(
+        &self,
+        connection: &Connection,
+        now_ms: i64,
+    ) -> Result<Connection, StoreError> {
+        self.write_if(connection, |current| {
+            current.version == connection.version && current.live_lease(now_ms).is_none()
+        })
+    }
+
     async fn update_holding_lease(
         &self,
         connection: &Connection,

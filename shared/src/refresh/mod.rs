@@ -4,8 +4,8 @@
 //!
 //! 1. Read the connection consistently. If its access token is newer than the one
 //!    the caller holds, or it is not due and the caller does not force, return it.
-//! 2. Claim a lease with one conditional write (on the version read, which also
-//!    proves no live lease was there), recording the intent: the fingerprint of the
+//! 2. Claim a lease with one conditional write (the version read, and no live
+//!    lease), recording the intent: the fingerprint of the
 //!    refresh token about to be spent. Losers never call RD: they wait, re-read and
 //!    return the holder's result.
 //! 3. Call RD with a hard timeout T; the lease L outlasts T plus the commit budget.
@@ -269,9 +269,8 @@ impl RefreshEngine {
             updated_at: now,
             ..current
         };
-        // Conditional on the version read: that read showed no live lease, so the
-        // write also proves nobody claimed since.
-        let connection = self.store.update(&claimed).await?;
+        // Conditional on the version read and on no live lease being stored.
+        let connection = self.store.claim_lease(&claimed, now_ms).await?;
         Ok(Claim {
             connection,
             lease,

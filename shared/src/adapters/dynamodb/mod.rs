@@ -176,6 +176,31 @@ impl ConnectionStore for DynamoStore {
         .await
     }
 
+    async fn claim_lease(
+        &self,
+        connection: &Connection,
+        now_ms: i64,
+    ) -> Result<Connection, StoreError> {
+        let stored = Connection {
+            version: connection.version + 1,
+            ..connection.clone()
+        };
+        let values = HashMap::from([
+            (
+                ":read_version".to_owned(),
+                AttributeValue::N(connection.version.to_string()),
+            ),
+            (":now_ms".to_owned(), AttributeValue::N(now_ms.to_string())),
+        ]);
+        self.put_connection(
+            stored,
+            "attribute_exists(pk) AND version = :read_version \
+             AND (attribute_not_exists(lease_deadline_ms) OR lease_deadline_ms <= :now_ms)",
+            Some(values),
+        )
+        .await
+    }
+
     async fn update_holding_lease(
         &self,
         connection: &Connection,
