@@ -41,13 +41,13 @@ pub struct RefreshApp {
     pub secret_name: String,
 }
 
-/// Protocol timing for tests: T = 300 ms, commit budget 300 ms, L = 1 s; RD-like
-/// backoff otherwise.
+/// Protocol timing for tests: T = 500 ms, commit budget 700 ms, L = 2 s (short,
+/// so held calls and dead holders play out quickly); RD-like backoff otherwise.
 pub fn test_settings() -> RefreshSettings {
     RefreshSettings::new(
-        Duration::from_millis(300),
-        Duration::from_millis(300),
-        Duration::from_secs(1),
+        Duration::from_millis(500),
+        Duration::from_millis(700),
+        Duration::from_secs(2),
     )
     .expect("valid timing")
 }

@@ -82,10 +82,10 @@ async fn a_held_call_is_never_doubled_and_a_later_attempt_succeeds() {
     let before = app.connect("held", Product::Crm).await;
     let token = before.tokens.refresh_token.expose_secret().to_owned();
     app.advance(CRM_NEARLY_EXPIRED);
-    // Held well past T (300 ms) without being processed.
+    // Held well past T (500 ms) without being processed.
     app.sandbox
         .sandbox
-        .inject_fault(Fault::hang(Duration::from_millis(1_500)), 1);
+        .inject_fault(Fault::hang(Duration::from_secs(3)), 1);
 
     match app.refresh("held", RefreshRequest::default()).await {
         Err(RefreshFailure::Ambiguous { .. }) => {}
@@ -193,7 +193,7 @@ async fn a_dead_holders_lease_is_taken_and_its_intent_classifies_the_outcome() {
     let claimed = connector::domain::Connection {
         lease: Some(connector::domain::Lease {
             id: "dead-worker".to_owned(),
-            deadline_ms: app.clock.now_ms() + 500,
+            deadline_ms: app.clock.now_ms() + 1_000,
         }),
         intent: Some(connector::domain::RefreshIntent {
             refresh_token_fingerprint: c.tokens.refresh_token.fingerprint(),
