@@ -1,10 +1,11 @@
-# Sourced by scripts that need moto: starts moto's server on a free loopback port,
+# Sourced by scripts that need moto: starts moto's server (scripts/moto_server.py:
+# one request at a time, as DynamoDB's conditional writes are atomic) on a free loopback port,
 # exports the AWS SDK's variables to point at it, and stops it on exit.
 # Needs the venv that `make venv` installs.
 
 moto_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 mkdir -p target
-.venv/bin/moto_server -H 127.0.0.1 -p "$moto_port" > target/moto.log 2>&1 &
+.venv/bin/python scripts/moto_server.py "$moto_port" > target/moto.log 2>&1 &
 moto_pid=$!
 trap 'kill "$moto_pid" 2>/dev/null || true; wait "$moto_pid" 2>/dev/null || true' EXIT
 
