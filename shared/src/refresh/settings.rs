@@ -55,7 +55,12 @@ impl RefreshSettings {
                 commit_budget,
             });
         }
-        Ok(Self {
+        Ok(Self::with_timing(token_timeout, commit_budget, lease))
+    }
+
+    /// The timing as given, defaults for the rest; callers have checked the timing.
+    fn with_timing(token_timeout: Duration, commit_budget: Duration, lease: Duration) -> Self {
+        Self {
             token_timeout,
             commit_budget,
             lease,
@@ -64,7 +69,7 @@ impl RefreshSettings {
             backoff_cap: Duration::from_secs(15 * 60),
             ambiguous_retry_min: Duration::from_secs(60),
             wait_step: (Duration::from_millis(25), Duration::from_millis(500)),
-        })
+        }
     }
 
     /// The hard timeout T of one token call.
@@ -86,16 +91,11 @@ impl RefreshSettings {
 impl Default for RefreshSettings {
     /// T = 10 s, commit budget 10 s, L = 30 s.
     fn default() -> Self {
-        Self {
-            token_timeout: Duration::from_secs(10),
-            commit_budget: Duration::from_secs(10),
-            lease: Duration::from_secs(30),
-            due: DuePolicy::default(),
-            backoff_base: Duration::from_secs(30),
-            backoff_cap: Duration::from_secs(15 * 60),
-            ambiguous_retry_min: Duration::from_secs(60),
-            wait_step: (Duration::from_millis(25), Duration::from_millis(500)),
-        }
+        Self::with_timing(
+            Duration::from_secs(10),
+            Duration::from_secs(10),
+            Duration::from_secs(30),
+        )
     }
 }
 

@@ -97,6 +97,31 @@ where
 }
 
 impl DynamoStore {
+    /// Writes `connection` with its version bumped, only if the stored version is
+    /// still `connection.version` and `extra_condition` (with `extra_values`) holds.
+    async fn put_next_version<const N: usize>(
+        &self,
+        connection: &Connection,
+        extra_condition: &str,
+        extra_values: [(&str, AttributeValue); N],
+    ) -> Result<Connection, StoreError> {
+        let stored = Connection {
+            version: connection.version + 1,
+            ..connection.clone()
+        };
+        let mut values = HashMap::from([(
+            ":read_version".to_owned(),
+            AttributeValue::N(connection.version.to_string()),
+        )]);
+        values.extend(extra_values.into_iter().map(|(k, v)| (k.to_owned(), v)));
+        self.put_connection(
+            stored,
+            &format!("attribute_exists(pk) AND version = :read_version{extra_condition}"),
+            Some(values),
+        )
+        .await
+    }
+
     /// Puts a connection item under `condition`; a failed condition becomes
     /// [`StoreError::Conflict`] with the item DynamoDB returns.
     async fn put_connection(
@@ -160,20 +185,7 @@ impl ConnectionStore for DynamoStore {
     }
 
     async fn update(&self, connection: &Connection) -> Result<Connection, StoreError> {
-        let stored = Connection {
-            version: connection.version + 1,
-            ..connection.clone()
-        };
-        let values = HashMap::from([(
-            ":read_version".to_owned(),
-            AttributeValue::N(connection.version.to_string()),
-        )]);
-        self.put_connection(
-            stored,
-            "attribute_exists(pk) AND version = :read_version",
-            Some(values),
-        )
-        .await
+        self.put_next_version(connection, "", []).await
     }
 
     async fn claim_lease(
@@ -181,22 +193,10 @@ impl ConnectionStore for DynamoStore {
         connection: &Connection,
         now_ms: i64,
     ) -> Result<Connection, StoreError> {
-        let stored = Connection {
-            version: connection.version + 1,
-            ..connection.clone()
-        };
-        let values = HashMap::from([
-            (
-                ":read_version".to_owned(),
-                AttributeValue::N(connection.version.to_string()),
-            ),
-            (":now_ms".to_owned(), AttributeValue::N(now_ms.to_string())),
-        ]);
-        self.put_connection(
-            stored,
-            "attribute_exists(pk) AND version = :read_version \
-             AND (attribute_not_exists(lease_deadline_ms) OR lease_deadline_ms <= :now_ms)",
-            Some(values),
+        self.put_next_version(
+            connection,
+            " AND (attribute_not_exists(lease_deadline_ms) OR lease_deadline_ms <= :now_ms)",
+            [(":now_ms", AttributeValue::N(now_ms.to_string()))],
         )
         .await
     }
@@ -206,21 +206,10 @@ impl ConnectionStore for DynamoStore {
         connection: &Connection,
         lease_id: &str,
     ) -> Result<Connection, StoreError> {
-        let stored = Connection {
-            version: connection.version + 1,
-            ..connection.clone()
-        };
-        let values = HashMap::from([
-            (
-                ":read_version".to_owned(),
-                AttributeValue::N(connection.version.to_string()),
-            ),
-            (":lease".to_owned(), AttributeValue::S(lease_id.to_owned())),
-        ]);
-        self.put_connection(
-            stored,
-            "attribute_exists(pk) AND version = :read_version AND lease_id = :lease",
-            Some(values),
+        self.put_next_version(
+            connection,
+            " AND lease_id = :lease",
+            [(":lease", AttributeValue::S(lease_id.to_owned()))],
         )
         .await
     }
