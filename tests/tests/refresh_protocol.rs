@@ -563,3 +563,35 @@ async fn a_reconnect_during_a_refresh_wins_and_the_old_grants_pair_is_not_restor
     assert_eq!(after.status, ConnectionStatus::Active);
     assert!(app.events_of(EventKind::ConnectionPossiblyLost).is_empty());
 }
+
+#[tokio::test]
+async fn a_caller_that_goes_away_mid_refresh_does_not_lose_the_rotated_pair() {
+    let app = RefreshApp::start().await;
+    let before = app.connect("abandoned", Product::Crm).await;
+    app.advance(CRM_NEARLY_EXPIRED);
+    app.sandbox
+        .sandbox
+        .set_token_latency(Duration::from_millis(200));
+    let calls = app.sandbox.sandbox.stats().token_calls;
+
+    let engine = app.engine.clone();
+    let id = before.id.clone();
+    let caller = tokio::spawn(async move { engine.refresh(&id, RefreshRequest::default()).await });
+    app.sandbox.sandbox.wait_for_token_calls(calls + 1).await;
+    // The request that started the refresh is dropped while RD is answering.
+    caller.abort();
+
+    // The next caller waits for the lease like any loser and gets the committed pair.
+    match app.refresh("abandoned", RefreshRequest::default()).await {
+        Ok(Refreshed::ByOtherWorker(c)) => {
+            assert_ne!(c.tokens.refresh_token, before.tokens.refresh_token)
+        }
+        other => panic!("expected the abandoned refresh's pair, got {other:?}"),
+    }
+    assert_eq!(app.sandbox.sandbox.stats().token_calls, calls + 1);
+    assert_eq!(
+        app.stored("abandoned").await.status,
+        ConnectionStatus::Active
+    );
+    assert!(app.usable("abandoned").await);
+}

@@ -235,7 +235,19 @@ impl RefreshEngine {
                 return Err(RefreshFailure::HolderFailed);
             }
             match self.claim(current, now, now_ms).await {
-                Ok(claim) => return self.spend(claim).await,
+                Ok(claim) => {
+                    // From here RD may rotate the token: finish in a task of its own so
+                    // that a caller going away (a dropped request) cannot abandon a
+                    // rotated pair between RD's answer and the commit.
+                    let engine = self.clone();
+                    return tokio::spawn(async move { engine.spend(claim).await })
+                        .await
+                        .unwrap_or_else(|e| {
+                            Err(RefreshFailure::Store(StoreError::Unavailable(format!(
+                                "the refresh task failed: {e}"
+                            ))))
+                        });
+                }
                 // Someone wrote in between: read again.
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
@@ -338,15 +350,12 @@ impl RefreshEngine {
         let c = &claim.connection;
         match outcome {
             CallOutcome::Rotated(issued) => {
-                let now = self.clock.now();
                 // Keep the refresh token RD returns; keep ours only if it sent none.
-                let previous = Some(c.tokens.refresh_token.clone());
-                let pair =
-                    issued
-                        .into_pair(c.product, previous, now)
-                        .ok_or(StoreError::Corrupt(
-                            "unreachable: pair without refresh token".to_owned(),
-                        ))?;
+                let pair = issued.refreshed_pair(
+                    c.product,
+                    c.tokens.refresh_token.clone(),
+                    self.clock.now(),
+                );
                 self.commit(&claim, pair).await
             }
             CallOutcome::GrantRejected => self.grant_rejected(&claim).await,

@@ -54,16 +54,32 @@ impl IssuedTokens {
         previous: Option<RefreshToken>,
         now: Timestamp,
     ) -> Option<TokenPair> {
-        let refresh_token = self.refresh_token.or(previous)?;
+        let refresh_token = self.refresh_token.clone().or(previous)?;
+        Some(self.pair_with(product, refresh_token, now))
+    }
+
+    /// The pair after a refresh that spent `spent`: RD's new refresh token, or
+    /// `spent` itself when RD returned none (Marketing's may be stable).
+    pub fn refreshed_pair(
+        self,
+        product: Product,
+        spent: RefreshToken,
+        now: Timestamp,
+    ) -> TokenPair {
+        let refresh_token = self.refresh_token.clone().unwrap_or(spent);
+        self.pair_with(product, refresh_token, now)
+    }
+
+    fn pair_with(self, product: Product, refresh_token: RefreshToken, now: Timestamp) -> TokenPair {
         let lifetime = self.expires_in.unwrap_or(match product {
             Product::Marketing => 86_400,
             Product::Crm => 7_200,
         });
-        Some(TokenPair {
+        TokenPair {
             access_token: self.access_token,
             refresh_token,
             access_expires_at: now.plus_seconds(lifetime),
-        })
+        }
     }
 }
 
