@@ -3,6 +3,7 @@
 //! so tests and local runs point it at moto without special code.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::adapters::credentials::SecretsManagerCredentials;
 use crate::adapters::dynamodb::DynamoStore;
@@ -14,9 +15,16 @@ use crate::connect::ConnectService;
 use crate::ports::EventPublisher;
 use crate::refresh::RefreshEngine;
 
-/// The shared AWS SDK configuration, from the standard environment.
+/// The shared AWS SDK configuration, from the standard environment, with bounded
+/// call times: a refresh commit must not outlive its lease waiting on one request.
 pub async fn sdk_config() -> aws_config::SdkConfig {
+    let timeouts = aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(Duration::from_secs(2))
+        .operation_attempt_timeout(Duration::from_secs(3))
+        .operation_timeout(Duration::from_secs(8))
+        .build();
     aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .timeout_config(timeouts)
         .load()
         .await
 }

@@ -526,9 +526,11 @@ impl RefreshEngine {
                 Ok(Refreshed::ByOtherWorker(current))
             }
             Some(current) => Err(RefreshFailure::PossiblyLost(Box::new(current))),
-            None => Err(RefreshFailure::Store(StoreError::Unavailable(
-                "the rotated pair could not be committed; it was saved for restore".to_owned(),
-            ))),
+            None => Err(RefreshFailure::Store(StoreError::Unavailable(if saved {
+                "the rotated pair could not be committed; it was saved for restore".to_owned()
+            } else {
+                "the rotated pair could not be committed or saved".to_owned()
+            }))),
         }
     }
 
