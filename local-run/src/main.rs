@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use connector::adapters::credentials::{CredentialSet, StaticCredentials};
-use connector::adapters::events::RecordingPublisher;
+use connector::adapters::events::LogPublisher;
 use connector::adapters::memory::MemoryStore;
 use connector::adapters::rdstation::{RdStationClient, RdStationEndpoints};
 use connector::clock::SystemClock;
@@ -72,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
         rescues: store.clone(),
         credentials: credentials.clone(),
         rdstation: RdStationClient::new(endpoints.clone(), settings.token_timeout())?,
-        events: Arc::new(RecordingPublisher::new()),
+        events: Arc::new(LogPublisher),
         clock: Arc::new(SystemClock),
         settings,
     };

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::adapters::credentials::SecretsManagerCredentials;
 use crate::adapters::dynamodb::DynamoStore;
-use crate::adapters::events::{EventBridgePublisher, RecordingPublisher};
+use crate::adapters::events::{EventBridgePublisher, LogPublisher};
 use crate::adapters::rdstation::{ClientBuildError, RdStationClient};
 use crate::clock::SystemClock;
 use crate::config::Config;
@@ -78,7 +78,7 @@ pub async fn refresh_engine(config: &Config) -> Result<RefreshEngine, ClientBuil
             aws_sdk_eventbridge::Client::new(&sdk),
             bus,
         )),
-        None => Arc::new(RecordingPublisher::new()),
+        None => Arc::new(LogPublisher),
     };
     Ok(RefreshEngine {
         store: store.clone(),

@@ -1,4 +1,5 @@
-//! Event publishers: EventBridge in AWS, a recorder for local runs and tests.
+//! Event publishers: EventBridge in AWS, a logger where no bus is configured, and a
+//! recorder for tests.
 
 use std::sync::Mutex;
 
@@ -73,7 +74,24 @@ impl EventPublisher for EventBridgePublisher {
     }
 }
 
-/// Keeps published events in memory (local runs and tests) and logs them.
+/// Only logs events: where no bus is configured (local runs, or `EVENT_BUS_NAME`
+/// unset). Keeps nothing, so a long-lived process does not grow.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LogPublisher;
+
+#[async_trait]
+impl EventPublisher for LogPublisher {
+    async fn publish(&self, event: &ServiceEvent) -> Result<(), PublishError> {
+        tracing::info!(
+            detail_type = event.kind.detail_type(),
+            detail = %event_detail(event),
+            "event"
+        );
+        Ok(())
+    }
+}
+
+/// Keeps published events in memory, for tests, and logs them.
 #[derive(Debug, Default)]
 pub struct RecordingPublisher {
     events: Mutex<Vec<ServiceEvent>>,
@@ -94,11 +112,7 @@ impl RecordingPublisher {
 #[async_trait]
 impl EventPublisher for RecordingPublisher {
     async fn publish(&self, event: &ServiceEvent) -> Result<(), PublishError> {
-        tracing::info!(
-            detail_type = event.kind.detail_type(),
-            detail = %event_detail(event),
-            "event"
-        );
+        LogPublisher.publish(event).await?;
         self.events
             .lock()
             .map_err(|_| PublishError("recorder lock poisoned".to_owned()))?
