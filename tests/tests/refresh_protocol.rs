@@ -595,3 +595,50 @@ async fn a_caller_that_goes_away_mid_refresh_does_not_lose_the_rotated_pair() {
     );
     assert!(app.usable("abandoned").await);
 }
+
+#[tokio::test]
+async fn a_rate_limit_is_not_processed_and_its_retry_after_is_honoured() {
+    let app = RefreshApp::start().await;
+    let before = app.connect("limited", Product::Marketing).await;
+    app.advance(86_400 - 1_800);
+    app.sandbox.sandbox.inject_fault(
+        Fault::RateLimited {
+            retry_after_seconds: 600,
+        },
+        1,
+    );
+    let now = app.clock.now();
+    match app.refresh("limited", RefreshRequest::default()).await {
+        Err(RefreshFailure::NotProcessed { until }) => assert!(until >= now.plus_seconds(600)),
+        other => panic!("expected not processed, got {other:?}"),
+    }
+    let stored = app.stored("limited").await;
+    assert_eq!(stored.status, ConnectionStatus::Active);
+    assert!(stored.lease.is_none());
+    assert!(
+        stored.intent.is_none(),
+        "RD provably did nothing: no ambiguous history"
+    );
+    assert_eq!(stored.backoff.failures, 1);
+    assert_eq!(stored.backoff.last_error.as_deref(), Some("rate_limited"));
+    assert!(stored.backoff.next_attempt_at.expect("persisted") >= now.plus_seconds(600));
+
+    // Nobody calls RD before then; afterwards the same token works.
+    let calls = app.sandbox.sandbox.stats().token_calls;
+    app.advance(300);
+    assert!(matches!(
+        app.refresh("limited", RefreshRequest::default()).await,
+        Err(RefreshFailure::BackingOff { .. })
+    ));
+    assert_eq!(app.run().await.due, 0);
+    assert_eq!(app.sandbox.sandbox.stats().token_calls, calls);
+    app.advance(301);
+    assert!(matches!(
+        app.refresh("limited", RefreshRequest::default()).await,
+        Ok(Refreshed::Rotated(_))
+    ));
+    assert_eq!(
+        app.stored("limited").await.tokens.refresh_token,
+        before.tokens.refresh_token
+    );
+}
