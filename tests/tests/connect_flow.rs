@@ -373,6 +373,13 @@ async fn bad_input_gets_a_json_error_and_changes_nothing() {
     assert_eq!(answer.status, 400);
     assert_eq!(answer.error_code(), "invalid_session");
 
+    let mut repeated = EventRequest::new(apigw::BROWSER, "GET", "/oauth/callback");
+    repeated.query = "code=a&state=x.y&state=z.w";
+    repeated.headers.push(("accept", "application/json"));
+    let answer = app.send(&repeated).await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.error_code(), "invalid_request");
+
     let answer = app
         .send(&EventRequest::new(apigw::IAM_AUTHORIZED, "GET", "/nowhere"))
         .await;
