@@ -171,11 +171,6 @@ impl Sandbox {
         self.lock().revoke(token)
     }
 
-    /// The sandbox clock, in seconds since the epoch.
-    pub fn now(&self) -> i64 {
-        self.lock().now()
-    }
-
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock would be a sandbox bug; keep serving.
         self.state

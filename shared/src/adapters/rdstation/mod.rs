@@ -128,11 +128,6 @@ impl RdStationClient {
         Ok(Self { http, endpoints })
     }
 
-    /// The endpoints this client calls.
-    pub fn endpoints(&self) -> &RdStationEndpoints {
-        &self.endpoints
-    }
-
     /// The page where a person grants our app access to `product`, which sends
     /// them back to `redirect_uri` with `code` and `state`.
     pub fn consent_url(
