@@ -168,6 +168,23 @@ impl RefreshApp {
             .await
     }
 
+    /// Starts a refresh of `id` in a task, with RD answering after `latency`, and
+    /// returns once RD has received the token call (so a test can act mid-call).
+    pub async fn refresh_until_rd_is_called(
+        &self,
+        id: &str,
+        latency: Duration,
+    ) -> tokio::task::JoinHandle<Result<Refreshed, RefreshFailure>> {
+        self.sandbox.sandbox.set_token_latency(latency);
+        let calls = self.sandbox.sandbox.stats().token_calls;
+        let engine = self.engine.clone();
+        let id = ConnectionId::parse(id).expect("valid");
+        let task =
+            tokio::spawn(async move { engine.refresh(&id, RefreshRequest::default()).await });
+        self.sandbox.sandbox.wait_for_token_calls(calls + 1).await;
+        task
+    }
+
     /// One refresher run with concurrency 32 and no deadline.
     pub async fn run(&self) -> RunSummary {
         refresher::run(

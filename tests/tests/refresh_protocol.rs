@@ -518,17 +518,11 @@ async fn a_caller_holding_an_old_access_token_gets_the_newer_one_without_a_call(
 #[tokio::test]
 async fn a_reconnect_during_a_refresh_wins_and_the_old_grants_pair_is_not_restored() {
     let app = RefreshApp::start().await;
-    let before = app.connect("reconnected", Product::Crm).await;
+    app.connect("reconnected", Product::Crm).await;
     app.advance(CRM_NEARLY_EXPIRED);
-    app.sandbox
-        .sandbox
-        .set_token_latency(Duration::from_millis(150));
-    let calls = app.sandbox.sandbox.stats().token_calls;
-
-    let engine = app.engine.clone();
-    let id = before.id.clone();
-    let refresh = tokio::spawn(async move { engine.refresh(&id, RefreshRequest::default()).await });
-    app.sandbox.sandbox.wait_for_token_calls(calls + 1).await;
+    let refresh = app
+        .refresh_until_rd_is_called("reconnected", Duration::from_millis(150))
+        .await;
 
     // A person connects the account again while RD is answering the refresh.
     let (access, refresh_token, expires_in) = app
@@ -569,15 +563,10 @@ async fn a_caller_that_goes_away_mid_refresh_does_not_lose_the_rotated_pair() {
     let app = RefreshApp::start().await;
     let before = app.connect("abandoned", Product::Crm).await;
     app.advance(CRM_NEARLY_EXPIRED);
-    app.sandbox
-        .sandbox
-        .set_token_latency(Duration::from_millis(200));
     let calls = app.sandbox.sandbox.stats().token_calls;
-
-    let engine = app.engine.clone();
-    let id = before.id.clone();
-    let caller = tokio::spawn(async move { engine.refresh(&id, RefreshRequest::default()).await });
-    app.sandbox.sandbox.wait_for_token_calls(calls + 1).await;
+    let caller = app
+        .refresh_until_rd_is_called("abandoned", Duration::from_millis(200))
+        .await;
     // The request that started the refresh is dropped while RD is answering.
     caller.abort();
 
