@@ -12,6 +12,10 @@ echo "== lint"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 .venv/bin/cfn-lint template.yaml
+# The SAM transform itself (offline; dummy credentials): what CloudFormation runs
+# on deploy. cfn-lint and `sam validate --lint` do not run it.
+env AWS_ACCESS_KEY_ID=validate AWS_SECRET_ACCESS_KEY=validate SAM_CLI_TELEMETRY=0 \
+    .venv/bin/sam validate --region us-east-1 --template template.yaml
 [ "${1:-}" = "--lint-only" ] && exit 0
 
 echo "== build"
