@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use connector::adapters::credentials::{CredentialSet, StaticCredentials};
 use connector::adapters::events::LogPublisher;
-use connector::adapters::memory::MemoryStore;
+use connector::adapters::memory::{MemoryRescueQueue, MemoryStore};
 use connector::adapters::rdstation::{RdStationClient, RdStationEndpoints};
 use connector::clock::SystemClock;
 use connector::connect::ConnectService;
@@ -69,7 +69,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = RefreshSettings::default();
     let engine = RefreshEngine {
         store: store.clone(),
-        rescues: store.clone(),
+        rescues: Arc::new(MemoryRescueQueue::default()),
         credentials: credentials.clone(),
         rdstation: RdStationClient::new(endpoints.clone(), settings.token_timeout())?,
         events: Arc::new(LogPublisher),
@@ -81,8 +81,7 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(async move {
         let limits = RunLimits {
             concurrency: 32,
-            deadline_ms: None,
-            reserve: Duration::ZERO,
+            finish_by_ms: None,
         };
         let mut ticks = tokio::time::interval(every);
         loop {

@@ -9,6 +9,7 @@ use crate::adapters::credentials::SecretsManagerCredentials;
 use crate::adapters::dynamodb::DynamoStore;
 use crate::adapters::events::{EventBridgePublisher, LogPublisher};
 use crate::adapters::rdstation::{ClientBuildError, RdStationClient};
+use crate::adapters::rescue_queue::SqsRescueQueue;
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::connect::ConnectService;
@@ -65,12 +66,28 @@ pub async fn connect_service(config: &Config) -> Result<ConnectService, ClientBu
     })
 }
 
-/// The refresh protocol over DynamoDB, Secrets Manager, RD Station and EventBridge
-/// (events are only logged when `EVENT_BUS_NAME` is unset).
+/// Why the refresh protocol could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineBuildError {
+    /// The RD Station HTTP client could not be built.
+    #[error(transparent)]
+    Client(#[from] ClientBuildError),
+    /// `RESCUE_QUEUE_URL` is not set: a refresh must have somewhere to save a
+    /// pair whose commit failed.
+    #[error("missing environment variable RESCUE_QUEUE_URL")]
+    NoRescueQueue,
+}
+
+/// The refresh protocol over DynamoDB, SQS, Secrets Manager, RD Station and
+/// EventBridge (events are only logged when `EVENT_BUS_NAME` is unset).
 ///
 /// # Errors
-/// [`ClientBuildError`] if the HTTP client cannot be built.
-pub async fn refresh_engine(config: &Config) -> Result<RefreshEngine, ClientBuildError> {
+/// [`EngineBuildError`] if the HTTP client cannot be built or no rescue queue is set.
+pub async fn refresh_engine(config: &Config) -> Result<RefreshEngine, EngineBuildError> {
+    let queue_url = config
+        .rescue_queue_url
+        .as_deref()
+        .ok_or(EngineBuildError::NoRescueQueue)?;
     let sdk = sdk_config().await;
     let store = store(&sdk, config);
     let events: Arc<dyn EventPublisher> = match &config.event_bus_name {
@@ -81,8 +98,11 @@ pub async fn refresh_engine(config: &Config) -> Result<RefreshEngine, ClientBuil
         None => Arc::new(LogPublisher),
     };
     Ok(RefreshEngine {
-        store: store.clone(),
-        rescues: store,
+        store,
+        rescues: Arc::new(SqsRescueQueue::new(
+            aws_sdk_sqs::Client::new(&sdk),
+            queue_url,
+        )),
         credentials: credentials(&sdk, config),
         rdstation: RdStationClient::new(config.rdstation.clone(), config.refresh.token_timeout())?,
         events,

@@ -7,7 +7,7 @@ use url::{Origin, Url};
 
 use crate::adapters::rdstation::RdStationEndpoints;
 use crate::domain::DuePolicy;
-use crate::refresh::RefreshSettings;
+use crate::refresh::{LeaseTiming, RefreshSettings};
 
 /// RD's production API and token host.
 pub const DEFAULT_RDSTATION_API_URL: &str = "https://api.rd.services";
@@ -53,6 +53,9 @@ pub struct Config {
     pub allowed_return_origins: Vec<Origin>,
     /// `EVENT_BUS_NAME`: the EventBridge bus for connection events.
     pub event_bus_name: Option<String>,
+    /// `RESCUE_QUEUE_URL`: the SQS queue where pairs whose commit failed wait
+    /// (required by the functions that refresh).
+    pub rescue_queue_url: Option<String>,
     /// `RDSTATION_TOKEN_TIMEOUT_SECONDS`: hard timeout of one token-endpoint call.
     pub token_call_timeout: Duration,
     /// The refresh protocol's timing and due policy: `REFRESH_LEASE_SECONDS`,
@@ -103,11 +106,12 @@ impl Config {
             "RDSTATION_TOKEN_TIMEOUT_SECONDS",
             DEFAULT_TOKEN_TIMEOUT_SECONDS,
         )?);
-        let mut refresh = RefreshSettings::new(
-            token_call_timeout,
-            Duration::from_secs(positive("REFRESH_COMMIT_BUDGET_SECONDS", 10)?),
-            Duration::from_secs(positive("REFRESH_LEASE_SECONDS", 30)?),
-        )
+        let mut refresh = RefreshSettings::new(LeaseTiming {
+            token_timeout: token_call_timeout,
+            commit_budget: Duration::from_secs(positive("REFRESH_COMMIT_BUDGET_SECONDS", 10)?),
+            lease: Duration::from_secs(positive("REFRESH_LEASE_SECONDS", 30)?),
+            clock_skew: Duration::from_millis(positive("REFRESH_CLOCK_SKEW_MS", 2_000)?),
+        })
         .map_err(|e| ConfigError::Invalid {
             name: "REFRESH_LEASE_SECONDS",
             reason: e.to_string(),
@@ -150,6 +154,7 @@ impl Config {
             },
             allowed_return_origins,
             event_bus_name: get("EVENT_BUS_NAME"),
+            rescue_queue_url: get("RESCUE_QUEUE_URL"),
             token_call_timeout,
             refresh,
             refresh_concurrency,
@@ -269,20 +274,23 @@ mod tests {
     }
 
     #[test]
-    fn refuses_a_lease_shorter_than_timeout_plus_commit() {
+    fn refuses_a_lease_shorter_than_timeout_commit_and_skew() {
         let mut pairs = MINIMAL.to_vec();
-        pairs.push(("RDSTATION_TOKEN_TIMEOUT_SECONDS", "20"));
+        pairs.push(("RDSTATION_TOKEN_TIMEOUT_SECONDS", "19"));
         pairs.push(("REFRESH_COMMIT_BUDGET_SECONDS", "10"));
+        pairs.push(("REFRESH_CLOCK_SKEW_MS", "1500"));
         pairs.push(("REFRESH_LEASE_SECONDS", "30"));
         let err = Config::from_lookup(lookup(&pairs)).expect_err("too short");
         let ConfigError::Invalid { name, reason } = &err else {
             panic!("{err:?}");
         };
         assert_eq!(*name, "REFRESH_LEASE_SECONDS");
-        assert!(
-            reason.contains("30s") && reason.contains("20s") && reason.contains("10s"),
-            "{reason}"
-        );
+        for value in ["30s", "19s", "10s", "1.5s"] {
+            assert!(reason.contains(value), "{value} named in {reason}");
+        }
+        pairs.pop();
+        pairs.push(("REFRESH_LEASE_SECONDS", "31"));
+        assert!(Config::from_lookup(lookup(&pairs)).is_ok());
 
         let mut pairs = MINIMAL.to_vec();
         pairs.push(("CRM_KEEPALIVE_DAYS", "14"));

@@ -112,32 +112,37 @@ pub struct RescuedPair {
     /// Fingerprint of the refresh token that was spent for it: the pair is restored
     /// only onto a connection still holding that token.
     pub spent_refresh_token: String,
+    /// Fingerprint of the access token the pair replaces. Marketing refresh tokens
+    /// are stable, so a connection refreshed since still holds the spent refresh
+    /// token: only this tells that its newer access token must not be overwritten.
+    pub replaced_access_token: String,
     /// When it was saved.
     pub rescued_at: Timestamp,
 }
 
-/// Where rescued pairs are kept (beside their connection, in the same table).
+/// A rescued pair taken from the rescue queue, with the receipt that deletes it.
+#[derive(Clone, Debug)]
+pub struct ReceivedRescue {
+    /// The pair.
+    pub rescue: RescuedPair,
+    /// Deletes this delivery of the message (opaque; not a secret).
+    pub receipt: String,
+}
+
+/// Where rescued pairs wait: outside the connections table, so that the failure
+/// that stopped a commit does not also stop its rescue (an SQS queue in AWS).
 #[async_trait]
-pub trait RescueStore: Send + Sync {
-    /// Saves `rescue` with an unconditional write (it must land whatever the
-    /// connection's state).
+pub trait RescueQueue: Send + Sync {
+    /// Saves `rescue` until it is deleted.
     async fn put_rescue(&self, rescue: &RescuedPair) -> Result<(), StoreError>;
 
-    /// Every rescued pair not yet restored.
-    async fn rescues(&self) -> Result<Vec<RescuedPair>, StoreError>;
+    /// Up to `max` waiting pairs. A received pair is hidden from other receivers
+    /// until deleted or, if not deleted, until the queue's visibility timeout
+    /// passes; then it is delivered again.
+    async fn receive_rescues(&self, max: usize) -> Result<Vec<ReceivedRescue>, StoreError>;
 
-    /// The rescued pairs of one connection, read consistently.
-    async fn rescues_for(
-        &self,
-        connection_id: &ConnectionId,
-    ) -> Result<Vec<RescuedPair>, StoreError>;
-
-    /// Removes a restored (or superseded) rescued pair.
-    async fn delete_rescue(
-        &self,
-        connection_id: &ConnectionId,
-        lease_id: &str,
-    ) -> Result<(), StoreError>;
+    /// Removes a pair once it is restored or proven superseded.
+    async fn delete_rescue(&self, receipt: &str) -> Result<(), StoreError>;
 }
 
 /// Where connect sessions live (in the same table as connections, in production).
@@ -217,6 +222,9 @@ pub enum EventKind {
     ConnectionPossiblyLost,
     /// A connection that was in trouble is usable again.
     ConnectionRecovered,
+    /// Refreshes keep failing without a clear answer from RD; the connection is
+    /// still active, but a person should look.
+    ConnectionRefreshFailing,
     /// RD refused our client credentials: the deployment is misconfigured.
     DeploymentCredentialsRejected,
 }
@@ -228,6 +236,7 @@ impl EventKind {
             Self::ConnectionNeedsReauth => "ConnectionNeedsReauth",
             Self::ConnectionPossiblyLost => "ConnectionPossiblyLost",
             Self::ConnectionRecovered => "ConnectionRecovered",
+            Self::ConnectionRefreshFailing => "ConnectionRefreshFailing",
             Self::DeploymentCredentialsRejected => "DeploymentCredentialsRejected",
         }
     }

@@ -1,10 +1,9 @@
-//! One scheduled refresher run: restore rescued pairs, find due connections on the
+//! One scheduled refresher run: restore pairs waiting on the rescue queue, find due connections on the
 //! sparse due index (shard by shard, never a scan), refresh them through the
 //! protocol with bounded concurrency, and report a summary.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::{Mutex, Semaphore};
@@ -17,11 +16,10 @@ use crate::refresh::{RefreshEngine, RefreshFailure, RefreshRequest, Refreshed};
 pub struct RunLimits {
     /// Refreshes in flight at once.
     pub concurrency: usize,
-    /// Milliseconds since the epoch by which the run must be over (the Lambda's
-    /// deadline), if any.
-    pub deadline_ms: Option<i64>,
-    /// Stop taking new work when less than this remains before the deadline.
-    pub reserve: Duration,
+    /// Milliseconds since the epoch by which every refresh the run starts must be
+    /// over (the Lambda's deadline less a margin to report), if any. A refresh is
+    /// started only while a whole lease still fits before it.
+    pub finish_by_ms: Option<i64>,
 }
 
 /// What a run did; logged as JSON and emitted as CloudWatch EMF metrics.
@@ -47,8 +45,14 @@ pub struct RunSummary {
     pub restored_from_rescue: u64,
     /// Refreshes that met RD's refusal of our client credentials.
     pub deployment_credential_errors: u64,
+    /// Not started, or given back unspent, because too little time was left.
+    pub out_of_time: u64,
     /// Store or credential failures.
     pub errors: u64,
+    /// Due-index shards queried.
+    pub shards: u64,
+    /// Due-index shard queries that failed.
+    pub shard_errors: u64,
     /// Due connections left for the next run (time ran short, or credentials were refused).
     pub left_for_next_run: u64,
 }
@@ -73,38 +77,37 @@ impl RunSummary {
     }
 }
 
-/// Runs the refresher once.
+impl RunSummary {
+    /// Whether the run could not look for due connections at all (every shard
+    /// query failed): a failed run, whatever else it did.
+    pub fn due_index_unavailable(&self) -> bool {
+        self.shards > 0 && self.shard_errors == self.shards
+    }
+}
+
+/// Runs the refresher once. Returns only after every refresh it started has
+/// committed, rescued or given back its lease.
 pub async fn run(engine: &RefreshEngine, limits: &RunLimits) -> RunSummary {
     let summary = Arc::new(Mutex::new(RunSummary::default()));
 
     // Rescued pairs first: they are connections we already refreshed but could not save.
-    match engine.rescues.rescues().await {
-        Ok(rescues) => {
-            for rescued in rescues {
-                match engine.restore(&rescued).await {
-                    Ok(Some(_)) => summary.lock().await.restored_from_rescue += 1,
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::error!(connection_id = %rescued.connection_id, error = %e, "could not restore a rescued pair");
-                        summary.lock().await.errors += 1;
-                    }
-                }
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "could not list rescued pairs");
-            summary.lock().await.errors += 1;
-        }
+    let drained = engine.drain_rescues().await;
+    {
+        let mut s = summary.lock().await;
+        s.restored_from_rescue += drained.restored.len() as u64;
+        s.errors += drained.errors;
     }
 
     let now = engine.clock.now();
     let mut due = Vec::new();
-    for shard in 0..engine.store.due_shards() {
+    let shards = engine.store.due_shards();
+    summary.lock().await.shards = u64::from(shards);
+    for shard in 0..shards {
         match engine.store.due_connections(shard, now).await {
             Ok(ids) => due.extend(ids),
             Err(e) => {
                 tracing::error!(shard, error = %e, "could not query the due index");
-                summary.lock().await.errors += 1;
+                summary.lock().await.shard_errors += 1;
             }
         }
     }
@@ -114,23 +117,29 @@ pub async fn run(engine: &RefreshEngine, limits: &RunLimits) -> RunSummary {
     let permits = Arc::new(Semaphore::new(limits.concurrency.max(1)));
     let mut tasks = JoinSet::new();
     let total = due.len();
+    let lease = engine.settings.lease().as_millis() as i64;
     for (taken, id) in due.into_iter().enumerate() {
-        let time_short = limits.deadline_ms.is_some_and(|deadline| {
-            engine.clock.now_ms() + limits.reserve.as_millis() as i64 >= deadline
-        });
+        // The permit first, then the time: waiting for a permit can take a while.
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let time_short = limits
+            .finish_by_ms
+            .is_some_and(|end| engine.clock.now_ms() + lease > end);
         // Bad client credentials fail every connection alike: stop calling RD.
         if time_short || credentials_refused.load(Ordering::SeqCst) {
             summary.lock().await.left_for_next_run = (total - taken) as u64;
             break;
         }
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            break;
-        };
         let engine = engine.clone();
         let summary = summary.clone();
         let credentials_refused = credentials_refused.clone();
+        let request = RefreshRequest {
+            finish_by_ms: limits.finish_by_ms,
+            ..RefreshRequest::default()
+        };
         tasks.spawn(async move {
-            let outcome = engine.refresh(&id, RefreshRequest::default()).await;
+            let outcome = engine.refresh(&id, request).await;
             let mut s = summary.lock().await;
             match outcome {
                 Ok(Refreshed::Rotated(_)) => s.refreshed += 1,
@@ -141,6 +150,7 @@ pub async fn run(engine: &RefreshEngine, limits: &RunLimits) -> RunSummary {
                 Err(RefreshFailure::BackingOff { .. }) => s.backing_off += 1,
                 Err(RefreshFailure::NotProcessed { .. }) => s.not_processed += 1,
                 Err(RefreshFailure::Ambiguous { .. }) => s.ambiguous += 1,
+                Err(RefreshFailure::OutOfTime) => s.out_of_time += 1,
                 Err(RefreshFailure::NeedsReauth(_)) => s.needs_reauth += 1,
                 Err(RefreshFailure::PossiblyLost(_)) => s.possibly_lost += 1,
                 Err(RefreshFailure::DeploymentCredentialsRejected) => {
@@ -188,7 +198,7 @@ mod tests {
         let metrics = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .expect("metrics");
-        assert_eq!(metrics.len(), 12);
+        assert_eq!(metrics.len(), 15);
         for metric in metrics {
             let name = metric["Name"].as_str().expect("name");
             assert!(doc[name].is_u64(), "{name} has a value");

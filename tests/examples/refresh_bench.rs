@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use connector::adapters::credentials::{CredentialSet, StaticCredentials};
 use connector::adapters::events::RecordingPublisher;
+use connector::adapters::memory::MemoryRescueQueue;
 use connector::adapters::rdstation::{RdStationClient, RdStationEndpoints};
 use connector::clock::{Clock, SystemClock};
 use connector::domain::{Connection, ConnectionId, Product, TokenPair};
@@ -72,7 +73,11 @@ async fn main() {
     );
     let engine = RefreshEngine {
         store: Arc::new(store.clone()),
-        rescues: Arc::new(store.clone()),
+        rescues: if in_memory {
+            Arc::new(MemoryRescueQueue::default())
+        } else {
+            Arc::new(moto::fresh_rescue_queue().await)
+        },
         credentials: Arc::new(StaticCredentials(credentials)),
         rdstation: RdStationClient::new(
             RdStationEndpoints {
@@ -134,8 +139,7 @@ async fn main() {
         &engine,
         &RunLimits {
             concurrency: CONCURRENCY,
-            deadline_ms: None,
-            reserve: Duration::ZERO,
+            finish_by_ms: None,
         },
     )
     .await;

@@ -1,13 +1,20 @@
-//! A store wrapper (around the real DynamoDB adapter in tests) that counts reads
-//! and writes and can inject DynamoDB failures into writes made under a lease.
+//! Wrappers (around the real adapters on moto in tests) that count store calls and
+//! inject the failures and slow calls the protocol must survive: failing writes,
+//! a slow read, claim, credentials read or commit, a refusing rescue queue.
 
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use connector::adapters::rescue_queue::SqsRescueQueue;
 use connector::clock::Timestamp;
-use connector::domain::{Connection, ConnectionId};
-use connector::ports::{ConnectionStore, RescueStore, RescuedPair, StoreError};
+use connector::domain::{Connection, ConnectionId, Product};
+use connector::ports::{
+    ClientCredentials, ConnectionStore, CredentialSource, CredentialsError, ReceivedRescue,
+    RescueQueue, RescuedPair, StoreError,
+};
 
 /// Operation counts.
 #[derive(Debug, Default)]
@@ -18,29 +25,87 @@ pub struct Counts {
     pub writes: AtomicU64,
 }
 
-/// Both store roles the refresh engine uses.
-pub trait RefreshStore: ConnectionStore + RescueStore {}
-impl<T: ConnectionStore + RescueStore> RefreshStore for T {}
+/// A one-shot delay: the next call of one kind takes this much longer.
+#[derive(Debug, Default)]
+struct OneShot(Mutex<Option<Duration>>);
 
-/// A store, counted, with switchable commit failures.
+impl OneShot {
+    fn set(&self, delay: Duration) {
+        *self.0.lock().expect("lock") = Some(delay);
+    }
+
+    async fn play(&self) {
+        let delay = self.0.lock().expect("lock").take();
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+fn throttled() -> StoreError {
+    StoreError::Unavailable(
+        "ProvisionedThroughputExceededException: injected by the test".to_owned(),
+    )
+}
+
+/// A store, counted, with switchable failures and one-shot slow calls.
 #[derive(Clone)]
 pub struct InstrumentedStore {
-    inner: Arc<dyn RefreshStore>,
+    inner: Arc<dyn ConnectionStore>,
     /// Reads and writes so far.
     pub counts: Arc<Counts>,
     /// While true, every write made under a lease (`update_holding_lease`: refresh
     /// commits and lease releases) fails as DynamoDB throttling would.
     pub fail_commits: Arc<AtomicBool>,
+    /// While true, every plain update (status writes, restores) fails likewise.
+    pub fail_updates: Arc<AtomicBool>,
+    slow_get: Arc<OneShot>,
+    slow_claim_answer: Arc<OneShot>,
+    slow_commit: Arc<OneShot>,
+    claims: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl InstrumentedStore {
     /// Wraps `inner`.
-    pub fn new(inner: impl RefreshStore + 'static) -> Self {
+    pub fn new(inner: impl ConnectionStore + 'static) -> Self {
         Self {
             inner: Arc::new(inner),
             counts: Arc::default(),
             fail_commits: Arc::default(),
+            fail_updates: Arc::default(),
+            slow_get: Arc::default(),
+            slow_claim_answer: Arc::default(),
+            slow_commit: Arc::default(),
+            claims: Arc::new(tokio::sync::watch::channel(0).0),
         }
+    }
+
+    /// The next read waits `delay` before reading (it reads what is there then).
+    pub fn slow_next_get(&self, delay: Duration) {
+        self.slow_get.set(delay);
+    }
+
+    /// The next lease claim lands at once, but its answer reaches the caller
+    /// `delay` later.
+    pub fn slow_next_claim_answer(&self, delay: Duration) {
+        self.slow_claim_answer.set(delay);
+    }
+
+    /// The next write under a lease waits `delay` before it is made (dropped, never
+    /// made, if the caller gives up first).
+    pub fn slow_next_commit(&self, delay: Duration) {
+        self.slow_commit.set(delay);
+    }
+
+    /// Resolves once at least `count` lease claims have landed.
+    pub async fn wait_for_claims(&self, count: u64) {
+        let mut watch = self.claims.subscribe();
+        let _ = watch.wait_for(|n| *n >= count).await;
+    }
+
+    /// Lease claims landed so far.
+    pub fn claims(&self) -> u64 {
+        *self.claims.borrow()
     }
 
     fn read(&self) {
@@ -55,6 +120,7 @@ impl InstrumentedStore {
 #[async_trait]
 impl ConnectionStore for InstrumentedStore {
     async fn get(&self, id: &ConnectionId) -> Result<Option<Connection>, StoreError> {
+        self.slow_get.play().await;
         self.read();
         self.inner.get(id).await
     }
@@ -66,6 +132,9 @@ impl ConnectionStore for InstrumentedStore {
 
     async fn update(&self, connection: &Connection) -> Result<Connection, StoreError> {
         self.write();
+        if self.fail_updates.load(Ordering::SeqCst) {
+            return Err(throttled());
+        }
         self.inner.update(connection).await
     }
 
@@ -75,7 +144,12 @@ impl ConnectionStore for InstrumentedStore {
         now_ms: i64,
     ) -> Result<Connection, StoreError> {
         self.write();
-        self.inner.claim_lease(connection, now_ms).await
+        let claimed = self.inner.claim_lease(connection, now_ms).await;
+        if claimed.is_ok() {
+            self.claims.send_modify(|n| *n += 1);
+            self.slow_claim_answer.play().await;
+        }
+        claimed
     }
 
     async fn update_holding_lease(
@@ -83,11 +157,10 @@ impl ConnectionStore for InstrumentedStore {
         connection: &Connection,
         lease_id: &str,
     ) -> Result<Connection, StoreError> {
+        self.slow_commit.play().await;
         self.write();
         if self.fail_commits.load(Ordering::SeqCst) {
-            return Err(StoreError::Unavailable(
-                "ProvisionedThroughputExceededException: injected by the test".to_owned(),
-            ));
+            return Err(throttled());
         }
         self.inner.update_holding_lease(connection, lease_id).await
     }
@@ -106,32 +179,93 @@ impl ConnectionStore for InstrumentedStore {
     }
 }
 
+/// A rescue queue (SQS on moto) whose puts can be made to fail.
+#[derive(Clone)]
+pub struct InstrumentedQueue {
+    inner: Arc<SqsRescueQueue>,
+    /// While true, every put fails as an unreachable SQS would.
+    pub fail_puts: Arc<AtomicBool>,
+}
+
+impl InstrumentedQueue {
+    /// Wraps `inner`.
+    pub fn new(inner: SqsRescueQueue) -> Self {
+        Self {
+            inner: Arc::new(inner),
+            fail_puts: Arc::default(),
+        }
+    }
+
+    /// The pairs waiting now, left on the queue.
+    pub async fn peek(&self) -> Vec<RescuedPair> {
+        self.inner.peek().await.expect("queue readable")
+    }
+}
+
 #[async_trait]
-impl RescueStore for InstrumentedStore {
+impl RescueQueue for InstrumentedQueue {
     async fn put_rescue(&self, rescue: &RescuedPair) -> Result<(), StoreError> {
-        self.write();
+        if self.fail_puts.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(
+                "rescue queue: injected by the test".to_owned(),
+            ));
+        }
         self.inner.put_rescue(rescue).await
     }
 
-    async fn rescues(&self) -> Result<Vec<RescuedPair>, StoreError> {
-        self.read();
-        self.inner.rescues().await
+    async fn receive_rescues(&self, max: usize) -> Result<Vec<ReceivedRescue>, StoreError> {
+        self.inner.receive_rescues(max).await
     }
 
-    async fn rescues_for(
-        &self,
-        connection_id: &ConnectionId,
-    ) -> Result<Vec<RescuedPair>, StoreError> {
-        self.read();
-        self.inner.rescues_for(connection_id).await
+    async fn delete_rescue(&self, receipt: &str) -> Result<(), StoreError> {
+        self.inner.delete_rescue(receipt).await
+    }
+}
+
+/// Credentials whose next read can be made slow.
+#[derive(Clone)]
+pub struct SlowCredentials {
+    inner: Arc<dyn CredentialSource>,
+    slow_next: Arc<OneShot>,
+    reads: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl SlowCredentials {
+    /// Wraps `inner`.
+    pub fn new(inner: impl CredentialSource + 'static) -> Self {
+        Self {
+            inner: Arc::new(inner),
+            slow_next: Arc::default(),
+            reads: Arc::new(tokio::sync::watch::channel(0).0),
+        }
     }
 
-    async fn delete_rescue(
-        &self,
-        connection_id: &ConnectionId,
-        lease_id: &str,
-    ) -> Result<(), StoreError> {
-        self.write();
-        self.inner.delete_rescue(connection_id, lease_id).await
+    /// The next read takes `delay` longer.
+    pub fn slow_next_read(&self, delay: Duration) {
+        self.slow_next.set(delay);
+    }
+
+    /// Resolves once at least `count` reads have started.
+    pub async fn wait_for_reads(&self, count: u64) {
+        let mut watch = self.reads.subscribe();
+        let _ = watch.wait_for(|n| *n >= count).await;
+    }
+
+    /// Reads started so far.
+    pub fn reads(&self) -> u64 {
+        *self.reads.borrow()
+    }
+}
+
+#[async_trait]
+impl CredentialSource for SlowCredentials {
+    async fn credentials(&self, product: Product) -> Result<ClientCredentials, CredentialsError> {
+        self.reads.send_modify(|n| *n += 1);
+        self.slow_next.play().await;
+        self.inner.credentials(product).await
+    }
+
+    async fn reload(&self) -> Result<(), CredentialsError> {
+        self.inner.reload().await
     }
 }

@@ -63,3 +63,28 @@ pub async fn create_secret(json: &str) -> String {
         .expect("moto creates the secret");
     name
 }
+
+/// An SQS client for moto.
+pub async fn sqs() -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(sdk_config().await)
+}
+
+/// A rescue queue of its own on moto, with a short visibility timeout (a pair a
+/// failed drain received comes back quickly in tests).
+pub async fn fresh_rescue_queue() -> connector::adapters::rescue_queue::SqsRescueQueue {
+    let client = sqs().await;
+    let url = client
+        .create_queue()
+        .queue_name(unique_name("rescues"))
+        .attributes(
+            aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+            "1",
+        )
+        .send()
+        .await
+        .expect("moto creates the queue")
+        .queue_url()
+        .expect("a queue url")
+        .to_owned();
+    connector::adapters::rescue_queue::SqsRescueQueue::new(client, url)
+}

@@ -12,13 +12,13 @@ use connector::clock::{Clock, OffsetClock};
 use connector::domain::{Connection, ConnectionId, Product};
 use connector::ports::{ClientCredentials, ConnectionStore, EventKind, ServiceEvent};
 use connector::refresh::{
-    RefreshEngine, RefreshFailure, RefreshRequest, RefreshSettings, Refreshed,
+    LeaseTiming, RefreshEngine, RefreshFailure, RefreshRequest, RefreshSettings, Refreshed,
 };
 use connector::refresher::{self, RunLimits, RunSummary};
 use connector::secret::{AuthCode, ClientSecret, ExposeSecret};
 use rd_sandbox::{RunningSandbox, Sandbox, SandboxConfig, SandboxProduct};
 
-use crate::instrumented::InstrumentedStore;
+use crate::instrumented::{InstrumentedQueue, InstrumentedStore, SlowCredentials};
 use crate::{logs, moto};
 
 const REDIRECT: &str = "https://connect.example.com/oauth/callback";
@@ -31,6 +31,10 @@ pub struct RefreshApp {
     pub engine: RefreshEngine,
     /// The store behind it.
     pub store: InstrumentedStore,
+    /// The rescue queue behind it (SQS on moto).
+    pub rescues: InstrumentedQueue,
+    /// The credentials behind it (Secrets Manager on moto).
+    pub credentials: SlowCredentials,
     /// The events it published.
     pub events: Arc<RecordingPublisher>,
     /// The service clock.
@@ -41,14 +45,16 @@ pub struct RefreshApp {
     pub secret_name: String,
 }
 
-/// Protocol timing for tests: T = 500 ms, commit budget 700 ms, L = 2 s (short,
-/// so held calls and dead holders play out quickly); RD-like backoff otherwise.
+/// Protocol timing for tests: T = 500 ms, commit budget 700 ms, skew allowance
+/// 200 ms, L = 2 s (short, so held calls and dead holders play out quickly), and
+/// accepted by the same check the service applies; RD-like backoff otherwise.
 pub fn test_settings() -> RefreshSettings {
-    RefreshSettings::new(
-        Duration::from_millis(500),
-        Duration::from_millis(700),
-        Duration::from_secs(2),
-    )
+    RefreshSettings::new(LeaseTiming {
+        token_timeout: Duration::from_millis(500),
+        commit_budget: Duration::from_millis(700),
+        lease: Duration::from_secs(2),
+        clock_skew: Duration::from_millis(200),
+    })
     .expect("valid timing")
 }
 
@@ -79,9 +85,12 @@ impl RefreshApp {
                 .await
                 .with_due_policy(settings.due.clone()),
         );
+        let rescues = InstrumentedQueue::new(moto::fresh_rescue_queue().await);
         let secret_name = moto::create_secret(&crate::app::credentials_json(&sandbox_config)).await;
-        let credentials =
-            SecretsManagerCredentials::new(moto::secretsmanager().await, &secret_name);
+        let credentials = SlowCredentials::new(SecretsManagerCredentials::new(
+            moto::secretsmanager().await,
+            &secret_name,
+        ));
         let clock = OffsetClock::new();
         let events = Arc::new(RecordingPublisher::new());
         let rdstation = RdStationClient::new(
@@ -95,8 +104,8 @@ impl RefreshApp {
         .expect("client");
         let engine = RefreshEngine {
             store: Arc::new(store.clone()),
-            rescues: Arc::new(store.clone()),
-            credentials: Arc::new(credentials),
+            rescues: Arc::new(rescues.clone()),
+            credentials: Arc::new(credentials.clone()),
             rdstation,
             events: events.clone(),
             clock: Arc::new(clock.clone()),
@@ -106,6 +115,8 @@ impl RefreshApp {
             sandbox,
             engine,
             store,
+            rescues,
+            credentials,
             events,
             clock,
             sandbox_config,
@@ -191,8 +202,7 @@ impl RefreshApp {
             &self.engine,
             &RunLimits {
                 concurrency: 32,
-                deadline_ms: None,
-                reserve: Duration::ZERO,
+                finish_by_ms: None,
             },
         )
         .await

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use connector::clock::Clock;
 use connector::domain::{ConnectionStatus, Product};
-use connector::ports::{EventKind, RescueStore};
+use connector::ports::EventKind;
 use connector::refresh::{RefreshFailure, RefreshRequest, Refreshed};
 use connector::secret::ExposeSecret;
 use integration_tests::refresh_app::RefreshApp;
@@ -236,7 +236,7 @@ async fn failed_commits_go_to_a_rescue_item_and_the_next_run_restores_them() {
         }
         other => panic!("expected possibly_lost, got {other:?}"),
     }
-    let rescues = app.store.rescues().await.expect("listed");
+    let rescues = app.rescues.peek().await;
     assert_eq!(rescues.len(), 1);
     let rescued = &rescues[0];
     assert_ne!(rescued.tokens.refresh_token, before.tokens.refresh_token);
@@ -258,7 +258,7 @@ async fn failed_commits_go_to_a_rescue_item_and_the_next_run_restores_them() {
     let after = app.stored("rescued").await;
     assert_eq!(after.status, ConnectionStatus::Active);
     assert_eq!(after.tokens, rescued.tokens);
-    assert!(app.store.rescues().await.expect("listed").is_empty());
+    assert!(app.rescues.peek().await.is_empty());
     assert_eq!(app.events_of(EventKind::ConnectionRecovered).len(), 1);
     assert!(app.usable("rescued").await);
     // The restored refresh token is alive: it refreshes.
@@ -501,6 +501,7 @@ async fn a_caller_holding_an_old_access_token_gets_the_newer_one_without_a_call(
             RefreshRequest {
                 held_access_token: Some(before.tokens.access_token.clone()),
                 force: true,
+                ..Default::default()
             },
         )
         .await
@@ -548,10 +549,10 @@ async fn a_reconnect_during_a_refresh_wins_and_the_old_grants_pair_is_not_restor
         other => panic!("expected the reconnect's pair, got {other:?}"),
     }
     // The refresh's own pair was saved, not dropped, but never restored over the newer one.
-    assert_eq!(app.store.rescues().await.expect("listed").len(), 1);
+    assert_eq!(app.rescues.peek().await.len(), 1);
     let summary = app.run().await;
     assert_eq!(summary.restored_from_rescue, 0);
-    assert!(app.store.rescues().await.expect("listed").is_empty());
+    assert!(app.rescues.peek().await.is_empty());
     let after = app.stored("reconnected").await;
     assert_eq!(after.tokens, fresh);
     assert_eq!(after.status, ConnectionStatus::Active);

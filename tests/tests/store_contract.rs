@@ -3,20 +3,21 @@
 
 use std::sync::Arc;
 
-use connector::adapters::memory::MemoryStore;
+use connector::adapters::memory::{MemoryRescueQueue, MemoryStore};
+use connector::adapters::rescue_queue::SqsRescueQueue;
 use connector::clock::Timestamp;
 use connector::domain::{
     CONNECT_SESSION_TTL_SECONDS, ConnectSession, Connection, ConnectionId, ConnectionStatus,
     DuePolicy, Lease, Product, TokenPair,
 };
 use connector::ports::{
-    ConnectionStore, RescueStore, RescuedPair, SessionError, SessionStore, StoreError,
+    ConnectionStore, RescueQueue, RescuedPair, SessionError, SessionStore, StoreError,
 };
 use connector::secret::{AccessToken, ExposeSecret, RefreshToken};
 use integration_tests::moto;
 
-trait Store: ConnectionStore + SessionStore + RescueStore + 'static {}
-impl<T: ConnectionStore + SessionStore + RescueStore + 'static> Store for T {}
+trait Store: ConnectionStore + SessionStore + 'static {}
+impl<T: ConnectionStore + SessionStore + 'static> Store for T {}
 
 fn pair(tag: &str) -> TokenPair {
     TokenPair {
@@ -377,25 +378,61 @@ async fn due_connections_come_from_the_sparse_index(store: Arc<impl Store>) {
     assert_eq!(found, expected_due);
 }
 
-async fn rescued_pairs_are_kept_until_deleted(store: Arc<impl Store>) {
+/// The rescue queue's contract, for the in-memory queue and SQS on moto: a pair
+/// put is received whole, hidden from other receivers while being handled, and
+/// gone once deleted.
+async fn rescue_queue_contract(queue: Arc<dyn RescueQueue>) {
     let rescue = RescuedPair {
         connection_id: ConnectionId::parse("rescued").expect("valid"),
         lease_id: "lease-r".to_owned(),
         tokens: pair("rescued"),
         spent_refresh_token: "fingerprint-of-rt-first".to_owned(),
+        replaced_access_token: "fingerprint-of-at-first".to_owned(),
         rescued_at: Timestamp(77),
     };
-    store.put_rescue(&rescue).await.expect("saved");
-    store
-        .put_rescue(&rescue)
-        .await
-        .expect("saving again is harmless");
-    assert_eq!(store.rescues().await.expect("listed"), vec![rescue.clone()]);
-    store
-        .delete_rescue(&rescue.connection_id, &rescue.lease_id)
+    queue.put_rescue(&rescue).await.expect("saved");
+    let received = queue.receive_rescues(10).await.expect("received");
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].rescue, rescue);
+    assert!(
+        queue
+            .receive_rescues(10)
+            .await
+            .expect("received")
+            .is_empty(),
+        "hidden while the first receiver handles it"
+    );
+    queue
+        .delete_rescue(&received[0].receipt)
         .await
         .expect("deleted");
-    assert!(store.rescues().await.expect("listed").is_empty());
+    assert!(
+        queue
+            .receive_rescues(10)
+            .await
+            .expect("received")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn memory_rescue_queue_contract() {
+    rescue_queue_contract(Arc::new(MemoryRescueQueue::default())).await;
+}
+
+#[tokio::test]
+async fn sqs_rescue_queue_contract() {
+    let queue = moto::sqs()
+        .await
+        .create_queue()
+        .queue_name(moto::unique_name("rescues"))
+        .send()
+        .await
+        .expect("queue")
+        .queue_url()
+        .expect("url")
+        .to_owned();
+    rescue_queue_contract(Arc::new(SqsRescueQueue::new(moto::sqs().await, queue))).await;
 }
 
 macro_rules! contract {
@@ -434,5 +471,4 @@ contract!(
     commit_requires_the_same_lease_and_version,
     a_live_lease_cannot_be_claimed_but_an_expired_one_can,
     due_connections_come_from_the_sparse_index,
-    rescued_pairs_are_kept_until_deleted,
 );

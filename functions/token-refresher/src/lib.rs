@@ -8,18 +8,32 @@ use connector::refresh::RefreshEngine;
 use connector::refresher::{self, RunLimits, RunSummary};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 
-/// Why an invocation was refused.
+/// Time kept back from the Lambda's deadline to report the run.
+const REPORT_MARGIN: Duration = Duration::from_secs(1);
+
+/// Why an invocation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HandlerError {
     /// The event is not an EventBridge scheduled event.
     #[error("expected an EventBridge \"Scheduled Event\", got detail-type {0:?}")]
     NotScheduled(String),
+    /// Every due-index query failed: the run could not look for due connections.
+    /// Reported as a failed invocation so Lambda's error metric and alarms see it.
+    #[error("every due-index query failed ({shards} shards); nothing was refreshed")]
+    DueIndexUnavailable {
+        /// Shards queried.
+        shards: u64,
+    },
 }
 
 impl From<HandlerError> for Diagnostic {
     fn from(err: HandlerError) -> Self {
+        let error_type = match err {
+            HandlerError::NotScheduled(_) => "NotScheduled",
+            HandlerError::DueIndexUnavailable { .. } => "DueIndexUnavailable",
+        };
         Diagnostic {
-            error_type: "NotScheduled".to_owned(),
+            error_type: error_type.to_owned(),
             error_message: err.to_string(),
         }
     }
@@ -35,11 +49,13 @@ pub struct Refresher {
 }
 
 impl Refresher {
-    /// Handles one scheduled event: runs the refresher until the invocation's
-    /// deadline leaves less than a lease plus a margin.
+    /// Handles one scheduled event: runs the refresher, starting refreshes only
+    /// while a whole lease fits before the invocation's deadline (less a margin to
+    /// report), and returns once every started refresh is over.
     ///
     /// # Errors
-    /// [`HandlerError::NotScheduled`] for any other event.
+    /// [`HandlerError::NotScheduled`] for any other event;
+    /// [`HandlerError::DueIndexUnavailable`] when no due-index query succeeded.
     pub async fn handle(
         &self,
         event: LambdaEvent<EventBridgeEvent<serde_json::Value>>,
@@ -50,13 +66,17 @@ impl Refresher {
         }
         let limits = RunLimits {
             concurrency: self.concurrency,
-            deadline_ms: (context.deadline > 0).then_some(context.deadline as i64),
-            // A refresh started now must be able to finish its lease inside the invocation.
-            reserve: self.engine.settings.lease() + Duration::from_secs(2),
+            finish_by_ms: (context.deadline > 0)
+                .then(|| context.deadline as i64 - REPORT_MARGIN.as_millis() as i64),
         };
         let summary = refresher::run(&self.engine, &limits).await;
         // One EMF document on stdout: CloudWatch turns it into metrics.
         println!("{}", summary.emf(self.engine.clock.now_ms()));
+        if summary.due_index_unavailable() {
+            return Err(HandlerError::DueIndexUnavailable {
+                shards: summary.shards,
+            });
+        }
         Ok(summary)
     }
 }

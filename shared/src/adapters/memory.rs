@@ -3,21 +3,22 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
 use crate::clock::Timestamp;
 use crate::domain::{ConnectSession, Connection, ConnectionId, DuePolicy, SessionId};
 use crate::ports::{
-    ConnectionStore, RescueStore, RescuedPair, SessionError, SessionStore, StoreError,
+    ConnectionStore, ReceivedRescue, RescueQueue, RescuedPair, SessionError, SessionStore,
+    StoreError,
 };
 
-/// Connections, sessions and rescued pairs in memory, behind locks.
+/// Connections and sessions in memory, behind locks.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     connections: Mutex<HashMap<ConnectionId, Connection>>,
     sessions: Mutex<HashMap<String, ConnectSession>>,
-    rescues: Mutex<HashMap<(ConnectionId, String), RescuedPair>>,
     due_policy: DuePolicy,
 }
 
@@ -149,43 +150,6 @@ impl ConnectionStore for MemoryStore {
 }
 
 #[async_trait]
-impl RescueStore for MemoryStore {
-    async fn put_rescue(&self, rescue: &RescuedPair) -> Result<(), StoreError> {
-        let mut rescues = self.rescues.lock().map_err(|_| poisoned())?;
-        let key = (rescue.connection_id.clone(), rescue.lease_id.clone());
-        rescues.insert(key, rescue.clone());
-        Ok(())
-    }
-
-    async fn rescues(&self) -> Result<Vec<RescuedPair>, StoreError> {
-        let rescues = self.rescues.lock().map_err(|_| poisoned())?;
-        Ok(rescues.values().cloned().collect())
-    }
-
-    async fn rescues_for(
-        &self,
-        connection_id: &ConnectionId,
-    ) -> Result<Vec<RescuedPair>, StoreError> {
-        let rescues = self.rescues.lock().map_err(|_| poisoned())?;
-        Ok(rescues
-            .values()
-            .filter(|r| &r.connection_id == connection_id)
-            .cloned()
-            .collect())
-    }
-
-    async fn delete_rescue(
-        &self,
-        connection_id: &ConnectionId,
-        lease_id: &str,
-    ) -> Result<(), StoreError> {
-        let mut rescues = self.rescues.lock().map_err(|_| poisoned())?;
-        rescues.remove(&(connection_id.clone(), lease_id.to_owned()));
-        Ok(())
-    }
-}
-
-#[async_trait]
 impl SessionStore for MemoryStore {
     async fn create_session(&self, session: &ConnectSession) -> Result<(), StoreError> {
         let mut sessions = self.sessions.lock().map_err(|_| poisoned())?;
@@ -229,5 +193,80 @@ impl SessionStore for MemoryStore {
             |s| s.state_hash.as_deref() == Some(state_hash),
             |s| s.completed = true,
         )
+    }
+}
+
+/// A rescue queue in memory with SQS's delivery semantics: a received pair is
+/// hidden until deleted or until the visibility timeout passes.
+#[derive(Debug)]
+pub struct MemoryRescueQueue {
+    messages: Mutex<Vec<QueuedRescue>>,
+    next_receipt: Mutex<u64>,
+    visibility: Duration,
+}
+
+#[derive(Debug)]
+struct QueuedRescue {
+    rescue: RescuedPair,
+    receipt: Option<String>,
+    hidden_until: Option<Instant>,
+}
+
+impl MemoryRescueQueue {
+    /// An empty queue whose received messages stay hidden for `visibility`.
+    pub fn new(visibility: Duration) -> Self {
+        Self {
+            messages: Mutex::default(),
+            next_receipt: Mutex::new(0),
+            visibility,
+        }
+    }
+}
+
+impl Default for MemoryRescueQueue {
+    /// SQS's default visibility timeout, 30 s.
+    fn default() -> Self {
+        Self::new(Duration::from_secs(30))
+    }
+}
+
+#[async_trait]
+impl RescueQueue for MemoryRescueQueue {
+    async fn put_rescue(&self, rescue: &RescuedPair) -> Result<(), StoreError> {
+        let mut messages = self.messages.lock().map_err(|_| poisoned())?;
+        messages.push(QueuedRescue {
+            rescue: rescue.clone(),
+            receipt: None,
+            hidden_until: None,
+        });
+        Ok(())
+    }
+
+    async fn receive_rescues(&self, max: usize) -> Result<Vec<ReceivedRescue>, StoreError> {
+        let mut messages = self.messages.lock().map_err(|_| poisoned())?;
+        let mut next = self.next_receipt.lock().map_err(|_| poisoned())?;
+        let now = Instant::now();
+        let mut received = Vec::new();
+        for message in messages
+            .iter_mut()
+            .filter(|m| m.hidden_until.is_none_or(|t| t <= now))
+            .take(max)
+        {
+            *next += 1;
+            let receipt = format!("memory-receipt-{next}");
+            message.receipt = Some(receipt.clone());
+            message.hidden_until = Some(now + self.visibility);
+            received.push(ReceivedRescue {
+                rescue: message.rescue.clone(),
+                receipt,
+            });
+        }
+        Ok(received)
+    }
+
+    async fn delete_rescue(&self, receipt: &str) -> Result<(), StoreError> {
+        let mut messages = self.messages.lock().map_err(|_| poisoned())?;
+        messages.retain(|m| m.receipt.as_deref() != Some(receipt));
+        Ok(())
     }
 }

@@ -5,3 +5,4 @@ pub mod dynamodb;
 pub mod events;
 pub mod memory;
 pub mod rdstation;
+pub mod rescue_queue;

@@ -4,27 +4,44 @@
 //!
 //! 1. Read the connection consistently. If its access token is newer than the one
 //!    the caller holds, or it is not due and the caller does not force, return it.
-//! 2. Claim a lease with one conditional write (the version read, and no live
-//!    lease), recording the intent: the fingerprint of the
-//!    refresh token about to be spent. Losers never call RD: they wait, re-read and
-//!    return the holder's result.
-//! 3. Call RD with a hard timeout T; the lease L outlasts T plus the commit budget.
-//! 4. Rotated: commit the pair conditional on the lease, retrying until the commit
-//!    budget runs out; failing that, save it to a rescue item and mark the
-//!    connection `possibly_lost` (`commit_failed`).
-//! 5. Grant rejected: re-read; if nobody else committed, the connection is
+//!    If a pair rescued from a failed commit may exist (the connection is
+//!    `possibly_lost`, or an intent still names its current refresh token), restore
+//!    it from the rescue queue without calling RD.
+//! 2. Read the client credentials, *then* claim a lease with one conditional write
+//!    (the version read, and no live lease), recording the intent: the fingerprint
+//!    of the refresh token about to be spent. The lease runs L from the moment the
+//!    claim is sent; the holder works to its own deadline, L minus the clock-skew
+//!    allowance S. Losers never call RD: they wait, re-read and return the
+//!    holder's result.
+//! 3. Before each call to RD (the first, and the one retry after RD refused the
+//!    client and the credentials were re-read), the time left must cover the hard
+//!    timeout T plus the commit budget C; otherwise the lease is released and RD
+//!    is not called ([`RefreshFailure::OutOfTime`]).
+//! 4. Rotated: commit the pair conditional on the lease. Failing that, put it on
+//!    the rescue queue (outside the table) and mark the connection `possibly_lost`
+//!    (`commit_failed`, or `rescue_failed` if even the queue refused it). Every
+//!    store call made under the lease (commit, rescue, status, release) retries
+//!    within, and is cut off at, the holder's deadline ([`Deadline`]).
+//! 5. Grant rejected: re-read; a newer pair stored meanwhile (a reconnect, a
+//!    restore) is returned. A rescued pair is restored. Otherwise the connection is
 //!    `possibly_lost` (`lost_in_flight`) when this token has an ambiguous attempt on
 //!    record, else `needs_reauth` (`revoked`).
-//! 6. Client rejected: re-read the credentials and retry once; then a
-//!    deployment-wide error. The connection stays `active`.
+//! 6. Client rejected twice: a deployment-wide error. The connection stays `active`.
 //! 7. Not processed: release the lease and back off (`next_attempt_at`).
 //! 8. Ambiguous: keep the intent, release the lease, back off; the retry presents
 //!    the same refresh token.
 //!
-//! Invariant: at most one call presenting a given refresh token is in flight, and a
-//! refresh token is presented again only after an ambiguous outcome.
+//! Failures without a clear answer (5: no; 7 and 8: yes) never mark a connection
+//! dead; after [`RefreshSettings::failing_after`] in a row the item says
+//! `refresh_failing` and a `ConnectionRefreshFailing` event goes out once.
+//!
+//! Invariant: at most one call presenting a given refresh token is in flight; a
+//! refresh token is presented again only after an ambiguous outcome; a rotated
+//! pair never lives only in memory. L ≥ T + C + S is checked at load
+//! ([`LeaseTooShort`]).
 
 mod backoff;
+mod deadline;
 mod settings;
 
 use std::sync::Arc;
@@ -33,7 +50,8 @@ use std::time::Duration;
 use rand::Rng;
 
 pub use backoff::delay_after;
-pub use settings::{LeaseTooShort, RefreshSettings};
+pub use deadline::Deadline;
+pub use settings::{LeaseTiming, LeaseTooShort, RefreshSettings};
 
 use crate::adapters::rdstation::{IssuedTokens, RdStationClient, TokenCallError};
 use crate::clock::{Clock, Timestamp};
@@ -41,10 +59,16 @@ use crate::domain::{
     Connection, ConnectionId, ConnectionStatus, Lease, RefreshBackoff, RefreshIntent, TokenPair,
 };
 use crate::ports::{
-    ConnectionStore, CredentialSource, CredentialsError, EventKind, EventPublisher, RescueStore,
-    RescuedPair, ServiceEvent, StoreError,
+    ClientCredentials, ConnectionStore, CredentialSource, CredentialsError, EventKind,
+    EventPublisher, RescueQueue, RescuedPair, ServiceEvent, StoreError,
 };
 use crate::secret::AccessToken;
+
+/// The reason stored on an active connection whose refreshes keep failing.
+pub const REFRESH_FAILING: &str = "refresh_failing";
+
+/// How many queue batches one drain reads at most (10 pairs a batch).
+const MAX_DRAIN_BATCHES: usize = 50;
 
 /// What the caller of a refresh knows.
 #[derive(Clone, Debug, Default)]
@@ -54,6 +78,10 @@ pub struct RefreshRequest {
     pub held_access_token: Option<AccessToken>,
     /// Refresh even if the connection is not due.
     pub force: bool,
+    /// Milliseconds since the epoch by which everything this refresh starts must be
+    /// over (a Lambda's deadline): no lease is claimed, and no other holder waited
+    /// for, past it.
+    pub finish_by_ms: Option<i64>,
 }
 
 /// A usable connection at the end of a refresh.
@@ -64,7 +92,7 @@ pub enum Refreshed {
     AlreadyFresh(Connection),
     /// This call rotated the pair and committed it.
     Rotated(Connection),
-    /// Another worker refreshed while this one waited.
+    /// Another worker (or a reconnect) stored a newer pair while this one worked.
     ByOtherWorker(Connection),
     /// A rescued pair was restored.
     Restored(Connection),
@@ -112,6 +140,10 @@ pub enum RefreshFailure {
         /// The earliest next attempt.
         until: Timestamp,
     },
+    /// Too little time was left (on the lease, or before the caller's deadline) to
+    /// call RD safely; nothing was spent and the lease, if any, was given back.
+    #[error("not enough time left to call RD safely; nothing was spent")]
+    OutOfTime,
     /// RD refused our client credentials even after re-reading them.
     #[error("RD rejected the deployment's client credentials")]
     DeploymentCredentialsRejected,
@@ -132,8 +164,8 @@ pub enum RefreshFailure {
 pub struct RefreshEngine {
     /// Connections.
     pub store: Arc<dyn ConnectionStore>,
-    /// Rescued pairs.
-    pub rescues: Arc<dyn RescueStore>,
+    /// Pairs whose commit failed, kept outside the store.
+    pub rescues: Arc<dyn RescueQueue>,
     /// RD app credentials.
     pub credentials: Arc<dyn CredentialSource>,
     /// The RD client; its timeout must be the settings' token timeout.
@@ -164,11 +196,40 @@ struct Claim {
     lease: Lease,
     /// An earlier attempt with this refresh token ended ambiguously or vanished.
     ambiguous_history: bool,
-    claimed_at_ms: i64,
+    /// The holder's own deadline: L after the claim was sent, less the skew allowance.
+    deadline: Deadline,
+}
+
+/// What became of a rescued pair.
+#[derive(Debug)]
+pub enum RestoreOutcome {
+    /// It is now the connection's pair.
+    Restored(Connection),
+    /// A newer pair is stored (or the connection is gone): the rescued one is obsolete.
+    Superseded,
+}
+
+/// What one drain of the rescue queue did.
+#[derive(Debug, Default)]
+pub struct DrainReport {
+    /// Connections whose rescued pair was restored.
+    pub restored: Vec<Connection>,
+    /// Pairs found obsolete and deleted.
+    pub superseded: u64,
+    /// Queue or store failures (the pairs concerned stay queued).
+    pub errors: u64,
 }
 
 fn lease_id() -> String {
     format!("{:032x}", rand::rng().random::<u128>())
+}
+
+/// Whether an intent left on `c` names the refresh token it holds now: an attempt
+/// with it ended ambiguously, or its holder vanished (or was slow) mid-call.
+fn intent_names_current_token(c: &Connection) -> bool {
+    c.intent
+        .as_ref()
+        .is_some_and(|i| i.refresh_token_fingerprint == c.tokens.refresh_token.fingerprint())
 }
 
 impl RefreshEngine {
@@ -185,16 +246,16 @@ impl RefreshEngine {
         let mut waited = false;
         let mut pause = self.settings.wait_step.0;
         loop {
+            let current = self.store.get(id).await?.ok_or(RefreshFailure::NotFound)?;
             let now_ms = self.clock.now_ms();
             let now = self.clock.now();
-            let current = self.store.get(id).await?.ok_or(RefreshFailure::NotFound)?;
             match current.status {
                 ConnectionStatus::NeedsReauth => {
                     return Err(RefreshFailure::NeedsReauth(Box::new(current)));
                 }
                 ConnectionStatus::PossiblyLost => {
                     // A pair saved when its commit failed brings the connection back.
-                    return match self.restore_newest_rescue(id).await? {
+                    return match self.restore_rescued(id).await {
                         Some(restored) => Ok(Refreshed::Restored(restored)),
                         None => Err(RefreshFailure::PossiblyLost(Box::new(current))),
                     };
@@ -221,7 +282,14 @@ impl RefreshEngine {
                 waited = true;
                 let until_deadline =
                     Duration::from_millis((lease.deadline_ms - now_ms).max(1) as u64);
-                tokio::time::sleep(pause.min(until_deadline)).await;
+                let step = pause.min(until_deadline);
+                if request
+                    .finish_by_ms
+                    .is_some_and(|end| now_ms + step.as_millis() as i64 > end)
+                {
+                    return Err(RefreshFailure::OutOfTime);
+                }
+                tokio::time::sleep(step).await;
                 pause = (pause * 2).min(self.settings.wait_step.1);
                 continue;
             }
@@ -234,13 +302,23 @@ impl RefreshEngine {
                 // deadline, by contrast, means the holder died: it may be taken.)
                 return Err(RefreshFailure::HolderFailed);
             }
-            match self.claim(current, now, now_ms).await {
+            if intent_names_current_token(&current) {
+                // Taking over from a holder that may have been issued a new pair and
+                // failed to store it: if it saved the pair, that pair is the
+                // connection's and the stored token is spent. Look before calling RD.
+                if let Some(restored) = self.restore_rescued(id).await {
+                    return Ok(Refreshed::Restored(restored));
+                }
+            }
+            // Read before claiming, so a slow Secrets Manager does not eat the lease.
+            let credentials = self.credentials.credentials(current.product).await?;
+            match self.claim(current, request.finish_by_ms).await {
                 Ok(claim) => {
                     // From here RD may rotate the token: finish in a task of its own so
                     // that a caller going away (a dropped request) cannot abandon a
                     // rotated pair between RD's answer and the commit.
                     let engine = self.clone();
-                    return tokio::spawn(async move { engine.spend(claim).await })
+                    return tokio::spawn(async move { engine.spend(claim, credentials).await })
                         .await
                         .unwrap_or_else(|e| {
                             Err(RefreshFailure::Store(StoreError::Unavailable(format!(
@@ -249,8 +327,9 @@ impl RefreshEngine {
                         });
                 }
                 // Someone wrote in between: read again.
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
+                Err(ClaimError::Store(StoreError::Conflict { .. })) => continue,
+                Err(ClaimError::Store(e)) => return Err(e.into()),
+                Err(ClaimError::OutOfTime) => return Err(RefreshFailure::OutOfTime),
             }
         }
     }
@@ -258,19 +337,20 @@ impl RefreshEngine {
     async fn claim(
         &self,
         current: Connection,
-        now: Timestamp,
-        now_ms: i64,
-    ) -> Result<Claim, StoreError> {
+        finish_by_ms: Option<i64>,
+    ) -> Result<Claim, ClaimError> {
         let fingerprint = current.tokens.refresh_token.fingerprint();
-        // With no live lease, an intent still naming this token was left by an
-        // attempt that ended ambiguously or whose holder vanished mid-call.
-        let ambiguous_history = current
-            .intent
-            .as_ref()
-            .is_some_and(|i| i.refresh_token_fingerprint == fingerprint);
+        let ambiguous_history = intent_names_current_token(&current);
+        // The lease runs from the moment the claim is sent: whatever the claim's own
+        // round trip costs comes out of the holder's time, never another worker's.
+        let sent_ms = self.clock.now_ms();
+        let lease_end_ms = sent_ms + self.settings.lease().as_millis() as i64;
+        if finish_by_ms.is_some_and(|end| lease_end_ms > end) {
+            return Err(ClaimError::OutOfTime);
+        }
         let lease = Lease {
             id: lease_id(),
-            deadline_ms: now_ms + self.settings.lease().as_millis() as i64,
+            deadline_ms: lease_end_ms,
         };
         let claimed = Connection {
             lease: Some(lease.clone()),
@@ -278,30 +358,42 @@ impl RefreshEngine {
                 refresh_token_fingerprint: fingerprint,
                 ambiguous: ambiguous_history,
             }),
-            updated_at: now,
+            updated_at: self.clock.now(),
             ..current
         };
         // Conditional on the version read and on no live lease being stored.
-        let connection = self.store.claim_lease(&claimed, now_ms).await?;
+        let connection = self.store.claim_lease(&claimed, sent_ms).await?;
+        let deadline =
+            Deadline::at(lease_end_ms, self.clock.clone()).earlier_by(self.settings.clock_skew());
         Ok(Claim {
             connection,
             lease,
             ambiguous_history,
-            claimed_at_ms: now_ms,
+            deadline,
         })
     }
 
-    async fn call_rd(&self, claim: &Claim) -> Result<CallOutcome, RefreshFailure> {
+    /// Whether the holder may still call RD: the call and everything after it must
+    /// fit before its deadline.
+    fn may_call_rd(&self, claim: &Claim) -> bool {
+        claim
+            .deadline
+            .leaves(self.settings.token_timeout() + self.settings.commit_budget())
+    }
+
+    async fn call_rd(
+        &self,
+        claim: &Claim,
+        mut credentials: ClientCredentials,
+    ) -> Result<CallOutcome, RefreshFailure> {
         let c = &claim.connection;
         let mut reloaded = false;
         loop {
-            let credentials = match self.credentials.credentials(c.product).await {
-                Ok(creds) => creds,
-                Err(e) => {
-                    self.release(claim, |_| {}).await;
-                    return Err(e.into());
-                }
-            };
+            if !self.may_call_rd(claim) {
+                tracing::warn!(connection_id = %c.id, "too little lease left to call RD; released without calling");
+                self.release(claim, |_| {}).await;
+                return Err(RefreshFailure::OutOfTime);
+            }
             let outcome = match self
                 .rdstation
                 .refresh(c.product, &credentials, &c.tokens.refresh_token)
@@ -314,12 +406,26 @@ impl RefreshEngine {
                 Err(TokenCallError::InvalidClient { .. }) if !reloaded => {
                     // RD refused the client before looking at the token: it is
                     // unspent, and the secret may have been rotated since we read it.
+                    // The re-read is bounded by the lease like every step under it.
                     reloaded = true;
-                    if let Err(e) = self.credentials.reload().await {
-                        self.release(claim, |_| {}).await;
-                        return Err(e.into());
+                    let reread = async {
+                        self.credentials.reload().await?;
+                        self.credentials.credentials(c.product).await
+                    };
+                    match tokio::time::timeout(claim.deadline.remaining(), reread).await {
+                        Ok(Ok(fresh)) => {
+                            credentials = fresh;
+                            continue;
+                        }
+                        Ok(Err(e)) => {
+                            self.release(claim, |_| {}).await;
+                            return Err(e.into());
+                        }
+                        Err(_) => {
+                            self.release(claim, |_| {}).await;
+                            return Err(RefreshFailure::OutOfTime);
+                        }
                     }
-                    continue;
                 }
                 Err(TokenCallError::InvalidClient { .. }) => CallOutcome::ClientRejected,
                 Err(TokenCallError::RateLimited { retry_after }) => CallOutcome::NotProcessed {
@@ -345,8 +451,12 @@ impl RefreshEngine {
         }
     }
 
-    async fn spend(&self, claim: Claim) -> Result<Refreshed, RefreshFailure> {
-        let outcome = self.call_rd(&claim).await?;
+    async fn spend(
+        &self,
+        claim: Claim,
+        credentials: ClientCredentials,
+    ) -> Result<Refreshed, RefreshFailure> {
+        let outcome = self.call_rd(&claim, credentials).await?;
         let c = &claim.connection;
         match outcome {
             CallOutcome::Rotated(issued) => {
@@ -387,6 +497,8 @@ impl RefreshEngine {
 
     /// Releases the lease with a backoff. The intent stays (marked ambiguous) when
     /// this attempt was ambiguous or an earlier one was; otherwise it is cleared.
+    /// After [`RefreshSettings::failing_after`] failures in a row the connection is
+    /// flagged `refresh_failing` (still active) and one event goes out.
     async fn back_off(
         &self,
         claim: &Claim,
@@ -403,30 +515,45 @@ impl RefreshEngine {
         );
         let until = self.clock.now().plus_seconds(delay.as_secs().max(1) as i64);
         let keep_intent = ambiguous || claim.ambiguous_history;
-        self.release(claim, |c| {
-            c.backoff = RefreshBackoff {
-                failures,
-                next_attempt_at: Some(until),
-                last_error: Some(reason.to_owned()),
-            };
-            c.intent = claim
-                .connection
-                .intent
-                .clone()
-                .filter(|_| keep_intent)
-                .map(|i| RefreshIntent {
-                    ambiguous: true,
-                    ..i
-                });
-        })
-        .await;
+        let failing = failures >= self.settings.failing_after;
+        let released = self
+            .release(claim, |c| {
+                c.backoff = RefreshBackoff {
+                    failures,
+                    next_attempt_at: Some(until),
+                    last_error: Some(reason.to_owned()),
+                };
+                c.intent = claim
+                    .connection
+                    .intent
+                    .clone()
+                    .filter(|_| keep_intent)
+                    .map(|i| RefreshIntent {
+                        ambiguous: true,
+                        ..i
+                    });
+                if failing {
+                    c.status_reason = Some(REFRESH_FAILING.to_owned());
+                }
+            })
+            .await;
+        if let Some(stored) = released.filter(|_| failures == self.settings.failing_after) {
+            tracing::warn!(connection_id = %stored.id, failures, reason, "refreshes keep failing; the connection stays active");
+            self.publish(EventKind::ConnectionRefreshFailing, &stored, reason)
+                .await;
+        }
         until
     }
 
     /// Gives the lease back (with `change` applied), conditional on still holding
-    /// it. If that write fails, the lease simply expires at its deadline, with the
-    /// intent left on the item: the conservative state.
-    async fn release(&self, claim: &Claim, change: impl FnOnce(&mut Connection)) {
+    /// it and within the holder's deadline. If that write fails, the lease simply
+    /// expires at its deadline, with the intent left on the item: the conservative
+    /// state. Returns the stored connection when the write landed.
+    async fn release(
+        &self,
+        claim: &Claim,
+        change: impl FnOnce(&mut Connection),
+    ) -> Option<Connection> {
         let mut released = Connection {
             lease: None,
             updated_at: self.clock.now(),
@@ -436,54 +563,50 @@ impl RefreshEngine {
             released.intent = None;
         }
         change(&mut released);
-        if let Err(e) = self
-            .store
-            .update_holding_lease(&released, &claim.lease.id)
+        match claim
+            .deadline
+            .retry("lease release", || {
+                self.store.update_holding_lease(&released, &claim.lease.id)
+            })
             .await
         {
-            tracing::warn!(connection_id = %claim.connection.id, error = %e, "could not release the refresh lease; it will expire");
+            Ok(stored) => Some(stored),
+            Err(e) => {
+                tracing::warn!(connection_id = %claim.connection.id, error = %e, "could not release the refresh lease; it will expire");
+                None
+            }
         }
     }
 
-    /// Commits a rotated pair under the lease, retrying store failures within the
-    /// commit budget; on failure the pair goes to a rescue item.
+    /// Commits a rotated pair under the lease, retrying store failures until half
+    /// the commit budget is left (the other half is the rescue's); on failure the
+    /// pair goes to the rescue queue.
     async fn commit(&self, claim: &Claim, pair: TokenPair) -> Result<Refreshed, RefreshFailure> {
         let committed = claim
             .connection
             .with_new_pair(pair.clone(), self.clock.now());
-        let budget_end_ms = claim.claimed_at_ms
-            + (self.settings.token_timeout() + self.settings.commit_budget()).as_millis() as i64;
-        let mut pause = Duration::from_millis(20);
-        loop {
-            match self
-                .store
-                .update_holding_lease(&committed, &claim.lease.id)
-                .await
-            {
-                Ok(stored) => return Ok(Refreshed::Rotated(stored)),
-                Err(StoreError::Conflict { current, .. }) => {
-                    // An earlier attempt may have landed with its answer lost.
-                    if let Some(current) = current.filter(|c| c.tokens == pair) {
-                        return Ok(Refreshed::Rotated(*current));
-                    }
-                    break;
-                }
-                Err(e) => {
-                    let now_ms = self.clock.now_ms();
-                    if now_ms + pause.as_millis() as i64 >= budget_end_ms {
-                        tracing::error!(connection_id = %claim.connection.id, error = %e, "commit budget exhausted");
-                        break;
-                    }
-                    tracing::warn!(connection_id = %claim.connection.id, error = %e, "commit failed; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
+        let commit_deadline = claim.deadline.earlier_by(self.settings.commit_budget() / 2);
+        let result = commit_deadline
+            .retry("commit", || {
+                self.store.update_holding_lease(&committed, &claim.lease.id)
+            })
+            .await;
+        match result {
+            Ok(stored) => return Ok(Refreshed::Rotated(stored)),
+            // An earlier attempt may have landed with its answer lost.
+            Err(StoreError::Conflict {
+                current: Some(current),
+                ..
+            }) if current.tokens == pair => return Ok(Refreshed::Rotated(*current)),
+            Err(e) => {
+                tracing::error!(connection_id = %claim.connection.id, error = %e, "could not commit the rotated pair; rescuing it");
             }
         }
         self.rescue(claim, pair).await
     }
 
-    /// Saves a pair whose commit failed, then marks the connection `possibly_lost`.
+    /// Saves a pair whose commit failed on the rescue queue, then marks the
+    /// connection `possibly_lost`; all within the holder's deadline.
     async fn rescue(&self, claim: &Claim, pair: TokenPair) -> Result<Refreshed, RefreshFailure> {
         let c = &claim.connection;
         let rescued = RescuedPair {
@@ -491,33 +614,31 @@ impl RefreshEngine {
             lease_id: claim.lease.id.clone(),
             tokens: pair,
             spent_refresh_token: c.tokens.refresh_token.fingerprint(),
+            replaced_access_token: c.tokens.access_token.fingerprint(),
             rescued_at: self.clock.now(),
         };
-        let mut saved = false;
-        for attempt in 0..5u32 {
-            match self.rescues.put_rescue(&rescued).await {
-                Ok(()) => {
-                    saved = true;
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(connection_id = %c.id, error = %e, attempt, "could not save the rescued pair");
-                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-                }
+        let saved = claim
+            .deadline
+            .retry("rescue", || self.rescues.put_rescue(&rescued))
+            .await;
+        let reason = match &saved {
+            Ok(()) => "commit_failed",
+            Err(e) => {
+                tracing::error!(
+                    connection_id = %c.id,
+                    new_refresh_token = %rescued.tokens.refresh_token.fingerprint(),
+                    error = %e,
+                    "ROTATED REFRESH TOKEN LOST: it could be neither committed nor saved on the rescue queue"
+                );
+                "rescue_failed"
             }
-        }
-        if !saved {
-            tracing::error!(
-                connection_id = %c.id,
-                refresh_token = %rescued.tokens.refresh_token.fingerprint(),
-                "a rotated refresh token could not be stored anywhere"
-            );
-        }
+        };
+        let spent = c.tokens.refresh_token.clone();
         let marked = self
-            .mark(&c.id, |current| {
+            .mark(&c.id, &claim.deadline, |current| {
                 // Only if nothing newer has been stored meanwhile (e.g. a reconnect).
-                (current.tokens.refresh_token == c.tokens.refresh_token)
-                    .then_some((ConnectionStatus::PossiblyLost, "commit_failed"))
+                (current.tokens.refresh_token == spent)
+                    .then_some((ConnectionStatus::PossiblyLost, reason))
             })
             .await;
         match marked {
@@ -526,11 +647,28 @@ impl RefreshEngine {
                 Ok(Refreshed::ByOtherWorker(current))
             }
             Some(current) => Err(RefreshFailure::PossiblyLost(Box::new(current))),
-            None => Err(RefreshFailure::Store(StoreError::Unavailable(if saved {
-                "the rotated pair could not be committed; it was saved for restore".to_owned()
-            } else {
-                "the rotated pair could not be committed or saved".to_owned()
-            }))),
+            None => {
+                if saved.is_err() {
+                    // The operators must hear of it even though the item says nothing.
+                    let event = ServiceEvent {
+                        kind: EventKind::ConnectionPossiblyLost,
+                        connection_id: Some(c.id.clone()),
+                        product: Some(c.product),
+                        reason: reason.to_owned(),
+                    };
+                    if let Err(e) = self.events.publish(&event).await {
+                        tracing::error!(connection_id = %c.id, error = %e, "could not publish an event");
+                    }
+                }
+                Err(RefreshFailure::Store(StoreError::Unavailable(
+                    if saved.is_ok() {
+                        "the rotated pair could not be committed; it waits on the rescue queue"
+                            .to_owned()
+                    } else {
+                        "the rotated pair could not be committed or saved".to_owned()
+                    },
+                )))
+            }
         }
     }
 
@@ -542,11 +680,11 @@ impl RefreshEngine {
             .await?
             .ok_or(RefreshFailure::NotFound)?;
         if current.tokens.refresh_token != c.tokens.refresh_token {
-            // Someone else stored a newer pair (a reconnect): use it.
+            // Someone else stored a newer pair (a reconnect, a restore): use it.
             return Ok(Refreshed::ByOtherWorker(current));
         }
         // A pair rescued from a failed commit beats declaring the connection dead.
-        if let Some(restored) = self.restore_newest_rescue(&c.id).await? {
+        if let Some(restored) = self.restore_rescued(&c.id).await {
             return Ok(Refreshed::Restored(restored));
         }
         let (status, reason) = if claim.ambiguous_history {
@@ -554,12 +692,20 @@ impl RefreshEngine {
         } else {
             (ConnectionStatus::NeedsReauth, "revoked")
         };
+        let spent = c.tokens.refresh_token.clone();
         let marked = self
-            .mark(&c.id, |current| {
-                (current.tokens.refresh_token == c.tokens.refresh_token).then_some((status, reason))
+            .mark(&c.id, &claim.deadline, |current| {
+                (current.tokens.refresh_token == spent).then_some((status, reason))
             })
             .await;
-        let current = marked.unwrap_or(current);
+        // Tell the truth from the latest read: a newer pair stored meanwhile wins.
+        let current = match marked {
+            Some(stored) => stored,
+            None => self.store.get(&c.id).await?.unwrap_or(current),
+        };
+        if current.tokens.refresh_token != c.tokens.refresh_token {
+            return Ok(Refreshed::ByOtherWorker(current));
+        }
         Err(match status {
             ConnectionStatus::PossiblyLost => RefreshFailure::PossiblyLost(Box::new(current)),
             _ => RefreshFailure::NeedsReauth(Box::new(current)),
@@ -567,15 +713,17 @@ impl RefreshEngine {
     }
 
     /// Sets a terminal status (decided by `decide` on a fresh read), clears lease
-    /// and intent, and publishes the matching event. Returns the stored connection,
-    /// or `None` if the write could not be made.
+    /// and intent, and publishes the matching event; within `deadline`. Returns the
+    /// stored connection (as written, or as found when `decide` declined), or
+    /// `None` if the write could not be made.
     async fn mark(
         &self,
         id: &ConnectionId,
+        deadline: &Deadline,
         decide: impl Fn(&Connection) -> Option<(ConnectionStatus, &'static str)>,
     ) -> Option<Connection> {
-        for _ in 0..5 {
-            let current = match self.store.get(id).await {
+        loop {
+            let current = match deadline.retry("status read", || self.store.get(id)).await {
                 Ok(Some(c)) => c,
                 Ok(None) => return None,
                 Err(e) => {
@@ -586,7 +734,6 @@ impl RefreshEngine {
             let Some((status, reason)) = decide(&current) else {
                 return Some(current);
             };
-            let now = self.clock.now();
             let marked = Connection {
                 status,
                 status_reason: Some(reason.to_owned()),
@@ -596,10 +743,13 @@ impl RefreshEngine {
                     last_error: Some(reason.to_owned()),
                     ..current.backoff.clone()
                 },
-                updated_at: now,
+                updated_at: self.clock.now(),
                 ..current
             };
-            match self.store.update(&marked).await {
+            match deadline
+                .retry("status write", || self.store.update(&marked))
+                .await
+            {
                 Ok(stored) => {
                     let kind = match status {
                         ConnectionStatus::NeedsReauth => EventKind::ConnectionNeedsReauth,
@@ -609,6 +759,7 @@ impl RefreshEngine {
                     self.publish(kind, &stored, reason).await;
                     return Some(stored);
                 }
+                // Written by someone else in between: decide again on a fresh read.
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => {
                     tracing::error!(connection_id = %id, error = %e, "could not mark the connection");
@@ -616,7 +767,6 @@ impl RefreshEngine {
                 }
             }
         }
-        None
     }
 
     async fn publish(&self, kind: EventKind, c: &Connection, reason: &str) {
@@ -644,47 +794,70 @@ impl RefreshEngine {
         }
     }
 
-    async fn restore_newest_rescue(
-        &self,
-        id: &ConnectionId,
-    ) -> Result<Option<Connection>, RefreshFailure> {
-        let mut rescues = self.rescues.rescues_for(id).await?;
-        rescues.sort_by_key(|r| r.rescued_at);
-        match rescues.pop() {
-            Some(newest) => Ok(self.restore(&newest).await?),
-            None => Ok(None),
-        }
+    /// Drains the rescue queue and returns connection `id` if a pair of its was
+    /// restored. Every pair received is dealt with, whoever it belongs to.
+    async fn restore_rescued(&self, id: &ConnectionId) -> Option<Connection> {
+        let report = self.drain_rescues().await;
+        report.restored.into_iter().rev().find(|c| &c.id == id)
     }
 
-    /// Restores a rescued pair onto its connection (unless a newer pair is already
-    /// there), then deletes the rescue item. Returns the restored connection.
+    /// Restores every pair waiting on the rescue queue (or deletes it once proven
+    /// superseded); a pair whose restore fails stays queued for the next drain.
+    pub async fn drain_rescues(&self) -> DrainReport {
+        let mut report = DrainReport::default();
+        for _ in 0..MAX_DRAIN_BATCHES {
+            let batch = match self.rescues.receive_rescues(10).await {
+                Ok(batch) if batch.is_empty() => break,
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not read the rescue queue");
+                    report.errors += 1;
+                    break;
+                }
+            };
+            for received in batch {
+                let outcome = match self.restore(&received.rescue).await {
+                    Ok(outcome) => outcome,
+                    Err(e) => {
+                        tracing::error!(connection_id = %received.rescue.connection_id, error = %e, "could not restore a rescued pair; it stays queued");
+                        report.errors += 1;
+                        continue;
+                    }
+                };
+                if let Err(e) = self.rescues.delete_rescue(&received.receipt).await {
+                    // Delivered again later, then found superseded and deleted.
+                    tracing::warn!(connection_id = %received.rescue.connection_id, error = %e, "could not delete a handled rescue message");
+                }
+                match outcome {
+                    RestoreOutcome::Restored(c) => report.restored.push(c),
+                    RestoreOutcome::Superseded => report.superseded += 1,
+                }
+            }
+        }
+        report
+    }
+
+    /// Restores a rescued pair onto its connection, unless a newer pair is there.
     ///
     /// # Errors
-    /// [`StoreError`] if the store fails; the rescue item is kept then.
-    pub async fn restore(&self, rescued: &RescuedPair) -> Result<Option<Connection>, StoreError> {
-        for _ in 0..5 {
+    /// [`StoreError`] if the store fails.
+    pub async fn restore(&self, rescued: &RescuedPair) -> Result<RestoreOutcome, StoreError> {
+        loop {
             let Some(current) = self.store.get(&rescued.connection_id).await? else {
-                self.rescues
-                    .delete_rescue(&rescued.connection_id, &rescued.lease_id)
-                    .await?;
-                return Ok(None);
+                return Ok(RestoreOutcome::Superseded);
             };
-            // Restore only onto the token that was spent for this pair; anything else
-            // means the pair was restored already or a newer one (a reconnect) is there.
-            let superseded =
-                current.tokens.refresh_token.fingerprint() != rescued.spent_refresh_token;
+            // Restore only onto the very pair this one replaced. Marketing refresh
+            // tokens are stable, so the refresh token alone cannot tell that a newer
+            // access token was stored since: both must match.
+            let superseded = current.tokens.refresh_token.fingerprint()
+                != rescued.spent_refresh_token
+                || current.tokens.access_token.fingerprint() != rescued.replaced_access_token;
             if superseded {
-                self.rescues
-                    .delete_rescue(&rescued.connection_id, &rescued.lease_id)
-                    .await?;
-                return Ok(None);
+                return Ok(RestoreOutcome::Superseded);
             }
             let restored = current.with_new_pair(rescued.tokens.clone(), self.clock.now());
             match self.store.update(&restored).await {
                 Ok(stored) => {
-                    self.rescues
-                        .delete_rescue(&rescued.connection_id, &rescued.lease_id)
-                        .await?;
                     tracing::info!(connection_id = %stored.id, "restored a rescued token pair");
                     self.publish(
                         EventKind::ConnectionRecovered,
@@ -692,12 +865,23 @@ impl RefreshEngine {
                         "restored_from_rescue",
                     )
                     .await;
-                    return Ok(Some(stored));
+                    return Ok(RestoreOutcome::Restored(stored));
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e),
             }
         }
-        Ok(None)
+    }
+}
+
+/// Why a lease was not claimed.
+enum ClaimError {
+    Store(StoreError),
+    OutOfTime,
+}
+
+impl From<StoreError> for ClaimError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
     }
 }

@@ -1,16 +1,38 @@
-//! The refresh protocol's timing, checked once at load: a lease must outlast the
-//! provider call and the commit, or two holders could spend one refresh token.
+//! The refresh protocol's timing, checked once at load: a lease must cover the
+//! provider call, every store write made after it, and the clock skew allowed
+//! between the machines that compare lease deadlines, or two holders could spend
+//! one refresh token.
 
 use std::time::Duration;
 
 use crate::domain::DuePolicy;
 
+/// The four durations that decide whether a lease is safe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseTiming {
+    /// The hard timeout T of one token call.
+    pub token_timeout: Duration,
+    /// Time for everything written after RD answers (commit, rescue, status).
+    pub commit_budget: Duration,
+    /// The lease length L, counted from the moment the claim is sent.
+    pub lease: Duration,
+    /// How far apart two workers' clocks may be. A holder stops this much before
+    /// its own reading of the deadline, so a worker whose clock runs ahead cannot
+    /// take the lease while the holder still works under it.
+    pub clock_skew: Duration,
+}
+
+impl LeaseTiming {
+    /// What must be left on the lease before RD may be called.
+    pub fn needed_before_call(&self) -> Duration {
+        self.token_timeout + self.commit_budget + self.clock_skew
+    }
+}
+
 /// Timing of the refresh protocol.
 #[derive(Clone, Debug)]
 pub struct RefreshSettings {
-    token_timeout: Duration,
-    commit_budget: Duration,
-    lease: Duration,
+    timing: LeaseTiming,
     /// When connections come due.
     pub due: DuePolicy,
     /// First backoff step after a failed attempt (doubles per failure).
@@ -22,80 +44,79 @@ pub struct RefreshSettings {
     pub ambiguous_retry_min: Duration,
     /// First and longest pause of a worker waiting for another's lease.
     pub wait_step: (Duration, Duration),
+    /// Consecutive failures without a clear answer after which a connection is
+    /// flagged `refresh_failing` (it stays active; see the module docs).
+    pub failing_after: u32,
 }
 
 /// Timing that would let two workers hold one refresh token at once.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "refresh lease ({lease:?}) must be longer than the RD token timeout ({token_timeout:?}) plus the commit budget ({commit_budget:?})"
+    "refresh lease ({:?}) must be at least the RD token timeout ({:?}) plus the commit budget ({:?}) plus the clock-skew allowance ({:?})",
+    .0.lease, .0.token_timeout, .0.commit_budget, .0.clock_skew
 )]
-pub struct LeaseTooShort {
-    /// The lease length L.
-    pub lease: Duration,
-    /// The token-call timeout T.
-    pub token_timeout: Duration,
-    /// The commit budget.
-    pub commit_budget: Duration,
-}
+pub struct LeaseTooShort(pub LeaseTiming);
 
 impl RefreshSettings {
     /// Settings with the given timing and defaults for the rest.
     ///
     /// # Errors
-    /// [`LeaseTooShort`] unless `lease > token_timeout + commit_budget`.
-    pub fn new(
-        token_timeout: Duration,
-        commit_budget: Duration,
-        lease: Duration,
-    ) -> Result<Self, LeaseTooShort> {
-        if lease <= token_timeout + commit_budget {
-            return Err(LeaseTooShort {
-                lease,
-                token_timeout,
-                commit_budget,
-            });
+    /// [`LeaseTooShort`] unless `lease >= token_timeout + commit_budget + clock_skew`.
+    pub fn new(timing: LeaseTiming) -> Result<Self, LeaseTooShort> {
+        if timing.lease < timing.needed_before_call() {
+            return Err(LeaseTooShort(timing));
         }
-        Ok(Self::with_timing(token_timeout, commit_budget, lease))
+        Ok(Self::with_timing(timing))
     }
 
     /// The timing as given, defaults for the rest; callers have checked the timing.
-    fn with_timing(token_timeout: Duration, commit_budget: Duration, lease: Duration) -> Self {
+    fn with_timing(timing: LeaseTiming) -> Self {
         Self {
-            token_timeout,
-            commit_budget,
-            lease,
+            timing,
             due: DuePolicy::default(),
             backoff_base: Duration::from_secs(30),
             backoff_cap: Duration::from_secs(15 * 60),
             ambiguous_retry_min: Duration::from_secs(60),
             wait_step: (Duration::from_millis(25), Duration::from_millis(500)),
+            failing_after: 6,
         }
+    }
+
+    /// The lease timing.
+    pub fn timing(&self) -> LeaseTiming {
+        self.timing
     }
 
     /// The hard timeout T of one token call.
     pub fn token_timeout(&self) -> Duration {
-        self.token_timeout
+        self.timing.token_timeout
     }
 
-    /// How long a commit may keep retrying after the call returned.
+    /// How long the writes after a token call may take.
     pub fn commit_budget(&self) -> Duration {
-        self.commit_budget
+        self.timing.commit_budget
     }
 
     /// The lease length L.
     pub fn lease(&self) -> Duration {
-        self.lease
+        self.timing.lease
+    }
+
+    /// The clock-skew allowance between workers.
+    pub fn clock_skew(&self) -> Duration {
+        self.timing.clock_skew
     }
 }
 
 impl Default for RefreshSettings {
-    /// T = 10 s, commit budget 10 s, L = 30 s.
+    /// T = 10 s, commit budget 10 s, skew allowance 2 s, L = 30 s.
     fn default() -> Self {
-        Self::with_timing(
-            Duration::from_secs(10),
-            Duration::from_secs(10),
-            Duration::from_secs(30),
-        )
+        Self::with_timing(LeaseTiming {
+            token_timeout: Duration::from_secs(10),
+            commit_budget: Duration::from_secs(10),
+            lease: Duration::from_secs(30),
+            clock_skew: Duration::from_secs(2),
+        })
     }
 }
 
@@ -103,28 +124,24 @@ impl Default for RefreshSettings {
 mod tests {
     use super::*;
 
+    fn timing(lease_ms: u64) -> LeaseTiming {
+        LeaseTiming {
+            token_timeout: Duration::from_secs(10),
+            commit_budget: Duration::from_secs(8),
+            lease: Duration::from_millis(lease_ms),
+            clock_skew: Duration::from_secs(2),
+        }
+    }
+
     #[test]
-    fn refuses_a_lease_that_does_not_outlast_call_and_commit() {
-        let err = RefreshSettings::new(
-            Duration::from_secs(10),
-            Duration::from_secs(10),
-            Duration::from_secs(20),
-        )
-        .expect_err("too short");
+    fn refuses_a_lease_that_does_not_cover_call_commit_and_skew() {
+        let err = RefreshSettings::new(timing(19_999)).expect_err("too short");
         let message = err.to_string();
-        assert!(
-            message.contains("20s") && message.contains("10s"),
-            "{message}"
-        );
-        assert!(
-            RefreshSettings::new(
-                Duration::from_secs(10),
-                Duration::from_secs(10),
-                Duration::from_secs(21)
-            )
-            .is_ok()
-        );
+        for value in ["19.999s", "10s", "8s", "2s"] {
+            assert!(message.contains(value), "{value} named in {message}");
+        }
+        assert!(RefreshSettings::new(timing(20_000)).is_ok());
         let d = RefreshSettings::default();
-        assert!(d.lease() > d.token_timeout() + d.commit_budget());
+        assert!(d.lease() >= d.timing().needed_before_call());
     }
 }

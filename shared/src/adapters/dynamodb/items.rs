@@ -13,7 +13,7 @@ use crate::domain::{
     ConnectSession, Connection, ConnectionId, ConnectionStatus, DuePolicy, Lease, Product,
     RefreshBackoff, RefreshIntent, SessionId, TokenPair,
 };
-use crate::ports::{RescuedPair, StoreError};
+use crate::ports::StoreError;
 use crate::secret::{AccessToken, ExposeSecret, RefreshToken};
 
 type Item = HashMap<String, AttributeValue>;
@@ -28,18 +28,8 @@ pub(super) fn connection_key(id: &ConnectionId) -> Item {
     ])
 }
 
-/// The due-index partition of rescued pairs.
-pub(super) const RESCUE_SHARD: &str = "RESCUE";
-
 pub(super) fn due_shard_name(shard: u32) -> String {
     format!("DUE#{shard}")
-}
-
-pub(super) fn rescue_key(id: &ConnectionId, lease_id: &str) -> Item {
-    HashMap::from([
-        (PARTITION_KEY.to_owned(), s(format!("CONN#{id}"))),
-        (SORT_KEY.to_owned(), s(format!("RESCUE#{lease_id}"))),
-    ])
 }
 
 pub(super) fn session_key(id: &SessionId) -> Item {
@@ -116,46 +106,6 @@ pub(super) fn connection_item(c: &Connection, policy: &DuePolicy) -> Item {
         item.insert(DUE_AT.to_owned(), n(due.0));
     }
     item
-}
-
-pub(super) fn rescue_item(r: &RescuedPair) -> Item {
-    let mut item = rescue_key(&r.connection_id, &r.lease_id);
-    item.extend([
-        ("kind".to_owned(), s("rescued_pair")),
-        ("connection_id".to_owned(), s(r.connection_id.as_str())),
-        ("lease_id".to_owned(), s(&r.lease_id)),
-        (
-            "access_token".to_owned(),
-            s(r.tokens.access_token.expose_secret()),
-        ),
-        (
-            "refresh_token".to_owned(),
-            s(r.tokens.refresh_token.expose_secret()),
-        ),
-        (
-            "access_expires_at".to_owned(),
-            n(r.tokens.access_expires_at.0),
-        ),
-        ("rescued_at".to_owned(), n(r.rescued_at.0)),
-        ("spent_refresh_token".to_owned(), s(&r.spent_refresh_token)),
-        (DUE_SHARD.to_owned(), s(RESCUE_SHARD)),
-        (DUE_AT.to_owned(), n(r.rescued_at.0)),
-    ]);
-    item
-}
-
-pub(super) fn rescue_from_item(item: &Item) -> Result<RescuedPair, StoreError> {
-    Ok(RescuedPair {
-        connection_id: ConnectionId::parse(&string(item, "connection_id")?).map_err(corrupt)?,
-        lease_id: string(item, "lease_id")?,
-        tokens: TokenPair {
-            access_token: AccessToken::new(string(item, "access_token")?),
-            refresh_token: RefreshToken::new(string(item, "refresh_token")?),
-            access_expires_at: timestamp(item, "access_expires_at")?,
-        },
-        spent_refresh_token: string(item, "spent_refresh_token")?,
-        rescued_at: timestamp(item, "rescued_at")?,
-    })
 }
 
 /// The connection id in an index key's partition key (`CONN#<id>`).
@@ -359,18 +309,6 @@ mod tests {
         let item = connection_item(&active, &DuePolicy::default());
         assert!(item.contains_key(DUE_SHARD) && item.contains_key(DUE_AT));
         assert_eq!(connection_id_from_key(&item).expect("key"), active.id);
-    }
-
-    #[test]
-    fn rescue_round_trips() {
-        let r = RescuedPair {
-            connection_id: ConnectionId::parse("x").expect("valid"),
-            lease_id: "l".to_owned(),
-            tokens: sample().tokens,
-            spent_refresh_token: "fp".to_owned(),
-            rescued_at: Timestamp(5),
-        };
-        assert_eq!(rescue_from_item(&rescue_item(&r)).expect("parses"), r);
     }
 
     #[test]

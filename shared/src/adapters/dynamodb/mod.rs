@@ -17,13 +17,11 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditi
 
 use crate::clock::Timestamp;
 use crate::domain::{ConnectSession, Connection, ConnectionId, DuePolicy, SessionId};
-use crate::ports::{
-    ConnectionStore, RescueStore, RescuedPair, SessionError, SessionStore, StoreError,
-};
+use crate::ports::{ConnectionStore, SessionError, SessionStore, StoreError};
 use items::{connection_key, session_key};
 use schema::{DUE_AT, DUE_INDEX, DUE_SHARD};
 
-/// Connections, sessions and rescued pairs in the DynamoDB table named by
+/// Connections and sessions in the DynamoDB table named by
 /// `CONNECTIONS_TABLE`.
 #[derive(Clone, Debug)]
 pub struct DynamoStore {
@@ -228,82 +226,6 @@ impl ConnectionStore for DynamoStore {
 
     fn due_shards(&self) -> u32 {
         self.due_policy.shards
-    }
-}
-
-#[async_trait]
-impl RescueStore for DynamoStore {
-    async fn put_rescue(&self, rescue: &RescuedPair) -> Result<(), StoreError> {
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(items::rescue_item(rescue)))
-            .send()
-            .await
-            .map_err(|e| unavailable(&e))?;
-        Ok(())
-    }
-
-    async fn rescues(&self) -> Result<Vec<RescuedPair>, StoreError> {
-        let keys = self
-            .query_due_keys(items::RESCUE_SHARD, Timestamp(i64::MAX))
-            .await?;
-        let mut rescues = Vec::with_capacity(keys.len());
-        for key in keys {
-            let key = key
-                .into_iter()
-                .filter(|(name, _)| name == schema::PARTITION_KEY || name == schema::SORT_KEY)
-                .collect();
-            let output = self
-                .client
-                .get_item()
-                .table_name(&self.table)
-                .set_key(Some(key))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| unavailable(&e))?;
-            // Deleted since the index was read: already restored.
-            if let Some(item) = output.item() {
-                rescues.push(items::rescue_from_item(item)?);
-            }
-        }
-        Ok(rescues)
-    }
-
-    async fn rescues_for(
-        &self,
-        connection_id: &ConnectionId,
-    ) -> Result<Vec<RescuedPair>, StoreError> {
-        let key = items::rescue_key(connection_id, "");
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
-            .expression_attribute_values(":pk", key[schema::PARTITION_KEY].clone())
-            .expression_attribute_values(":prefix", key[schema::SORT_KEY].clone())
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| unavailable(&e))?;
-        // One connection has at most a handful of rescued pairs: one page holds them.
-        output.items().iter().map(items::rescue_from_item).collect()
-    }
-
-    async fn delete_rescue(
-        &self,
-        connection_id: &ConnectionId,
-        lease_id: &str,
-    ) -> Result<(), StoreError> {
-        self.client
-            .delete_item()
-            .table_name(&self.table)
-            .set_key(Some(items::rescue_key(connection_id, lease_id)))
-            .send()
-            .await
-            .map_err(|e| unavailable(&e))?;
-        Ok(())
     }
 }
 

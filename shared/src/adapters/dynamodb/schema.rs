@@ -16,7 +16,7 @@ pub const SORT_KEY: &str = "sk";
 pub const TTL_ATTRIBUTE: &str = "ttl";
 /// The sparse global secondary index of refreshable connections by due time.
 pub const DUE_INDEX: &str = "due-index";
-/// Due-index partition key: `DUE#<shard>` (or `RESCUE` for rescued pairs).
+/// Due-index partition key: `DUE#<shard>`.
 pub const DUE_SHARD: &str = "due_shard";
 /// Due-index sort key: epoch seconds when the item is due.
 pub const DUE_AT: &str = "due_at";
