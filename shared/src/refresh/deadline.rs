@@ -131,7 +131,7 @@ mod tests {
     #[tokio::test]
     async fn a_hanging_call_is_cut_off_at_the_deadline() {
         let started = std::time::Instant::now();
-        let result: Result<(), _> = in_ms(150).retry("hang", || std::future::pending()).await;
+        let result: Result<(), _> = in_ms(150).retry("hang", std::future::pending).await;
         assert!(matches!(result, Err(StoreError::Unavailable(_))));
         assert!(started.elapsed() < Duration::from_secs(2));
     }

@@ -200,15 +200,6 @@ struct Claim {
     deadline: Deadline,
 }
 
-/// What became of a rescued pair.
-#[derive(Debug)]
-pub enum RestoreOutcome {
-    /// It is now the connection's pair.
-    Restored(Connection),
-    /// A newer pair is stored (or the connection is gone): the rescued one is obsolete.
-    Superseded,
-}
-
 /// What one drain of the rescue queue did.
 #[derive(Debug, Default)]
 pub struct DrainReport {
@@ -829,22 +820,24 @@ impl RefreshEngine {
                     tracing::warn!(connection_id = %received.rescue.connection_id, error = %e, "could not delete a handled rescue message");
                 }
                 match outcome {
-                    RestoreOutcome::Restored(c) => report.restored.push(c),
-                    RestoreOutcome::Superseded => report.superseded += 1,
+                    Some(c) => report.restored.push(c),
+                    None => report.superseded += 1,
                 }
             }
         }
         report
     }
 
-    /// Restores a rescued pair onto its connection, unless a newer pair is there.
+    /// Restores a rescued pair onto its connection, unless a newer pair is there
+    /// (or the connection is gone): returns the restored connection, or `None`
+    /// when the pair is superseded.
     ///
     /// # Errors
     /// [`StoreError`] if the store fails.
-    pub async fn restore(&self, rescued: &RescuedPair) -> Result<RestoreOutcome, StoreError> {
+    pub async fn restore(&self, rescued: &RescuedPair) -> Result<Option<Connection>, StoreError> {
         loop {
             let Some(current) = self.store.get(&rescued.connection_id).await? else {
-                return Ok(RestoreOutcome::Superseded);
+                return Ok(None);
             };
             // Restore only onto the very pair this one replaced. Marketing refresh
             // tokens are stable, so the refresh token alone cannot tell that a newer
@@ -853,7 +846,7 @@ impl RefreshEngine {
                 != rescued.spent_refresh_token
                 || current.tokens.access_token.fingerprint() != rescued.replaced_access_token;
             if superseded {
-                return Ok(RestoreOutcome::Superseded);
+                return Ok(None);
             }
             let restored = current.with_new_pair(rescued.tokens.clone(), self.clock.now());
             match self.store.update(&restored).await {
@@ -865,7 +858,7 @@ impl RefreshEngine {
                         "restored_from_rescue",
                     )
                     .await;
-                    return Ok(RestoreOutcome::Restored(stored));
+                    return Ok(Some(stored));
                 }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e),
