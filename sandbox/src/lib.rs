@@ -91,6 +91,21 @@ pub struct Sandbox {
     received: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
+/// Marks a refresh token as being presented until dropped.
+pub(crate) struct Presenting {
+    sandbox: Sandbox,
+    fingerprint: String,
+}
+
+impl Drop for Presenting {
+    fn drop(&mut self) {
+        let mut state = self.sandbox.lock();
+        if let Some(n) = state.presenting.get_mut(&self.fingerprint) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
 /// Counts a held token-endpoint call until dropped.
 pub(crate) struct InFlight(Arc<tokio::sync::watch::Sender<usize>>);
 
@@ -222,6 +237,29 @@ impl Sandbox {
             SandboxProduct::Marketing => state.config.marketing_access_ttl = seconds,
             SandboxProduct::Crm => state.config.crm_access_ttl = seconds,
         }
+    }
+
+    /// Records that a call presenting `refresh_token` is being handled, counting an
+    /// overlap if another one already is; the mark lasts as long as the guard.
+    pub(crate) fn present(&self, refresh_token: &str) -> Presenting {
+        let fingerprint = model::fingerprint(refresh_token);
+        let mut state = self.lock();
+        let in_flight = state.presenting.entry(fingerprint.clone()).or_default();
+        *in_flight += 1;
+        if *in_flight > 1 {
+            state.stats.overlapping_presentations += 1;
+        }
+        drop(state);
+        Presenting {
+            sandbox: self.clone(),
+            fingerprint,
+        }
+    }
+
+    /// Makes Marketing refresh tokens roll on every use, as CRM's do (RD's newer
+    /// Marketing integrations use the CRM-style OAuth server).
+    pub fn set_marketing_rolling(&self, rolling: bool) {
+        self.lock().marketing_rolls = rolling;
     }
 
     /// Makes the next `count` token-endpoint calls fail with `fault`.

@@ -59,6 +59,9 @@ pub struct Stats {
     pub codes_exchanged: u64,
     /// Refreshes that succeeded.
     pub refreshes: u64,
+    /// Refresh calls that arrived while another call presenting the same refresh
+    /// token was still being handled (or held): the protocol's invariant says never.
+    pub overlapping_presentations: u64,
 }
 
 pub struct CodeGrant {
@@ -121,6 +124,10 @@ pub struct State {
     pub stats: Stats,
     pub issued: Vec<String>,
     pub token_latency: Duration,
+    /// Calls being handled right now, by refresh-token fingerprint.
+    pub presenting: HashMap<String, usize>,
+    /// Marketing refresh tokens roll like CRM's (RD's newer Marketing OAuth server).
+    pub marketing_rolls: bool,
 }
 
 pub fn fingerprint(value: &str) -> String {
@@ -151,6 +158,8 @@ impl State {
             stats: Stats::default(),
             issued: Vec::new(),
             token_latency: Duration::ZERO,
+            presenting: HashMap::new(),
+            marketing_rolls: false,
         }
     }
 
@@ -332,13 +341,14 @@ impl State {
         let grant = state.grant;
         self.stats.refreshes += 1;
         match product {
-            // Marketing refresh tokens are stable: the same one comes back.
-            SandboxProduct::Marketing => {
+            // Marketing refresh tokens are stable: the same one comes back (unless
+            // the sandbox plays RD's newer, rolling Marketing OAuth server).
+            SandboxProduct::Marketing if !self.marketing_rolls => {
                 state.last_used_at = now;
                 Ok(self.issue_pair(product, grant, Some(refresh_token.to_owned())))
             }
             // CRM refresh tokens roll: the presented one dies now.
-            SandboxProduct::Crm => {
+            SandboxProduct::Crm | SandboxProduct::Marketing => {
                 state.alive = false;
                 Ok(self.issue_pair(product, grant, None))
             }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use url::Url;
 
 use crate::model::{ExchangeRefusal, Fault, Issued, RefreshRefusal};
-use crate::{Sandbox, SandboxProduct};
+use crate::{Presenting, Sandbox, SandboxProduct};
 
 pub fn routes() -> Router<Sandbox> {
     Router::new()
@@ -183,7 +183,11 @@ fn token_response(issued: Issued) -> Response {
 
 /// A fault that stops the call before processing, as its answer; `None` when the
 /// call should go on (no fault, or one that plays after processing).
-async fn play_fault_before(sandbox: &Sandbox, fault: Option<Fault>) -> Option<Response> {
+async fn play_fault_before(
+    sandbox: &Sandbox,
+    fault: Option<Fault>,
+    presenting: &mut Option<Presenting>,
+) -> Option<Response> {
     sandbox.note_token_call_received();
     let latency = sandbox.lock().token_latency;
     if !latency.is_zero() {
@@ -199,9 +203,12 @@ async fn play_fault_before(sandbox: &Sandbox, fault: Option<Fault>) -> Option<Re
             // RD keeps holding the request even after the client gave up, so the
             // hold lives in its own task, counted until it ends.
             let held = sandbox.hold_token_call();
+            // The token counts as presented for as long as RD holds the call.
+            let presenting = presenting.take();
             let hold = tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(millis)).await;
                 drop(held);
+                drop(presenting);
             });
             let _ = hold.await;
             Some((StatusCode::GATEWAY_TIMEOUT, "gateway timeout").into_response())
@@ -276,7 +283,8 @@ async fn marketing_token(
     let fault = sandbox
         .lock()
         .record_token_call(request.refresh_token.as_deref());
-    if let Some(response) = play_fault_before(&sandbox, fault).await {
+    let mut presenting = request.refresh_token.as_deref().map(|t| sandbox.present(t));
+    if let Some(response) = play_fault_before(&sandbox, fault, &mut presenting).await {
         return response;
     }
     let product = SandboxProduct::Marketing;
@@ -356,7 +364,8 @@ async fn crm_token(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Byt
         .then(|| field("refresh_token"))
         .flatten();
     let fault = sandbox.lock().record_token_call(refresh_token);
-    if let Some(response) = play_fault_before(&sandbox, fault).await {
+    let mut presenting = refresh_token.map(|t| sandbox.present(t));
+    if let Some(response) = play_fault_before(&sandbox, fault, &mut presenting).await {
         return response;
     }
     let product = SandboxProduct::Crm;

@@ -63,6 +63,7 @@ pub struct InstrumentedStore {
     slow_claim_answer: Arc<OneShot>,
     slow_commit: Arc<OneShot>,
     claims: Arc<tokio::sync::watch::Sender<u64>>,
+    lease_ends: Arc<Mutex<Vec<i64>>>,
 }
 
 impl InstrumentedStore {
@@ -77,6 +78,7 @@ impl InstrumentedStore {
             slow_claim_answer: Arc::default(),
             slow_commit: Arc::default(),
             claims: Arc::new(tokio::sync::watch::channel(0).0),
+            lease_ends: Arc::default(),
         }
     }
 
@@ -101,6 +103,11 @@ impl InstrumentedStore {
     pub async fn wait_for_claims(&self, count: u64) {
         let mut watch = self.claims.subscribe();
         let _ = watch.wait_for(|n| *n >= count).await;
+    }
+
+    /// The deadline (ms since the epoch) of every lease claimed so far.
+    pub fn claimed_lease_ends(&self) -> Vec<i64> {
+        self.lease_ends.lock().expect("lock").clone()
     }
 
     /// Lease claims landed so far.
@@ -145,7 +152,10 @@ impl ConnectionStore for InstrumentedStore {
     ) -> Result<Connection, StoreError> {
         self.write();
         let claimed = self.inner.claim_lease(connection, now_ms).await;
-        if claimed.is_ok() {
+        if let Ok(stored) = &claimed {
+            if let Some(lease) = &stored.lease {
+                self.lease_ends.lock().expect("lock").push(lease.deadline_ms);
+            }
             self.claims.send_modify(|n| *n += 1);
             self.slow_claim_answer.play().await;
         }

@@ -1,0 +1,360 @@
+//! The refresh protocol when AWS is slow or fails twice: a second worker racing a
+//! holder whose read, claim, credentials read or commit is slowed past the lease
+//! never makes RD see one refresh token presented twice at once, nor a dead one;
+//! a pair whose commit and status write both failed is restored from the rescue
+//! queue without calling RD; a scheduled run never outlives its invocation.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use connector::clock::Clock;
+use connector::domain::{ConnectionId, ConnectionStatus, Lease, Product};
+use connector::ports::EventKind;
+use connector::refresh::{LeaseTiming, RefreshFailure, RefreshRequest, RefreshSettings, Refreshed};
+use connector::secret::ExposeSecret;
+use integration_tests::refresh_app::RefreshApp;
+use lambda_runtime::{Context, LambdaEvent};
+use token_refresher::Refresher;
+
+/// Seconds until a fresh CRM pair (2 h) is inside the 15-minute margin.
+const CRM_NEARLY_EXPIRED: i64 = 7_200 - 300;
+/// Longer than the lease of [`slow_settings`].
+const PAST_THE_LEASE: Duration = Duration::from_millis(3_500);
+/// RD's answer time: well inside T.
+const RD_LATENCY: Duration = Duration::from_millis(800);
+
+/// T = 1 s, commit budget 1 s, skew allowance 0.5 s, L = 3 s: accepted by the
+/// same check the service applies at load.
+fn slow_settings() -> RefreshSettings {
+    RefreshSettings::new(LeaseTiming {
+        token_timeout: Duration::from_secs(1),
+        commit_budget: Duration::from_secs(1),
+        lease: Duration::from_secs(3),
+        clock_skew: Duration::from_millis(500),
+    })
+    .expect("a timing the service accepts")
+}
+
+async fn due_crm_connection(app: &RefreshApp, id: &str) -> String {
+    let c = app.connect(id, Product::Crm).await;
+    app.advance(CRM_NEARLY_EXPIRED);
+    app.sandbox.sandbox.set_token_latency(RD_LATENCY);
+    c.tokens.refresh_token.expose_secret().to_owned()
+}
+
+fn spawn_refresh(
+    app: &RefreshApp,
+    id: &str,
+) -> tokio::task::JoinHandle<Result<Refreshed, RefreshFailure>> {
+    let engine = app.engine.clone();
+    let id = ConnectionId::parse(id).expect("valid");
+    tokio::spawn(async move { engine.refresh(&id, RefreshRequest::default()).await })
+}
+
+/// What RD must never have seen, and the connection must end as.
+async fn assert_single_spend(app: &RefreshApp, id: &str, token_calls: u64) {
+    let stats = app.sandbox.sandbox.stats();
+    assert_eq!(
+        stats.overlapping_presentations, 0,
+        "two calls presented one refresh token at once"
+    );
+    assert_eq!(
+        stats.dead_refresh_token_presentations, 0,
+        "a spent refresh token was presented"
+    );
+    assert_eq!(stats.token_calls, token_calls, "{stats:?}");
+    let stored = app.stored(id).await;
+    assert_eq!(stored.status, ConnectionStatus::Active, "{:?}", stored.status_reason);
+    assert!(app.usable(id).await);
+}
+
+#[tokio::test]
+async fn a_slow_read_does_not_shorten_the_lease_a_second_worker_sees() {
+    let app = RefreshApp::start_with(slow_settings()).await;
+    due_crm_connection(&app, "slow-read").await;
+    let calls = app.sandbox.sandbox.stats().token_calls;
+
+    app.store.slow_next_get(PAST_THE_LEASE);
+    let first = spawn_refresh(&app, "slow-read");
+    // The first worker's claim has landed; a second worker comes along.
+    app.store.wait_for_claims(1).await;
+    let second = app.refresh("slow-read", RefreshRequest::default()).await;
+    let first = first.await.expect("joined");
+
+    assert!(matches!(first, Ok(Refreshed::Rotated(_))), "{first:?}");
+    assert!(matches!(second, Ok(Refreshed::ByOtherWorker(_))), "{second:?}");
+    assert_single_spend(&app, "slow-read", calls + 1).await;
+}
+
+#[tokio::test]
+async fn a_claim_answered_past_its_lease_does_not_call_rd() {
+    let app = RefreshApp::start_with(slow_settings()).await;
+    due_crm_connection(&app, "slow-claim").await;
+    let calls = app.sandbox.sandbox.stats().token_calls;
+
+    app.store.slow_next_claim_answer(PAST_THE_LEASE);
+    let first = spawn_refresh(&app, "slow-claim");
+    app.store.wait_for_claims(1).await;
+    // Waits for the first worker's lease, then takes it once it has expired.
+    let second = app.refresh("slow-claim", RefreshRequest::default()).await;
+    let first = first.await.expect("joined");
+
+    assert!(matches!(second, Ok(Refreshed::Rotated(_))), "{second:?}");
+    assert!(matches!(first, Err(RefreshFailure::OutOfTime)), "{first:?}");
+    assert_single_spend(&app, "slow-claim", calls + 1).await;
+}
+
+#[tokio::test]
+async fn a_slow_credentials_read_happens_before_the_claim() {
+    let app = RefreshApp::start_with(slow_settings()).await;
+    due_crm_connection(&app, "slow-secret").await;
+    let calls = app.sandbox.sandbox.stats().token_calls;
+
+    app.credentials.slow_next_read(PAST_THE_LEASE);
+    let reads = app.credentials.reads();
+    let first = spawn_refresh(&app, "slow-secret");
+    app.credentials.wait_for_reads(reads + 1).await;
+    let second = app.refresh("slow-secret", RefreshRequest::default()).await;
+    let first = first.await.expect("joined");
+
+    assert!(matches!(second, Ok(Refreshed::Rotated(_))), "{second:?}");
+    assert!(
+        matches!(first, Ok(Refreshed::AlreadyFresh(_) | Refreshed::ByOtherWorker(_))),
+        "{first:?}"
+    );
+    assert_single_spend(&app, "slow-secret", calls + 1).await;
+}
+
+#[tokio::test]
+async fn a_commit_slowed_past_the_lease_is_rescued_before_the_lease_ends() {
+    let app = RefreshApp::start_with(slow_settings()).await;
+    let spent = due_crm_connection(&app, "slow-commit").await;
+    let calls = app.sandbox.sandbox.stats().token_calls;
+
+    app.store.slow_next_commit(PAST_THE_LEASE);
+    let first = spawn_refresh(&app, "slow-commit");
+    app.store.wait_for_claims(1).await;
+    let second = app.refresh("slow-commit", RefreshRequest::default()).await;
+    let first = first.await.expect("joined");
+
+    assert!(matches!(first, Err(RefreshFailure::PossiblyLost(_))), "{first:?}");
+    match second {
+        Ok(Refreshed::Restored(c)) => {
+            assert_ne!(c.tokens.refresh_token.expose_secret(), spent)
+        }
+        other => panic!("expected the rescued pair, got {other:?}"),
+    }
+    assert_single_spend(&app, "slow-commit", calls + 1).await;
+    assert!(app.rescues.peek().await.is_empty());
+}
+
+/// Commit and status write both fail: the item is left `active` with the spent
+/// token and an expired lease whose intent names it.
+async fn rotate_with_table_unavailable(app: &RefreshApp, id: &str) -> String {
+    let spent = app.connect(id, Product::Crm).await;
+    app.advance(CRM_NEARLY_EXPIRED);
+    app.store.fail_commits.store(true, Ordering::SeqCst);
+    app.store.fail_updates.store(true, Ordering::SeqCst);
+    let outcome = app.refresh(id, RefreshRequest::default()).await;
+    assert!(matches!(outcome, Err(RefreshFailure::Store(_))), "{outcome:?}");
+    app.store.fail_commits.store(false, Ordering::SeqCst);
+    app.store.fail_updates.store(false, Ordering::SeqCst);
+    let stored = app.stored(id).await;
+    assert_eq!(stored.status, ConnectionStatus::Active);
+    assert_eq!(stored.tokens.refresh_token, spent.tokens.refresh_token);
+    assert!(stored.intent.is_some() && stored.lease.is_some());
+    spent.tokens.refresh_token.expose_secret().to_owned()
+}
+
+#[tokio::test]
+async fn the_next_claimer_restores_a_rescued_pair_without_calling_rd() {
+    let app = RefreshApp::start().await;
+    let spent = rotate_with_table_unavailable(&app, "twice-failed").await;
+    // The lease expires; the next caller (not a run) takes over.
+    app.advance(3);
+    let calls = app.sandbox.sandbox.stats().token_calls;
+
+    match app.refresh("twice-failed", RefreshRequest::default()).await {
+        Ok(Refreshed::Restored(c)) => assert_ne!(c.tokens.refresh_token.expose_secret(), spent),
+        other => panic!("expected a restore, got {other:?}"),
+    }
+    let stats = app.sandbox.sandbox.stats();
+    assert_eq!(stats.token_calls, calls, "RD was not called");
+    assert_eq!(stats.dead_refresh_token_presentations, 0);
+    assert_eq!(app.stored("twice-failed").await.status, ConnectionStatus::Active);
+    assert!(app.usable("twice-failed").await);
+}
+
+#[tokio::test]
+async fn a_pair_the_table_refused_waits_on_the_queue_and_the_next_run_restores_it() {
+    let app = RefreshApp::start().await;
+    rotate_with_table_unavailable(&app, "table-down").await;
+    let queued = app.rescues.peek().await;
+    assert_eq!(queued.len(), 1);
+    assert!(app.sandbox.sandbox.access_token_is_valid(
+        rd_sandbox::SandboxProduct::Crm,
+        queued[0].tokens.access_token.expose_secret()
+    ));
+    let calls = app.sandbox.sandbox.stats().token_calls;
+
+    app.advance(3);
+    let summary = app.run().await;
+    assert_eq!(summary.restored_from_rescue, 1, "{summary:?}");
+    assert_eq!(app.sandbox.sandbox.stats().token_calls, calls);
+    let after = app.stored("table-down").await;
+    assert_eq!(after.tokens, queued[0].tokens);
+    assert_eq!(after.status, ConnectionStatus::Active);
+    assert!(app.rescues.peek().await.is_empty());
+    assert_eq!(app.events_of(EventKind::ConnectionRecovered).len(), 1);
+    assert!(app.usable("table-down").await);
+}
+
+#[tokio::test]
+async fn a_pair_neither_table_nor_queue_takes_is_reported_lost_loudly() {
+    let app = RefreshApp::start().await;
+    app.connect("nowhere", Product::Crm).await;
+    app.advance(CRM_NEARLY_EXPIRED);
+    app.store.fail_commits.store(true, Ordering::SeqCst);
+    app.rescues.fail_puts.store(true, Ordering::SeqCst);
+
+    let outcome = app.refresh("nowhere", RefreshRequest::default()).await;
+    match outcome {
+        Err(RefreshFailure::PossiblyLost(c)) => {
+            assert_eq!(c.status_reason.as_deref(), Some("rescue_failed"))
+        }
+        other => panic!("expected possibly_lost, got {other:?}"),
+    }
+    let lost = app.events_of(EventKind::ConnectionPossiblyLost);
+    assert_eq!(lost.len(), 1);
+    assert_eq!(lost[0].reason, "rescue_failed");
+}
+
+#[tokio::test]
+async fn a_grant_rejected_after_a_concurrent_reconnect_returns_the_reconnected_pair() {
+    let app = RefreshApp::start().await;
+    let before = app.connect("regranted", Product::Crm).await;
+    app.advance(CRM_NEARLY_EXPIRED);
+    // The old grant is revoked at RD: the refresh in flight will be refused.
+    assert!(
+        app.sandbox
+            .sandbox
+            .revoke(before.tokens.refresh_token.expose_secret())
+    );
+    let refresh = app
+        .refresh_until_rd_is_called("regranted", Duration::from_millis(150))
+        .await;
+    let (access, refresh_token, expires_in) = app
+        .sandbox
+        .sandbox
+        .issue_pair(rd_sandbox::SandboxProduct::Crm);
+    let now = app.clock.now();
+    let fresh = connector::domain::TokenPair {
+        access_token: connector::secret::AccessToken::new(access),
+        refresh_token: connector::secret::RefreshToken::new(refresh_token),
+        access_expires_at: now.plus_seconds(expires_in),
+    };
+    let current = app.stored("regranted").await;
+    app.engine
+        .store
+        .update(&current.reconnected(fresh.clone(), now))
+        .await
+        .expect("reconnected");
+
+    match refresh.await.expect("joined") {
+        Ok(Refreshed::ByOtherWorker(c)) => assert_eq!(c.tokens, fresh),
+        other => panic!("expected the reconnected pair, got {other:?}"),
+    }
+    let after = app.stored("regranted").await;
+    assert_eq!(after.status, ConnectionStatus::Active);
+    assert!(app.events_of(EventKind::ConnectionNeedsReauth).is_empty());
+}
+
+#[tokio::test]
+async fn a_run_never_claims_a_lease_that_outlives_its_invocation() {
+    let app = RefreshApp::start_with(slow_settings()).await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let id = format!("late-{i}");
+        app.connect(&id, Product::Crm).await;
+        ids.push(id);
+    }
+    app.advance(CRM_NEARLY_EXPIRED);
+    app.sandbox.sandbox.set_token_latency(Duration::from_millis(300));
+    // Another worker (a proxy instance that died) holds every lease for 2.9 s more:
+    // the run's first refresh waits that long for it before it may claim.
+    let held_until = app.clock.now_ms() + 2_900;
+    for id in &ids {
+        let c = app.stored(id).await;
+        let held = connector::domain::Connection {
+            lease: Some(Lease {
+                id: "dead-worker".to_owned(),
+                deadline_ms: held_until,
+            }),
+            ..c
+        };
+        app.engine.store.update(&held).await.expect("held");
+    }
+    let refresher = Refresher {
+        engine: app.engine.clone(),
+        concurrency: 1,
+    };
+    // Room for one lease after the wait, not for two.
+    let deadline = app.clock.now_ms() + 7_000;
+    let mut context = Context::default();
+    context.deadline = deadline as u64;
+    let event = LambdaEvent::new(
+        serde_json::from_str(include_str!("../fixtures/eventbridge/scheduled-event.json"))
+            .expect("EventBridge event"),
+        context,
+    );
+    let summary = refresher.handle(event).await.expect("handled");
+
+    let returned_at = app.clock.now_ms();
+    let lease_ends = app.store.claimed_lease_ends();
+    assert!(!lease_ends.is_empty(), "{summary:?}");
+    for end in &lease_ends {
+        assert!(
+            *end <= deadline,
+            "a lease claimed by the run ends {} ms after the invocation",
+            end - deadline
+        );
+    }
+    assert!(summary.left_for_next_run >= 1, "{summary:?}");
+    for id in &ids {
+        let c = app.stored(id).await;
+        assert!(
+            c.live_lease(returned_at).is_none(),
+            "{id}: a lease was left live when the handler returned"
+        );
+        assert_eq!(c.status, ConnectionStatus::Active);
+    }
+    assert_eq!(app.sandbox.sandbox.stats().overlapping_presentations, 0);
+}
+
+#[tokio::test]
+async fn a_run_whose_every_due_index_query_failed_is_a_failed_invocation() {
+    let app = RefreshApp::start().await;
+    // A table the run's store cannot find: every shard query fails.
+    let missing = integration_tests::moto::unique_name("no-such-table");
+    let store = connector::adapters::dynamodb::DynamoStore::new(
+        integration_tests::moto::dynamodb().await,
+        missing,
+    );
+    let mut engine = app.engine.clone();
+    engine.store = std::sync::Arc::new(store);
+    let refresher = Refresher {
+        engine,
+        concurrency: 1,
+    };
+    let mut context = Context::default();
+    context.deadline = (app.clock.now_ms() + 60_000) as u64;
+    let event = LambdaEvent::new(
+        serde_json::from_str(include_str!("../fixtures/eventbridge/scheduled-event.json"))
+            .expect("EventBridge event"),
+        context,
+    );
+    match refresher.handle(event).await {
+        Err(token_refresher::HandlerError::DueIndexUnavailable { shards }) => assert!(shards > 0),
+        other => panic!("expected a failed invocation, got {other:?}"),
+    }
+}
