@@ -154,7 +154,10 @@ impl ConnectionStore for InstrumentedStore {
         let claimed = self.inner.claim_lease(connection, now_ms).await;
         if let Ok(stored) = &claimed {
             if let Some(lease) = &stored.lease {
-                self.lease_ends.lock().expect("lock").push(lease.deadline_ms);
+                self.lease_ends
+                    .lock()
+                    .expect("lock")
+                    .push(lease.deadline_ms);
             }
             self.claims.send_modify(|n| *n += 1);
             self.slow_claim_answer.play().await;

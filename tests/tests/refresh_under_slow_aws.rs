@@ -64,7 +64,12 @@ async fn assert_single_spend(app: &RefreshApp, id: &str, token_calls: u64) {
     );
     assert_eq!(stats.token_calls, token_calls, "{stats:?}");
     let stored = app.stored(id).await;
-    assert_eq!(stored.status, ConnectionStatus::Active, "{:?}", stored.status_reason);
+    assert_eq!(
+        stored.status,
+        ConnectionStatus::Active,
+        "{:?}",
+        stored.status_reason
+    );
     assert!(app.usable(id).await);
 }
 
@@ -82,7 +87,10 @@ async fn a_slow_read_does_not_shorten_the_lease_a_second_worker_sees() {
     let first = first.await.expect("joined");
 
     assert!(matches!(first, Ok(Refreshed::Rotated(_))), "{first:?}");
-    assert!(matches!(second, Ok(Refreshed::ByOtherWorker(_))), "{second:?}");
+    assert!(
+        matches!(second, Ok(Refreshed::ByOtherWorker(_))),
+        "{second:?}"
+    );
     assert_single_spend(&app, "slow-read", calls + 1).await;
 }
 
@@ -119,7 +127,10 @@ async fn a_slow_credentials_read_happens_before_the_claim() {
 
     assert!(matches!(second, Ok(Refreshed::Rotated(_))), "{second:?}");
     assert!(
-        matches!(first, Ok(Refreshed::AlreadyFresh(_) | Refreshed::ByOtherWorker(_))),
+        matches!(
+            first,
+            Ok(Refreshed::AlreadyFresh(_) | Refreshed::ByOtherWorker(_))
+        ),
         "{first:?}"
     );
     assert_single_spend(&app, "slow-secret", calls + 1).await;
@@ -137,7 +148,10 @@ async fn a_commit_slowed_past_the_lease_is_rescued_before_the_lease_ends() {
     let second = app.refresh("slow-commit", RefreshRequest::default()).await;
     let first = first.await.expect("joined");
 
-    assert!(matches!(first, Err(RefreshFailure::PossiblyLost(_))), "{first:?}");
+    assert!(
+        matches!(first, Err(RefreshFailure::PossiblyLost(_))),
+        "{first:?}"
+    );
     match second {
         Ok(Refreshed::Restored(c)) => {
             assert_ne!(c.tokens.refresh_token.expose_secret(), spent)
@@ -156,7 +170,10 @@ async fn rotate_with_table_unavailable(app: &RefreshApp, id: &str) -> String {
     app.store.fail_commits.store(true, Ordering::SeqCst);
     app.store.fail_updates.store(true, Ordering::SeqCst);
     let outcome = app.refresh(id, RefreshRequest::default()).await;
-    assert!(matches!(outcome, Err(RefreshFailure::Store(_))), "{outcome:?}");
+    assert!(
+        matches!(outcome, Err(RefreshFailure::Store(_))),
+        "{outcome:?}"
+    );
     app.store.fail_commits.store(false, Ordering::SeqCst);
     app.store.fail_updates.store(false, Ordering::SeqCst);
     let stored = app.stored(id).await;
@@ -181,7 +198,10 @@ async fn the_next_claimer_restores_a_rescued_pair_without_calling_rd() {
     let stats = app.sandbox.sandbox.stats();
     assert_eq!(stats.token_calls, calls, "RD was not called");
     assert_eq!(stats.dead_refresh_token_presentations, 0);
-    assert_eq!(app.stored("twice-failed").await.status, ConnectionStatus::Active);
+    assert_eq!(
+        app.stored("twice-failed").await.status,
+        ConnectionStatus::Active
+    );
     assert!(app.usable("twice-failed").await);
 }
 
@@ -279,7 +299,9 @@ async fn a_run_never_claims_a_lease_that_outlives_its_invocation() {
         ids.push(id);
     }
     app.advance(CRM_NEARLY_EXPIRED);
-    app.sandbox.sandbox.set_token_latency(Duration::from_millis(300));
+    app.sandbox
+        .sandbox
+        .set_token_latency(Duration::from_millis(300));
     // Another worker (a proxy instance that died) holds every lease for 2.9 s more:
     // the run's first refresh waits that long for it before it may claim.
     let held_until = app.clock.now_ms() + 2_900;
@@ -312,11 +334,13 @@ async fn a_run_never_claims_a_lease_that_outlives_its_invocation() {
     let returned_at = app.clock.now_ms();
     let lease_ends = app.store.claimed_lease_ends();
     assert!(!lease_ends.is_empty(), "{summary:?}");
+    // The handler keeps one second back to report the run.
+    let finish_by = deadline - 1_000;
     for end in &lease_ends {
         assert!(
-            *end <= deadline,
-            "a lease claimed by the run ends {} ms after the invocation",
-            end - deadline
+            *end <= finish_by,
+            "a lease claimed by the run ends {} ms too late",
+            end - finish_by
         );
     }
     assert!(summary.left_for_next_run >= 1, "{summary:?}");
