@@ -60,7 +60,8 @@ pub struct Config {
     pub token_call_timeout: Duration,
     /// The refresh protocol's timing and due policy: `REFRESH_LEASE_SECONDS`,
     /// `REFRESH_COMMIT_BUDGET_SECONDS`, `REFRESH_MARGIN_CRM_SECONDS`,
-    /// `REFRESH_MARGIN_MARKETING_SECONDS`, `CRM_KEEPALIVE_DAYS`, `DUE_INDEX_SHARDS`.
+    /// `REFRESH_MARGIN_MARKETING_SECONDS`, `CRM_KEEPALIVE_DAYS`, `DUE_INDEX_SHARDS`,
+    /// `REFRESH_CLOCK_SKEW_MS`, `REFRESH_FAILING_AFTER`.
     pub refresh: RefreshSettings,
     /// `REFRESH_CONCURRENCY`: refreshes in flight at once in one refresher run.
     pub refresh_concurrency: usize,
@@ -133,6 +134,13 @@ impl Config {
                     reason: "too large".to_owned(),
                 })?,
         };
+        refresh.failing_after =
+            u32::try_from(positive("REFRESH_FAILING_AFTER", 6)?).map_err(|_| {
+                ConfigError::Invalid {
+                    name: "REFRESH_FAILING_AFTER",
+                    reason: "too large".to_owned(),
+                }
+            })?;
         if refresh.due.crm_keepalive_seconds >= 14 * 86_400 {
             return Err(ConfigError::Invalid {
                 name: "CRM_KEEPALIVE_DAYS",

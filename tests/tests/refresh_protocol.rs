@@ -16,11 +16,47 @@ use rd_sandbox::Fault;
 /// Seconds until a fresh CRM pair (2 h) is inside the 15-minute margin.
 const CRM_NEARLY_EXPIRED: i64 = 7_200 - 300;
 
-#[tokio::test]
-async fn fifty_concurrent_refreshes_and_a_run_spend_the_token_once() {
+/// Seconds until a fresh pair of `product` is inside its refresh margin.
+fn nearly_expired(product: Product) -> i64 {
+    match product {
+        Product::Crm => CRM_NEARLY_EXPIRED,
+        Product::Marketing => 86_400 - 300,
+    }
+}
+
+/// A sandbox where `product`'s refresh tokens roll on every use: CRM always, and
+/// Marketing as RD's newer Marketing OAuth server does.
+async fn rolling_app(product: Product) -> RefreshApp {
     let app = RefreshApp::start().await;
-    let before = app.connect("race", Product::Crm).await;
-    app.advance(CRM_NEARLY_EXPIRED);
+    if product == Product::Marketing {
+        app.sandbox.sandbox.set_marketing_rolling(true);
+    }
+    app
+}
+
+/// Runs a protocol case for CRM and for Marketing with rolling refresh tokens.
+macro_rules! for_rolling_products {
+    ($case:ident: $crm:ident, $marketing:ident) => {
+        #[tokio::test]
+        async fn $crm() {
+            $case(Product::Crm).await;
+        }
+
+        #[tokio::test]
+        async fn $marketing() {
+            $case(Product::Marketing).await;
+        }
+    };
+}
+
+for_rolling_products!(fifty_concurrent_refreshes_and_a_run_spend_the_token_once:
+    fifty_concurrent_refreshes_and_a_run_spend_a_crm_token_once,
+    fifty_concurrent_refreshes_and_a_run_spend_a_rolling_marketing_token_once);
+
+async fn fifty_concurrent_refreshes_and_a_run_spend_the_token_once(product: Product) {
+    let app = rolling_app(product).await;
+    let before = app.connect("race", product).await;
+    app.advance(nearly_expired(product));
     let calls_before = app.sandbox.sandbox.stats().token_calls;
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -76,12 +112,15 @@ async fn fifty_concurrent_refreshes_and_a_run_spend_the_token_once() {
     assert!(app.usable("race").await);
 }
 
-#[tokio::test]
-async fn a_held_call_is_never_doubled_and_a_later_attempt_succeeds() {
-    let app = RefreshApp::start().await;
-    let before = app.connect("held", Product::Crm).await;
+for_rolling_products!(a_held_call_is_never_doubled_and_a_later_attempt_succeeds:
+    a_held_crm_call_is_never_doubled_and_a_later_attempt_succeeds,
+    a_held_rolling_marketing_call_is_never_doubled_and_a_later_attempt_succeeds);
+
+async fn a_held_call_is_never_doubled_and_a_later_attempt_succeeds(product: Product) {
+    let app = rolling_app(product).await;
+    let before = app.connect("held", product).await;
     let token = before.tokens.refresh_token.expose_secret().to_owned();
-    app.advance(CRM_NEARLY_EXPIRED);
+    app.advance(nearly_expired(product));
     // Held well past T (500 ms) without being processed.
     app.sandbox
         .sandbox
@@ -139,11 +178,14 @@ async fn a_held_call_is_never_doubled_and_a_later_attempt_succeeds() {
     assert!(app.usable("held").await);
 }
 
-#[tokio::test]
-async fn a_rotation_lost_in_flight_is_possibly_lost_never_needs_reauth() {
-    let app = RefreshApp::start().await;
-    app.connect("dropped", Product::Crm).await;
-    app.advance(CRM_NEARLY_EXPIRED);
+for_rolling_products!(a_rotation_lost_in_flight_is_possibly_lost_never_needs_reauth:
+    a_crm_rotation_lost_in_flight_is_possibly_lost_never_needs_reauth,
+    a_rolling_marketing_rotation_lost_in_flight_is_possibly_lost_never_needs_reauth);
+
+async fn a_rotation_lost_in_flight_is_possibly_lost_never_needs_reauth(product: Product) {
+    let app = rolling_app(product).await;
+    app.connect("dropped", product).await;
+    app.advance(nearly_expired(product));
     app.sandbox
         .sandbox
         .inject_fault(Fault::DropAfterProcessing, 1);
@@ -631,4 +673,106 @@ async fn a_rate_limit_is_not_processed_and_its_retry_after_is_honoured() {
         app.stored("limited").await.tokens.refresh_token,
         before.tokens.refresh_token
     );
+}
+
+#[tokio::test]
+async fn a_rescued_marketing_pair_never_overwrites_a_newer_access_token() {
+    let app = RefreshApp::start().await;
+    let before = app.connect("stable", Product::Marketing).await;
+    let (access, _, expires_in) = app
+        .sandbox
+        .sandbox
+        .issue_pair(rd_sandbox::SandboxProduct::Marketing);
+    // A pair saved from a failed commit: Marketing kept its (stable) refresh token.
+    let rescued = connector::ports::RescuedPair {
+        connection_id: before.id.clone(),
+        lease_id: "lease-1".to_owned(),
+        tokens: connector::domain::TokenPair {
+            access_token: connector::secret::AccessToken::new(access),
+            refresh_token: before.tokens.refresh_token.clone(),
+            access_expires_at: app.clock.now().plus_seconds(expires_in),
+        },
+        spent_refresh_token: before.tokens.refresh_token.fingerprint(),
+        replaced_access_token: before.tokens.access_token.fingerprint(),
+        rescued_at: app.clock.now(),
+    };
+    let restored = app
+        .engine
+        .restore(&rescued)
+        .await
+        .expect("store up")
+        .expect("restored onto the pair it replaced");
+    assert_eq!(restored.tokens, rescued.tokens);
+
+    // A later refresh stores a newer access token under the same refresh token...
+    let newer = app
+        .refresh(
+            "stable",
+            RefreshRequest {
+                force: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("refreshed");
+    assert_eq!(
+        newer.connection().tokens.refresh_token,
+        before.tokens.refresh_token
+    );
+    // ...and the queue delivers the same rescued pair again (SQS is at-least-once).
+    assert!(
+        app.engine
+            .restore(&rescued)
+            .await
+            .expect("store up")
+            .is_none(),
+        "superseded"
+    );
+    assert_eq!(
+        app.stored("stable").await.tokens,
+        newer.connection().tokens,
+        "the newer access token stays"
+    );
+}
+
+#[tokio::test]
+async fn refreshes_that_keep_failing_are_flagged_but_never_marked_dead() {
+    let mut settings = integration_tests::refresh_app::test_settings();
+    settings.failing_after = 3;
+    let app = RefreshApp::start_with(settings).await;
+    app.connect("flaky", Product::Crm).await;
+    app.advance(CRM_NEARLY_EXPIRED);
+    app.sandbox.sandbox.inject_fault(Fault::ServerError, 1_000);
+
+    for attempt in 1..=5u32 {
+        let outcome = app.refresh("flaky", RefreshRequest::default()).await;
+        assert!(
+            matches!(
+                outcome,
+                Err(RefreshFailure::NotProcessed { .. } | RefreshFailure::Ambiguous { .. })
+            ),
+            "{outcome:?}"
+        );
+        let stored = app.stored("flaky").await;
+        assert_eq!(stored.status, ConnectionStatus::Active);
+        assert_eq!(stored.backoff.failures, attempt);
+        let flagged = stored.status_reason.as_deref() == Some("refresh_failing");
+        assert_eq!(flagged, attempt >= 3, "attempt {attempt}");
+        app.advance(901);
+    }
+    let failing = app.events_of(EventKind::ConnectionRefreshFailing);
+    assert_eq!(failing.len(), 1, "one event when the threshold is crossed");
+    assert_eq!(
+        failing[0].connection_id.as_ref().map(|c| c.as_str()),
+        Some("flaky")
+    );
+
+    app.sandbox.sandbox.clear_faults();
+    assert!(matches!(
+        app.refresh("flaky", RefreshRequest::default()).await,
+        Ok(Refreshed::Rotated(_))
+    ));
+    let stored = app.stored("flaky").await;
+    assert_eq!(stored.status_reason, None);
+    assert_eq!(stored.backoff.failures, 0);
 }
