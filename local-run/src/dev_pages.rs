@@ -42,7 +42,12 @@ async fn start(State(service): State<ConnectService>, Query(q): Query<StartQuery
     let Ok(product) = q.product.parse::<Product>() else {
         return (StatusCode::BAD_REQUEST, "product must be crm or marketing").into_response();
     };
-    match service.open_session(&q.connection_id, product, None).await {
+    // The local page connects or replaces: reconnecting is what a developer clicking
+    // "Connect" twice means.
+    match service
+        .open_session(&q.connection_id, product, None, true)
+        .await
+    {
         Ok((_, connect_url)) => Redirect::to(connect_url.as_str()).into_response(),
         Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
     }

@@ -13,7 +13,7 @@ use connector::adapters::memory::{MemoryRescueQueue, MemoryStore};
 use connector::adapters::rdstation::{RdStationClient, RdStationEndpoints};
 use connector::clock::SystemClock;
 use connector::connect::ConnectService;
-use connector::http::oauth_callback_router;
+use connector::http::{CallerPolicy, oauth_callback_router};
 use connector::refresh::{RefreshEngine, RefreshSettings};
 use connector::refresher::{self, RunLimits};
 use connector::secret::ClientSecret;
@@ -98,6 +98,8 @@ async fn main() -> anyhow::Result<()> {
         public_base_url: public_base_url.parse()?,
         redirect_uri,
         allowed_return_origins: Vec::new(),
+        // No API Gateway here to check SigV4: anyone on this machine may call.
+        caller_policy: CallerPolicy::LocalUnauthenticated,
     };
     let app = oauth_callback_router(service.clone()).merge(dev_pages::routes(service));
 
@@ -113,6 +115,9 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  RD sandbox:      {}  (control: /_sandbox/stats)",
         sandbox.base_url.as_str().trim_end_matches('/')
+    );
+    println!(
+        "  Caller auth:     NONE (local run; in AWS, POST /connect/sessions requires an IAM-signed caller)"
     );
     println!(
         "  Open a session:  curl -s -X POST {public_base_url}/connect/sessions -H 'content-type: application/json' -d '{{\"connection_id\":\"demo-crm\",\"product\":\"crm\"}}'"

@@ -13,6 +13,7 @@ use crate::adapters::rescue_queue::SqsRescueQueue;
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::connect::ConnectService;
+use crate::http::CallerPolicy;
 use crate::ports::EventPublisher;
 use crate::refresh::RefreshEngine;
 
@@ -63,6 +64,9 @@ pub async fn connect_service(config: &Config) -> Result<ConnectService, ClientBu
         public_base_url: config.public_base_url.clone(),
         redirect_uri: config.redirect_uri(),
         allowed_return_origins: config.allowed_return_origins.clone(),
+        caller_policy: CallerPolicy::Iam {
+            allowed_arns: config.allowed_caller_arns.clone(),
+        },
     })
 }
 

@@ -53,6 +53,10 @@ pub struct Config {
     pub allowed_return_origins: Vec<Origin>,
     /// `EVENT_BUS_NAME`: the EventBridge bus for connection events.
     pub event_bus_name: Option<String>,
+    /// `ALLOWED_CALLER_ARNS`: comma-separated IAM principal ARNs that may open
+    /// connect sessions (a trailing `*` matches a prefix); empty allows any caller
+    /// the API's IAM authorizer let through.
+    pub allowed_caller_arns: Vec<String>,
     /// `RESCUE_QUEUE_URL`: the SQS queue where pairs whose commit failed wait
     /// (required by the functions that refresh).
     pub rescue_queue_url: Option<String>,
@@ -163,6 +167,15 @@ impl Config {
             allowed_return_origins,
             event_bus_name: get("EVENT_BUS_NAME"),
             rescue_queue_url: get("RESCUE_QUEUE_URL"),
+            allowed_caller_arns: get("ALLOWED_CALLER_ARNS")
+                .map(|list| {
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|a| !a.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                })
+                .unwrap_or_default(),
             token_call_timeout,
             refresh,
             refresh_concurrency,

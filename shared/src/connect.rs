@@ -1,9 +1,13 @@
 //! The connect flow: a caller opens a connect session, a person follows its URL to
 //! RD's consent page, and RD's callback is turned into a stored connection.
 //!
-//! The `state` sent to RD is `<session id>.<nonce>`; only its SHA-256 is stored,
-//! bound to the session, and the callback completes the session with one
-//! conditional write, so a state works once, for its own session, before expiry.
+//! The first visit of a connect link binds its session to that browser with a
+//! cookie (only the cookie's hash is stored); a second browser is refused. The
+//! `state` sent to RD is an opaque random value; only its SHA-256 is stored, leading
+//! to its session. The callback must come from the bound browser with the latest
+//! state, and completes the session with one conditional write, so a state works
+//! once, for its own session and browser, before expiry. A forwarded consent URL
+//! is therefore useless to anyone but the person who opened the link.
 
 use std::sync::Arc;
 
@@ -19,7 +23,7 @@ use crate::ports::{
     ClientCredentials, ConnectionStore, CredentialSource, CredentialsError, SessionError,
     SessionStore, StoreError,
 };
-use crate::secret::{AuthCode, ExposeSecret, StateToken};
+use crate::secret::{AuthCode, BrowserBinding, ExposeSecret, StateToken};
 
 /// How many times a reconnect re-reads and retries when another writer got in first.
 const STORE_ATTEMPTS: usize = 3;
@@ -43,6 +47,8 @@ pub struct ConnectService {
     pub redirect_uri: String,
     /// Origins a session's `return_url` may point to.
     pub allowed_return_origins: Vec<Origin>,
+    /// Who may open connect sessions.
+    pub caller_policy: crate::http::CallerPolicy,
 }
 
 /// Why a connect session could not be opened.
@@ -62,6 +68,9 @@ pub enum OpenSessionError {
         /// Its product.
         existing: Product,
     },
+    /// A connection with this id exists and the request did not ask to replace it.
+    #[error("connection {0} exists; send \"reconnect\": true to replace it")]
+    ConnectionExists(ConnectionId),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -73,6 +82,9 @@ pub enum BeginConsentError {
     /// The session is unknown, expired or used.
     #[error("connect session is unknown, expired or already used")]
     SessionUnusable,
+    /// Another browser opened this connect link first.
+    #[error("connect session is bound to another browser")]
+    OtherBrowser,
     /// No credentials for the session's product.
     #[error(transparent)]
     Credentials(#[from] CredentialsError),
@@ -105,8 +117,9 @@ pub struct CallbackQuery {
 /// written.
 #[derive(Debug, thiserror::Error)]
 pub enum CallbackRejected {
-    /// The state is missing, malformed, forged, expired or replayed.
-    #[error("the state is unknown, expired or already used")]
+    /// The state is missing, malformed, forged, expired or replayed, or the
+    /// request does not come from the browser that opened the connect link.
+    #[error("the state is unknown, expired, already used or not this browser's")]
     InvalidState,
     /// The store failed while checking the state.
     #[error(transparent)]
@@ -143,6 +156,10 @@ pub enum ConnectFailure {
         /// Its product.
         existing: Product,
     },
+    /// A connection with this id was created meanwhile and the session was not
+    /// opened to replace one.
+    #[error("connection {0} exists and the session was not opened to reconnect it")]
+    ConnectionExists(ConnectionId),
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -159,6 +176,7 @@ impl ConnectFailure {
             Self::RdUnavailable(_) => "rdstation_unavailable",
             Self::Credentials(_) => "credentials_unavailable",
             Self::ProductMismatch { .. } => "product_mismatch",
+            Self::ConnectionExists(_) => "connection_exists",
             Self::Store(_) => "store_unavailable",
         }
     }
@@ -182,7 +200,12 @@ fn error_code(raw: &str) -> String {
         .collect()
 }
 
-/// SHA-256 of a state value, as stored on its session.
+/// A fresh browser-binding cookie value.
+pub fn new_browser_binding() -> BrowserBinding {
+    BrowserBinding::new(crate::domain::session_nonce())
+}
+
+/// SHA-256 of a state or cookie value, as stored.
 fn state_hash(state: &str) -> String {
     Sha256::digest(state.as_bytes())
         .iter()
@@ -191,7 +214,8 @@ fn state_hash(state: &str) -> String {
 }
 
 impl ConnectService {
-    /// Opens a connect session and returns it with its connect URL.
+    /// Opens a connect session and returns it with its connect URL. Replacing an
+    /// existing connection takes `reconnect`.
     ///
     /// # Errors
     /// [`OpenSessionError`] for bad input or a store failure; nothing is written then.
@@ -200,20 +224,25 @@ impl ConnectService {
         connection_id: &str,
         product: Product,
         return_url: Option<&str>,
+        reconnect: bool,
     ) -> Result<(ConnectSession, Url), OpenSessionError> {
         let connection_id = ConnectionId::parse(connection_id)?;
         let return_url = return_url
             .map(|raw| self.allowed_return_url(raw))
             .transpose()?;
-        if let Some(existing) = self.connections.get(&connection_id).await?
-            && existing.product != product
-        {
-            return Err(OpenSessionError::ProductMismatch {
-                id: connection_id,
-                existing: existing.product,
-            });
+        if let Some(existing) = self.connections.get(&connection_id).await? {
+            if existing.product != product {
+                return Err(OpenSessionError::ProductMismatch {
+                    id: connection_id,
+                    existing: existing.product,
+                });
+            }
+            if !reconnect {
+                return Err(OpenSessionError::ConnectionExists(connection_id));
+            }
         }
-        let session = ConnectSession::new(connection_id, product, return_url, self.clock.now());
+        let mut session = ConnectSession::new(connection_id, product, return_url, self.clock.now());
+        session.reconnect = reconnect;
         self.sessions.create_session(&session).await?;
         let connect_url = self.connect_url(&session.id);
         Ok((session, connect_url))
@@ -235,51 +264,78 @@ impl ConnectService {
         url
     }
 
-    /// Issues a fresh `state` for the session and returns RD's consent URL.
+    /// Binds the session to the browser holding `binding` (a fresh binding when
+    /// the browser has none), issues a fresh opaque `state` and returns RD's
+    /// consent URL with the binding the browser must keep.
     ///
     /// # Errors
-    /// [`BeginConsentError::SessionUnusable`] for an unknown, expired or used session.
-    pub async fn begin_consent(&self, session_id: &str) -> Result<Url, BeginConsentError> {
+    /// [`BeginConsentError::SessionUnusable`] for an unknown, expired or used
+    /// session; [`BeginConsentError::OtherBrowser`] if another browser opened it.
+    pub async fn begin_consent(
+        &self,
+        session_id: &str,
+        binding: Option<BrowserBinding>,
+    ) -> Result<(Url, BrowserBinding), BeginConsentError> {
         let id = SessionId::parse(session_id).ok_or(BeginConsentError::SessionUnusable)?;
-        let state = StateToken::new(format!(
-            "{}.{}",
-            id.as_str(),
-            crate::domain::session_nonce()
-        ));
-        let session = self
+        let binding = binding.unwrap_or_else(new_browser_binding);
+        let browser_hash = state_hash(binding.expose_secret());
+        let state = StateToken::new(crate::domain::session_nonce());
+        let now = self.clock.now();
+        let session = match self
             .sessions
-            .bind_state(&id, &state_hash(state.expose_secret()), self.clock.now())
-            .await?;
+            .bind_state(&id, &browser_hash, &state_hash(state.expose_secret()), now)
+            .await
+        {
+            Ok(session) => session,
+            Err(SessionError::Unusable) => {
+                // Tell a second browser apart from a dead link: the person can act on it.
+                let other_browser = self.sessions.get_session(&id).await?.is_some_and(|s| {
+                    s.is_open(now) && s.browser_hash.as_deref().is_some_and(|h| h != browser_hash)
+                });
+                return Err(if other_browser {
+                    BeginConsentError::OtherBrowser
+                } else {
+                    BeginConsentError::SessionUnusable
+                });
+            }
+            Err(SessionError::Store(e)) => return Err(e.into()),
+        };
         let credentials = self.credentials.credentials(session.product).await?;
-        Ok(self.rdstation.consent_url(
+        let consent_url = self.rdstation.consent_url(
             session.product,
             &credentials.client_id,
             &self.redirect_uri,
             &state,
-        ))
+        );
+        Ok((consent_url, binding))
     }
 
-    /// Handles RD's redirect back: completes the session named by `state` (once),
-    /// exchanges the code and stores the connection.
+    /// Handles RD's redirect back, from the browser holding `binding`: completes
+    /// the session the state was issued for (once, and only from the browser bound
+    /// to it), exchanges the code and stores the connection.
     ///
     /// # Errors
-    /// [`CallbackRejected`] when the state does not open a session; failures after
-    /// that are in [`CallbackOutcome::result`].
+    /// [`CallbackRejected`] when the state and binding do not open a session;
+    /// failures after that are in [`CallbackOutcome::result`].
     pub async fn complete_callback(
         &self,
         query: CallbackQuery,
+        binding: Option<BrowserBinding>,
     ) -> Result<CallbackOutcome, CallbackRejected> {
         let state = query.state.ok_or(CallbackRejected::InvalidState)?;
-        let session_id = state
-            .expose_secret()
-            .split_once('.')
-            .and_then(|(id, _)| SessionId::parse(id))
+        let binding = binding.ok_or(CallbackRejected::InvalidState)?;
+        let state_hash_value = state_hash(state.expose_secret());
+        let session_id = self
+            .sessions
+            .session_for_state(&state_hash_value)
+            .await?
             .ok_or(CallbackRejected::InvalidState)?;
         let session = self
             .sessions
             .complete_session(
                 &session_id,
-                &state_hash(state.expose_secret()),
+                &state_hash(binding.expose_secret()),
+                &state_hash_value,
                 self.clock.now(),
             )
             .await
@@ -359,6 +415,9 @@ impl ConnectService {
                         id: id.clone(),
                         existing: existing.product,
                     });
+                }
+                Some(_) if !session.reconnect => {
+                    return Err(ConnectFailure::ConnectionExists(id.clone()));
                 }
                 Some(existing) => {
                     self.connections

@@ -154,26 +154,36 @@ pub trait SessionStore: Send + Sync {
     /// The session, read consistently.
     async fn get_session(&self, id: &SessionId) -> Result<Option<ConnectSession>, StoreError>;
 
-    /// Records the hash of a newly issued `state` on an open session, replacing any
-    /// earlier one (so only the latest redirect's state can complete it).
+    /// Binds an open session to the browser whose binding cookie hashes to
+    /// `browser_hash` (if no browser is bound yet; if one is, it must be this one)
+    /// and records the hash of a newly issued `state`, replacing any earlier one
+    /// (so only the latest redirect's state can complete it). The state is also
+    /// recorded as leading to this session (see [`SessionStore::session_for_state`]).
     ///
     /// # Errors
-    /// [`SessionError::Unusable`] if the session is unknown, expired or completed.
+    /// [`SessionError::Unusable`] if the session is unknown, expired, completed or
+    /// bound to another browser.
     async fn bind_state(
         &self,
         id: &SessionId,
+        browser_hash: &str,
         state_hash: &str,
         now: Timestamp,
     ) -> Result<ConnectSession, SessionError>;
 
-    /// Marks the session completed, in one conditional write, if it is open and its
-    /// state hash is `state_hash`. Exactly one caller can win this for a session.
+    /// The session a state was issued for (the state sent to RD is opaque).
+    async fn session_for_state(&self, state_hash: &str) -> Result<Option<SessionId>, StoreError>;
+
+    /// Marks the session completed, in one conditional write, if it is open, its
+    /// state hash is `state_hash` and its browser hash is `browser_hash`. Exactly
+    /// one caller can win this for a session.
     ///
     /// # Errors
     /// [`SessionError::Unusable`] otherwise.
     async fn complete_session(
         &self,
         id: &SessionId,
+        browser_hash: &str,
         state_hash: &str,
         now: Timestamp,
     ) -> Result<ConnectSession, SessionError>;

@@ -1,5 +1,5 @@
 //! Types for values that must never be printed: access tokens, refresh tokens,
-//! authorization codes and client secrets.
+//! authorization codes, client secrets, states and browser-binding cookies.
 //!
 //! Each kind is its own newtype around [`secrecy::SecretString`], so one kind cannot
 //! be passed where another is expected. None implements `Display` or `Serialize`;
@@ -79,6 +79,11 @@ secret_type!(
 secret_type!(
     /// The `state` value bound to a connect session; whoever holds it can finish the flow.
     StateToken
+);
+secret_type!(
+    /// The value of the cookie that binds a connect session to the browser that
+    /// opened its link; only its hash is stored.
+    BrowserBinding
 );
 
 /// The first 16 hex digits of the SHA-256 of `value`.

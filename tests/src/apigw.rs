@@ -28,6 +28,8 @@ pub struct EventRequest<'a> {
     pub body: Option<Vec<u8>>,
     /// Send the body base64-encoded, as API Gateway does for binary media.
     pub base64: bool,
+    /// Cookies (`name=value`) added to the fixture's, in API Gateway's `cookies` list.
+    pub cookies: Vec<String>,
 }
 
 impl<'a> EventRequest<'a> {
@@ -41,6 +43,7 @@ impl<'a> EventRequest<'a> {
             headers: Vec::new(),
             body: None,
             base64: false,
+            cookies: Vec::new(),
         }
     }
 
@@ -57,6 +60,11 @@ impl<'a> EventRequest<'a> {
         event["requestContext"]["http"]["path"] = self.path.into();
         for (name, value) in &self.headers {
             event["headers"][*name] = (*value).into();
+        }
+        if !self.cookies.is_empty() {
+            let mut cookies = event["cookies"].as_array().cloned().unwrap_or_default();
+            cookies.extend(self.cookies.iter().map(|c| Value::from(c.as_str())));
+            event["cookies"] = cookies.into();
         }
         match &self.body {
             Some(body) if self.base64 => {

@@ -20,6 +20,7 @@ use url::Url;
 
 use crate::apigw::{self, Answer, EventRequest};
 use crate::{logs, moto};
+use connector::http::CallerPolicy;
 
 /// Where tests pretend the service is deployed.
 pub const PUBLIC_BASE_URL: &str = "https://connect.example.com";
@@ -42,8 +43,11 @@ pub struct TestApp {
     pub sandbox_config: SandboxConfig,
     /// The Secrets Manager secret holding the client credentials.
     pub secret_name: String,
-    /// A browser-like HTTP client that does not follow redirects.
+    /// A browser-like HTTP client that does not follow redirects (for the
+    /// sandbox's consent page).
     pub browser: reqwest::Client,
+    /// The person's browser, as our routes see it (its cookies).
+    pub person: Browser,
 }
 
 /// The JSON the credentials secret holds for `config`.
@@ -87,6 +91,9 @@ impl TestApp {
             public_base_url: Url::parse(PUBLIC_BASE_URL).expect("url"),
             redirect_uri,
             allowed_return_origins: vec![Url::parse(RETURN_ORIGIN).expect("url").origin()],
+            caller_policy: CallerPolicy::Iam {
+                allowed_arns: Vec::new(),
+            },
         };
         let router = oauth_callback_router(service.clone());
         let browser = reqwest::Client::builder()
@@ -102,6 +109,7 @@ impl TestApp {
             sandbox_config,
             secret_name,
             browser,
+            person: Browser::default(),
         }
     }
 
@@ -128,6 +136,18 @@ impl TestApp {
         if let Some(url) = return_url {
             body["return_url"] = url.into();
         }
+        self.session_path(body).await
+    }
+
+    /// Opens a session that may replace the existing connection `connection_id`.
+    pub async fn reconnect_path(&self, connection_id: &str, product: &str) -> String {
+        self.session_path(
+            json!({"connection_id": connection_id, "product": product, "reconnect": true}),
+        )
+        .await
+    }
+
+    async fn session_path(&self, body: serde_json::Value) -> String {
         let answer = self.open_session(body).await;
         assert_eq!(answer.status, 201, "{}", answer.text());
         let connect_url = Url::parse(answer.json()["connect_url"].as_str().expect("connect_url"))
@@ -136,13 +156,26 @@ impl TestApp {
         connect_url.path().to_owned()
     }
 
-    /// A person opens the connect link: the router's redirect to RD's consent page.
+    /// A person opens the connect link in their browser: the router's redirect to
+    /// RD's consent page (the browser keeps the binding cookie it sets).
     pub async fn consent_url(&self, connect_path: &str) -> Url {
-        let answer = self
-            .send(&EventRequest::new(apigw::BROWSER, "GET", connect_path))
-            .await;
+        self.consent_url_in(&self.person, connect_path).await
+    }
+
+    /// Opens the connect link in `browser`, expecting the redirect to RD.
+    pub async fn consent_url_in(&self, browser: &Browser, connect_path: &str) -> Url {
+        let answer = self.open_link_in(browser, connect_path).await;
         assert_eq!(answer.status, 302, "{}", answer.text());
         Url::parse(&answer.location()).expect("consent URL")
+    }
+
+    /// Opens the connect link in `browser`; the browser keeps any cookie set.
+    pub async fn open_link_in(&self, browser: &Browser, connect_path: &str) -> Answer {
+        let mut request = EventRequest::new(apigw::BROWSER, "GET", connect_path);
+        request.cookies = browser.cookies();
+        let answer = self.send(&request).await;
+        browser.keep(&answer);
+        answer
     }
 
     /// The person sees the sandbox's consent page and clicks `decision` ("allow" or
@@ -191,8 +224,20 @@ impl TestApp {
 
     /// RD's redirect arrives at our callback, from the person's browser.
     pub async fn callback(&self, callback_url: &Url, accept_html: bool) -> Answer {
+        self.callback_in(&self.person, callback_url, accept_html)
+            .await
+    }
+
+    /// RD's redirect arrives at our callback, from `browser`.
+    pub async fn callback_in(
+        &self,
+        browser: &Browser,
+        callback_url: &Url,
+        accept_html: bool,
+    ) -> Answer {
         assert!(callback_url.as_str().starts_with(PUBLIC_BASE_URL));
         let mut request = EventRequest::new(apigw::BROWSER, "GET", callback_url.path());
+        request.cookies = browser.cookies();
         let query = callback_url.query().unwrap_or_default().to_owned();
         request.query = &query;
         if !accept_html {
@@ -204,7 +249,17 @@ impl TestApp {
     /// A whole connect flow, approved; returns the callback's answer.
     pub async fn connect(&self, connection_id: &str, product: &str) -> Answer {
         let path = self.connect_path(connection_id, product, None).await;
-        let consent = self.consent_url(&path).await;
+        self.finish(&path).await
+    }
+
+    /// A whole flow that replaces the existing connection, approved.
+    pub async fn reconnect(&self, connection_id: &str, product: &str) -> Answer {
+        let path = self.reconnect_path(connection_id, product).await;
+        self.finish(&path).await
+    }
+
+    async fn finish(&self, path: &str) -> Answer {
+        let consent = self.consent_url(path).await;
         let back = self.decide(&consent, "allow").await;
         self.callback(&back, false).await
     }
@@ -233,6 +288,36 @@ impl TestApp {
             "the sandbox issued nothing to look for"
         );
         logs::assert_none_logged(&self.secrets());
+    }
+}
+
+/// A person's browser: the cookies our routes set on it.
+#[derive(Debug, Default)]
+pub struct Browser {
+    jar: std::sync::Mutex<Vec<String>>,
+}
+
+impl Browser {
+    /// The cookies it sends, as `name=value`.
+    pub fn cookies(&self) -> Vec<String> {
+        self.jar.lock().expect("lock").clone()
+    }
+
+    /// Keeps the cookies `answer` sets (replacing ones of the same name).
+    pub fn keep(&self, answer: &Answer) {
+        let mut jar = self.jar.lock().expect("lock");
+        for value in answer.headers.get_all("set-cookie") {
+            let text = value.to_str().expect("ascii cookie");
+            let pair = text
+                .split(';')
+                .next()
+                .expect("name=value")
+                .trim()
+                .to_owned();
+            let name = pair.split('=').next().expect("name").to_owned();
+            jar.retain(|c| !c.starts_with(&format!("{name}=")));
+            jar.push(pair);
+        }
     }
 }
 

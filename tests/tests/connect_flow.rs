@@ -105,7 +105,7 @@ async fn reconnecting_keeps_the_id_and_bumps_the_version() {
     let app = TestApp::start().await;
     assert_eq!(app.connect("again", "crm").await.status, 200);
     let first = app.stored("again").await.expect("stored");
-    let answer = app.connect("again", "crm").await;
+    let answer = app.reconnect("again", "crm").await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.json()["version"], 2);
     let second = app.stored("again").await.expect("stored");
@@ -164,12 +164,17 @@ async fn forged_state_is_refused_and_does_not_burn_the_session() {
     let real: Vec<(String, String)> = back.query_pairs().into_owned().collect();
     let code = &real.iter().find(|(k, _)| k == "code").expect("code").1;
     let state = &real.iter().find(|(k, _)| k == "state").expect("state").1;
-    let session_id = state.split_once('.').expect("session.nonce").0;
+    // The state is opaque: it names no session.
+    let session_id = path.rsplit('/').next().expect("session id");
+    assert!(!state.contains(session_id));
 
+    let mut altered = state.clone();
+    altered.replace_range(0..1, if state.starts_with('A') { "B" } else { "A" });
     let forged_states = [
-        format!("{session_id}.not-the-nonce-we-issued"),
+        altered,
         "garbage".to_owned(),
         session_id.to_owned(),
+        format!("{session_id}.{state}"),
         String::new(),
     ];
     for forged in &forged_states {
@@ -216,7 +221,7 @@ async fn expired_code_leaves_the_existing_connection_untouched() {
     assert_eq!(app.connect("kept", "marketing").await.status, 200);
     let before = app.stored("kept").await.expect("stored");
 
-    let path = app.connect_path("kept", "marketing", None).await;
+    let path = app.reconnect_path("kept", "marketing").await;
     let back = app.decide(&app.consent_url(&path).await, "allow").await;
     // Marketing codes live 60 minutes; the service's own session is still open.
     app.sandbox.sandbox.advance_clock(3_601);
@@ -254,7 +259,7 @@ async fn rd_failure_during_exchange_overwrites_nothing() {
     let app = TestApp::start().await;
     assert_eq!(app.connect("steady", "crm").await.status, 200);
     let before = app.stored("steady").await.expect("stored");
-    let path = app.connect_path("steady", "crm", None).await;
+    let path = app.reconnect_path("steady", "crm").await;
     let back = app.decide(&app.consent_url(&path).await, "allow").await;
     app.sandbox
         .sandbox
@@ -414,4 +419,166 @@ async fn base64_encoded_bodies_are_accepted() {
     let body = answer.json();
     assert_eq!(body["connection_id"], "b64");
     assert!(body["expires_at"].as_str().expect("rfc3339").ends_with('Z'));
+}
+
+#[tokio::test]
+async fn the_connect_link_binds_the_session_to_the_browser_that_opened_it() {
+    let app = TestApp::start().await;
+    let path = app.connect_path("bound", "crm", None).await;
+    let opened = app.open_link_in(&app.person, &path).await;
+    assert_eq!(opened.status, 302);
+    let cookie = opened.headers["set-cookie"].to_str().expect("ascii");
+    for attribute in [
+        "HttpOnly",
+        "SameSite=Lax",
+        "Secure",
+        "Path=/",
+        "Max-Age=600",
+    ] {
+        assert!(cookie.contains(attribute), "{attribute} in {cookie}");
+    }
+    assert!(cookie.starts_with(&format!("{}=", connector::http::BINDING_COOKIE)));
+    // Opening the link again in the same browser works (and issues a fresh state).
+    let consent = app.consent_url(&path).await;
+
+    // The same link in another browser is refused, with a page that says why.
+    let other = integration_tests::app::Browser::default();
+    let refused = app.open_link_in(&other, &path).await;
+    assert_eq!(refused.status, 403);
+    assert!(refused.text().contains("another browser"));
+    assert!(refused.headers.get("set-cookie").is_none());
+    let mut json = EventRequest::new(apigw::BROWSER, "GET", &path);
+    json.headers.push(("accept", "application/json"));
+    assert_eq!(
+        app.send(&json).await.error_code(),
+        "session_in_another_browser"
+    );
+
+    // The person who opened it finishes normally.
+    let back = app.decide(&consent, "allow").await;
+    assert_eq!(app.callback(&back, false).await.status, 200);
+    assert!(app.stored("bound").await.is_some());
+    app.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn a_forwarded_consent_url_connects_nothing() {
+    let app = TestApp::start().await;
+    // Someone opens a connect link and forwards RD's consent page to another person.
+    let path = app.connect_path("forwarded", "marketing", None).await;
+    let consent = app.consent_url(&path).await;
+    let victim = integration_tests::app::Browser::default();
+    let back = app.decide(&consent, "allow").await;
+    let answer = app.callback_in(&victim, &back, true).await;
+    assert_eq!(answer.status, 400);
+    assert!(answer.text().contains("another browser"));
+    let answer = app.callback_in(&victim, &back, false).await;
+    assert_eq!(answer.error_code(), "invalid_state");
+    assert!(app.stored("forwarded").await.is_none());
+    assert_eq!(
+        app.sandbox.sandbox.stats().token_calls,
+        0,
+        "no code was exchanged"
+    );
+    // A browser with a binding cookie of its own (from another link) fares no better.
+    let other_path = app.connect_path("elsewhere", "crm", None).await;
+    app.consent_url_in(&victim, &other_path).await;
+    assert_eq!(
+        app.callback_in(&victim, &back, false).await.error_code(),
+        "invalid_state"
+    );
+    assert_eq!(app.sandbox.sandbox.stats().token_calls, 0);
+    assert!(app.stored("forwarded").await.is_none());
+    // The browser that opened the link still can: the refusals burned nothing.
+    assert_eq!(app.callback(&back, false).await.status, 200);
+    app.assert_no_secret_logged();
+}
+
+#[tokio::test]
+async fn an_existing_connection_is_replaced_only_on_request() {
+    let app = TestApp::start().await;
+    assert_eq!(app.connect("taken", "crm").await.status, 200);
+    let before = app.stored("taken").await.expect("stored");
+    let answer = app
+        .open_session(json!({"connection_id": "taken", "product": "crm"}))
+        .await;
+    assert_eq!(answer.status, 409);
+    assert_eq!(answer.error_code(), "connection_exists");
+    assert_eq!(app.stored("taken").await.expect("stored"), before);
+
+    // A session opened before the connection existed does not replace it either.
+    let path = app.connect_path("raced", "crm", None).await;
+    let back = app.decide(&app.consent_url(&path).await, "allow").await;
+    assert_eq!(app.connect("raced", "crm").await.status, 200);
+    let first = app.stored("raced").await.expect("stored");
+    let answer = app.callback(&back, false).await;
+    assert_eq!(answer.status, 409);
+    assert_eq!(answer.error_code(), "connection_exists");
+    assert_eq!(app.stored("raced").await.expect("stored"), first);
+}
+
+#[tokio::test]
+async fn opening_a_session_needs_an_iam_caller() {
+    let app = TestApp::start().await;
+    // The same request without API Gateway's IAM authorizer context.
+    let mut request = EventRequest::new(apigw::BROWSER, "POST", "/connect/sessions");
+    request.headers.push(("content-type", "application/json"));
+    request.body = Some(
+        json!({"connection_id": "anon", "product": "crm"})
+            .to_string()
+            .into_bytes(),
+    );
+    let answer = app.send(&request).await;
+    assert_eq!(answer.status, 403);
+    assert_eq!(answer.error_code(), "forbidden");
+
+    // An allow-list admits matching principals only.
+    let mut service = app.service.clone();
+    service.caller_policy = connector::http::CallerPolicy::Iam {
+        allowed_arns: vec!["arn:aws:sts::123456789012:assumed-role/other-role/*".to_owned()],
+    };
+    let router = connector::http::oauth_callback_router(service.clone());
+    let mut signed = EventRequest::new(apigw::IAM_AUTHORIZED, "POST", "/connect/sessions");
+    signed.body = Some(
+        json!({"connection_id": "listed", "product": "crm"})
+            .to_string()
+            .into_bytes(),
+    );
+    assert_eq!(apigw::send(&router, &signed).await.status, 403);
+    service.caller_policy = connector::http::CallerPolicy::Iam {
+        allowed_arns: vec![
+            "arn:aws:sts::123456789012:assumed-role/integration-worker/*".to_owned(),
+        ],
+    };
+    let router = connector::http::oauth_callback_router(service);
+    assert_eq!(apigw::send(&router, &signed).await.status, 201);
+}
+
+#[tokio::test]
+async fn every_answer_is_nosniff_and_pages_have_a_strict_policy() {
+    let app = TestApp::start().await;
+    let path = app.connect_path("headers", "crm", None).await;
+    let back = app.decide(&app.consent_url(&path).await, "allow").await;
+    let page = app.callback(&back, true).await;
+    assert_eq!(page.status, 200);
+    assert_eq!(page.headers["x-content-type-options"], "nosniff");
+    let policy = page.headers["content-security-policy"]
+        .to_str()
+        .expect("ascii");
+    for directive in [
+        "default-src 'none'",
+        "frame-ancestors 'none'",
+        "style-src 'sha256-",
+    ] {
+        assert!(policy.contains(directive), "{directive} in {policy}");
+    }
+    let json = app
+        .open_session(json!({"connection_id": "", "product": "crm"}))
+        .await;
+    assert_eq!(json.status, 400);
+    assert_eq!(json.headers["x-content-type-options"], "nosniff");
+    let unknown = app
+        .send(&EventRequest::new(apigw::BROWSER, "GET", "/nowhere"))
+        .await;
+    assert_eq!(unknown.headers["x-content-type-options"], "nosniff");
 }

@@ -174,36 +174,69 @@ async fn session_completes_once_with_its_latest_state(store: Arc<impl Store>) {
         Some(s.clone())
     );
 
-    store.bind_state(&s.id, "hash-1", now).await.expect("bound");
+    store
+        .bind_state(&s.id, "browser-a", "hash-1", now)
+        .await
+        .expect("bound");
     let rebound = store
-        .bind_state(&s.id, "hash-2", now)
+        .bind_state(&s.id, "browser-a", "hash-2", now)
         .await
         .expect("bound again");
     assert_eq!(rebound.state_hash.as_deref(), Some("hash-2"));
+    assert_eq!(rebound.browser_hash.as_deref(), Some("browser-a"));
+    assert_eq!(
+        store.session_for_state("hash-2").await.expect("read"),
+        Some(s.id.clone()),
+        "a state leads to its session"
+    );
+    assert_eq!(
+        store.session_for_state("never-issued").await.expect("read"),
+        None
+    );
+    assert!(
+        matches!(
+            store.bind_state(&s.id, "browser-b", "hash-x", now).await,
+            Err(SessionError::Unusable)
+        ),
+        "a second browser cannot take the session"
+    );
+    assert!(
+        matches!(
+            store
+                .complete_session(&s.id, "browser-b", "hash-2", now)
+                .await,
+            Err(SessionError::Unusable)
+        ),
+        "the right state from another browser is refused"
+    );
 
     assert!(
         matches!(
-            store.complete_session(&s.id, "hash-1", now).await,
+            store
+                .complete_session(&s.id, "browser-a", "hash-1", now)
+                .await,
             Err(SessionError::Unusable)
         ),
         "an earlier state no longer works"
     );
     let done = store
-        .complete_session(&s.id, "hash-2", now)
+        .complete_session(&s.id, "browser-a", "hash-2", now)
         .await
         .expect("completes");
     assert!(done.completed);
     assert_eq!(done.connection_id, s.connection_id);
     assert!(
         matches!(
-            store.complete_session(&s.id, "hash-2", now).await,
+            store
+                .complete_session(&s.id, "browser-a", "hash-2", now)
+                .await,
             Err(SessionError::Unusable)
         ),
         "a replay is refused"
     );
     assert!(
         matches!(
-            store.bind_state(&s.id, "hash-3", now).await,
+            store.bind_state(&s.id, "browser-a", "hash-3", now).await,
             Err(SessionError::Unusable)
         ),
         "a completed session cannot be restarted"
@@ -214,23 +247,28 @@ async fn expired_or_unknown_session_is_unusable(store: Arc<impl Store>) {
     let now = Timestamp(20_000);
     let s = session(now);
     store.create_session(&s).await.expect("created");
-    store.bind_state(&s.id, "h", now).await.expect("bound");
+    store
+        .bind_state(&s.id, "browser-a", "h", now)
+        .await
+        .expect("bound");
     let later = now.plus_seconds(CONNECT_SESSION_TTL_SECONDS);
     assert!(matches!(
-        store.complete_session(&s.id, "h", later).await,
+        store.complete_session(&s.id, "browser-a", "h", later).await,
         Err(SessionError::Unusable)
     ));
     assert!(matches!(
-        store.bind_state(&s.id, "h", later).await,
+        store.bind_state(&s.id, "browser-a", "h", later).await,
         Err(SessionError::Unusable)
     ));
     let unknown = session(now).id;
     assert!(matches!(
-        store.bind_state(&unknown, "h", now).await,
+        store.bind_state(&unknown, "browser-a", "h", now).await,
         Err(SessionError::Unusable)
     ));
     assert!(matches!(
-        store.complete_session(&unknown, "h", now).await,
+        store
+            .complete_session(&unknown, "browser-a", "h", now)
+            .await,
         Err(SessionError::Unusable)
     ));
     assert!(store.get_session(&unknown).await.expect("read").is_none());
@@ -240,12 +278,20 @@ async fn concurrent_completions_have_one_winner(store: Arc<impl Store>) {
     let now = Timestamp(30_000);
     let s = session(now);
     store.create_session(&s).await.expect("created");
-    store.bind_state(&s.id, "h", now).await.expect("bound");
+    store
+        .bind_state(&s.id, "browser-a", "h", now)
+        .await
+        .expect("bound");
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..8 {
         let store = store.clone();
         let id = s.id.clone();
-        tasks.spawn(async move { store.complete_session(&id, "h", now).await.is_ok() });
+        tasks.spawn(async move {
+            store
+                .complete_session(&id, "browser-a", "h", now)
+                .await
+                .is_ok()
+        });
     }
     let wins = tasks
         .join_all()

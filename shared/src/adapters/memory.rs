@@ -19,6 +19,7 @@ use crate::ports::{
 pub struct MemoryStore {
     connections: Mutex<HashMap<ConnectionId, Connection>>,
     sessions: Mutex<HashMap<String, ConnectSession>>,
+    states: Mutex<HashMap<String, SessionId>>,
     due_policy: DuePolicy,
 }
 
@@ -170,27 +171,43 @@ impl SessionStore for MemoryStore {
     async fn bind_state(
         &self,
         id: &SessionId,
+        browser_hash: &str,
         state_hash: &str,
         now: Timestamp,
     ) -> Result<ConnectSession, SessionError> {
-        self.update_open_session(
+        let session = self.update_open_session(
             id,
             now,
-            |_| true,
-            |s| s.state_hash = Some(state_hash.to_owned()),
-        )
+            |s| s.browser_hash.as_deref().is_none_or(|b| b == browser_hash),
+            |s| {
+                s.browser_hash = Some(browser_hash.to_owned());
+                s.state_hash = Some(state_hash.to_owned());
+            },
+        )?;
+        let mut states = self.states.lock().map_err(|_| poisoned())?;
+        states.insert(state_hash.to_owned(), id.clone());
+        Ok(session)
+    }
+
+    async fn session_for_state(&self, state_hash: &str) -> Result<Option<SessionId>, StoreError> {
+        let states = self.states.lock().map_err(|_| poisoned())?;
+        Ok(states.get(state_hash).cloned())
     }
 
     async fn complete_session(
         &self,
         id: &SessionId,
+        browser_hash: &str,
         state_hash: &str,
         now: Timestamp,
     ) -> Result<ConnectSession, SessionError> {
         self.update_open_session(
             id,
             now,
-            |s| s.state_hash.as_deref() == Some(state_hash),
+            |s| {
+                s.state_hash.as_deref() == Some(state_hash)
+                    && s.browser_hash.as_deref() == Some(browser_hash)
+            },
             |s| s.completed = true,
         )
     }

@@ -74,12 +74,18 @@ pub struct ConnectSession {
     pub expires_at: Timestamp,
     /// SHA-256 of the `state` issued on the latest redirect to RD, if any.
     pub state_hash: Option<String>,
+    /// SHA-256 of the binding cookie of the browser that first opened the connect
+    /// link; only that browser may go on with the flow.
+    pub browser_hash: Option<String>,
+    /// Whether the flow may replace an existing connection with this id.
+    pub reconnect: bool,
     /// Set once a callback has used the session.
     pub completed: bool,
 }
 
 impl ConnectSession {
-    /// A new session that expires [`CONNECT_SESSION_TTL_SECONDS`] after `now`.
+    /// A new session that expires [`CONNECT_SESSION_TTL_SECONDS`] after `now`
+    /// and may not replace an existing connection.
     pub fn new(
         connection_id: ConnectionId,
         product: Product,
@@ -94,6 +100,8 @@ impl ConnectSession {
             created_at: now,
             expires_at: now.plus_seconds(CONNECT_SESSION_TTL_SECONDS),
             state_hash: None,
+            browser_hash: None,
+            reconnect: false,
             completed: false,
         }
     }

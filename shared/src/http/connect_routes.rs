@@ -4,12 +4,14 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use lambda_http::request::RequestContext;
 use serde::Deserialize;
 use serde_json::json;
 use url::Url;
 
+use super::binding_cookie;
 use super::error::ApiError;
 use super::pages::{error_response, found, page, private, wants_html};
 use crate::connect::{
@@ -24,15 +26,28 @@ struct OpenSessionRequest {
     product: String,
     #[serde(default)]
     return_url: Option<String>,
+    #[serde(default)]
+    reconnect: bool,
 }
 
-/// `POST /connect/sessions`: `{"connection_id","product","return_url"?}` → 201
-/// `{"connect_url","expires_at",...}`.
+/// `POST /connect/sessions`: `{"connection_id","product","return_url"?,
+/// "reconnect"?}` → 201 `{"connect_url","expires_at",...}`. The caller must
+/// carry an IAM identity (in Lambda); replacing an existing connection takes
+/// `"reconnect": true`.
 pub async fn open_session(
     State(service): State<ConnectService>,
+    extensions: Extensions,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    if let Err(refused) = service
+        .caller_policy
+        .check(extensions.get::<RequestContext>())
+    {
+        tracing::warn!(reason = %refused, "connect session refused to the caller");
+        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", refused.to_string())
+            .into_response();
+    }
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -64,6 +79,7 @@ pub async fn open_session(
             &request.connection_id,
             product,
             request.return_url.as_deref(),
+            request.reconnect,
         )
         .await
     {
@@ -92,6 +108,9 @@ fn open_session_error(err: OpenSessionError) -> ApiError {
         OpenSessionError::ProductMismatch { .. } => {
             ApiError::new(StatusCode::CONFLICT, "product_mismatch", err.to_string())
         }
+        OpenSessionError::ConnectionExists(_) => {
+            ApiError::new(StatusCode::CONFLICT, "connection_exists", err.to_string())
+        }
         OpenSessionError::Store(e) => {
             tracing::error!(error = %e, "could not open a connect session");
             ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
@@ -99,19 +118,35 @@ fn open_session_error(err: OpenSessionError) -> ApiError {
     }
 }
 
-/// `GET /connect/{session}`: 302 to RD's consent page with a fresh `state`.
+/// `GET /connect/{session}`: binds the session to this browser (cookie) and
+/// answers 302 to RD's consent page with a fresh, opaque `state`.
 pub async fn redirect_to_consent(
     State(service): State<ConnectService>,
     Path(session): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let response = match service.begin_consent(&session).await {
-        Ok(consent_url) => found(consent_url.as_str()),
+    let binding = binding_cookie::from_request(&headers);
+    let response = match service.begin_consent(&session, binding).await {
+        Ok((consent_url, binding)) => {
+            let mut response = found(consent_url.as_str());
+            if let Some(cookie) = binding_cookie::set_cookie(&binding, &service.public_base_url) {
+                response.headers_mut().insert(header::SET_COOKIE, cookie);
+            }
+            response
+        }
         Err(BeginConsentError::SessionUnusable) => error_response(
             &headers,
             ApiError::bad_request(
                 "invalid_session",
                 "this connect link is unknown, expired or already used; ask for a new one",
+            ),
+        ),
+        Err(BeginConsentError::OtherBrowser) => error_response(
+            &headers,
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "session_in_another_browser",
+                "this connect link was opened in another browser; finish there, or ask for a new link",
             ),
         ),
         Err(BeginConsentError::Credentials(e)) => {
@@ -144,12 +179,13 @@ pub async fn oauth_callback(
             ApiError::bad_request("invalid_request", "the callback query is malformed"),
         ));
     };
-    let response = match service.complete_callback(query).await {
+    let binding = binding_cookie::from_request(&headers);
+    let response = match service.complete_callback(query, binding).await {
         Err(CallbackRejected::InvalidState) => error_response(
             &headers,
             ApiError::bad_request(
                 "invalid_state",
-                "this sign-in link is unknown, expired or already used; start the connection again",
+                "this sign-in is unknown, expired, already used or was started in another browser; start the connection again from its link",
             ),
         ),
         Err(CallbackRejected::Store(e)) => {
@@ -245,6 +281,10 @@ fn failed_response(
         ConnectFailure::ProductMismatch { .. } => (
             StatusCode::CONFLICT,
             "This connection id already belongs to the other RD Station product.",
+        ),
+        ConnectFailure::ConnectionExists(_) => (
+            StatusCode::CONFLICT,
+            "This connection already exists and the link was not made to replace it.",
         ),
         ConnectFailure::ClientRejected(_) | ConnectFailure::RdUnavailable(_) => (
             StatusCode::BAD_GATEWAY,

@@ -1,9 +1,14 @@
 //! HTTP routers. Each Lambda serves one with `lambda_http::run`; `make run` serves
 //! them with `axum::serve`. Handlers only translate HTTP to the services and back.
 
+mod binding_cookie;
+mod caller;
 mod connect_routes;
 pub mod error;
 mod pages;
+
+pub use binding_cookie::COOKIE_NAME as BINDING_COOKIE;
+pub use caller::{CallerPolicy, CallerRefused, iam_caller};
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -28,5 +33,6 @@ pub fn oauth_callback_router(service: ConnectService) -> Router {
         .route("/oauth/callback", get(connect_routes::oauth_callback))
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(axum::middleware::map_response(pages::protective_headers))
         .with_state(service)
 }

@@ -1,8 +1,12 @@
 //! The small HTML pages a person sees at the end of a connect flow. Only values from
 //! a fixed vocabulary or already-validated ids are placed in them.
 
+use std::sync::LazyLock;
+
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
+use base64::Engine;
+use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
 
@@ -14,18 +18,47 @@ pub fn wants_html(headers: &HeaderMap) -> bool {
         .is_some_and(|accept| accept.contains("text/html"))
 }
 
+/// The pages' only style, allowed by its hash in the Content-Security-Policy.
+const STYLE: &str = "body{font-family:sans-serif;max-width:36em;margin:4em auto}";
+
+/// The policy of every HTML answer: nothing loads, nothing frames the page,
+/// nothing is submitted; only the one inline style applies.
+static CONTENT_SECURITY_POLICY: LazyLock<String> = LazyLock::new(|| {
+    let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(STYLE));
+    format!(
+        "default-src 'none'; style-src 'sha256-{hash}'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    )
+});
+
 /// A page with a title and one paragraph.
 pub fn page(status: StatusCode, title: &str, paragraph: &str) -> Response {
     let html = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width\">\
-         <title>{title}</title></head>\
-         <body style=\"font-family:sans-serif;max-width:36em;margin:4em auto\">\
-         <h1>{title}</h1><p>{paragraph}</p></body></html>\n",
+         <title>{title}</title><style>{STYLE}</style></head>\
+         <body><h1>{title}</h1><p>{paragraph}</p></body></html>\n",
         title = escape(title),
         paragraph = escape(paragraph),
     );
     (status, Html(html)).into_response()
+}
+
+/// Every answer: `nosniff`; HTML answers also the strict policy above.
+pub async fn protective_headers(mut response: Response) -> Response {
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/html"));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if is_html && let Ok(policy) = HeaderValue::from_str(&CONTENT_SECURITY_POLICY) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    }
+    response
 }
 
 /// The error as a page for browsers, or as JSON for everything else.

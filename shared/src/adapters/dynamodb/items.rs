@@ -42,6 +42,31 @@ pub(super) fn session_key(id: &SessionId) -> Item {
     ])
 }
 
+pub(super) fn state_key(state_hash: &str) -> Item {
+    HashMap::from([
+        (PARTITION_KEY.to_owned(), s(format!("STATE#{state_hash}"))),
+        (SORT_KEY.to_owned(), s("STATE")),
+    ])
+}
+
+/// The item that leads an opaque state (by its hash) to its session.
+pub(super) fn state_item(state_hash: &str, id: &SessionId, expires_at: Timestamp) -> Item {
+    let mut item = state_key(state_hash);
+    item.extend([
+        ("kind".to_owned(), s("connect_state")),
+        ("session_id".to_owned(), s(id.as_str())),
+        (
+            TTL_ATTRIBUTE.to_owned(),
+            n(expires_at.0 + SESSION_RETENTION_SECONDS),
+        ),
+    ]);
+    item
+}
+
+pub(super) fn session_id_from_state_item(item: &Item) -> Result<SessionId, StoreError> {
+    SessionId::parse(&string(item, "session_id")?).ok_or_else(|| corrupt("state item"))
+}
+
 pub(super) fn connection_item(c: &Connection, policy: &DuePolicy) -> Item {
     let mut item = connection_key(&c.id);
     item.extend([
@@ -186,6 +211,13 @@ pub(super) fn session_item(session: &ConnectSession) -> Item {
     if let Some(hash) = &session.state_hash {
         item.insert("state_hash".to_owned(), s(hash));
     }
+    if let Some(hash) = &session.browser_hash {
+        item.insert("browser_hash".to_owned(), s(hash));
+    }
+    item.insert(
+        "reconnect".to_owned(),
+        AttributeValue::Bool(session.reconnect),
+    );
     item
 }
 
@@ -207,6 +239,8 @@ pub(super) fn session_from_item(item: &Item) -> Result<ConnectSession, StoreErro
         created_at: timestamp(item, "created_at")?,
         expires_at: timestamp(item, "expires_at")?,
         state_hash: optional_string(item, "state_hash"),
+        browser_hash: optional_string(item, "browser_hash"),
+        reconnect: matches!(item.get("reconnect"), Some(AttributeValue::Bool(true))),
         completed: match item.get("completed") {
             Some(AttributeValue::Bool(b)) => *b,
             _ => return Err(corrupt("completed")),
@@ -320,6 +354,8 @@ mod tests {
             Timestamp(100),
         );
         session.state_hash = Some("abc".to_owned());
+        session.browser_hash = Some("def".to_owned());
+        session.reconnect = true;
         assert_eq!(
             session_from_item(&session_item(&session)).expect("parses"),
             session

@@ -259,30 +259,81 @@ impl SessionStore for DynamoStore {
     async fn bind_state(
         &self,
         id: &SessionId,
+        browser_hash: &str,
         state_hash: &str,
         now: Timestamp,
     ) -> Result<ConnectSession, SessionError> {
-        self.update_open_session(id, now, SessionUpdate::BindState(state_hash))
+        // The state's lookup item first: if the session update then fails, the
+        // orphan leads to a session that no longer accepts this state.
+        let Some(session) = self.get_session(id).await? else {
+            return Err(SessionError::Unusable);
+        };
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(items::state_item(state_hash, id, session.expires_at)))
+            .send()
             .await
+            .map_err(|e| unavailable(&e))?;
+        self.update_open_session(
+            id,
+            now,
+            SessionUpdate::BindState {
+                browser_hash,
+                state_hash,
+            },
+        )
+        .await
+    }
+
+    async fn session_for_state(&self, state_hash: &str) -> Result<Option<SessionId>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(items::state_key(state_hash)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        output
+            .item()
+            .map(items::session_id_from_state_item)
+            .transpose()
     }
 
     async fn complete_session(
         &self,
         id: &SessionId,
+        browser_hash: &str,
         state_hash: &str,
         now: Timestamp,
     ) -> Result<ConnectSession, SessionError> {
-        self.update_open_session(id, now, SessionUpdate::Complete(state_hash))
-            .await
+        self.update_open_session(
+            id,
+            now,
+            SessionUpdate::Complete {
+                browser_hash,
+                state_hash,
+            },
+        )
+        .await
     }
 }
 
 /// The two conditional writes a session goes through.
 enum SessionUpdate<'a> {
-    /// Record the hash of a newly issued state.
-    BindState(&'a str),
-    /// Mark completed, only if the state hash matches.
-    Complete(&'a str),
+    /// Bind the browser (if none is bound yet, or the same one) and record the
+    /// hash of a newly issued state.
+    BindState {
+        browser_hash: &'a str,
+        state_hash: &'a str,
+    },
+    /// Mark completed, only if the state and browser hashes match.
+    Complete {
+        browser_hash: &'a str,
+        state_hash: &'a str,
+    },
 }
 
 impl DynamoStore {
@@ -298,20 +349,36 @@ impl DynamoStore {
             (":false".to_owned(), AttributeValue::Bool(false)),
             (":now".to_owned(), AttributeValue::N(now.0.to_string())),
         ]);
-        let (update, extra_condition, state_hash) = match change {
-            SessionUpdate::BindState(hash) => ("SET state_hash = :state_hash", "", hash),
-            SessionUpdate::Complete(hash) => {
+        let (update, extra_condition, browser_hash, state_hash) = match change {
+            SessionUpdate::BindState {
+                browser_hash,
+                state_hash,
+            } => (
+                "SET state_hash = :state_hash, browser_hash = :browser_hash",
+                " AND (attribute_not_exists(browser_hash) OR browser_hash = :browser_hash)",
+                browser_hash,
+                state_hash,
+            ),
+            SessionUpdate::Complete {
+                browser_hash,
+                state_hash,
+            } => {
                 values.insert(":true".to_owned(), AttributeValue::Bool(true));
                 (
                     "SET completed = :true",
-                    " AND state_hash = :state_hash",
-                    hash,
+                    " AND state_hash = :state_hash AND browser_hash = :browser_hash",
+                    browser_hash,
+                    state_hash,
                 )
             }
         };
         values.insert(
             ":state_hash".to_owned(),
             AttributeValue::S(state_hash.to_owned()),
+        );
+        values.insert(
+            ":browser_hash".to_owned(),
+            AttributeValue::S(browser_hash.to_owned()),
         );
         let result = self
             .client

@@ -149,15 +149,36 @@ fn retry_after(header: Option<&str>, body: &[u8]) -> Option<Duration> {
         .map(|s| Duration::from_secs(s.min(3600)))
 }
 
+/// RD's error codes and messages, bounded and stripped of control characters:
+/// they come from outside and end up in logs and error messages.
 fn describe(errors: &[RdError]) -> String {
     if errors.is_empty() {
         return "no error body".to_owned();
     }
     errors
         .iter()
-        .map(|e| format!("{} {}", e.code, e.message).trim().to_owned())
+        .take(5)
+        .map(|e| {
+            format!("{} {}", sanitise(&e.code, 64), sanitise(&e.message, 200))
+                .trim()
+                .to_owned()
+        })
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// At most `max` characters of `text`, control characters (newlines included)
+/// replaced by spaces, so a crafted message cannot forge log lines.
+fn sanitise(text: &str, max: usize) -> String {
+    let mut out: String = text
+        .chars()
+        .take(max)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if text.chars().count() > max {
+        out.push('…');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -169,6 +190,18 @@ mod tests {
             .into_iter()
             .map(|e| e.code)
             .collect()
+    }
+
+    #[test]
+    fn provider_messages_are_bounded_and_single_line() {
+        let long = "x".repeat(5_000);
+        let errors = vec![RdError {
+            code: "BAD\nCODE".to_owned(),
+            message: format!("line one\r\nforged log line {long}"),
+        }];
+        let text = describe(&errors);
+        assert!(!text.contains('\n') && !text.contains('\r'));
+        assert!(text.chars().count() < 300, "{}", text.len());
     }
 
     #[test]
