@@ -6,8 +6,8 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::get;
-use connector::connect::ConnectService;
 use connector::domain::{ConnectionId, Product};
+use connector::services::connect::ConnectService;
 use serde::Deserialize;
 use serde_json::json;
 

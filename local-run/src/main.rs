@@ -7,16 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use connector::adapters::credentials::{CredentialSet, StaticCredentials};
-use connector::adapters::events::LogPublisher;
-use connector::adapters::memory::{MemoryRescueQueue, MemoryStore};
-use connector::adapters::rdstation::{RdStationClient, RdStationEndpoints};
 use connector::clock::SystemClock;
-use connector::connect::ConnectService;
-use connector::http::{CallerPolicy, oauth_callback_router};
-use connector::refresh::{RefreshEngine, RefreshSettings};
-use connector::refresher::{self, RunLimits};
+use connector::inbound::http::oauth_callback_router;
+use connector::outbound::credentials::{CredentialSet, StaticCredentials};
+use connector::outbound::events::LogPublisher;
+use connector::outbound::memory::{MemoryRescueQueue, MemoryStore};
+use connector::outbound::rdstation::{RdStationClient, RdStationEndpoints};
 use connector::secret::ClientSecret;
+use connector::services::caller_policy::CallerPolicy;
+use connector::services::connect::ConnectService;
+use connector::services::refresh_protocol::{RefreshEngine, RefreshSettings};
+use connector::services::scheduled_refresh::{self, RunLimits};
 use rd_sandbox::{Sandbox, SandboxConfig};
 use tokio::net::TcpListener;
 
@@ -86,7 +87,7 @@ async fn main() -> anyhow::Result<()> {
         let mut ticks = tokio::time::interval(every);
         loop {
             ticks.tick().await;
-            refresher::run(&engine, &limits).await;
+            scheduled_refresh::run(&engine, &limits).await;
         }
     });
     let service = ConnectService {

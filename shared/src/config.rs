@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use url::{Origin, Url};
 
-use crate::adapters::rdstation::RdStationEndpoints;
 use crate::domain::DuePolicy;
-use crate::refresh::{LeaseTiming, RefreshSettings};
+use crate::outbound::rdstation::RdStationEndpoints;
+use crate::services::refresh_protocol::{LeaseTiming, RefreshSettings};
 
 /// RD's production API and token host.
 pub const DEFAULT_RDSTATION_API_URL: &str = "https://api.rd.services";

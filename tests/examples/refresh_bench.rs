@@ -11,16 +11,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use connector::adapters::credentials::{CredentialSet, StaticCredentials};
-use connector::adapters::events::RecordingPublisher;
-use connector::adapters::memory::MemoryRescueQueue;
-use connector::adapters::rdstation::{RdStationClient, RdStationEndpoints};
 use connector::clock::{Clock, SystemClock};
 use connector::domain::{Connection, ConnectionId, Product, TokenPair};
+use connector::outbound::credentials::{CredentialSet, StaticCredentials};
+use connector::outbound::events::RecordingPublisher;
+use connector::outbound::memory::MemoryRescueQueue;
+use connector::outbound::rdstation::{RdStationClient, RdStationEndpoints};
 use connector::ports::ConnectionStore;
-use connector::refresh::{RefreshEngine, RefreshSettings};
-use connector::refresher::{self, RunLimits};
 use connector::secret::{AccessToken, ClientSecret, RefreshToken};
+use connector::services::refresh_protocol::{RefreshEngine, RefreshSettings};
+use connector::services::scheduled_refresh::{self, RunLimits};
 use integration_tests::instrumented::InstrumentedStore;
 use integration_tests::moto;
 use rd_sandbox::{Sandbox, SandboxConfig, SandboxProduct};
@@ -43,7 +43,7 @@ async fn main() {
     let settings = RefreshSettings::default();
     let in_memory = std::env::var("REFRESH_BENCH_STORE").as_deref() == Ok("memory");
     let store = if in_memory {
-        InstrumentedStore::new(connector::adapters::memory::MemoryStore::with_due_policy(
+        InstrumentedStore::new(connector::outbound::memory::MemoryStore::with_due_policy(
             settings.due.clone(),
         ))
     } else {
@@ -135,7 +135,7 @@ async fn main() {
     let writes_before = store.counts.writes.load(Ordering::Relaxed);
     let calls_before = sandbox.sandbox.stats().token_calls;
     let started = Instant::now();
-    let summary = refresher::run(
+    let summary = scheduled_refresh::run(
         &engine,
         &RunLimits {
             concurrency: CONCURRENCY,

@@ -6,21 +6,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use connector::adapters::credentials::SecretsManagerCredentials;
-use connector::adapters::dynamodb::DynamoStore;
-use connector::adapters::rdstation::{RdStationClient, RdStationEndpoints};
 use connector::clock::OffsetClock;
-use connector::connect::ConnectService;
 use connector::domain::{Connection, ConnectionId};
-use connector::http::oauth_callback_router;
+use connector::inbound::http::oauth_callback_router;
+use connector::outbound::credentials::SecretsManagerCredentials;
+use connector::outbound::dynamodb::DynamoStore;
+use connector::outbound::rdstation::{RdStationClient, RdStationEndpoints};
 use connector::ports::ConnectionStore;
+use connector::services::connect::ConnectService;
 use rd_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
 use serde_json::json;
 use url::Url;
 
 use crate::apigw::{self, Answer, EventRequest};
 use crate::{logs, moto};
-use connector::http::CallerPolicy;
+use connector::services::caller_policy::CallerPolicy;
 
 /// Where tests pretend the service is deployed.
 pub const PUBLIC_BASE_URL: &str = "https://connect.example.com";

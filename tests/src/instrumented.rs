@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use connector::adapters::rescue_queue::SqsRescueQueue;
 use connector::clock::Timestamp;
 use connector::domain::{Connection, ConnectionId, Product};
+use connector::outbound::rescue_queue::SqsRescueQueue;
 use connector::ports::{
     ClientCredentials, ConnectionStore, CredentialSource, CredentialsError, ReceivedRescue,
     RescueQueue, RescuedPair, StoreError,

@@ -3,7 +3,7 @@
 //! outside `make test` fails with a clear message instead of calling real AWS.
 
 use aws_config::SdkConfig;
-use connector::adapters::dynamodb::{DynamoStore, schema};
+use connector::outbound::dynamodb::{DynamoStore, schema};
 use rand::Rng;
 use tokio::sync::OnceCell;
 
@@ -20,7 +20,7 @@ pub async fn sdk_config() -> &'static SdkConfig {
             endpoint.starts_with("http://127.0.0.1:") || endpoint.starts_with("http://localhost:"),
             "AWS_ENDPOINT_URL must point at the moto server on loopback; run the tests with `make test`"
         );
-        connector::aws::sdk_config().await
+        connector::assembly::sdk_config().await
     })
     .await
 }
@@ -71,7 +71,7 @@ pub async fn sqs() -> aws_sdk_sqs::Client {
 
 /// A rescue queue of its own on moto, with a short visibility timeout (a pair a
 /// failed drain received comes back quickly in tests).
-pub async fn fresh_rescue_queue() -> connector::adapters::rescue_queue::SqsRescueQueue {
+pub async fn fresh_rescue_queue() -> connector::outbound::rescue_queue::SqsRescueQueue {
     let client = sqs().await;
     let url = client
         .create_queue()
@@ -86,5 +86,5 @@ pub async fn fresh_rescue_queue() -> connector::adapters::rescue_queue::SqsRescu
         .queue_url()
         .expect("a queue url")
         .to_owned();
-    connector::adapters::rescue_queue::SqsRescueQueue::new(client, url)
+    connector::outbound::rescue_queue::SqsRescueQueue::new(client, url)
 }

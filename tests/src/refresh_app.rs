@@ -5,17 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use connector::adapters::credentials::SecretsManagerCredentials;
-use connector::adapters::events::RecordingPublisher;
-use connector::adapters::rdstation::{RdStationClient, RdStationEndpoints};
 use connector::clock::{Clock, OffsetClock};
 use connector::domain::{Connection, ConnectionId, Product};
+use connector::outbound::credentials::SecretsManagerCredentials;
+use connector::outbound::events::RecordingPublisher;
+use connector::outbound::rdstation::{RdStationClient, RdStationEndpoints};
 use connector::ports::{ClientCredentials, ConnectionStore, EventKind, ServiceEvent};
-use connector::refresh::{
+use connector::secret::{AuthCode, ClientSecret, ExposeSecret};
+use connector::services::refresh_protocol::{
     LeaseTiming, RefreshEngine, RefreshFailure, RefreshRequest, RefreshSettings, Refreshed,
 };
-use connector::refresher::{self, RunLimits, RunSummary};
-use connector::secret::{AuthCode, ClientSecret, ExposeSecret};
+use connector::services::scheduled_refresh::{self, RunLimits, RunSummary};
 use rd_sandbox::{RunningSandbox, Sandbox, SandboxConfig, SandboxProduct};
 
 use crate::instrumented::{InstrumentedQueue, InstrumentedStore, SlowCredentials};
@@ -198,7 +198,7 @@ impl RefreshApp {
 
     /// One refresher run with concurrency 32 and no deadline.
     pub async fn run(&self) -> RunSummary {
-        refresher::run(
+        scheduled_refresh::run(
             &self.engine,
             &RunLimits {
                 concurrency: 32,

@@ -437,7 +437,7 @@ async fn the_connect_link_binds_the_session_to_the_browser_that_opened_it() {
     ] {
         assert!(cookie.contains(attribute), "{attribute} in {cookie}");
     }
-    assert!(cookie.starts_with(&format!("{}=", connector::http::BINDING_COOKIE)));
+    assert!(cookie.starts_with(&format!("{}=", connector::inbound::http::BINDING_COOKIE)));
     // Opening the link again in the same browser works (and issues a fresh state).
     let consent = app.consent_url(&path).await;
 
@@ -534,10 +534,10 @@ async fn opening_a_session_needs_an_iam_caller() {
 
     // An allow-list admits matching principals only.
     let mut service = app.service.clone();
-    service.caller_policy = connector::http::CallerPolicy::Iam {
+    service.caller_policy = connector::services::caller_policy::CallerPolicy::Iam {
         allowed_arns: vec!["arn:aws:sts::123456789012:assumed-role/other-role/*".to_owned()],
     };
-    let router = connector::http::oauth_callback_router(service.clone());
+    let router = connector::inbound::http::oauth_callback_router(service.clone());
     let mut signed = EventRequest::new(apigw::IAM_AUTHORIZED, "POST", "/connect/sessions");
     signed.body = Some(
         json!({"connection_id": "listed", "product": "crm"})
@@ -545,12 +545,12 @@ async fn opening_a_session_needs_an_iam_caller() {
             .into_bytes(),
     );
     assert_eq!(apigw::send(&router, &signed).await.status, 403);
-    service.caller_policy = connector::http::CallerPolicy::Iam {
+    service.caller_policy = connector::services::caller_policy::CallerPolicy::Iam {
         allowed_arns: vec![
             "arn:aws:sts::123456789012:assumed-role/integration-worker/*".to_owned(),
         ],
     };
-    let router = connector::http::oauth_callback_router(service);
+    let router = connector::inbound::http::oauth_callback_router(service);
     assert_eq!(apigw::send(&router, &signed).await.status, 201);
 }
 

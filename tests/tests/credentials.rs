@@ -1,8 +1,8 @@
 //! Client credentials from Secrets Manager (on moto): read once, cached, re-read on
 //! demand, and never printed.
 
-use connector::adapters::credentials::SecretsManagerCredentials;
 use connector::domain::Product;
+use connector::outbound::credentials::SecretsManagerCredentials;
 use connector::ports::{CredentialSource, CredentialsError};
 use connector::secret::ExposeSecret;
 use integration_tests::moto;

@@ -2,8 +2,8 @@
 //! detail, and never a token: a rule on the bus forwards them to an SQS queue the
 //! test reads.
 
-use connector::adapters::events::{EVENT_SOURCE, EventBridgePublisher};
 use connector::domain::{ConnectionId, Product};
+use connector::outbound::events::{EVENT_SOURCE, EventBridgePublisher};
 use connector::ports::{EventKind, EventPublisher, ServiceEvent};
 use integration_tests::moto;
 

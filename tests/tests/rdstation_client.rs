@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use connector::adapters::rdstation::{
+use connector::domain::Product;
+use connector::outbound::rdstation::{
     IssuedTokens, RdStationClient, RdStationEndpoints, TokenCallError,
 };
-use connector::domain::Product;
 use connector::ports::ClientCredentials;
 use connector::secret::{AuthCode, ClientSecret, ExposeSecret, RefreshToken};
 use rd_sandbox::{Fault, RunningSandbox, Sandbox, SandboxConfig, SandboxProduct};

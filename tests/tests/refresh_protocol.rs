@@ -8,8 +8,8 @@ use std::time::Duration;
 use connector::clock::Clock;
 use connector::domain::{ConnectionStatus, Product};
 use connector::ports::EventKind;
-use connector::refresh::{RefreshFailure, RefreshRequest, Refreshed};
 use connector::secret::ExposeSecret;
+use connector::services::refresh_protocol::{RefreshFailure, RefreshRequest, Refreshed};
 use integration_tests::refresh_app::RefreshApp;
 use rd_sandbox::Fault;
 

@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use connector::clock::Clock;
 use connector::domain::{ConnectionId, ConnectionStatus, Lease, Product};
+use connector::inbound::schedule::Refresher;
 use connector::ports::EventKind;
-use connector::refresh::{LeaseTiming, RefreshFailure, RefreshRequest, RefreshSettings, Refreshed};
 use connector::secret::ExposeSecret;
+use connector::services::refresh_protocol::{
+    LeaseTiming, RefreshFailure, RefreshRequest, RefreshSettings, Refreshed,
+};
 use integration_tests::refresh_app::RefreshApp;
 use lambda_runtime::{Context, LambdaEvent};
-use token_refresher::Refresher;
 
 /// Seconds until a fresh CRM pair (2 h) is inside the 15-minute margin.
 const CRM_NEARLY_EXPIRED: i64 = 7_200 - 300;
@@ -360,7 +362,7 @@ async fn a_run_whose_every_due_index_query_failed_is_a_failed_invocation() {
     let app = RefreshApp::start().await;
     // A table the run's store cannot find: every shard query fails.
     let missing = integration_tests::moto::unique_name("no-such-table");
-    let store = connector::adapters::dynamodb::DynamoStore::new(
+    let store = connector::outbound::dynamodb::DynamoStore::new(
         integration_tests::moto::dynamodb().await,
         missing,
     );
@@ -378,7 +380,9 @@ async fn a_run_whose_every_due_index_query_failed_is_a_failed_invocation() {
         context,
     );
     match refresher.handle(event).await {
-        Err(token_refresher::HandlerError::DueIndexUnavailable { shards }) => assert!(shards > 0),
+        Err(connector::inbound::schedule::HandlerError::DueIndexUnavailable { shards }) => {
+            assert!(shards > 0)
+        }
         other => panic!("expected a failed invocation, got {other:?}"),
     }
 }

@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use connector::adapters::memory::{MemoryRescueQueue, MemoryStore};
-use connector::adapters::rescue_queue::SqsRescueQueue;
 use connector::clock::Timestamp;
 use connector::domain::{
     CONNECT_SESSION_TTL_SECONDS, ConnectSession, Connection, ConnectionId, ConnectionStatus,
     DuePolicy, Lease, Product, TokenPair,
 };
+use connector::outbound::memory::{MemoryRescueQueue, MemoryStore};
+use connector::outbound::rescue_queue::SqsRescueQueue;
 use connector::ports::{
     ConnectionStore, RescueQueue, RescuedPair, SessionError, SessionStore, StoreError,
 };

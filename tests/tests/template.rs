@@ -2,7 +2,7 @@
 //! `schema.rs`, the callback function's routes with IAM auth on the caller-facing
 //! one, and the configuration variables `Config` reads.
 
-use connector::adapters::dynamodb::schema::{
+use connector::outbound::dynamodb::schema::{
     DUE_AT, DUE_INDEX, DUE_SHARD, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE,
 };
 use serde_yaml::Value;

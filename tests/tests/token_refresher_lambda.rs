@@ -3,9 +3,9 @@
 
 use connector::clock::Clock;
 use connector::domain::{ConnectionStatus, Product};
+use connector::inbound::schedule::{HandlerError, Refresher};
 use integration_tests::refresh_app::RefreshApp;
 use lambda_runtime::{Context, LambdaEvent, Service, service_fn};
-use token_refresher::{HandlerError, Refresher};
 
 const SCHEDULED_EVENT: &str = include_str!("../fixtures/eventbridge/scheduled-event.json");
 

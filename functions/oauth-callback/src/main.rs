@@ -3,12 +3,12 @@
 //! router from the `connector` library.
 
 use connector::config::Config;
-use connector::http::oauth_callback_router;
+use connector::inbound::http::oauth_callback_router;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
     let config = Config::from_env()?;
-    let service = connector::aws::connect_service(&config).await?;
+    let service = connector::assembly::connect_service(&config).await?;
     lambda_http::run(oauth_callback_router(service)).await
 }

@@ -1,16 +1,16 @@
 //! Lambda: the scheduled refresher. Builds its dependencies once per cold start and
-//! hands each EventBridge scheduled event to the `token_refresher` handler.
+//! hands each EventBridge scheduled event to the schedule handler.
 
 use connector::config::Config;
+use connector::inbound::schedule::Refresher;
 use lambda_runtime::{LambdaEvent, service_fn};
-use token_refresher::Refresher;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = Config::from_env()?;
     let refresher = Refresher {
-        engine: connector::aws::refresh_engine(&config).await?,
+        engine: connector::assembly::refresh_engine(&config).await?,
         concurrency: config.refresh_concurrency,
     };
     let refresher = &refresher;

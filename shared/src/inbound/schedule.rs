@@ -1,11 +1,11 @@
-//! The scheduled refresher's Lambda handler: an EventBridge scheduled event in, one
+//! The schedule handler (inbound): the token-refresher Lambda's handler: an EventBridge scheduled event in, one
 //! refresher run out (summary logged as JSON and printed as CloudWatch EMF).
 
 use std::time::Duration;
 
+use crate::services::refresh_protocol::RefreshEngine;
+use crate::services::scheduled_refresh::{self, RunLimits, RunSummary};
 use aws_lambda_events::eventbridge::EventBridgeEvent;
-use connector::refresh::RefreshEngine;
-use connector::refresher::{self, RunLimits, RunSummary};
 use lambda_runtime::{Diagnostic, LambdaEvent};
 
 /// Time kept back from the Lambda's deadline to report the run.
@@ -69,7 +69,7 @@ impl Refresher {
             finish_by_ms: (context.deadline > 0)
                 .then(|| context.deadline as i64 - REPORT_MARGIN.as_millis() as i64),
         };
-        let summary = refresher::run(&self.engine, &limits).await;
+        let summary = scheduled_refresh::run(&self.engine, &limits).await;
         // One EMF document on stdout: CloudWatch turns it into metrics.
         println!("{}", summary.emf(self.engine.clock.now_ms()));
         if summary.due_index_unavailable() {

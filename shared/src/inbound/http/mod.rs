@@ -2,18 +2,16 @@
 //! them with `axum::serve`. Handlers only translate HTTP to the services and back.
 
 mod binding_cookie;
-mod caller;
 mod connect_routes;
 pub mod error;
 mod pages;
 
 pub use binding_cookie::COOKIE_NAME as BINDING_COOKIE;
-pub use caller::{CallerPolicy, CallerRefused, iam_caller};
 
 use axum::Router;
 use axum::routing::{get, post};
 
-use crate::connect::ConnectService;
+use crate::services::connect::ConnectService;
 use error::ApiError;
 
 /// The callback function's routes:

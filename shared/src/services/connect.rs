@@ -14,11 +14,11 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use url::{Origin, Url};
 
-use crate::adapters::rdstation::{RdStationClient, TokenCallError};
 use crate::clock::Clock;
 use crate::domain::{
     ConnectSession, Connection, ConnectionId, ConnectionIdError, Product, SessionId, TokenPair,
 };
+use crate::outbound::rdstation::{RdStationClient, TokenCallError};
 use crate::ports::{
     ClientCredentials, ConnectionStore, CredentialSource, CredentialsError, SessionError,
     SessionStore, StoreError,
@@ -48,7 +48,7 @@ pub struct ConnectService {
     /// Origins a session's `return_url` may point to.
     pub allowed_return_origins: Vec<Origin>,
     /// Who may open connect sessions.
-    pub caller_policy: crate::http::CallerPolicy,
+    pub caller_policy: crate::services::caller_policy::CallerPolicy,
 }
 
 /// Why a connect session could not be opened.
@@ -390,7 +390,7 @@ impl ConnectService {
         product: Product,
         credentials: &ClientCredentials,
         code: &AuthCode,
-    ) -> Result<crate::adapters::rdstation::IssuedTokens, TokenCallError> {
+    ) -> Result<crate::outbound::rdstation::IssuedTokens, TokenCallError> {
         self.rdstation
             .exchange_code(product, credentials, code, &self.redirect_uri)
             .await

@@ -53,11 +53,11 @@ pub use backoff::delay_after;
 pub use deadline::Deadline;
 pub use settings::{LeaseTiming, LeaseTooShort, RefreshSettings};
 
-use crate::adapters::rdstation::{IssuedTokens, RdStationClient, TokenCallError};
 use crate::clock::{Clock, Timestamp};
 use crate::domain::{
     Connection, ConnectionId, ConnectionStatus, Lease, RefreshBackoff, RefreshIntent, TokenPair,
 };
+use crate::outbound::rdstation::{IssuedTokens, RdStationClient, TokenCallError};
 use crate::ports::{
     ClientCredentials, ConnectionStore, CredentialSource, CredentialsError, EventKind,
     EventPublisher, RescueQueue, RescuedPair, ServiceEvent, StoreError,

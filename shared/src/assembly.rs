@@ -5,17 +5,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::adapters::credentials::SecretsManagerCredentials;
-use crate::adapters::dynamodb::DynamoStore;
-use crate::adapters::events::{EventBridgePublisher, LogPublisher};
-use crate::adapters::rdstation::{ClientBuildError, RdStationClient};
-use crate::adapters::rescue_queue::SqsRescueQueue;
 use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::connect::ConnectService;
-use crate::http::CallerPolicy;
+use crate::outbound::credentials::SecretsManagerCredentials;
+use crate::outbound::dynamodb::DynamoStore;
+use crate::outbound::events::{EventBridgePublisher, LogPublisher};
+use crate::outbound::rdstation::{ClientBuildError, RdStationClient};
+use crate::outbound::rescue_queue::SqsRescueQueue;
 use crate::ports::EventPublisher;
-use crate::refresh::RefreshEngine;
+use crate::services::caller_policy::CallerPolicy;
+use crate::services::connect::ConnectService;
+use crate::services::refresh_protocol::RefreshEngine;
 
 /// The shared AWS SDK configuration, from the standard environment, with bounded
 /// call times: a refresh commit must not outlive its lease waiting on one request.

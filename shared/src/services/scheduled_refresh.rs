@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::refresh::{RefreshEngine, RefreshFailure, RefreshRequest, Refreshed};
+use crate::services::refresh_protocol::{RefreshEngine, RefreshFailure, RefreshRequest, Refreshed};
 
 /// How a run is bounded.
 #[derive(Clone, Debug)]

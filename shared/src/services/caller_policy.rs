@@ -1,11 +1,9 @@
-//! Who may call the caller-facing routes (`POST /connect/sessions`).
+//! Who may open connect sessions.
 //!
 //! In AWS, API Gateway's IAM authorizer checks the SigV4 signature and puts the
-//! caller's identity in the request context; the handler still refuses a request
+//! caller's identity in the request context; the service still refuses a request
 //! without one (a route misconfigured without the authorizer must not open
 //! sessions for anybody), and applies an optional allow-list of caller ARNs.
-
-use lambda_http::request::RequestContext;
 
 /// How callers of the caller-facing routes are checked.
 #[derive(Clone, Debug)]
@@ -33,37 +31,25 @@ pub enum CallerRefused {
     NotAllowed,
 }
 
-/// The IAM principal ARN API Gateway put in the request context, if any.
-pub fn iam_caller(context: Option<&RequestContext>) -> Option<String> {
-    match context? {
-        RequestContext::ApiGatewayV2(ctx) => ctx
-            .authorizer
-            .as_ref()?
-            .iam
-            .as_ref()?
-            .user_arn
-            .clone()
-            .filter(|arn| !arn.is_empty()),
-        _ => None,
-    }
-}
-
 impl CallerPolicy {
-    /// Checks the caller of one request.
+    /// Checks the caller of one request, known by the IAM principal ARN the
+    /// authorizer vouched for (if any).
     ///
     /// # Errors
     /// [`CallerRefused`] when the policy refuses it.
-    pub fn check(&self, context: Option<&RequestContext>) -> Result<(), CallerRefused> {
+    pub fn check(&self, caller_arn: Option<&str>) -> Result<(), CallerRefused> {
         let Self::Iam { allowed_arns } = self else {
             return Ok(());
         };
-        let arn = iam_caller(context).ok_or(CallerRefused::NoIdentity)?;
+        let arn = caller_arn
+            .filter(|a| !a.is_empty())
+            .ok_or(CallerRefused::NoIdentity)?;
         let allowed = allowed_arns.is_empty()
             || allowed_arns
                 .iter()
                 .any(|entry| match entry.strip_suffix('*') {
                     Some(prefix) => arn.starts_with(prefix),
-                    None => *entry == arn,
+                    None => entry == arn,
                 });
         allowed.then_some(()).ok_or(CallerRefused::NotAllowed)
     }
@@ -80,5 +66,31 @@ mod tests {
             allowed_arns: Vec::new(),
         };
         assert_eq!(iam.check(None), Err(CallerRefused::NoIdentity));
+        assert_eq!(iam.check(Some("")), Err(CallerRefused::NoIdentity));
+        assert!(iam.check(Some("arn:aws:iam::1:user/a")).is_ok());
+    }
+
+    #[test]
+    fn an_allow_list_admits_exact_and_prefixed_arns_only() {
+        let policy = CallerPolicy::Iam {
+            allowed_arns: vec![
+                "arn:aws:iam::1:user/ops".to_owned(),
+                "arn:aws:sts::1:assumed-role/worker/*".to_owned(),
+            ],
+        };
+        assert!(policy.check(Some("arn:aws:iam::1:user/ops")).is_ok());
+        assert!(
+            policy
+                .check(Some("arn:aws:sts::1:assumed-role/worker/s1"))
+                .is_ok()
+        );
+        assert_eq!(
+            policy.check(Some("arn:aws:iam::1:user/ops2")),
+            Err(CallerRefused::NotAllowed)
+        );
+        assert_eq!(
+            policy.check(Some("arn:aws:sts::1:assumed-role/other/s1")),
+            Err(CallerRefused::NotAllowed)
+        );
     }
 }

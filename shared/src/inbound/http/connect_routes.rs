@@ -14,11 +14,21 @@ use url::Url;
 use super::binding_cookie;
 use super::error::ApiError;
 use super::pages::{error_response, found, page, private, wants_html};
-use crate::connect::{
+use crate::domain::{ConnectSession, Connection, Product};
+use crate::services::connect::{
     BeginConsentError, CallbackQuery, CallbackRejected, ConnectFailure, ConnectService,
     OpenSessionError,
 };
-use crate::domain::{ConnectSession, Connection, Product};
+
+/// The IAM principal ARN API Gateway's authorizer put in the request context.
+fn iam_caller(context: Option<&RequestContext>) -> Option<String> {
+    match context? {
+        RequestContext::ApiGatewayV2(ctx) => {
+            ctx.authorizer.as_ref()?.iam.as_ref()?.user_arn.clone()
+        }
+        _ => None,
+    }
+}
 
 #[derive(Deserialize)]
 struct OpenSessionRequest {
@@ -40,10 +50,8 @@ pub async fn open_session(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = service
-        .caller_policy
-        .check(extensions.get::<RequestContext>())
-    {
+    let caller = iam_caller(extensions.get::<RequestContext>());
+    if let Err(refused) = service.caller_policy.check(caller.as_deref()) {
         tracing::warn!(reason = %refused, "connect session refused to the caller");
         return ApiError::new(StatusCode::FORBIDDEN, "forbidden", refused.to_string())
             .into_response();

@@ -1,0 +1,5 @@
+//! Inbound adapters: how the world calls the services (HTTP routes behind API
+//! Gateway, the EventBridge schedule).
+
+pub mod http;
+pub mod schedule;

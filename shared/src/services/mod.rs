@@ -1,0 +1,7 @@
+//! Application services: what the service does, in terms of the domain and the
+//! ports only. Inbound adapters call these; outbound adapters fill their ports.
+
+pub mod caller_policy;
+pub mod connect;
+pub mod refresh_protocol;
+pub mod scheduled_refresh;
