@@ -7,16 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use connector::assembly::{Assembly, Parts, Settings};
 use connector::clock::SystemClock;
 use connector::inbound::http::oauth_callback_router;
 use connector::outbound::credentials::{CredentialSet, StaticCredentials};
 use connector::outbound::events::LogPublisher;
 use connector::outbound::memory::{MemoryRescueQueue, MemoryStore};
-use connector::outbound::rdstation::{RdStationClient, RdStationEndpoints};
+use connector::outbound::rdstation::RdStationEndpoints;
 use connector::secret::ClientSecret;
 use connector::services::caller_policy::CallerPolicy;
-use connector::services::connect::ConnectService;
-use connector::services::refresh_protocol::{RefreshEngine, RefreshSettings};
+use connector::services::refresh_protocol::RefreshSettings;
 use connector::services::scheduled_refresh::{self, RunLimits};
 use rd_sandbox::{Sandbox, SandboxConfig};
 use tokio::net::TcpListener;
@@ -61,22 +61,28 @@ async fn main() -> anyhow::Result<()> {
     let sandbox = Sandbox::new(sandbox_config).spawn_on(sandbox_listener)?;
 
     let store = Arc::new(MemoryStore::new());
-    let endpoints = RdStationEndpoints {
-        api_base: sandbox.base_url.clone(),
-        marketing_authorize: sandbox.url("/auth/dialog"),
-        crm_authorize: sandbox.url("/oauth/authorize"),
-    };
-    let credentials = Arc::new(StaticCredentials(credentials));
-    let settings = RefreshSettings::default();
-    let engine = RefreshEngine {
-        store: store.clone(),
+    let parts = Parts {
+        connections: store.clone(),
+        sessions: store,
         rescues: Arc::new(MemoryRescueQueue::default()),
-        credentials: credentials.clone(),
-        rdstation: RdStationClient::new(endpoints.clone(), settings.token_timeout())?,
+        credentials: Arc::new(StaticCredentials(credentials)),
         events: Arc::new(LogPublisher),
         clock: Arc::new(SystemClock),
-        settings,
     };
+    let settings = Settings {
+        rdstation: RdStationEndpoints {
+            api_base: sandbox.base_url.clone(),
+            marketing_authorize: sandbox.url("/auth/dialog"),
+            crm_authorize: sandbox.url("/oauth/authorize"),
+        },
+        refresh: RefreshSettings::default(),
+        public_base_url: public_base_url.parse()?,
+        allowed_return_origins: Vec::new(),
+        // No API Gateway here to check SigV4: anyone on this machine may call.
+        caller_policy: CallerPolicy::LocalUnauthenticated,
+    };
+    let assembly = Assembly::new(parts, settings)?;
+    let engine = assembly.refresh_engine();
     // The scheduled refresher, as EventBridge would run it in AWS.
     let every = Duration::from_secs(env_u16("REFRESH_INTERVAL_SECONDS", 60)?.into());
     tokio::spawn(async move {
@@ -90,18 +96,7 @@ async fn main() -> anyhow::Result<()> {
             scheduled_refresh::run(&engine, &limits).await;
         }
     });
-    let service = ConnectService {
-        connections: store.clone(),
-        sessions: store.clone(),
-        credentials,
-        rdstation: RdStationClient::new(endpoints, Duration::from_secs(10))?,
-        clock: Arc::new(SystemClock),
-        public_base_url: public_base_url.parse()?,
-        redirect_uri,
-        allowed_return_origins: Vec::new(),
-        // No API Gateway here to check SigV4: anyone on this machine may call.
-        caller_policy: CallerPolicy::LocalUnauthenticated,
-    };
+    let service = assembly.connect_service();
     let app = oauth_callback_router(service.clone()).merge(dev_pages::routes(service));
 
     let listener = TcpListener::bind(("127.0.0.1", service_port))

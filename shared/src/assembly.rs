@@ -1,24 +1,205 @@
-//! Builds the service's dependencies on AWS, once per Lambda environment. The SDK
-//! reads region, credentials and `AWS_ENDPOINT_URL` from the standard environment,
-//! so tests and local runs point it at moto without special code.
+//! The one place that wires the services together, for every host: the Lambdas
+//! (DynamoDB, SQS, Secrets Manager, EventBridge), `make run` (in memory) and the
+//! tests (moto, instrumented). A host supplies the [`Parts`] that differ between
+//! them; [`Assembly`] builds the rest the same way everywhere. In particular it
+//! builds the RD Station client from the refresh settings, so the protocol's rule
+//! "client timeout = T" cannot be broken by hand.
+//!
+//! The AWS SDK reads region, credentials and `AWS_ENDPOINT_URL` from the standard
+//! environment, so tests and local runs point it at moto without special code.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::SystemClock;
+use url::{Origin, Url};
+
+use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::outbound::credentials::SecretsManagerCredentials;
 use crate::outbound::dynamodb::DynamoStore;
 use crate::outbound::events::{EventBridgePublisher, LogPublisher};
-use crate::outbound::rdstation::{ClientBuildError, RdStationClient};
+use crate::outbound::rdstation::{ClientBuildError, RdStationClient, RdStationEndpoints};
 use crate::outbound::rescue_queue::SqsRescueQueue;
-use crate::ports::EventPublisher;
+use crate::ports::{
+    ConnectionStore, CredentialSource, EventPublisher, RescueQueue, SessionStore, TokenEndpoint,
+};
 use crate::services::caller_policy::CallerPolicy;
 use crate::services::connect::ConnectService;
-use crate::services::refresh_protocol::RefreshEngine;
+use crate::services::refresh_protocol::{RefreshEngine, RefreshSettings};
+
+/// What differs from host to host: where state lives, where events go, the clock.
+#[derive(Clone)]
+pub struct Parts {
+    /// Connections.
+    pub connections: Arc<dyn ConnectionStore>,
+    /// Connect sessions.
+    pub sessions: Arc<dyn SessionStore>,
+    /// Pairs whose commit failed.
+    pub rescues: Arc<dyn RescueQueue>,
+    /// RD Station app credentials.
+    pub credentials: Arc<dyn CredentialSource>,
+    /// Where events go.
+    pub events: Arc<dyn EventPublisher>,
+    /// The clock.
+    pub clock: Arc<dyn Clock>,
+}
+
+/// How the service reaches RD Station and presents itself.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// RD Station's endpoints.
+    pub rdstation: RdStationEndpoints,
+    /// The refresh protocol's timing (its T is every RD call's hard timeout).
+    pub refresh: RefreshSettings,
+    /// Where this service is reachable (connect URLs and the redirect URI start here).
+    pub public_base_url: Url,
+    /// Origins a session's `return_url` may point to.
+    pub allowed_return_origins: Vec<Origin>,
+    /// Who may open connect sessions.
+    pub caller_policy: CallerPolicy,
+}
+
+impl Settings {
+    /// The settings a deployed function reads from its environment.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            rdstation: config.rdstation.clone(),
+            refresh: config.refresh.clone(),
+            public_base_url: config.public_base_url.clone(),
+            allowed_return_origins: config.allowed_return_origins.clone(),
+            caller_policy: CallerPolicy::Iam {
+                allowed_arns: config.allowed_caller_arns.clone(),
+            },
+        }
+    }
+
+    /// The OAuth `redirect_uri` registered with RD: the public base + `/oauth/callback`.
+    pub fn redirect_uri(&self) -> String {
+        format!(
+            "{}/oauth/callback",
+            self.public_base_url.as_str().trim_end_matches('/')
+        )
+    }
+}
+
+/// Why the service could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum AssemblyError {
+    /// The RD Station HTTP client could not be built.
+    #[error(transparent)]
+    Client(#[from] ClientBuildError),
+    /// `RESCUE_QUEUE_URL` is not set: a refresh must have somewhere to save a
+    /// pair whose commit failed.
+    #[error("missing environment variable RESCUE_QUEUE_URL")]
+    NoRescueQueue,
+}
+
+/// The services, assembled from one host's parts and the shared settings.
+#[derive(Clone)]
+pub struct Assembly {
+    parts: Parts,
+    settings: Settings,
+    token_endpoint: Arc<dyn TokenEndpoint>,
+}
+
+impl Assembly {
+    /// Assembles from `parts` and `settings`, with the RD Station client built with
+    /// the refresh protocol's T as its hard timeout.
+    ///
+    /// # Errors
+    /// [`ClientBuildError`] if the HTTP client cannot be built.
+    pub fn new(parts: Parts, settings: Settings) -> Result<Self, ClientBuildError> {
+        let client =
+            RdStationClient::new(settings.rdstation.clone(), settings.refresh.token_timeout())?;
+        Ok(Self {
+            parts,
+            settings,
+            token_endpoint: Arc::new(client),
+        })
+    }
+
+    /// The parts on AWS, from a function's configuration.
+    ///
+    /// # Errors
+    /// [`AssemblyError`] if the client cannot be built or no rescue queue is set.
+    pub async fn aws(config: &Config) -> Result<Self, AssemblyError> {
+        let sdk = sdk_config().await;
+        let store = Arc::new(
+            DynamoStore::new(
+                aws_sdk_dynamodb::Client::new(&sdk),
+                &config.connections_table,
+            )
+            .with_due_policy(config.refresh.due.clone()),
+        );
+        let queue_url = config
+            .rescue_queue_url
+            .as_deref()
+            .ok_or(AssemblyError::NoRescueQueue)?;
+        let events: Arc<dyn EventPublisher> = match &config.event_bus_name {
+            Some(bus) => Arc::new(EventBridgePublisher::new(
+                aws_sdk_eventbridge::Client::new(&sdk),
+                bus,
+            )),
+            // Without a bus, events are only logged.
+            None => Arc::new(LogPublisher),
+        };
+        let parts = Parts {
+            connections: store.clone(),
+            sessions: store,
+            rescues: Arc::new(SqsRescueQueue::new(
+                aws_sdk_sqs::Client::new(&sdk),
+                queue_url,
+            )),
+            credentials: Arc::new(SecretsManagerCredentials::new(
+                aws_sdk_secretsmanager::Client::new(&sdk),
+                &config.client_credentials_secret,
+            )),
+            events,
+            clock: Arc::new(SystemClock),
+        };
+        Ok(Self::new(parts, Settings::from_config(config))?)
+    }
+
+    /// The settings it was assembled with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The connect flow.
+    pub fn connect_service(&self) -> ConnectService {
+        let p = &self.parts;
+        ConnectService {
+            connections: p.connections.clone(),
+            sessions: p.sessions.clone(),
+            credentials: p.credentials.clone(),
+            token_endpoint: self.token_endpoint.clone(),
+            clock: p.clock.clone(),
+            public_base_url: self.settings.public_base_url.clone(),
+            redirect_uri: self.settings.redirect_uri(),
+            allowed_return_origins: self.settings.allowed_return_origins.clone(),
+            caller_policy: self.settings.caller_policy.clone(),
+        }
+    }
+
+    /// The refresh protocol.
+    pub fn refresh_engine(&self) -> RefreshEngine {
+        let p = &self.parts;
+        RefreshEngine {
+            store: p.connections.clone(),
+            rescues: p.rescues.clone(),
+            credentials: p.credentials.clone(),
+            token_endpoint: self.token_endpoint.clone(),
+            events: p.events.clone(),
+            clock: p.clock.clone(),
+            settings: self.settings.refresh.clone(),
+        }
+    }
+}
 
 /// The shared AWS SDK configuration, from the standard environment, with bounded
-/// call times: a refresh commit must not outlive its lease waiting on one request.
+/// call times. Each of the protocol's own attempts is cut off at its lease
+/// deadline as well (see `refresh_protocol::Deadline`); these bounds keep one SDK
+/// call, retries included, well inside a lease.
 pub async fn sdk_config() -> aws_config::SdkConfig {
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(2))
@@ -29,88 +210,4 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
         .timeout_config(timeouts)
         .load()
         .await
-}
-
-fn store(sdk: &aws_config::SdkConfig, config: &Config) -> Arc<DynamoStore> {
-    Arc::new(
-        DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(sdk),
-            &config.connections_table,
-        )
-        .with_due_policy(config.refresh.due.clone()),
-    )
-}
-
-fn credentials(sdk: &aws_config::SdkConfig, config: &Config) -> Arc<SecretsManagerCredentials> {
-    Arc::new(SecretsManagerCredentials::new(
-        aws_sdk_secretsmanager::Client::new(sdk),
-        &config.client_credentials_secret,
-    ))
-}
-
-/// The connect flow over DynamoDB, Secrets Manager and RD Station.
-///
-/// # Errors
-/// [`ClientBuildError`] if the HTTP client cannot be built.
-pub async fn connect_service(config: &Config) -> Result<ConnectService, ClientBuildError> {
-    let sdk = sdk_config().await;
-    let store = store(&sdk, config);
-    Ok(ConnectService {
-        connections: store.clone(),
-        sessions: store,
-        credentials: credentials(&sdk, config),
-        rdstation: RdStationClient::new(config.rdstation.clone(), config.token_call_timeout)?,
-        clock: Arc::new(SystemClock),
-        public_base_url: config.public_base_url.clone(),
-        redirect_uri: config.redirect_uri(),
-        allowed_return_origins: config.allowed_return_origins.clone(),
-        caller_policy: CallerPolicy::Iam {
-            allowed_arns: config.allowed_caller_arns.clone(),
-        },
-    })
-}
-
-/// Why the refresh protocol could not be assembled.
-#[derive(Debug, thiserror::Error)]
-pub enum EngineBuildError {
-    /// The RD Station HTTP client could not be built.
-    #[error(transparent)]
-    Client(#[from] ClientBuildError),
-    /// `RESCUE_QUEUE_URL` is not set: a refresh must have somewhere to save a
-    /// pair whose commit failed.
-    #[error("missing environment variable RESCUE_QUEUE_URL")]
-    NoRescueQueue,
-}
-
-/// The refresh protocol over DynamoDB, SQS, Secrets Manager, RD Station and
-/// EventBridge (events are only logged when `EVENT_BUS_NAME` is unset).
-///
-/// # Errors
-/// [`EngineBuildError`] if the HTTP client cannot be built or no rescue queue is set.
-pub async fn refresh_engine(config: &Config) -> Result<RefreshEngine, EngineBuildError> {
-    let queue_url = config
-        .rescue_queue_url
-        .as_deref()
-        .ok_or(EngineBuildError::NoRescueQueue)?;
-    let sdk = sdk_config().await;
-    let store = store(&sdk, config);
-    let events: Arc<dyn EventPublisher> = match &config.event_bus_name {
-        Some(bus) => Arc::new(EventBridgePublisher::new(
-            aws_sdk_eventbridge::Client::new(&sdk),
-            bus,
-        )),
-        None => Arc::new(LogPublisher),
-    };
-    Ok(RefreshEngine {
-        store,
-        rescues: Arc::new(SqsRescueQueue::new(
-            aws_sdk_sqs::Client::new(&sdk),
-            queue_url,
-        )),
-        credentials: credentials(&sdk, config),
-        rdstation: RdStationClient::new(config.rdstation.clone(), config.refresh.token_timeout())?,
-        events,
-        clock: Arc::new(SystemClock),
-        settings: config.refresh.clone(),
-    })
 }

@@ -60,9 +60,8 @@ pub struct Config {
     /// `RESCUE_QUEUE_URL`: the SQS queue where pairs whose commit failed wait
     /// (required by the functions that refresh).
     pub rescue_queue_url: Option<String>,
-    /// `RDSTATION_TOKEN_TIMEOUT_SECONDS`: hard timeout of one token-endpoint call.
-    pub token_call_timeout: Duration,
-    /// The refresh protocol's timing and due policy: `REFRESH_LEASE_SECONDS`,
+    /// The refresh protocol's timing and due policy: `RDSTATION_TOKEN_TIMEOUT_SECONDS`
+    /// (T, the hard timeout of every RD call), `REFRESH_LEASE_SECONDS`,
     /// `REFRESH_COMMIT_BUDGET_SECONDS`, `REFRESH_MARGIN_CRM_SECONDS`,
     /// `REFRESH_MARGIN_MARKETING_SECONDS`, `CRM_KEEPALIVE_DAYS`, `DUE_INDEX_SHARDS`,
     /// `REFRESH_CLOCK_SKEW_MS`, `REFRESH_FAILING_AFTER`.
@@ -176,18 +175,9 @@ impl Config {
                         .collect()
                 })
                 .unwrap_or_default(),
-            token_call_timeout,
             refresh,
             refresh_concurrency,
         })
-    }
-
-    /// The OAuth `redirect_uri` registered with RD: `PUBLIC_BASE_URL` + `/oauth/callback`.
-    pub fn redirect_uri(&self) -> String {
-        format!(
-            "{}/oauth/callback",
-            self.public_base_url.as_str().trim_end_matches('/')
-        )
     }
 }
 
@@ -237,7 +227,7 @@ mod tests {
     fn minimal_environment_uses_rd_defaults() {
         let config = Config::from_lookup(lookup(&MINIMAL)).expect("valid");
         assert_eq!(
-            config.redirect_uri(),
+            crate::assembly::Settings::from_config(&config).redirect_uri(),
             "https://connect.example.com/oauth/callback"
         );
         assert_eq!(
@@ -249,7 +239,7 @@ mod tests {
             DEFAULT_CRM_AUTHORIZE_URL
         );
         assert!(config.allowed_return_origins.is_empty());
-        assert_eq!(config.token_call_timeout, Duration::from_secs(10));
+        assert_eq!(config.refresh.token_timeout(), Duration::from_secs(10));
     }
 
     #[test]

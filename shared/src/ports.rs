@@ -1,12 +1,18 @@
 //! The roles the service needs from the outside world. Adapters in
-//! [`crate::adapters`] fill them: DynamoDB and memory for the stores, Secrets Manager
-//! and a fixed value for credentials.
+//! [`crate::outbound`] fill them: DynamoDB and memory for the stores, SQS and
+//! memory for the rescue queue, Secrets Manager and a fixed value for credentials,
+//! EventBridge for events, RD Station's OAuth server for tokens.
 
 use async_trait::async_trait;
 
+use url::Url;
+
 use crate::clock::Timestamp;
-use crate::domain::{ConnectSession, Connection, ConnectionId, Product, SessionId, TokenPair};
-use crate::secret::ClientSecret;
+use crate::domain::{
+    ConnectSession, Connection, ConnectionId, IssuedTokens, Product, SessionId, TokenCallError,
+    TokenPair,
+};
+use crate::secret::{AuthCode, ClientSecret, RefreshToken, StateToken};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +227,39 @@ pub trait CredentialSource: Send + Sync {
     /// Drops the cache and reads the credentials again (after RD answered
     /// `invalid_client`, e.g. because the secret was rotated).
     async fn reload(&self) -> Result<(), CredentialsError>;
+}
+
+/// RD Station's OAuth endpoints, as the services use them. Every call ends within
+/// the hard timeout the adapter was built with (the refresh protocol's T).
+#[async_trait]
+pub trait TokenEndpoint: Send + Sync {
+    /// The page where a person grants our app access to `product`, which sends
+    /// them back to `redirect_uri` with `code` and `state`.
+    fn consent_url(
+        &self,
+        product: Product,
+        client_id: &str,
+        redirect_uri: &str,
+        state: &StateToken,
+    ) -> Url;
+
+    /// Exchanges an authorization code for a token pair.
+    async fn exchange_code(
+        &self,
+        product: Product,
+        credentials: &ClientCredentials,
+        code: &AuthCode,
+        redirect_uri: &str,
+    ) -> Result<IssuedTokens, TokenCallError>;
+
+    /// Spends `refresh_token` for a new pair. A CRM refresh token (and a rolling
+    /// Marketing one) is dead once RD has processed the call, whatever reaches us.
+    async fn refresh(
+        &self,
+        product: Product,
+        credentials: &ClientCredentials,
+        refresh_token: &RefreshToken,
+    ) -> Result<IssuedTokens, TokenCallError>;
 }
 
 /// What happened to a connection (or the deployment) that someone should act on.

@@ -11,15 +11,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use connector::assembly::{Assembly, Parts, Settings};
 use connector::clock::{Clock, SystemClock};
 use connector::domain::{Connection, ConnectionId, Product, TokenPair};
 use connector::outbound::credentials::{CredentialSet, StaticCredentials};
 use connector::outbound::events::RecordingPublisher;
 use connector::outbound::memory::MemoryRescueQueue;
-use connector::outbound::rdstation::{RdStationClient, RdStationEndpoints};
 use connector::ports::ConnectionStore;
 use connector::secret::{AccessToken, ClientSecret, RefreshToken};
-use connector::services::refresh_protocol::{RefreshEngine, RefreshSettings};
+use connector::services::caller_policy::CallerPolicy;
+use connector::services::refresh_protocol::RefreshSettings;
 use connector::services::scheduled_refresh::{self, RunLimits};
 use integration_tests::instrumented::InstrumentedStore;
 use integration_tests::moto;
@@ -71,27 +72,30 @@ async fn main() {
             ClientSecret::new(config.crm.client_secret.clone()),
         )),
     );
-    let engine = RefreshEngine {
-        store: Arc::new(store.clone()),
+    let parts = Parts {
+        connections: Arc::new(store.clone()),
+        sessions: Arc::new(connector::outbound::memory::MemoryStore::new()),
         rescues: if in_memory {
             Arc::new(MemoryRescueQueue::default())
         } else {
             Arc::new(moto::fresh_rescue_queue().await)
         },
         credentials: Arc::new(StaticCredentials(credentials)),
-        rdstation: RdStationClient::new(
-            RdStationEndpoints {
-                api_base: sandbox.base_url.clone(),
-                marketing_authorize: sandbox.url("/auth/dialog"),
-                crm_authorize: sandbox.url("/oauth/authorize"),
-            },
-            settings.token_timeout(),
-        )
-        .expect("client"),
         events: Arc::new(RecordingPublisher::new()),
         clock: Arc::new(SystemClock),
-        settings,
     };
+    let engine = Assembly::new(
+        parts,
+        Settings {
+            rdstation: integration_tests::sandbox_endpoints(&sandbox),
+            refresh: settings,
+            public_base_url: "https://connect.example.com".parse().expect("url"),
+            allowed_return_origins: Vec::new(),
+            caller_policy: CallerPolicy::LocalUnauthenticated,
+        },
+    )
+    .expect("client")
+    .refresh_engine();
 
     // Seed: half CRM, half Marketing, all a minute from expiry (due now).
     let seeding = Instant::now();

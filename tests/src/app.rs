@@ -3,15 +3,16 @@
 //! over loopback. Every request goes in as an API Gateway HTTP API v2 event.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
+use connector::assembly::{Assembly, Parts, Settings};
 use connector::clock::OffsetClock;
 use connector::domain::{Connection, ConnectionId};
 use connector::inbound::http::oauth_callback_router;
 use connector::outbound::credentials::SecretsManagerCredentials;
 use connector::outbound::dynamodb::DynamoStore;
-use connector::outbound::rdstation::{RdStationClient, RdStationEndpoints};
+use connector::outbound::events::RecordingPublisher;
+use connector::outbound::memory::MemoryRescueQueue;
 use connector::ports::ConnectionStore;
 use connector::services::connect::ConnectService;
 use rd_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
@@ -77,24 +78,27 @@ impl TestApp {
         let credentials =
             SecretsManagerCredentials::new(moto::secretsmanager().await, &secret_name);
         let clock = OffsetClock::new();
-        let endpoints = RdStationEndpoints {
-            api_base: sandbox.base_url.clone(),
-            marketing_authorize: sandbox.url("/auth/dialog"),
-            crm_authorize: sandbox.url("/oauth/authorize"),
-        };
-        let service = ConnectService {
+        let parts = Parts {
             connections: Arc::new(store.clone()),
             sessions: Arc::new(store.clone()),
+            rescues: Arc::new(MemoryRescueQueue::default()),
             credentials: Arc::new(credentials),
-            rdstation: RdStationClient::new(endpoints, Duration::from_secs(2)).expect("client"),
+            events: Arc::new(RecordingPublisher::new()),
             clock: Arc::new(clock.clone()),
+        };
+        let settings = Settings {
+            rdstation: crate::sandbox_endpoints(&sandbox),
+            refresh: crate::refresh_app::test_settings(),
             public_base_url: Url::parse(PUBLIC_BASE_URL).expect("url"),
-            redirect_uri,
             allowed_return_origins: vec![Url::parse(RETURN_ORIGIN).expect("url").origin()],
             caller_policy: CallerPolicy::Iam {
                 allowed_arns: Vec::new(),
             },
         };
+        let service = Assembly::new(parts, settings)
+            .expect("client")
+            .connect_service();
+        assert_eq!(service.redirect_uri, redirect_uri);
         let router = oauth_callback_router(service.clone());
         let browser = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())

@@ -8,3 +8,14 @@ pub mod instrumented;
 pub mod logs;
 pub mod moto;
 pub mod refresh_app;
+
+/// RD Station's endpoints on a running sandbox.
+pub fn sandbox_endpoints(
+    sandbox: &rd_sandbox::RunningSandbox,
+) -> connector::outbound::rdstation::RdStationEndpoints {
+    connector::outbound::rdstation::RdStationEndpoints {
+        api_base: sandbox.base_url.clone(),
+        marketing_authorize: sandbox.url("/auth/dialog"),
+        crm_authorize: sandbox.url("/oauth/authorize"),
+    }
+}

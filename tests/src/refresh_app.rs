@@ -5,18 +5,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use connector::assembly::{Assembly, Parts, Settings};
 use connector::clock::{Clock, OffsetClock};
 use connector::domain::{Connection, ConnectionId, Product};
 use connector::outbound::credentials::SecretsManagerCredentials;
 use connector::outbound::events::RecordingPublisher;
-use connector::outbound::rdstation::{RdStationClient, RdStationEndpoints};
+use connector::outbound::memory::MemoryStore;
 use connector::ports::{ClientCredentials, ConnectionStore, EventKind, ServiceEvent};
 use connector::secret::{AuthCode, ClientSecret, ExposeSecret};
+use connector::services::caller_policy::CallerPolicy;
 use connector::services::refresh_protocol::{
     LeaseTiming, RefreshEngine, RefreshFailure, RefreshRequest, RefreshSettings, Refreshed,
 };
 use connector::services::scheduled_refresh::{self, RunLimits, RunSummary};
 use rd_sandbox::{RunningSandbox, Sandbox, SandboxConfig, SandboxProduct};
+use url::Url;
 
 use crate::instrumented::{InstrumentedQueue, InstrumentedStore, SlowCredentials};
 use crate::{logs, moto};
@@ -93,24 +96,26 @@ impl RefreshApp {
         ));
         let clock = OffsetClock::new();
         let events = Arc::new(RecordingPublisher::new());
-        let rdstation = RdStationClient::new(
-            RdStationEndpoints {
-                api_base: sandbox.base_url.clone(),
-                marketing_authorize: sandbox.url("/auth/dialog"),
-                crm_authorize: sandbox.url("/oauth/authorize"),
-            },
-            settings.token_timeout(),
-        )
-        .expect("client");
-        let engine = RefreshEngine {
-            store: Arc::new(store.clone()),
+        let parts = Parts {
+            connections: Arc::new(store.clone()),
+            sessions: Arc::new(MemoryStore::new()),
             rescues: Arc::new(rescues.clone()),
             credentials: Arc::new(credentials.clone()),
-            rdstation,
             events: events.clone(),
             clock: Arc::new(clock.clone()),
-            settings,
         };
+        let engine = Assembly::new(
+            parts,
+            Settings {
+                rdstation: crate::sandbox_endpoints(&sandbox),
+                refresh: settings,
+                public_base_url: Url::parse("https://connect.example.com").expect("url"),
+                allowed_return_origins: Vec::new(),
+                caller_policy: CallerPolicy::LocalUnauthenticated,
+            },
+        )
+        .expect("client")
+        .refresh_engine();
         Self {
             sandbox,
             engine,
@@ -142,7 +147,7 @@ impl RefreshApp {
         );
         let issued = self
             .engine
-            .rdstation
+            .token_endpoint
             .exchange_code(product, &credentials, &code, REDIRECT)
             .await
             .expect("exchange");

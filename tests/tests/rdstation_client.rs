@@ -3,10 +3,8 @@
 
 use std::time::Duration;
 
-use connector::domain::Product;
-use connector::outbound::rdstation::{
-    IssuedTokens, RdStationClient, RdStationEndpoints, TokenCallError,
-};
+use connector::domain::{IssuedTokens, Product, TokenCallError};
+use connector::outbound::rdstation::{RdStationClient, RdStationEndpoints};
 use connector::ports::ClientCredentials;
 use connector::secret::{AuthCode, ClientSecret, ExposeSecret, RefreshToken};
 use rd_sandbox::{Fault, RunningSandbox, Sandbox, SandboxConfig, SandboxProduct};

@@ -251,7 +251,7 @@ async fn a_dead_holders_lease_is_taken_and_its_intent_classifies_the_outcome() {
         ),
     };
     app.engine
-        .rdstation
+        .token_endpoint
         .refresh(Product::Crm, &credentials, &c.tokens.refresh_token)
         .await
         .expect("RD rotated for the dead worker");

@@ -2,6 +2,7 @@
 //! OAuth callback. Builds its dependencies once per cold start and serves the
 //! router from the `connector` library.
 
+use connector::assembly::Assembly;
 use connector::config::Config;
 use connector::inbound::http::oauth_callback_router;
 
@@ -9,6 +10,6 @@ use connector::inbound::http::oauth_callback_router;
 async fn main() -> Result<(), lambda_http::Error> {
     lambda_http::tracing::init_default_subscriber();
     let config = Config::from_env()?;
-    let service = connector::assembly::connect_service(&config).await?;
+    let service = Assembly::aws(&config).await?.connect_service();
     lambda_http::run(oauth_callback_router(service)).await
 }

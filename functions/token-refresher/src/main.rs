@@ -1,6 +1,7 @@
 //! Lambda: the scheduled refresher. Builds its dependencies once per cold start and
 //! hands each EventBridge scheduled event to the schedule handler.
 
+use connector::assembly::Assembly;
 use connector::config::Config;
 use connector::inbound::schedule::Refresher;
 use lambda_runtime::{LambdaEvent, service_fn};
@@ -10,7 +11,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = Config::from_env()?;
     let refresher = Refresher {
-        engine: connector::assembly::refresh_engine(&config).await?,
+        engine: Assembly::aws(&config).await?.refresh_engine(),
         concurrency: config.refresh_concurrency,
     };
     let refresher = &refresher;

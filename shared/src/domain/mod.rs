@@ -4,6 +4,7 @@ mod connection;
 mod due;
 mod product;
 mod session;
+mod token_grant;
 
 pub use connection::{
     Connection, ConnectionId, ConnectionIdError, ConnectionStatus, Lease, RefreshBackoff,
@@ -12,3 +13,4 @@ pub use connection::{
 pub use due::DuePolicy;
 pub use product::{Product, UnknownProduct};
 pub use session::{CONNECT_SESSION_TTL_SECONDS, ConnectSession, SessionId, session_nonce};
+pub use token_grant::{IssuedTokens, TokenCallError};

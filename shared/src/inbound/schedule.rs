@@ -1,5 +1,6 @@
-//! The schedule handler (inbound): the token-refresher Lambda's handler: an EventBridge scheduled event in, one
-//! refresher run out (summary logged as JSON and printed as CloudWatch EMF).
+//! The schedule handler: the token-refresher Lambda's handler. An EventBridge
+//! scheduled event in, one scheduled refresh run out (summary logged as JSON and
+//! printed as CloudWatch EMF).
 
 use std::time::Duration;
 

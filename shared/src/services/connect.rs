@@ -16,12 +16,13 @@ use url::{Origin, Url};
 
 use crate::clock::Clock;
 use crate::domain::{
-    ConnectSession, Connection, ConnectionId, ConnectionIdError, Product, SessionId, TokenPair,
+    ConnectSession, Connection, ConnectionId, ConnectionIdError, IssuedTokens, Product, SessionId,
+    TokenCallError, TokenPair,
 };
-use crate::outbound::rdstation::{RdStationClient, TokenCallError};
+
 use crate::ports::{
     ClientCredentials, ConnectionStore, CredentialSource, CredentialsError, SessionError,
-    SessionStore, StoreError,
+    SessionStore, StoreError, TokenEndpoint,
 };
 use crate::secret::{AuthCode, BrowserBinding, ExposeSecret, StateToken};
 
@@ -37,8 +38,8 @@ pub struct ConnectService {
     pub sessions: Arc<dyn SessionStore>,
     /// RD Station app credentials.
     pub credentials: Arc<dyn CredentialSource>,
-    /// The RD Station client.
-    pub rdstation: RdStationClient,
+    /// RD Station's OAuth endpoints.
+    pub token_endpoint: Arc<dyn TokenEndpoint>,
     /// The service's clock.
     pub clock: Arc<dyn Clock>,
     /// Where this service is reachable (connect URLs start here).
@@ -301,7 +302,7 @@ impl ConnectService {
             Err(SessionError::Store(e)) => return Err(e.into()),
         };
         let credentials = self.credentials.credentials(session.product).await?;
-        let consent_url = self.rdstation.consent_url(
+        let consent_url = self.token_endpoint.consent_url(
             session.product,
             &credentials.client_id,
             &self.redirect_uri,
@@ -390,8 +391,8 @@ impl ConnectService {
         product: Product,
         credentials: &ClientCredentials,
         code: &AuthCode,
-    ) -> Result<crate::outbound::rdstation::IssuedTokens, TokenCallError> {
-        self.rdstation
+    ) -> Result<IssuedTokens, TokenCallError> {
+        self.token_endpoint
             .exchange_code(product, credentials, code, &self.redirect_uri)
             .await
     }

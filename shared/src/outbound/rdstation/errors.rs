@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::domain::TokenCallError;
+
 /// One error RD reported: its type (or RFC 6749 `error` code) and message.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RdError {
@@ -11,56 +13,6 @@ pub struct RdError {
     pub code: String,
     /// `error_message`, `error_description`, `message` or empty.
     pub message: String,
-}
-
-/// How a call to RD's token endpoint ended, when it did not end in a token pair.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenCallError {
-    /// The refresh token or code is not valid any more (`INVALID_REFRESH_TOKEN`,
-    /// `invalid_grant`): the grant is dead.
-    #[error("RD Station rejected the grant: {detail}")]
-    InvalidGrant {
-        /// RD's error type and message.
-        detail: String,
-    },
-    /// The authorization code is older than its lifetime or was used already
-    /// (`EXPIRED_CODE_GRANT`).
-    #[error("RD Station says the authorization code expired or was used: {detail}")]
-    ExpiredCode {
-        /// RD's error type and message.
-        detail: String,
-    },
-    /// Our client id or secret was refused (`invalid_client`, `ACCESS_DENIED` "Wrong
-    /// credentials"): the deployment is misconfigured, not the connection.
-    #[error("RD Station rejected the client credentials: {detail}")]
-    InvalidClient {
-        /// RD's error type and message.
-        detail: String,
-    },
-    /// RD refused to process the call for now (429).
-    #[error("RD Station rate limited the call (retry after {retry_after:?})")]
-    RateLimited {
-        /// How long RD asked us to wait, when it said.
-        retry_after: Option<Duration>,
-    },
-    /// No usable answer. When `ambiguous` is true the request was sent and RD may
-    /// have processed it (timeout after sending, connection dropped mid-response,
-    /// 5xx, unreadable 200); when false, RD provably did not see it (connect error).
-    #[error("RD Station call failed ({detail}); may have been processed: {ambiguous}")]
-    Transient {
-        /// Whether RD may have acted on the request.
-        ambiguous: bool,
-        /// What happened, without request or response content.
-        detail: String,
-    },
-    /// Any other refusal (bad request, redirect_uri mismatch, unexpected status).
-    #[error("RD Station refused the call with status {status}: {detail}")]
-    Other {
-        /// The HTTP status.
-        status: u16,
-        /// RD's error type and message.
-        detail: String,
-    },
 }
 
 /// Extracts every error RD put in `body`, whatever its documented shape.

@@ -13,11 +13,12 @@ use reqwest::header::RETRY_AFTER;
 use serde::Deserialize;
 use url::Url;
 
-pub use errors::{RdError, TokenCallError, classify_token_failure, parse_error_body};
+pub use errors::{RdError, classify_token_failure, parse_error_body};
 
-use crate::clock::Timestamp;
-use crate::domain::{Product, TokenPair};
-use crate::ports::ClientCredentials;
+use async_trait::async_trait;
+
+use crate::domain::{IssuedTokens, Product, TokenCallError, TokenPair};
+use crate::ports::{ClientCredentials, TokenEndpoint};
 use crate::secret::{AccessToken, AuthCode, ExposeSecret, RefreshToken, StateToken};
 
 /// Where RD Station lives. Production defaults are in [`crate::config`].
@@ -29,58 +30,6 @@ pub struct RdStationEndpoints {
     pub marketing_authorize: Url,
     /// CRM v2 consent page; configurable because RD documents more than one.
     pub crm_authorize: Url,
-}
-
-/// What RD's token endpoint answered with on success.
-#[derive(Debug)]
-pub struct IssuedTokens {
-    /// The new access token.
-    pub access_token: AccessToken,
-    /// The refresh token RD returned, if it returned one.
-    pub refresh_token: Option<RefreshToken>,
-    /// Access-token lifetime in seconds, when RD said.
-    pub expires_in: Option<i64>,
-}
-
-impl IssuedTokens {
-    /// The pair to store: RD's new refresh token, or `previous` when RD sent none;
-    /// expiry from `expires_in`, else the product's documented lifetime.
-    ///
-    /// Returns `None` only when there is no refresh token at all (a code exchange
-    /// whose answer lacked one).
-    pub fn into_pair(
-        self,
-        product: Product,
-        previous: Option<RefreshToken>,
-        now: Timestamp,
-    ) -> Option<TokenPair> {
-        let refresh_token = self.refresh_token.clone().or(previous)?;
-        Some(self.pair_with(product, refresh_token, now))
-    }
-
-    /// The pair after a refresh that spent `spent`: RD's new refresh token, or
-    /// `spent` itself when RD returned none (Marketing's may be stable).
-    pub fn refreshed_pair(
-        self,
-        product: Product,
-        spent: RefreshToken,
-        now: Timestamp,
-    ) -> TokenPair {
-        let refresh_token = self.refresh_token.clone().unwrap_or(spent);
-        self.pair_with(product, refresh_token, now)
-    }
-
-    fn pair_with(self, product: Product, refresh_token: RefreshToken, now: Timestamp) -> TokenPair {
-        let lifetime = self.expires_in.unwrap_or(match product {
-            Product::Marketing => 86_400,
-            Product::Crm => 7_200,
-        });
-        TokenPair {
-            access_token: self.access_token,
-            refresh_token,
-            access_expires_at: now.plus_seconds(lifetime),
-        }
-    }
 }
 
 /// The token endpoint's success body, read leniently.
@@ -289,6 +238,38 @@ impl RdStationClient {
     }
 }
 
+#[async_trait]
+impl TokenEndpoint for RdStationClient {
+    fn consent_url(
+        &self,
+        product: Product,
+        client_id: &str,
+        redirect_uri: &str,
+        state: &StateToken,
+    ) -> Url {
+        RdStationClient::consent_url(self, product, client_id, redirect_uri, state)
+    }
+
+    async fn exchange_code(
+        &self,
+        product: Product,
+        credentials: &ClientCredentials,
+        code: &AuthCode,
+        redirect_uri: &str,
+    ) -> Result<IssuedTokens, TokenCallError> {
+        RdStationClient::exchange_code(self, product, credentials, code, redirect_uri).await
+    }
+
+    async fn refresh(
+        &self,
+        product: Product,
+        credentials: &ClientCredentials,
+        refresh_token: &RefreshToken,
+    ) -> Result<IssuedTokens, TokenCallError> {
+        RdStationClient::refresh(self, product, credentials, refresh_token).await
+    }
+}
+
 fn header_text(response: &reqwest::Response, name: reqwest::header::HeaderName) -> Option<String> {
     response
         .headers()
@@ -372,10 +353,10 @@ mod tests {
             .into_pair(
                 Product::Marketing,
                 Some(RefreshToken::new("old")),
-                Timestamp(10),
+                crate::clock::Timestamp(10),
             )
             .expect("keeps the old refresh token");
         assert_eq!(pair.refresh_token.expose_secret(), "old");
-        assert_eq!(pair.access_expires_at, Timestamp(610));
+        assert_eq!(pair.access_expires_at, crate::clock::Timestamp(610));
     }
 }

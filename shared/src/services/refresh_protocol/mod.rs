@@ -55,12 +55,13 @@ pub use settings::{LeaseTiming, LeaseTooShort, RefreshSettings};
 
 use crate::clock::{Clock, Timestamp};
 use crate::domain::{
-    Connection, ConnectionId, ConnectionStatus, Lease, RefreshBackoff, RefreshIntent, TokenPair,
+    Connection, ConnectionId, ConnectionStatus, IssuedTokens, Lease, RefreshBackoff, RefreshIntent,
+    TokenCallError, TokenPair,
 };
-use crate::outbound::rdstation::{IssuedTokens, RdStationClient, TokenCallError};
+
 use crate::ports::{
     ClientCredentials, ConnectionStore, CredentialSource, CredentialsError, EventKind,
-    EventPublisher, RescueQueue, RescuedPair, ServiceEvent, StoreError,
+    EventPublisher, RescueQueue, RescuedPair, ServiceEvent, StoreError, TokenEndpoint,
 };
 use crate::secret::AccessToken;
 
@@ -168,8 +169,9 @@ pub struct RefreshEngine {
     pub rescues: Arc<dyn RescueQueue>,
     /// RD app credentials.
     pub credentials: Arc<dyn CredentialSource>,
-    /// The RD client; its timeout must be the settings' token timeout.
-    pub rdstation: RdStationClient,
+    /// RD Station's token endpoint; its hard timeout is the settings' token
+    /// timeout T (the assembly builds it so).
+    pub token_endpoint: Arc<dyn TokenEndpoint>,
     /// Where events go.
     pub events: Arc<dyn EventPublisher>,
     /// The clock.
@@ -386,7 +388,7 @@ impl RefreshEngine {
                 return Err(RefreshFailure::OutOfTime);
             }
             let outcome = match self
-                .rdstation
+                .token_endpoint
                 .refresh(c.product, &credentials, &c.tokens.refresh_token)
                 .await
             {
