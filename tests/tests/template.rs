@@ -124,6 +124,8 @@ fn every_required_variable_is_set_for_the_functions() {
         "RDSTATION_MARKETING_AUTHORIZE_URL",
         "RDSTATION_CRM_AUTHORIZE_URL",
         "ALLOWED_RETURN_ORIGINS",
+        "ALLOWED_CALLER_ARNS",
+        "RESCUE_QUEUE_URL",
     ] {
         assert!(
             !variables[name].is_null(),
@@ -165,9 +167,11 @@ fn the_refresher_runs_on_an_eventbridge_rule_and_may_publish_events() {
         .collect();
     for needed in [
         "dynamodb:Query",
-        "dynamodb:DeleteItem",
         "events:PutEvents",
         "secretsmanager:GetSecretValue",
+        "sqs:SendMessage",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
     ] {
         assert!(actions.iter().any(|a| a == needed), "{needed} missing");
     }
@@ -175,4 +179,15 @@ fn the_refresher_runs_on_an_eventbridge_rule_and_may_publish_events() {
         actions.iter().all(|a| !a.ends_with(":*")),
         "least privilege: no wildcards"
     );
+}
+
+#[test]
+fn rescued_pairs_wait_on_an_encrypted_queue_kept_as_long_as_sqs_allows() {
+    let template = template();
+    let queue = &template["Resources"]["RescueQueue"];
+    assert_eq!(queue["Type"], "AWS::SQS::Queue");
+    let properties = &queue["Properties"];
+    assert_eq!(properties["SqsManagedSseEnabled"], true);
+    // 14 days, SQS's maximum: a pair must outlive any outage of the refresher.
+    assert_eq!(properties["MessageRetentionPeriod"], 1_209_600);
 }
