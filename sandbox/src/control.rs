@@ -17,6 +17,7 @@ pub fn routes() -> Router<Sandbox> {
         .route("/_sandbox/clock", post(advance_clock))
         .route("/_sandbox/faults", post(inject_fault))
         .route("/_sandbox/access-token-ttl", post(set_access_ttl))
+        .route("/_sandbox/marketing-rolling", post(set_marketing_rolling))
 }
 
 async fn stats(State(sandbox): State<Sandbox>) -> Response {
@@ -59,5 +60,18 @@ struct AccessTtl {
 
 async fn set_access_ttl(State(sandbox): State<Sandbox>, Json(body): Json<AccessTtl>) -> Response {
     sandbox.set_access_ttl(body.product, body.seconds);
+    StatusCode::NO_CONTENT.into_response()
+}
+
+#[derive(Deserialize)]
+struct Rolling {
+    rolling: bool,
+}
+
+async fn set_marketing_rolling(
+    State(sandbox): State<Sandbox>,
+    Json(body): Json<Rolling>,
+) -> Response {
+    sandbox.set_marketing_rolling(body.rolling);
     StatusCode::NO_CONTENT.into_response()
 }
