@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use connector::assembly::{Assembly, Parts, Settings};
 use connector::clock::{Clock, OffsetClock};
-use connector::domain::{Connection, ConnectionId, Product};
+use connector::domain::{Connection, ConnectionId, Product, TokenPair};
 use connector::outbound::credentials::SecretsManagerCredentials;
 use connector::outbound::events::RecordingPublisher;
 use connector::outbound::memory::MemoryStore;
 use connector::ports::{ClientCredentials, ConnectionStore, EventKind, ServiceEvent};
-use connector::secret::{AuthCode, ClientSecret, ExposeSecret};
+use connector::secret::{AccessToken, AuthCode, ClientSecret, ExposeSecret, RefreshToken};
 use connector::services::caller_policy::CallerPolicy;
 use connector::services::refresh_protocol::{
     LeaseTiming, RefreshEngine, RefreshFailure, RefreshRequest, RefreshSettings, Refreshed,
@@ -156,6 +156,28 @@ impl RefreshApp {
         let connection =
             Connection::connected(ConnectionId::parse(id).expect("valid"), product, pair, now);
         self.store.create(&connection).await.expect("stored")
+    }
+
+    /// A person connects `id` again (a new grant at the sandbox) while whatever is
+    /// under way goes on: the stored connection gets the new pair, as the connect
+    /// flow's reconnect writes it. Returns the new pair.
+    pub async fn reconnect_now(&self, id: &str) -> TokenPair {
+        let current = self.stored(id).await;
+        let (access, refresh_token, expires_in) = self
+            .sandbox
+            .sandbox
+            .issue_pair(sandbox_product(current.product));
+        let now = self.clock.now();
+        let fresh = TokenPair {
+            access_token: AccessToken::new(access),
+            refresh_token: RefreshToken::new(refresh_token),
+            access_expires_at: now.plus_seconds(expires_in),
+        };
+        self.store
+            .update(&current.reconnected(fresh.clone(), now))
+            .await
+            .expect("reconnected");
+        fresh
     }
 
     /// Moves the service's and the sandbox's clocks forward together.

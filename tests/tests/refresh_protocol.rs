@@ -568,23 +568,11 @@ async fn a_reconnect_during_a_refresh_wins_and_the_old_grants_pair_is_not_restor
         .await;
 
     // A person connects the account again while RD is answering the refresh.
-    let (access, refresh_token, expires_in) = app
-        .sandbox
-        .sandbox
-        .issue_pair(rd_sandbox::SandboxProduct::Crm);
-    let now = app.clock.now();
-    let fresh = connector::domain::TokenPair {
-        access_token: connector::secret::AccessToken::new(access),
-        refresh_token: connector::secret::RefreshToken::new(refresh_token),
-        access_expires_at: now.plus_seconds(expires_in),
-    };
-    let current = app.stored("reconnected").await;
-    assert!(current.lease.is_some(), "the refresh holds the lease");
-    app.engine
-        .store
-        .update(&current.reconnected(fresh.clone(), now))
-        .await
-        .expect("reconnected");
+    assert!(
+        app.stored("reconnected").await.lease.is_some(),
+        "the refresh holds the lease"
+    );
+    let fresh = app.reconnect_now("reconnected").await;
 
     match refresh.await.expect("joined") {
         Ok(Refreshed::ByOtherWorker(c)) => assert_eq!(c.tokens, fresh),

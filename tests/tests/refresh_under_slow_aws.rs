@@ -265,22 +265,8 @@ async fn a_grant_rejected_after_a_concurrent_reconnect_returns_the_reconnected_p
     let refresh = app
         .refresh_until_rd_is_called("regranted", Duration::from_millis(150))
         .await;
-    let (access, refresh_token, expires_in) = app
-        .sandbox
-        .sandbox
-        .issue_pair(rd_sandbox::SandboxProduct::Crm);
-    let now = app.clock.now();
-    let fresh = connector::domain::TokenPair {
-        access_token: connector::secret::AccessToken::new(access),
-        refresh_token: connector::secret::RefreshToken::new(refresh_token),
-        access_expires_at: now.plus_seconds(expires_in),
-    };
-    let current = app.stored("regranted").await;
-    app.engine
-        .store
-        .update(&current.reconnected(fresh.clone(), now))
-        .await
-        .expect("reconnected");
+    // A person connects the account again while RD is answering.
+    let fresh = app.reconnect_now("regranted").await;
 
     match refresh.await.expect("joined") {
         Ok(Refreshed::ByOtherWorker(c)) => assert_eq!(c.tokens, fresh),

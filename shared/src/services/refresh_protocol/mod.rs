@@ -68,6 +68,9 @@ use crate::secret::AccessToken;
 /// The reason stored on an active connection whose refreshes keep failing.
 pub const REFRESH_FAILING: &str = "refresh_failing";
 
+/// How many times a restore re-reads after another writer got in first.
+const RESTORE_ATTEMPTS: usize = 5;
+
 /// How many queue batches one drain reads at most (10 pairs a batch).
 const MAX_DRAIN_BATCHES: usize = 50;
 
@@ -837,7 +840,7 @@ impl RefreshEngine {
     /// # Errors
     /// [`StoreError`] if the store fails.
     pub async fn restore(&self, rescued: &RescuedPair) -> Result<Option<Connection>, StoreError> {
-        loop {
+        for _ in 0..RESTORE_ATTEMPTS {
             let Some(current) = self.store.get(&rescued.connection_id).await? else {
                 return Ok(None);
             };
@@ -866,6 +869,10 @@ impl RefreshEngine {
                 Err(e) => return Err(e),
             }
         }
+        // Written by others at every try: leave the pair queued for the next drain.
+        Err(StoreError::Unavailable(
+            "the connection kept changing while a rescued pair was restored".to_owned(),
+        ))
     }
 }
 
