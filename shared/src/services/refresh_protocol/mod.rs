@@ -670,9 +670,9 @@ impl RefreshEngine {
 
     async fn grant_rejected(&self, claim: &Claim) -> Result<Refreshed, RefreshFailure> {
         let c = &claim.connection;
-        let current = self
-            .store
-            .get(&c.id)
+        let current = claim
+            .deadline
+            .retry("re-read", || self.store.get(&c.id))
             .await?
             .ok_or(RefreshFailure::NotFound)?;
         if current.tokens.refresh_token != c.tokens.refresh_token {
@@ -680,7 +680,8 @@ impl RefreshEngine {
             return Ok(Refreshed::ByOtherWorker(current));
         }
         // A pair rescued from a failed commit beats declaring the connection dead.
-        if let Some(restored) = self.restore_rescued(&c.id).await {
+        let rescued = tokio::time::timeout(claim.deadline.remaining(), self.restore_rescued(&c.id));
+        if let Ok(Some(restored)) = rescued.await {
             return Ok(Refreshed::Restored(restored));
         }
         let (status, reason) = if claim.ambiguous_history {
