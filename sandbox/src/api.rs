@@ -1,10 +1,12 @@
 //! A few protected RD API routes, to exercise bearer tokens of each product.
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{Method, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use serde_json::json;
 
 use crate::model::AccessRefusal;
@@ -16,6 +18,8 @@ pub fn routes() -> Router<Sandbox> {
         .route("/platform/contacts/{identifier}", get(marketing_contact))
         .route("/marketing/account_info", get(marketing_account_info))
         .route("/crm/v2/contacts", get(crm_contacts))
+        .route("/platform/echo", any(marketing_echo))
+        .route("/crm/v2/echo", any(crm_echo))
 }
 
 fn bearer(headers: &HeaderMap) -> String {
@@ -55,16 +59,101 @@ fn unauthorized(product: SandboxProduct, refusal: AccessRefusal) -> Response {
     response
 }
 
+/// Counts an API call and checks its bearer token.
+fn admit(sandbox: &Sandbox, product: SandboxProduct, headers: &HeaderMap) -> Result<(), Response> {
+    let mut state = sandbox.lock();
+    state.stats.api_calls += 1;
+    let checked = state.check_access(product, &bearer(headers));
+    if checked.is_err() {
+        state.stats.api_unauthorized += 1;
+    }
+    checked.map_err(|refusal| unauthorized(product, refusal))
+}
+
 fn guarded(
     sandbox: &Sandbox,
     product: SandboxProduct,
     headers: &HeaderMap,
     ok: serde_json::Value,
 ) -> Response {
-    match sandbox.lock().check_access(product, &bearer(headers)) {
+    match admit(sandbox, product, headers) {
         Ok(()) => axum::Json(ok).into_response(),
-        Err(refusal) => unauthorized(product, refusal),
+        Err(refused) => refused,
     }
+}
+
+/// Echoes a request back (for proxies' round-trip tests): the body as it came,
+/// with its content type; the method, query and a few request headers in `x-echo-*`
+/// headers; `?status=N` picks the status and `?retry_after=S` adds `Retry-After`.
+fn echo(
+    sandbox: &Sandbox,
+    product: SandboxProduct,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(refused) = admit(sandbox, product, &headers) {
+        return refused;
+    }
+    let query = uri.query().unwrap_or_default().to_owned();
+    let param = |name: &str| {
+        url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.into_owned())
+    };
+    let status = param("status")
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    let mut response = (status, body).into_response();
+    let out = response.headers_mut();
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        out.insert(header::CONTENT_TYPE, ct.clone());
+    }
+    let mut put = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            out.insert(name, v);
+        }
+    };
+    put("x-echo-method", method.as_str());
+    put("x-echo-query", &query);
+    for (name, echoed) in [
+        ("x-custom", "x-echo-custom"),
+        ("cookie", "x-echo-cookie"),
+        ("x-forwarded-for", "x-echo-forwarded-for"),
+        ("idempotency-key", "x-echo-idempotency-key"),
+    ] {
+        if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
+            put(echoed, v);
+        }
+    }
+    put("x-rd-request-id", "sandbox-request");
+    put("set-cookie", "rd_session=should-not-pass; Path=/");
+    if let Some(seconds) = param("retry_after") {
+        put("retry-after", &seconds);
+    }
+    response
+}
+
+async fn marketing_echo(
+    State(s): State<Sandbox>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    echo(&s, SandboxProduct::Marketing, method, uri, headers, body)
+}
+
+async fn crm_echo(
+    State(s): State<Sandbox>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    echo(&s, SandboxProduct::Crm, method, uri, headers, body)
 }
 
 async fn marketing_contacts(State(s): State<Sandbox>, headers: HeaderMap) -> Response {

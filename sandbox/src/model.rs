@@ -62,6 +62,10 @@ pub struct Stats {
     /// Refresh calls that arrived while another call presenting the same refresh
     /// token was still being handled (or held): the protocol's invariant says never.
     pub overlapping_presentations: u64,
+    /// Calls to the protected API routes (not the token endpoints).
+    pub api_calls: u64,
+    /// API calls answered 401.
+    pub api_unauthorized: u64,
 }
 
 pub struct CodeGrant {

@@ -214,14 +214,7 @@ async fn a_rotation_lost_in_flight_is_possibly_lost_never_needs_reauth(product: 
     let summary = app.run().await;
     assert_eq!(summary.due, 0);
     assert!(matches!(
-        app.refresh(
-            "dropped",
-            RefreshRequest {
-                force: true,
-                ..Default::default()
-            }
-        )
-        .await,
+        app.refresh("dropped", RefreshRequest::forced()).await,
         Err(RefreshFailure::PossiblyLost(_))
     ));
     assert_eq!(app.sandbox.sandbox.stats().token_calls, calls);
@@ -305,14 +298,7 @@ async fn failed_commits_go_to_a_rescue_item_and_the_next_run_restores_them() {
     assert!(app.usable("rescued").await);
     // The restored refresh token is alive: it refreshes.
     assert!(matches!(
-        app.refresh(
-            "rescued",
-            RefreshRequest {
-                force: true,
-                ..Default::default()
-            }
-        )
-        .await,
+        app.refresh("rescued", RefreshRequest::forced()).await,
         Ok(Refreshed::Rotated(_))
     ));
 }
@@ -504,14 +490,7 @@ async fn an_idle_crm_connection_is_kept_alive_for_thirty_days() {
     assert_eq!(app.stored("idle").await.status, ConnectionStatus::Active);
     assert!(
         matches!(
-            app.refresh(
-                "idle",
-                RefreshRequest {
-                    force: true,
-                    ..Default::default()
-                }
-            )
-            .await,
+            app.refresh("idle", RefreshRequest::forced()).await,
             Ok(Refreshed::Rotated(_))
         ),
         "the refresh token is still alive after 30 days"
@@ -527,24 +506,14 @@ async fn a_caller_holding_an_old_access_token_gets_the_newer_one_without_a_call(
     let app = RefreshApp::start().await;
     let before = app.connect("held-token", Product::Marketing).await;
     let rotated = app
-        .refresh(
-            "held-token",
-            RefreshRequest {
-                force: true,
-                ..Default::default()
-            },
-        )
+        .refresh("held-token", RefreshRequest::forced())
         .await
         .expect("refreshed");
     let calls = app.sandbox.sandbox.stats().token_calls;
     let again = app
         .refresh(
             "held-token",
-            RefreshRequest {
-                held_access_token: Some(before.tokens.access_token.clone()),
-                force: true,
-                ..Default::default()
-            },
+            RefreshRequest::rejected(before.tokens.access_token.clone()),
         )
         .await
         .expect("fresh");
@@ -694,13 +663,7 @@ async fn a_rescued_marketing_pair_never_overwrites_a_newer_access_token() {
 
     // A later refresh stores a newer access token under the same refresh token...
     let newer = app
-        .refresh(
-            "stable",
-            RefreshRequest {
-                force: true,
-                ..Default::default()
-            },
-        )
+        .refresh("stable", RefreshRequest::forced())
         .await
         .expect("refreshed");
     assert_eq!(
@@ -763,4 +726,30 @@ async fn refreshes_that_keep_failing_are_flagged_but_never_marked_dead() {
     let stored = app.stored("flaky").await;
     assert_eq!(stored.status_reason, None);
     assert_eq!(stored.backoff.failures, 0);
+}
+
+#[tokio::test]
+async fn a_token_rd_refused_is_refreshed_even_when_the_connection_is_not_due() {
+    let app = RefreshApp::start().await;
+    let before = app.connect("refused-now", Product::Crm).await;
+    // Fresh, not due; but RD just answered 401 to this very access token.
+    match app
+        .refresh(
+            "refused-now",
+            RefreshRequest::rejected(before.tokens.access_token.clone()),
+        )
+        .await
+    {
+        Ok(Refreshed::Rotated(c)) => {
+            assert_ne!(c.tokens.access_token, before.tokens.access_token)
+        }
+        other => panic!("expected a rotation, got {other:?}"),
+    }
+    // The schedule leaves a connection that is not due alone.
+    let calls = app.sandbox.sandbox.stats().token_calls;
+    assert!(matches!(
+        app.refresh("refused-now", RefreshRequest::default()).await,
+        Ok(Refreshed::AlreadyFresh(_))
+    ));
+    assert_eq!(app.sandbox.sandbox.stats().token_calls, calls);
 }

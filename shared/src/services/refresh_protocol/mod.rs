@@ -74,18 +74,46 @@ const RESTORE_ATTEMPTS: usize = 5;
 /// How many queue batches one drain reads at most (10 pairs a batch).
 const MAX_DRAIN_BATCHES: usize = 50;
 
+/// Why a refresh is asked for; it decides when RD is called at all.
+#[derive(Clone, Debug, Default)]
+pub enum RefreshTrigger {
+    /// The schedule: refresh only if the connection is due.
+    #[default]
+    IfDue,
+    /// RD just refused this access token (a 401): refresh, unless a different
+    /// access token is stored already (another worker refreshed; use that one).
+    Rejected(AccessToken),
+    /// An operator asked: refresh now, due or not.
+    Forced,
+}
+
 /// What the caller of a refresh knows.
 #[derive(Clone, Debug, Default)]
 pub struct RefreshRequest {
-    /// The access token the caller holds (e.g. the one RD just answered 401 to). A
-    /// stored token different from it is returned without calling RD.
-    pub held_access_token: Option<AccessToken>,
-    /// Refresh even if the connection is not due.
-    pub force: bool,
+    /// Why the refresh is asked for.
+    pub trigger: RefreshTrigger,
     /// Milliseconds since the epoch by which everything this refresh starts must be
     /// over (a Lambda's deadline): no lease is claimed, and no other holder waited
     /// for, past it.
     pub finish_by_ms: Option<i64>,
+}
+
+impl RefreshRequest {
+    /// A refresh after RD refused `token`.
+    pub fn rejected(token: AccessToken) -> Self {
+        Self {
+            trigger: RefreshTrigger::Rejected(token),
+            finish_by_ms: None,
+        }
+    }
+
+    /// A refresh now, due or not.
+    pub fn forced() -> Self {
+        Self {
+            trigger: RefreshTrigger::Forced,
+            finish_by_ms: None,
+        }
+    }
 }
 
 /// A usable connection at the end of a refresh.
@@ -238,7 +266,11 @@ impl RefreshEngine {
         id: &ConnectionId,
         request: RefreshRequest,
     ) -> Result<Refreshed, RefreshFailure> {
-        let mut baseline = request.held_access_token;
+        let (mut baseline, force) = match request.trigger {
+            RefreshTrigger::IfDue => (None, false),
+            RefreshTrigger::Rejected(token) => (Some(token), true),
+            RefreshTrigger::Forced => (None, true),
+        };
         let mut waited = false;
         let mut pause = self.settings.wait_step.0;
         loop {
@@ -269,7 +301,7 @@ impl RefreshEngine {
                 Some(_) => {}
                 None => baseline = Some(current.tokens.access_token.clone()),
             }
-            if !request.force && !self.settings.due.is_due(&current, now) {
+            if !force && !self.settings.due.is_due(&current, now) {
                 return Ok(Refreshed::AlreadyFresh(current));
             }
             if let Some(lease) = current.live_lease(now_ms) {
