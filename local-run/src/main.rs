@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use connector::assembly::{Assembly, Parts, Settings};
 use connector::clock::SystemClock;
-use connector::inbound::http::oauth_callback_router;
+use connector::inbound::http::{api_proxy_router, oauth_callback_router};
 use connector::outbound::credentials::{CredentialSet, StaticCredentials};
 use connector::outbound::events::LogPublisher;
 use connector::outbound::memory::{MemoryRescueQueue, MemoryStore};
@@ -63,11 +63,12 @@ async fn main() -> anyhow::Result<()> {
     let store = Arc::new(MemoryStore::new());
     let parts = Parts {
         connections: store.clone(),
-        sessions: store,
+        sessions: store.clone(),
         rescues: Arc::new(MemoryRescueQueue::default()),
         credentials: Arc::new(StaticCredentials(credentials)),
         events: Arc::new(LogPublisher),
         clock: Arc::new(SystemClock),
+        rate_budget: store,
     };
     let settings = Settings {
         rdstation: RdStationEndpoints {
@@ -80,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
         allowed_return_origins: Vec::new(),
         // No API Gateway here to check SigV4: anyone on this machine may call.
         caller_policy: CallerPolicy::LocalUnauthenticated,
+        proxy: connector::services::proxy::ProxySettings::default(),
     };
     let assembly = Assembly::new(parts, settings)?;
     let engine = assembly.refresh_engine();
@@ -97,7 +99,10 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     let service = assembly.connect_service();
-    let app = oauth_callback_router(service.clone()).merge(dev_pages::routes(service));
+    let api = api_proxy_router(assembly.api_state()?);
+    let app = oauth_callback_router(service.clone())
+        .merge(api)
+        .merge(dev_pages::routes(service));
 
     let listener = TcpListener::bind(("127.0.0.1", service_port))
         .await
@@ -113,7 +118,13 @@ async fn main() -> anyhow::Result<()> {
         sandbox.base_url.as_str().trim_end_matches('/')
     );
     println!(
-        "  Caller auth:     NONE (local run; in AWS, POST /connect/sessions requires an IAM-signed caller)"
+        "  Proxy:           {public_base_url}/proxy/<connection_id>/<path on RD's API>  (e.g. /proxy/demo-crm/crm/v2/contacts)"
+    );
+    println!(
+        "  Connections:     {public_base_url}/connections/<id>  (GET, DELETE; POST .../refresh)"
+    );
+    println!(
+        "  Caller auth:     NONE (local run; in AWS every caller route requires an IAM-signed caller)"
     );
     println!(
         "  Open a session:  curl -s -X POST {public_base_url}/connect/sessions -H 'content-type: application/json' -d '{{\"connection_id\":\"demo-crm\",\"product\":\"crm\"}}'"

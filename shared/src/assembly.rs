@@ -8,6 +8,7 @@
 //! The AWS SDK reads region, credentials and `AWS_ENDPOINT_URL` from the standard
 //! environment, so tests and local runs point it at moto without special code.
 
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,17 +16,28 @@ use url::{Origin, Url};
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::inbound::http::ApiState;
 use crate::outbound::credentials::SecretsManagerCredentials;
 use crate::outbound::dynamodb::DynamoStore;
 use crate::outbound::events::{EventBridgePublisher, LogPublisher};
+use crate::outbound::rdstation::api_client::RdApiClient;
 use crate::outbound::rdstation::{ClientBuildError, RdStationClient, RdStationEndpoints};
 use crate::outbound::rescue_queue::SqsRescueQueue;
 use crate::ports::{
-    ConnectionStore, CredentialSource, EventPublisher, RescueQueue, SessionStore, TokenEndpoint,
+    ConnectionStore, CredentialSource, EventPublisher, RateBudget, RescueQueue, SessionStore,
+    TokenEndpoint,
 };
 use crate::services::caller_policy::CallerPolicy;
 use crate::services::connect::ConnectService;
+use crate::services::proxy::{ProxyService, ProxySettings, TokenCache};
 use crate::services::refresh_protocol::{RefreshEngine, RefreshSettings};
+
+/// The hard timeout of one proxied call to RD's API.
+const PROXY_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections whose token one proxy instance keeps.
+const TOKEN_CACHE_ENTRIES: NonZeroUsize = NonZeroUsize::new(10_000).expect("non-zero");
+/// A cached token is used only while it has more than this to live.
+const TOKEN_CACHE_MARGIN_SECONDS: i64 = 60;
 
 /// What differs from host to host: where state lives, where events go, the clock.
 #[derive(Clone)]
@@ -42,6 +54,8 @@ pub struct Parts {
     pub events: Arc<dyn EventPublisher>,
     /// The clock.
     pub clock: Arc<dyn Clock>,
+    /// Where the proxy counts each connection's requests (shared by instances).
+    pub rate_budget: Arc<dyn RateBudget>,
 }
 
 /// How the service reaches RD Station and presents itself.
@@ -55,8 +69,10 @@ pub struct Settings {
     pub public_base_url: Url,
     /// Origins a session's `return_url` may point to.
     pub allowed_return_origins: Vec<Origin>,
-    /// Who may open connect sessions.
+    /// Who may open connect sessions and call the API.
     pub caller_policy: CallerPolicy,
+    /// The proxy's behaviour.
+    pub proxy: ProxySettings,
 }
 
 impl Settings {
@@ -70,6 +86,7 @@ impl Settings {
             caller_policy: CallerPolicy::Iam {
                 allowed_arns: config.allowed_caller_arns.clone(),
             },
+            proxy: config.proxy.clone(),
         }
     }
 
@@ -145,7 +162,8 @@ impl Assembly {
         };
         let parts = Parts {
             connections: store.clone(),
-            sessions: store,
+            sessions: store.clone(),
+            rate_budget: store,
             rescues: Arc::new(SqsRescueQueue::new(
                 aws_sdk_sqs::Client::new(&sdk),
                 queue_url,
@@ -179,6 +197,32 @@ impl Assembly {
             allowed_return_origins: self.settings.allowed_return_origins.clone(),
             caller_policy: self.settings.caller_policy.clone(),
         }
+    }
+
+    /// The API function's state: the proxy (with a token cache of its own) and the
+    /// connections API.
+    ///
+    /// # Errors
+    /// [`ClientBuildError`] if the HTTP client cannot be built.
+    pub fn api_state(&self) -> Result<ApiState, ClientBuildError> {
+        let upstream =
+            RdApiClient::new(self.settings.rdstation.api_base.clone(), PROXY_CALL_TIMEOUT)?;
+        let proxy = ProxyService {
+            connections: self.parts.connections.clone(),
+            engine: self.refresh_engine(),
+            upstream: Arc::new(upstream),
+            tokens: Arc::new(TokenCache::new(
+                TOKEN_CACHE_ENTRIES,
+                TOKEN_CACHE_MARGIN_SECONDS,
+            )),
+            budget: Some(self.parts.rate_budget.clone()),
+            settings: self.settings.proxy.clone(),
+        };
+        Ok(ApiState {
+            proxy,
+            token_endpoint: self.token_endpoint.clone(),
+            caller_policy: self.settings.caller_policy.clone(),
+        })
     }
 
     /// The refresh protocol.

@@ -7,6 +7,7 @@ use url::{Origin, Url};
 
 use crate::domain::DuePolicy;
 use crate::outbound::rdstation::RdStationEndpoints;
+use crate::services::proxy::ProxySettings;
 use crate::services::refresh_protocol::{LeaseTiming, RefreshSettings};
 
 /// RD's production API and token host.
@@ -66,6 +67,9 @@ pub struct Config {
     /// `REFRESH_MARGIN_MARKETING_SECONDS`, `CRM_KEEPALIVE_DAYS`, `DUE_INDEX_SHARDS`,
     /// `REFRESH_CLOCK_SKEW_MS`, `REFRESH_FAILING_AFTER`.
     pub refresh: RefreshSettings,
+    /// The proxy: `PROXY_RATE_LIMIT_PER_MINUTE` (default 120, RD's account limit;
+    /// `off` turns the shared budget off).
+    pub proxy: ProxySettings,
     /// `REFRESH_CONCURRENCY`: refreshes in flight at once in one refresher run.
     pub refresh_concurrency: usize,
 }
@@ -151,6 +155,20 @@ impl Config {
             });
         }
         let refresh_concurrency = positive("REFRESH_CONCURRENCY", 32)? as usize;
+        let proxy = ProxySettings {
+            rate_limit_per_minute: match get("PROXY_RATE_LIMIT_PER_MINUTE").as_deref() {
+                Some("off") => None,
+                _ => Some(
+                    u32::try_from(positive("PROXY_RATE_LIMIT_PER_MINUTE", 120)?).map_err(|_| {
+                        ConfigError::Invalid {
+                            name: "PROXY_RATE_LIMIT_PER_MINUTE",
+                            reason: "too large".to_owned(),
+                        }
+                    })?,
+                ),
+            },
+            ..ProxySettings::default()
+        };
         Ok(Self {
             connections_table: required("CONNECTIONS_TABLE")?,
             client_credentials_secret: required("CLIENT_CREDENTIALS_SECRET")?,
@@ -176,6 +194,7 @@ impl Config {
                 })
                 .unwrap_or_default(),
             refresh,
+            proxy,
             refresh_concurrency,
         })
     }

@@ -5,14 +5,16 @@
 
 use async_trait::async_trait;
 
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode};
 use url::Url;
 
 use crate::clock::Timestamp;
 use crate::domain::{
-    ConnectSession, Connection, ConnectionId, IssuedTokens, Product, SessionId, TokenCallError,
-    TokenPair,
+    ConnectSession, Connection, ConnectionId, IssuedTokens, Product, RdPath, SessionId,
+    TokenCallError, TokenPair,
 };
-use crate::secret::{AuthCode, ClientSecret, RefreshToken, StateToken};
+use crate::secret::{AccessToken, AuthCode, ClientSecret, RefreshToken, StateToken};
 
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +94,10 @@ pub trait ConnectionStore: Send + Sync {
         connection: &Connection,
         lease_id: &str,
     ) -> Result<Connection, StoreError>;
+
+    /// Removes the connection; `false` if there was none. Unconditional: a refresh
+    /// in flight then fails its conditional commit and cannot bring it back.
+    async fn delete(&self, id: &ConnectionId) -> Result<bool, StoreError>;
 
     /// Ids of active connections whose due time is at or before `now`, in one shard
     /// of the due index (a query on a sparse index, never a scan).
@@ -252,6 +258,9 @@ pub trait TokenEndpoint: Send + Sync {
         redirect_uri: &str,
     ) -> Result<IssuedTokens, TokenCallError>;
 
+    /// Revokes the grant behind `tokens` at RD (Marketing's `/auth/revoke`).
+    async fn revoke(&self, tokens: &TokenPair) -> Result<(), TokenCallError>;
+
     /// Spends `refresh_token` for a new pair. A CRM refresh token (and a rolling
     /// Marketing one) is dead once RD has processed the call, whatever reaches us.
     async fn refresh(
@@ -260,6 +269,100 @@ pub trait TokenEndpoint: Send + Sync {
         credentials: &ClientCredentials,
         refresh_token: &RefreshToken,
     ) -> Result<IssuedTokens, TokenCallError>;
+}
+
+/// One call to RD Station's API on a connection's behalf.
+#[derive(Debug)]
+pub struct UpstreamRequest {
+    /// The HTTP method, as the caller sent it.
+    pub method: Method,
+    /// Where on RD's API (checked: it cannot leave RD's configured base).
+    pub path: RdPath,
+    /// The caller's headers that may be passed on (already filtered).
+    pub headers: HeaderMap,
+    /// The body, as the caller sent it.
+    pub body: Bytes,
+    /// The connection's access token, sent as `Authorization: Bearer`.
+    pub access_token: AccessToken,
+}
+
+/// RD's answer, whole.
+#[derive(Debug)]
+pub struct UpstreamResponse {
+    /// The status.
+    pub status: StatusCode,
+    /// RD's headers (hop-by-hop ones and `Set-Cookie` removed by the adapter).
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// Why RD's API gave no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// The request never reached RD (connect error): safe to retry.
+    #[error("RD Station could not be reached: {0}")]
+    NotSent(String),
+    /// The request was sent and no whole answer came back (timeout, dropped
+    /// connection): RD may have acted on it.
+    #[error("RD Station gave no answer: {0}")]
+    NoAnswer(String),
+}
+
+/// RD Station's REST API (Marketing and CRM share the host).
+#[async_trait]
+pub trait RdApi: Send + Sync {
+    /// Sends one request and returns RD's answer, whatever its status.
+    async fn send(&self, request: &UpstreamRequest) -> Result<UpstreamResponse, UpstreamError>;
+}
+
+/// What a rate budget says about one more request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BudgetDecision {
+    /// Within the budget; counted.
+    Allowed,
+    /// The budget for the current window is spent; try again after this long.
+    Exhausted {
+        /// Until the window ends.
+        retry_after: std::time::Duration,
+    },
+}
+
+/// A minute of the rate budget's clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MinuteWindow {
+    /// When it began (ms since the epoch, a whole minute).
+    pub start_ms: i64,
+}
+
+impl MinuteWindow {
+    /// Time left in the window at `now_ms` (at least a second: an honest
+    /// `Retry-After` in whole seconds).
+    pub fn remaining(self, now_ms: i64) -> std::time::Duration {
+        let left_ms = (self.start_ms + 60_000 - now_ms).max(0) as u64;
+        std::time::Duration::from_secs(left_ms.div_ceil(1000).max(1))
+    }
+}
+
+/// The minute `now_ms` falls in.
+pub fn minute_window(now_ms: i64) -> MinuteWindow {
+    MinuteWindow {
+        start_ms: now_ms - now_ms.rem_euclid(60_000),
+    }
+}
+
+/// Requests per connection per minute, counted where every proxy instance sees
+/// them (the connections table in AWS).
+#[async_trait]
+pub trait RateBudget: Send + Sync {
+    /// Counts one request of `connection` against `limit` per minute, unless the
+    /// minute's budget is spent.
+    async fn take(
+        &self,
+        connection: &ConnectionId,
+        limit: u32,
+        now_ms: i64,
+    ) -> Result<BudgetDecision, StoreError>;
 }
 
 /// What happened to a connection (or the deployment) that someone should act on.

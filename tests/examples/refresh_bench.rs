@@ -83,6 +83,7 @@ async fn main() {
         credentials: Arc::new(StaticCredentials(credentials)),
         events: Arc::new(RecordingPublisher::new()),
         clock: Arc::new(SystemClock),
+        rate_budget: Arc::new(connector::outbound::memory::MemoryStore::new()),
     };
     let engine = Assembly::new(
         parts,
@@ -92,6 +93,7 @@ async fn main() {
             public_base_url: "https://connect.example.com".parse().expect("url"),
             allowed_return_origins: Vec::new(),
             caller_policy: CallerPolicy::LocalUnauthenticated,
+            proxy: connector::services::proxy::ProxySettings::default(),
         },
     )
     .expect("client")

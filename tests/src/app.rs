@@ -85,6 +85,7 @@ impl TestApp {
             credentials: Arc::new(credentials),
             events: Arc::new(RecordingPublisher::new()),
             clock: Arc::new(clock.clone()),
+            rate_budget: Arc::new(connector::outbound::memory::MemoryStore::new()),
         };
         let settings = Settings {
             rdstation: crate::sandbox_endpoints(&sandbox),
@@ -94,6 +95,7 @@ impl TestApp {
             caller_policy: CallerPolicy::Iam {
                 allowed_arns: Vec::new(),
             },
+            proxy: connector::services::proxy::ProxySettings::default(),
         };
         let service = Assembly::new(parts, settings)
             .expect("client")

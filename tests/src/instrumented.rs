@@ -145,6 +145,11 @@ impl ConnectionStore for InstrumentedStore {
         self.inner.update(connection).await
     }
 
+    async fn delete(&self, id: &ConnectionId) -> Result<bool, StoreError> {
+        self.write();
+        self.inner.delete(id).await
+    }
+
     async fn claim_lease(
         &self,
         connection: &Connection,

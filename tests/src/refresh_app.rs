@@ -103,6 +103,7 @@ impl RefreshApp {
             credentials: Arc::new(credentials.clone()),
             events: events.clone(),
             clock: Arc::new(clock.clone()),
+            rate_budget: Arc::new(connector::outbound::memory::MemoryStore::new()),
         };
         let engine = Assembly::new(
             parts,
@@ -112,6 +113,7 @@ impl RefreshApp {
                 public_base_url: Url::parse("https://connect.example.com").expect("url"),
                 allowed_return_origins: Vec::new(),
                 caller_policy: CallerPolicy::LocalUnauthenticated,
+                proxy: connector::services::proxy::ProxySettings::default(),
             },
         )
         .expect("client")

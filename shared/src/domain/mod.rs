@@ -3,6 +3,7 @@
 mod connection;
 mod due;
 mod product;
+mod rd_path;
 mod session;
 mod token_grant;
 
@@ -12,5 +13,6 @@ pub use connection::{
 };
 pub use due::DuePolicy;
 pub use product::{Product, UnknownProduct};
+pub use rd_path::{PathRefused, RdPath};
 pub use session::{CONNECT_SESSION_TTL_SECONDS, ConnectSession, SessionId, session_nonce};
 pub use token_grant::{IssuedTokens, TokenCallError};

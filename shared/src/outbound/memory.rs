@@ -20,6 +20,7 @@ pub struct MemoryStore {
     connections: Mutex<HashMap<ConnectionId, Connection>>,
     sessions: Mutex<HashMap<String, ConnectSession>>,
     states: Mutex<HashMap<String, SessionId>>,
+    requests: Mutex<HashMap<(ConnectionId, i64), u32>>,
     due_policy: DuePolicy,
 }
 
@@ -106,6 +107,11 @@ impl ConnectionStore for MemoryStore {
 
     async fn update(&self, connection: &Connection) -> Result<Connection, StoreError> {
         self.write_if(connection, |current| current.version == connection.version)
+    }
+
+    async fn delete(&self, id: &ConnectionId) -> Result<bool, StoreError> {
+        let mut connections = self.connections.lock().map_err(|_| poisoned())?;
+        Ok(connections.remove(id).is_some())
     }
 
     async fn claim_lease(
@@ -285,5 +291,30 @@ impl RescueQueue for MemoryRescueQueue {
         let mut messages = self.messages.lock().map_err(|_| poisoned())?;
         messages.retain(|m| m.receipt.as_deref() != Some(receipt));
         Ok(())
+    }
+}
+
+#[async_trait]
+impl crate::ports::RateBudget for MemoryStore {
+    async fn take(
+        &self,
+        connection: &ConnectionId,
+        limit: u32,
+        now_ms: i64,
+    ) -> Result<crate::ports::BudgetDecision, StoreError> {
+        let window = crate::ports::minute_window(now_ms);
+        let mut requests = self.requests.lock().map_err(|_| poisoned())?;
+        // Earlier minutes are of no use any more.
+        requests.retain(|(_, start), _| *start >= window.start_ms);
+        let count = requests
+            .entry((connection.clone(), window.start_ms))
+            .or_default();
+        if *count >= limit {
+            return Ok(crate::ports::BudgetDecision::Exhausted {
+                retry_after: window.remaining(now_ms),
+            });
+        }
+        *count += 1;
+        Ok(crate::ports::BudgetDecision::Allowed)
     }
 }

@@ -3,5 +3,6 @@
 
 pub mod caller_policy;
 pub mod connect;
+pub mod proxy;
 pub mod refresh_protocol;
 pub mod scheduled_refresh;

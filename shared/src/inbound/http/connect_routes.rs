@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::json;
 use url::Url;
 
+use super::api_state::iam_caller;
 use super::binding_cookie;
 use super::error::ApiError;
 use super::pages::{error_response, found, page, private, wants_html};
@@ -19,16 +20,6 @@ use crate::services::connect::{
     BeginConsentError, CallbackQuery, CallbackRejected, ConnectFailure, ConnectService,
     OpenSessionError,
 };
-
-/// The IAM principal ARN API Gateway's authorizer put in the request context.
-fn iam_caller(context: Option<&RequestContext>) -> Option<String> {
-    match context? {
-        RequestContext::ApiGatewayV2(ctx) => {
-            ctx.authorizer.as_ref()?.iam.as_ref()?.user_arn.clone()
-        }
-        _ => None,
-    }
-}
 
 #[derive(Deserialize)]
 struct OpenSessionRequest {

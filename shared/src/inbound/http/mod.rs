@@ -1,15 +1,21 @@
 //! HTTP routers. Each Lambda serves one with `lambda_http::run`; `make run` serves
 //! them with `axum::serve`. Handlers only translate HTTP to the services and back.
 
+mod api_state;
 mod binding_cookie;
 mod connect_routes;
+mod connections_routes;
 pub mod error;
 mod pages;
+mod proxy_routes;
 
+pub use api_state::ApiState;
 pub use binding_cookie::COOKIE_NAME as BINDING_COOKIE;
+pub use connections_routes::view as connection_view;
+pub use proxy_routes::MAX_BODY_BYTES;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 
 use crate::services::connect::ConnectService;
 use error::ApiError;
@@ -33,4 +39,30 @@ pub fn oauth_callback_router(service: ConnectService) -> Router {
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(axum::middleware::map_response(pages::protective_headers))
         .with_state(service)
+}
+
+/// The API function's routes (IAM in the template; the handlers check the caller
+/// too):
+///
+/// | method | path | what |
+/// |---|---|---|
+/// | any | `/proxy/{connection_id}/{path+}` | call RD Station's API with the connection's token |
+/// | GET | `/connections/{id}` | the connection's state (never a token) |
+/// | POST | `/connections/{id}/refresh` | a forced refresh through the protocol |
+/// | DELETE | `/connections/{id}` | revoke at RD (Marketing) and delete |
+pub fn api_proxy_router(state: ApiState) -> Router {
+    Router::new()
+        .route("/proxy/{connection_id}/{*path}", any(proxy_routes::proxy))
+        .route(
+            "/connections/{id}",
+            get(connections_routes::show).delete(connections_routes::delete),
+        )
+        .route(
+            "/connections/{id}/refresh",
+            post(connections_routes::refresh),
+        )
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(axum::middleware::map_response(pages::protective_headers))
+        .with_state(state)
 }

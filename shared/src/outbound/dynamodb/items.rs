@@ -42,6 +42,14 @@ pub(super) fn session_key(id: &SessionId) -> Item {
     ])
 }
 
+/// One connection's request count in the minute starting at `window_start_ms`.
+pub(super) fn rate_key(id: &ConnectionId, window_start_ms: i64) -> Item {
+    HashMap::from([
+        (PARTITION_KEY.to_owned(), s(format!("RATE#{id}"))),
+        (SORT_KEY.to_owned(), s(format!("MINUTE#{window_start_ms}"))),
+    ])
+}
+
 pub(super) fn state_key(state_hash: &str) -> Item {
     HashMap::from([
         (PARTITION_KEY.to_owned(), s(format!("STATE#{state_hash}"))),

@@ -186,6 +186,19 @@ impl ConnectionStore for DynamoStore {
         self.put_next_version(connection, "", []).await
     }
 
+    async fn delete(&self, id: &ConnectionId) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(connection_key(id)))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(output.attributes().is_some())
+    }
+
     async fn claim_lease(
         &self,
         connection: &Connection,
@@ -405,6 +418,49 @@ impl DynamoStore {
                 Err(SessionError::Unusable)
             }
             Err(e) => Err(unavailable(&e).into()),
+        }
+    }
+}
+
+/// Each connection's request count per minute, in the connections table: one
+/// conditional `ADD` per request (the count never passes the limit), an item per
+/// connection and minute that TTL removes a day later.
+#[async_trait]
+impl crate::ports::RateBudget for DynamoStore {
+    async fn take(
+        &self,
+        connection: &ConnectionId,
+        limit: u32,
+        now_ms: i64,
+    ) -> Result<crate::ports::BudgetDecision, StoreError> {
+        let window = crate::ports::minute_window(now_ms);
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(items::rate_key(connection, window.start_ms)))
+            .update_expression("ADD requests :one SET #ttl = :ttl")
+            .condition_expression("attribute_not_exists(requests) OR requests < :limit")
+            .expression_attribute_names("#ttl", schema::TTL_ATTRIBUTE)
+            .expression_attribute_values(":one", AttributeValue::N("1".to_owned()))
+            .expression_attribute_values(":limit", AttributeValue::N(limit.to_string()))
+            .expression_attribute_values(
+                ":ttl",
+                AttributeValue::N((window.start_ms / 1000 + 86_400).to_string()),
+            )
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(crate::ports::BudgetDecision::Allowed),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(crate::ports::BudgetDecision::Exhausted {
+                    retry_after: window.remaining(now_ms),
+                })
+            }
+            Err(e) => Err(unavailable(&e)),
         }
     }
 }

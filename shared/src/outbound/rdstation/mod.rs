@@ -5,6 +5,7 @@
 //! leniently (`expires_in` as number or string, `refresh_token` optional on
 //! refresh), because a strict parse would turn a good rotation into a lost token.
 
+pub mod api_client;
 mod errors;
 
 use std::time::Duration;
@@ -258,6 +259,10 @@ impl TokenEndpoint for RdStationClient {
         redirect_uri: &str,
     ) -> Result<IssuedTokens, TokenCallError> {
         RdStationClient::exchange_code(self, product, credentials, code, redirect_uri).await
+    }
+
+    async fn revoke(&self, tokens: &TokenPair) -> Result<(), TokenCallError> {
+        RdStationClient::revoke(self, tokens).await
     }
 
     async fn refresh(

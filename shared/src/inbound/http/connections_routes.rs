@@ -1,0 +1,221 @@
+//! The connections API: what a connection's state is, a forced refresh, and
+//! delete. Never a token, nor a fingerprint of one.
+
+use axum::Json;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::api_state::ApiState;
+use super::error::ApiError;
+use crate::domain::{Connection, ConnectionId, Product, TokenCallError};
+use crate::services::refresh_protocol::{RefreshFailure, RefreshRequest, Refreshed};
+
+/// How long RD keeps an unused CRM refresh token.
+const CRM_REFRESH_IDLE_SECONDS: i64 = 14 * 86_400;
+
+/// A connection as callers may see it.
+pub fn view(c: &Connection) -> Value {
+    let dies_at = match c.product {
+        // A CRM refresh token dies 14 days after its last use (its issue).
+        Product::Crm => Some(
+            c.refresh_token_issued_at
+                .plus_seconds(CRM_REFRESH_IDLE_SECONDS)
+                .to_rfc3339(),
+        ),
+        Product::Marketing => None,
+    };
+    json!({
+        "connection_id": c.id,
+        "product": c.product,
+        "status": c.status,
+        "status_reason": c.status_reason,
+        "connected_at": c.connected_at.to_rfc3339(),
+        "last_refreshed_at": c.refresh_token_issued_at.to_rfc3339(),
+        "access_token_expires_at": c.tokens.access_expires_at.to_rfc3339(),
+        "refresh_token_dies_at": dies_at,
+        "consecutive_failures": c.backoff.failures,
+        "last_error": c.backoff.last_error,
+        "next_attempt_at": c.backoff.next_attempt_at.map(|t| t.to_rfc3339()),
+        "version": c.version,
+    })
+}
+
+fn parse_id(raw: &str) -> Result<ConnectionId, Response> {
+    ConnectionId::parse(raw)
+        .map_err(|e| ApiError::bad_request("invalid_connection_id", e.to_string()).into_response())
+}
+
+fn not_found() -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "connection_not_found",
+        "no such connection",
+    )
+    .into_response()
+}
+
+fn store_unavailable(e: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "store failed for a connections request");
+    ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable").into_response()
+}
+
+/// `GET /connections/{id}`.
+pub async fn show(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    request: Request,
+) -> Response {
+    if let Err(refused) = state.check_caller(&request) {
+        return refused;
+    }
+    let id = match parse_id(&raw) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    match state.proxy.connections.get(&id).await {
+        Ok(Some(c)) => Json(view(&c)).into_response(),
+        Ok(None) => not_found(),
+        Err(e) => store_unavailable(&e),
+    }
+}
+
+/// `POST /connections/{id}/refresh`: a forced refresh through the protocol.
+pub async fn refresh(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    request: Request,
+) -> Response {
+    if let Err(refused) = state.check_caller(&request) {
+        return refused;
+    }
+    let id = match parse_id(&raw) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let outcome = state
+        .proxy
+        .engine
+        .refresh(&id, RefreshRequest::forced())
+        .await;
+    let (status, what, connection) = match outcome {
+        Ok(r) => {
+            let what = match &r {
+                Refreshed::Rotated(_) => "refreshed",
+                Refreshed::ByOtherWorker(_) | Refreshed::AlreadyFresh(_) => {
+                    "refreshed_by_another_worker"
+                }
+                Refreshed::Restored(_) => "restored_from_rescue",
+            };
+            state.proxy.tokens.put(r.connection());
+            (StatusCode::OK, what, Some(r.connection().clone()))
+        }
+        Err(RefreshFailure::NotFound) => return not_found(),
+        Err(RefreshFailure::NeedsReauth(c)) => (StatusCode::CONFLICT, "needs_reauth", Some(*c)),
+        Err(RefreshFailure::PossiblyLost(c)) => (StatusCode::CONFLICT, "possibly_lost", Some(*c)),
+        Err(
+            RefreshFailure::BackingOff { .. }
+            | RefreshFailure::NotProcessed { .. }
+            | RefreshFailure::Ambiguous { .. }
+            | RefreshFailure::OutOfTime
+            | RefreshFailure::HolderFailed,
+        ) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_refreshed_try_later",
+            None,
+        ),
+        Err(RefreshFailure::DeploymentCredentialsRejected) => (
+            StatusCode::BAD_GATEWAY,
+            "deployment_credentials_rejected",
+            None,
+        ),
+        Err(e @ (RefreshFailure::Credentials(_) | RefreshFailure::Store(_))) => {
+            return store_unavailable(&e);
+        }
+    };
+    let connection = match connection {
+        Some(c) => Some(c),
+        None => state.proxy.connections.get(&id).await.ok().flatten(),
+    };
+    (
+        status,
+        Json(json!({
+            "outcome": what,
+            "connection": connection.as_ref().map(view),
+        })),
+    )
+        .into_response()
+}
+
+/// `DELETE /connections/{id}`: revoke at RD where RD documents how (Marketing),
+/// then delete.
+pub async fn delete(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    request: Request,
+) -> Response {
+    if let Err(refused) = state.check_caller(&request) {
+        return refused;
+    }
+    let id = match parse_id(&raw) {
+        Ok(id) => id,
+        Err(r) => return r,
+    };
+    let connection = match state.proxy.connections.get(&id).await {
+        Ok(Some(c)) => c,
+        Ok(None) => return not_found(),
+        Err(e) => return store_unavailable(&e),
+    };
+    // RD's revoke takes the access token as bearer: an expired one is renewed
+    // first (a dead grant needs no revoke).
+    let now = state.proxy.engine.clock.now();
+    let mut connection = connection;
+    let mut dead = connection.status != crate::domain::ConnectionStatus::Active;
+    if connection.product == Product::Marketing
+        && !dead
+        && connection.tokens.access_expires_at <= now
+    {
+        match state
+            .proxy
+            .engine
+            .refresh(&id, RefreshRequest::default())
+            .await
+        {
+            Ok(r) => connection = r.connection().clone(),
+            Err(RefreshFailure::NeedsReauth(_) | RefreshFailure::PossiblyLost(_)) => dead = true,
+            Err(_) => {}
+        }
+    }
+    let revoked = match connection.product {
+        // CRM v2 documents no revoke endpoint.
+        Product::Crm => "not_supported",
+        Product::Marketing if dead => "already_invalid",
+        Product::Marketing => match state.token_endpoint.revoke(&connection.tokens).await {
+            Ok(()) => "revoked",
+            // Dead already: nothing left to revoke.
+            Err(TokenCallError::InvalidGrant { .. } | TokenCallError::ExpiredCode { .. }) => {
+                "already_invalid"
+            }
+            Err(TokenCallError::Other { status: 401, .. }) => "already_invalid",
+            Err(e) => {
+                tracing::warn!(connection_id = %id, error = %e, "RD did not confirm the revoke");
+                return ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "revoke_failed",
+                    "RD Station did not confirm the revoke; nothing was deleted, try again",
+                )
+                .into_response();
+            }
+        },
+    };
+    match state.proxy.connections.delete(&id).await {
+        Ok(_) => {
+            state.proxy.tokens.forget(&id);
+            tracing::info!(connection_id = %id, revoked_at_rd = revoked, "connection deleted");
+            Json(json!({"connection_id": id, "deleted": true, "revoked_at_rd": revoked}))
+                .into_response()
+        }
+        Err(e) => store_unavailable(&e),
+    }
+}

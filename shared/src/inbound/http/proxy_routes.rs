@@ -1,0 +1,178 @@
+//! `ANY /proxy/{connection_id}/{path+}`: a caller's request to RD Station's API,
+//! sent on with the connection's token.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use super::api_state::ApiState;
+use super::error::ApiError;
+use crate::domain::{ConnectionId, PathRefused, RdPath};
+use crate::services::proxy::{ProxyFailure, ProxyRequest};
+
+/// API Gateway's payload limit: larger requests are refused here with JSON.
+pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+fn with_retry_after(error: ApiError, retry_after: Duration) -> Response {
+    let mut response = error.into_response();
+    if let Ok(value) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// Splits `/proxy/{id}/{rest}` as the caller sent it (still percent-encoded).
+fn split(raw_path: &str) -> Option<(&str, &str)> {
+    raw_path.strip_prefix("/proxy/")?.split_once('/')
+}
+
+/// The handler.
+pub async fn proxy(State(state): State<ApiState>, request: Request) -> Response {
+    if let Err(refused) = state.check_caller(&request) {
+        return refused;
+    }
+    let (parts, body) = request.into_parts();
+    let raw_path = parts.uri.path().to_owned();
+    let Some((raw_id, raw_rest)) = split(&raw_path) else {
+        return ApiError::bad_request(
+            "invalid_path",
+            "use /proxy/{connection_id}/{path on RD's API}",
+        )
+        .into_response();
+    };
+    let id = match ConnectionId::parse(raw_id) {
+        Ok(id) => id,
+        Err(e) => {
+            return ApiError::bad_request("invalid_connection_id", e.to_string()).into_response();
+        }
+    };
+    let path = match RdPath::parse(raw_rest, parts.uri.query()) {
+        Ok(path) => path,
+        Err(PathRefused::OAuthEndpoint) => {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "oauth_endpoint_refused",
+                PathRefused::OAuthEndpoint.to_string(),
+            )
+            .into_response();
+        }
+        Err(e @ PathRefused::Unsafe) => {
+            return ApiError::bad_request("invalid_path", e.to_string()).into_response();
+        }
+    };
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "request bodies are limited to 10 MB",
+        )
+        .into_response()
+    };
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return too_large();
+    }
+    let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
+        return too_large();
+    };
+    let template = path.template();
+    let method = parts.method.clone();
+    let outcome = state
+        .proxy
+        .forward(
+            &id,
+            ProxyRequest {
+                method: parts.method,
+                path,
+                headers: parts.headers,
+                body,
+            },
+        )
+        .await;
+    let response = match outcome {
+        Ok(proxied) => {
+            tracing::info!(
+                connection_id = %id,
+                method = %method,
+                path = %template,
+                status = proxied.response.status.as_u16(),
+                upstream_ms = proxied.upstream.as_millis() as u64,
+                retries = proxied.retries,
+                refreshed = proxied.refreshed,
+                "proxied"
+            );
+            let mut response = Response::new(Body::from(proxied.response.body));
+            *response.status_mut() = proxied.response.status;
+            *response.headers_mut() = proxied.response.headers;
+            return response;
+        }
+        Err(failure) => failure_response(failure),
+    };
+    tracing::info!(
+        connection_id = %id,
+        method = %method,
+        path = %template,
+        status = response.status().as_u16(),
+        "proxied request not forwarded"
+    );
+    response
+}
+
+fn failure_response(failure: ProxyFailure) -> Response {
+    match failure {
+        ProxyFailure::NotFound => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "connection_not_found",
+            "no such connection",
+        )
+        .into_response(),
+        ProxyFailure::NeedsReauth { reason } => ApiError::new(
+            StatusCode::CONFLICT,
+            "needs_reauth",
+            format!("the connection must be connected again by a person ({reason})"),
+        )
+        .into_response(),
+        ProxyFailure::PossiblyLost { reason } => ApiError::new(
+            StatusCode::CONFLICT,
+            "possibly_lost",
+            format!("the connection's refresh token may have been lost ({reason})"),
+        )
+        .into_response(),
+        ProxyFailure::Unavailable { retry_after } => with_retry_after(
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "token_unavailable",
+                "no usable token for this connection right now; try again later",
+            ),
+            retry_after,
+        ),
+        ProxyFailure::RateLimited { retry_after } => with_retry_after(
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_budget_exhausted",
+                "this connection's requests to RD Station this minute are spent",
+            ),
+            retry_after,
+        ),
+        ProxyFailure::Upstream(e) => {
+            tracing::warn!(error = %e, "RD Station gave no answer");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "rdstation_unavailable",
+                "RD Station gave no answer",
+            )
+            .into_response()
+        }
+        ProxyFailure::Store(e) => {
+            tracing::error!(error = %e, "store failed for a proxied request");
+            ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable").into_response()
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The proxy: other systems call RD Station's API through it with their own AWS
+//! identity and never see a token.
+//!
+//! For each request: the connection's access token comes from this instance's
+//! [`TokenCache`] (no store read when warm) or from the store; the connection's
+//! rate budget is taken (when on); the request goes to RD with the token; a 401
+//! refreshes through the refresh protocol, passing the refused token (so a token
+//! another worker already replaced costs no RD call), and the request is retried
+//! exactly once. Idempotent requests (and POST/PATCH with an `Idempotency-Key`)
+//! are retried on 429/502/503/504 with full-jitter backoff that honours
+//! `Retry-After`, within a total budget under API Gateway's 30 s.
+
+mod token_cache;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use backon::{BackoffBuilder, ExponentialBuilder};
+
+pub use token_cache::TokenCache;
+
+use crate::domain::{Connection, ConnectionId, ConnectionStatus, RdPath};
+use crate::ports::{
+    BudgetDecision, ConnectionStore, RateBudget, RdApi, StoreError, UpstreamError, UpstreamRequest,
+    UpstreamResponse,
+};
+use crate::secret::AccessToken;
+use crate::services::refresh_protocol::{RefreshEngine, RefreshFailure, RefreshRequest, Refreshed};
+
+/// How the proxy behaves.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// Total time one request may spend on retries (under API Gateway's 30 s).
+    pub retry_budget: Duration,
+    /// Requests a connection may send RD per minute, across all instances;
+    /// `None` turns the budget off.
+    pub rate_limit_per_minute: Option<u32>,
+}
+
+impl Default for ProxySettings {
+    /// 20 s of retries; RD's default account limit, 120 requests a minute.
+    fn default() -> Self {
+        Self {
+            retry_budget: Duration::from_secs(20),
+            rate_limit_per_minute: Some(120),
+        }
+    }
+}
+
+/// One caller request to forward.
+#[derive(Debug)]
+pub struct ProxyRequest {
+    /// The method.
+    pub method: Method,
+    /// Where on RD's API.
+    pub path: RdPath,
+    /// The caller's headers (filtered here before they go to RD).
+    pub headers: HeaderMap,
+    /// The body.
+    pub body: Bytes,
+}
+
+/// RD's answer and how it was reached.
+#[derive(Debug)]
+pub struct Proxied {
+    /// RD's answer (passed back as it is, 4xx and 5xx included).
+    pub response: UpstreamResponse,
+    /// Whether a refresh happened on the way.
+    pub refreshed: bool,
+    /// Retries after 429/5xx or a connection that never reached RD.
+    pub retries: u32,
+    /// Time spent waiting on RD.
+    pub upstream: Duration,
+}
+
+/// Why a request was not forwarded (or got no answer).
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyFailure {
+    /// No such connection.
+    #[error("no such connection")]
+    NotFound,
+    /// A person must connect the account again.
+    #[error("the connection needs re-authorization ({reason})")]
+    NeedsReauth {
+        /// Why.
+        reason: String,
+    },
+    /// The connection's refresh token may have been lost.
+    #[error("the connection is possibly lost ({reason})")]
+    PossiblyLost {
+        /// Why.
+        reason: String,
+    },
+    /// No usable token right now (backing off after failures, RD unreachable).
+    #[error("no usable token for now")]
+    Unavailable {
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// The connection's request budget for this minute is spent.
+    #[error("the connection's request budget is spent for this minute")]
+    RateLimited {
+        /// Until the budget refills.
+        retry_after: Duration,
+    },
+    /// RD gave no answer.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Request headers that never go to RD: the caller's credentials and cookies,
+/// AWS's and API Gateway's own, and hop-by-hop ones.
+fn forwardable(headers: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for (name, value) in headers {
+        let n = name.as_str();
+        let dropped = name == header::AUTHORIZATION
+            || name == header::COOKIE
+            || name == header::HOST
+            || name == header::CONTENT_LENGTH
+            || n.starts_with("x-amz")
+            || n.starts_with("x-forwarded-")
+            || n == "forwarded"
+            || n == "via"
+            || crate::outbound::rdstation::api_client::HOP_BY_HOP.contains(&n);
+        if !dropped {
+            out.append(name.clone(), value.clone());
+        }
+    }
+    out
+}
+
+/// `Retry-After` in whole seconds, when RD sent one.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// The proxy's collaborators. Cheap to clone.
+#[derive(Clone)]
+pub struct ProxyService {
+    /// Connections (read on a cache miss).
+    pub connections: Arc<dyn ConnectionStore>,
+    /// The refresh protocol (on a 401 or an expiring token).
+    pub engine: RefreshEngine,
+    /// RD's API.
+    pub upstream: Arc<dyn RdApi>,
+    /// This instance's tokens.
+    pub tokens: Arc<TokenCache>,
+    /// The shared request counter, when the budget is on.
+    pub budget: Option<Arc<dyn RateBudget>>,
+    /// How it behaves.
+    pub settings: ProxySettings,
+}
+
+impl ProxyService {
+    /// Forwards one request for connection `id` (see the module docs).
+    ///
+    /// # Errors
+    /// [`ProxyFailure`] when the request was not forwarded or got no answer.
+    pub async fn forward(
+        &self,
+        id: &ConnectionId,
+        request: ProxyRequest,
+    ) -> Result<Proxied, ProxyFailure> {
+        let (token, mut refreshed) = self.token(id).await?;
+        let idempotent = matches!(
+            request.method,
+            Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
+        ) || request.headers.contains_key("idempotency-key");
+        let mut upstream = UpstreamRequest {
+            method: request.method,
+            path: request.path,
+            headers: forwardable(&request.headers),
+            body: request.body,
+            access_token: token,
+        };
+        let mut proxied = self.send(id, &upstream, idempotent).await?;
+        if proxied.response.status == StatusCode::UNAUTHORIZED {
+            // Every 401 alike (Marketing may say "expired" only in a remapped
+            // header; CRM says nothing): refresh, then try exactly once more.
+            let refused = upstream.access_token.clone();
+            upstream.access_token = self.replace_refused(id, refused).await?;
+            refreshed = true;
+            let again = self.send(id, &upstream, idempotent).await?;
+            proxied = Proxied {
+                retries: proxied.retries + again.retries,
+                upstream: proxied.upstream + again.upstream,
+                ..again
+            };
+        }
+        proxied.refreshed = refreshed;
+        Ok(proxied)
+    }
+
+    /// A usable access token for `id`: cached, stored, or refreshed now. Says
+    /// whether a refresh happened.
+    async fn token(&self, id: &ConnectionId) -> Result<(AccessToken, bool), ProxyFailure> {
+        let now = self.engine.clock.now();
+        if let Some(token) = self.tokens.get(id, now) {
+            return Ok((token, false));
+        }
+        let connection = self
+            .connections
+            .get(id)
+            .await?
+            .ok_or(ProxyFailure::NotFound)?;
+        usable_status(&connection)?;
+        if self.tokens.usable(&connection, now) {
+            self.tokens.put(&connection);
+            return Ok((connection.tokens.access_token, false));
+        }
+        // Expiring or expired: the protocol refreshes it (or says why not).
+        let refreshed = self.refresh(id, RefreshRequest::default()).await?;
+        Ok((refreshed.tokens.access_token, true))
+    }
+
+    /// After RD refused `refused`: the protocol's answer, with no RD call when
+    /// another worker stored a different token already.
+    async fn replace_refused(
+        &self,
+        id: &ConnectionId,
+        refused: AccessToken,
+    ) -> Result<AccessToken, ProxyFailure> {
+        self.tokens.forget(id);
+        let connection = self.refresh(id, RefreshRequest::rejected(refused)).await?;
+        Ok(connection.tokens.access_token)
+    }
+
+    async fn refresh(
+        &self,
+        id: &ConnectionId,
+        request: RefreshRequest,
+    ) -> Result<Connection, ProxyFailure> {
+        let now = self.engine.clock.now();
+        let wait_until = |until: crate::clock::Timestamp| ProxyFailure::Unavailable {
+            retry_after: Duration::from_secs((until.0 - now.0).max(1) as u64),
+        };
+        match self.engine.refresh(id, request).await {
+            Ok(
+                Refreshed::AlreadyFresh(c)
+                | Refreshed::Rotated(c)
+                | Refreshed::ByOtherWorker(c)
+                | Refreshed::Restored(c),
+            ) => {
+                self.tokens.put(&c);
+                Ok(c)
+            }
+            Err(RefreshFailure::NotFound) => Err(ProxyFailure::NotFound),
+            Err(RefreshFailure::NeedsReauth(c)) => Err(ProxyFailure::NeedsReauth {
+                reason: reason_of(&c),
+            }),
+            Err(RefreshFailure::PossiblyLost(c)) => Err(ProxyFailure::PossiblyLost {
+                reason: reason_of(&c),
+            }),
+            Err(
+                RefreshFailure::BackingOff { until }
+                | RefreshFailure::NotProcessed { until }
+                | RefreshFailure::Ambiguous { until },
+            ) => Err(wait_until(until)),
+            Err(e) => {
+                tracing::warn!(connection_id = %id, error = %e, "no token for a proxied request");
+                Err(ProxyFailure::Unavailable {
+                    retry_after: Duration::from_secs(5),
+                })
+            }
+        }
+    }
+
+    /// Sends with the connection's budget taken before each attempt, retrying what
+    /// may be retried within the retry budget.
+    async fn send(
+        &self,
+        id: &ConnectionId,
+        request: &UpstreamRequest,
+        idempotent: bool,
+    ) -> Result<Proxied, ProxyFailure> {
+        let started = Instant::now();
+        let mut waited = Duration::ZERO;
+        let mut retries = 0;
+        let mut pauses = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(200))
+            .with_max_delay(Duration::from_secs(4))
+            .with_max_times(4)
+            .with_jitter()
+            .build();
+        loop {
+            self.take_budget(id).await?;
+            let attempt = Instant::now();
+            let result = self.upstream.send(request).await;
+            waited += attempt.elapsed();
+            let (retryable, hint) = match &result {
+                Ok(r) => (
+                    idempotent && matches!(r.status.as_u16(), 429 | 502 | 503 | 504),
+                    retry_after(&r.headers),
+                ),
+                // It never reached RD: safe whatever the method.
+                Err(UpstreamError::NotSent(_)) => (true, None),
+                Err(UpstreamError::NoAnswer(_)) => (idempotent, None),
+            };
+            let pause = pauses.next().map(|p| p.max(hint.unwrap_or_default()));
+            match pause {
+                Some(pause)
+                    if retryable && started.elapsed() + pause < self.settings.retry_budget =>
+                {
+                    retries += 1;
+                    tokio::time::sleep(pause).await;
+                }
+                _ => {
+                    return Ok(Proxied {
+                        response: result?,
+                        refreshed: false,
+                        retries,
+                        upstream: waited,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn take_budget(&self, id: &ConnectionId) -> Result<(), ProxyFailure> {
+        let (Some(budget), Some(limit)) = (&self.budget, self.settings.rate_limit_per_minute)
+        else {
+            return Ok(());
+        };
+        match budget.take(id, limit, self.engine.clock.now_ms()).await? {
+            BudgetDecision::Allowed => Ok(()),
+            BudgetDecision::Exhausted { retry_after } => {
+                Err(ProxyFailure::RateLimited { retry_after })
+            }
+        }
+    }
+}
+
+fn reason_of(c: &Connection) -> String {
+    c.status_reason
+        .clone()
+        .unwrap_or_else(|| c.status.as_str().to_owned())
+}
+
+/// Refuses connections a person must look at, without calling RD.
+fn usable_status(c: &Connection) -> Result<(), ProxyFailure> {
+    match c.status {
+        ConnectionStatus::Active => Ok(()),
+        ConnectionStatus::NeedsReauth => Err(ProxyFailure::NeedsReauth {
+            reason: reason_of(c),
+        }),
+        ConnectionStatus::PossiblyLost => Err(ProxyFailure::PossiblyLost {
+            reason: reason_of(c),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_credentials_and_aws_headers_never_reach_rd() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("authorization", "AWS4-HMAC-SHA256 Credential=..."),
+            ("cookie", "session=1"),
+            ("host", "abc.execute-api.us-east-1.amazonaws.com"),
+            ("x-amz-date", "20261202T000000Z"),
+            ("x-amz-security-token", "token"),
+            ("x-amzn-trace-id", "Root=1"),
+            ("x-forwarded-for", "203.0.113.7"),
+            ("connection", "keep-alive"),
+            ("transfer-encoding", "chunked"),
+            ("content-type", "application/json"),
+            ("x-custom", "kept"),
+        ] {
+            headers.insert(
+                axum::http::HeaderName::from_static(name),
+                value.parse().expect("ascii"),
+            );
+        }
+        let out = forwardable(&headers);
+        let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert!(out.contains_key("content-type") && out.contains_key("x-custom"));
+    }
+}

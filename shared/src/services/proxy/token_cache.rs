@@ -1,0 +1,93 @@
+//! Each proxy instance's cache of access tokens, so a warm instance reads nothing
+//! from the store per request. An entry is used only while its token has more
+//! than a safety margin to live; RD refusing it (a 401) replaces it through the
+//! refresh protocol. Bounded: the least recently used entry goes first.
+
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+
+use lru::LruCache;
+
+use crate::clock::Timestamp;
+use crate::domain::{Connection, ConnectionId};
+use crate::secret::AccessToken;
+
+#[derive(Clone)]
+struct Entry {
+    token: AccessToken,
+    version: u64,
+    expires_at: Timestamp,
+}
+
+/// A bounded, per-instance map from connection to its current access token.
+pub struct TokenCache {
+    entries: Mutex<LruCache<ConnectionId, Entry>>,
+    margin_seconds: i64,
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("margin_seconds", &self.margin_seconds)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenCache {
+    /// A cache of at most `capacity` connections whose tokens are used while they
+    /// have more than `margin_seconds` to live.
+    pub fn new(capacity: NonZeroUsize, margin_seconds: i64) -> Self {
+        Self {
+            entries: Mutex::new(LruCache::new(capacity)),
+            margin_seconds,
+        }
+    }
+
+    /// The cached token of `id` if it is well outside the margin at `now`.
+    pub fn get(&self, id: &ConnectionId, now: Timestamp) -> Option<AccessToken> {
+        let mut entries = self.entries.lock().ok()?;
+        match entries.get(id) {
+            Some(e) if e.expires_at > now.plus_seconds(self.margin_seconds) => {
+                Some(e.token.clone())
+            }
+            Some(_) => {
+                entries.pop(id);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Whether `connection`'s token may be used at `now`.
+    pub fn usable(&self, connection: &Connection, now: Timestamp) -> bool {
+        connection.tokens.access_expires_at > now.plus_seconds(self.margin_seconds)
+    }
+
+    /// Keeps `connection`'s token, unless a newer version is cached already.
+    pub fn put(&self, connection: &Connection) {
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        if entries
+            .peek(&connection.id)
+            .is_some_and(|e| e.version > connection.version)
+        {
+            return;
+        }
+        entries.put(
+            connection.id.clone(),
+            Entry {
+                token: connection.tokens.access_token.clone(),
+                version: connection.version,
+                expires_at: connection.tokens.access_expires_at,
+            },
+        );
+    }
+
+    /// Drops `id` (deleted, or no longer usable).
+    pub fn forget(&self, id: &ConnectionId) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.pop(id);
+        }
+    }
+}
