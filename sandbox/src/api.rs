@@ -60,14 +60,18 @@ fn unauthorized(product: SandboxProduct, refusal: AccessRefusal) -> Response {
 }
 
 /// Counts an API call and checks its bearer token.
-fn admit(sandbox: &Sandbox, product: SandboxProduct, headers: &HeaderMap) -> Result<(), Response> {
+fn admit(
+    sandbox: &Sandbox,
+    product: SandboxProduct,
+    headers: &HeaderMap,
+) -> Result<(), AccessRefusal> {
     let mut state = sandbox.lock();
     state.stats.api_calls += 1;
     let checked = state.check_access(product, &bearer(headers));
     if checked.is_err() {
         state.stats.api_unauthorized += 1;
     }
-    checked.map_err(|refusal| unauthorized(product, refusal))
+    checked
 }
 
 fn guarded(
@@ -78,7 +82,7 @@ fn guarded(
 ) -> Response {
     match admit(sandbox, product, headers) {
         Ok(()) => axum::Json(ok).into_response(),
-        Err(refused) => refused,
+        Err(refusal) => unauthorized(product, refusal),
     }
 }
 
@@ -93,8 +97,8 @@ fn echo(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(refused) = admit(sandbox, product, &headers) {
-        return refused;
+    if let Err(refusal) = admit(sandbox, product, &headers) {
+        return unauthorized(product, refusal);
     }
     let query = uri.query().unwrap_or_default().to_owned();
     let param = |name: &str| {

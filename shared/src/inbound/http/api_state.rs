@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use axum::extract::Request;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use lambda_http::request::RequestContext;
 
 use super::error::ApiError;
@@ -35,15 +34,17 @@ pub fn iam_caller(context: Option<&RequestContext>) -> Option<String> {
 }
 
 impl ApiState {
-    /// Refuses a caller the policy refuses (403 JSON).
-    pub fn check_caller(&self, request: &Request) -> Result<(), Response> {
+    /// Refuses a caller the policy refuses.
+    ///
+    /// # Errors
+    /// The 403 to answer with.
+    pub fn check_caller(&self, request: &Request) -> Result<(), ApiError> {
         let caller = iam_caller(request.extensions().get::<RequestContext>());
         self.caller_policy
             .check(caller.as_deref())
             .map_err(|refused| {
                 tracing::warn!(reason = %refused, "caller refused");
                 ApiError::new(StatusCode::FORBIDDEN, "forbidden", refused.to_string())
-                    .into_response()
             })
     }
 }

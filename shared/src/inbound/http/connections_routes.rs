@@ -42,9 +42,9 @@ pub fn view(c: &Connection) -> Value {
     })
 }
 
-fn parse_id(raw: &str) -> Result<ConnectionId, Response> {
+fn parse_id(raw: &str) -> Result<ConnectionId, ApiError> {
     ConnectionId::parse(raw)
-        .map_err(|e| ApiError::bad_request("invalid_connection_id", e.to_string()).into_response())
+        .map_err(|e| ApiError::bad_request("invalid_connection_id", e.to_string()))
 }
 
 fn not_found() -> Response {
@@ -68,11 +68,11 @@ pub async fn show(
     request: Request,
 ) -> Response {
     if let Err(refused) = state.check_caller(&request) {
-        return refused;
+        return refused.into_response();
     }
     let id = match parse_id(&raw) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match state.proxy.connections.get(&id).await {
         Ok(Some(c)) => Json(view(&c)).into_response(),
@@ -88,11 +88,11 @@ pub async fn refresh(
     request: Request,
 ) -> Response {
     if let Err(refused) = state.check_caller(&request) {
-        return refused;
+        return refused.into_response();
     }
     let id = match parse_id(&raw) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let outcome = state
         .proxy
@@ -156,11 +156,11 @@ pub async fn delete(
     request: Request,
 ) -> Response {
     if let Err(refused) = state.check_caller(&request) {
-        return refused;
+        return refused.into_response();
     }
     let id = match parse_id(&raw) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let connection = match state.proxy.connections.get(&id).await {
         Ok(Some(c)) => c,
