@@ -30,6 +30,8 @@ const REDIRECT: &str = "https://connect.example.com/oauth/callback";
 pub struct RefreshApp {
     /// The sandbox.
     pub sandbox: RunningSandbox,
+    /// How the services were assembled (the proxy's state comes from here).
+    pub assembly: Assembly,
     /// The engine under test.
     pub engine: RefreshEngine,
     /// The store behind it.
@@ -83,11 +85,10 @@ impl RefreshApp {
             .spawn_local()
             .await
             .expect("sandbox");
-        let store = InstrumentedStore::new(
-            moto::fresh_store()
-                .await
-                .with_due_policy(settings.due.clone()),
-        );
+        let table = moto::fresh_store()
+            .await
+            .with_due_policy(settings.due.clone());
+        let store = InstrumentedStore::new(table.clone());
         let rescues = InstrumentedQueue::new(moto::fresh_rescue_queue().await);
         let secret_name = moto::create_secret(&crate::app::credentials_json(&sandbox_config)).await;
         let credentials = SlowCredentials::new(SecretsManagerCredentials::new(
@@ -103,23 +104,26 @@ impl RefreshApp {
             credentials: Arc::new(credentials.clone()),
             events: events.clone(),
             clock: Arc::new(clock.clone()),
-            rate_budget: Arc::new(connector::outbound::memory::MemoryStore::new()),
+            rate_budget: Arc::new(table),
         };
-        let engine = Assembly::new(
+        let assembly = Assembly::new(
             parts,
             Settings {
                 rdstation: crate::sandbox_endpoints(&sandbox),
                 refresh: settings,
                 public_base_url: Url::parse("https://connect.example.com").expect("url"),
                 allowed_return_origins: Vec::new(),
-                caller_policy: CallerPolicy::LocalUnauthenticated,
+                caller_policy: CallerPolicy::Iam {
+                    allowed_arns: Vec::new(),
+                },
                 proxy: connector::services::proxy::ProxySettings::default(),
             },
         )
-        .expect("client")
-        .refresh_engine();
+        .expect("client");
+        let engine = assembly.refresh_engine();
         Self {
             sandbox,
+            assembly,
             engine,
             store,
             rescues,

@@ -13,7 +13,8 @@ pub enum PathRefused {
     /// The path could change the host or escape the API's base path.
     #[error("the path is not a plain path on RD Station's API")]
     Unsafe,
-    /// The path is one of RD's OAuth endpoints (`/auth/*`, `/oauth/*`, `/oauth2/*`).
+    /// The path leads to RD's OAuth endpoints (an `auth`, `oauth` or `oauth2`
+    /// segment).
     #[error("RD Station's OAuth endpoints cannot be reached through the proxy")]
     OAuthEndpoint,
 }
@@ -26,7 +27,7 @@ pub struct RdPath {
 }
 
 /// Segments that lead to RD's token, revoke or consent endpoints.
-const OAUTH_PREFIXES: [&str; 3] = ["auth", "oauth", "oauth2"];
+const OAUTH_SEGMENTS: [&str; 3] = ["auth", "oauth", "oauth2"];
 
 impl RdPath {
     /// Checks `path` (without a leading slash, percent-encoded) and `query`.
@@ -51,8 +52,12 @@ impl RdPath {
         if !plain {
             return Err(PathRefused::Unsafe);
         }
-        let first = lowered.split('/').next().unwrap_or_default();
-        if OAUTH_PREFIXES.contains(&first) {
+        // Anywhere in the path, not only first: hosts in front of the service may
+        // resolve `x/../auth/token` before it gets here.
+        if lowered
+            .split('/')
+            .any(|segment| OAUTH_SEGMENTS.contains(&segment))
+        {
             return Err(PathRefused::OAuthEndpoint);
         }
         let query = query

@@ -1,0 +1,394 @@
+//! The API function end to end: API Gateway HTTP API v2 events (IAM-signed) into
+//! the proxy router, DynamoDB and SQS on moto, the RD Station sandbox on loopback.
+
+use std::time::Duration;
+
+use axum::Router;
+use connector::clock::Clock;
+use connector::domain::Product;
+use connector::inbound::http::api_proxy_router;
+use connector::secret::ExposeSecret;
+use integration_tests::apigw::{self, Answer, EventRequest};
+use integration_tests::refresh_app::RefreshApp;
+use rd_sandbox::SandboxProduct;
+use serde_json::json;
+
+/// A proxy instance (its own token cache) over the app's store and sandbox.
+fn instance(app: &RefreshApp) -> Router {
+    api_proxy_router(app.assembly.api_state().expect("client"))
+}
+
+async fn call(router: &Router, method: &str, path: &str, query: &str) -> Answer {
+    let mut request = EventRequest::new(apigw::IAM_AUTHORIZED, method, path);
+    request.query = query;
+    apigw::send(router, &request).await
+}
+
+fn echo_path(product: Product, id: &str) -> String {
+    match product {
+        Product::Marketing => format!("/proxy/{id}/platform/echo"),
+        Product::Crm => format!("/proxy/{id}/crm/v2/echo"),
+    }
+}
+
+/// No token or client secret in anything a caller received.
+fn assert_no_secret_in(app: &RefreshApp, answers: &[&Answer]) {
+    for secret in app.secrets() {
+        for answer in answers {
+            assert!(!answer.text().contains(&secret), "a secret in a body");
+            for value in answer.headers.values() {
+                assert!(
+                    !value.to_str().unwrap_or_default().contains(&secret),
+                    "a secret in a header"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn requests_round_trip_with_one_upstream_call_each() {
+    let app = RefreshApp::start().await;
+    let router = instance(&app);
+    for (id, product) in [("rt-mkt", Product::Marketing), ("rt-crm", Product::Crm)] {
+        app.connect(id, product).await;
+        let path = echo_path(product, id);
+
+        // GET with a query string.
+        let calls = app.sandbox.sandbox.stats().api_calls;
+        let mut get = EventRequest::new(apigw::IAM_AUTHORIZED, "GET", &path);
+        get.query = "page=2&q=ana%20maria";
+        get.headers.push(("x-custom", "kept"));
+        get.cookies.push("caller_session=secret-cookie".to_owned());
+        let answer = apigw::send(&router, &get).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(answer.headers["x-echo-method"], "GET");
+        assert_eq!(answer.headers["x-echo-query"], "page=2&q=ana%20maria");
+        assert_eq!(answer.headers["x-echo-custom"], "kept");
+        assert_eq!(answer.headers["x-rd-request-id"], "sandbox-request");
+        assert!(
+            answer.headers.get("x-echo-cookie").is_none(),
+            "cookies stay"
+        );
+        assert!(answer.headers.get("x-echo-forwarded-for").is_none());
+        assert!(
+            answer.headers.get("set-cookie").is_none(),
+            "RD's cookies stay"
+        );
+        assert_eq!(app.sandbox.sandbox.stats().api_calls, calls + 1);
+
+        // POST with a JSON body.
+        let mut post = EventRequest::new(apigw::IAM_AUTHORIZED, "POST", &path);
+        let body = json!({"name": "Ana", "tags": ["a", "b"]}).to_string();
+        post.body = Some(body.clone().into_bytes());
+        post.headers.push(("content-type", "application/json"));
+        let answer = apigw::send(&router, &post).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.text(), body);
+        assert_eq!(answer.headers["content-type"], "application/json");
+
+        // A binary body, base64 in the event as API Gateway sends it.
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(4096).collect();
+        let mut put = EventRequest::new(apigw::IAM_AUTHORIZED, "PUT", &path);
+        put.body = Some(bytes.clone());
+        put.base64 = true;
+        put.headers
+            .push(("content-type", "application/octet-stream"));
+        let answer = apigw::send(&router, &put).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body, bytes);
+
+        // RD's own status comes back as it is.
+        let answer = call(&router, "GET", &path, "status=422").await;
+        assert_eq!(answer.status, 422);
+        assert_eq!(app.sandbox.sandbox.stats().api_calls, calls + 4);
+        assert_no_secret_in(&app, &[&answer]);
+    }
+    assert_eq!(
+        app.sandbox.sandbox.stats().token_calls,
+        2,
+        "the two code exchanges"
+    );
+}
+
+#[tokio::test]
+async fn a_token_expired_at_rd_is_refreshed_once_and_the_call_retried_once() {
+    let app = RefreshApp::start().await;
+    app.connect("expired", Product::Crm).await;
+    let router = instance(&app);
+    let path = echo_path(Product::Crm, "expired");
+    assert_eq!(call(&router, "GET", &path, "").await.status, 200);
+    // RD's clock passes the token's expiry; the service still thinks it is fresh.
+    app.sandbox.sandbox.advance_clock(7_300);
+    let (tokens, api) = (
+        app.sandbox.sandbox.stats().token_calls,
+        app.sandbox.sandbox.stats().api_calls,
+    );
+    let answer = call(&router, "GET", &path, "").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let stats = app.sandbox.sandbox.stats();
+    assert_eq!(stats.token_calls, tokens + 1, "exactly one refresh");
+    assert_eq!(stats.api_calls, api + 2, "the 401 and one retry");
+
+    // A second 401 goes back to the caller as it is.
+    let api = app.sandbox.sandbox.stats().api_calls;
+    let answer = call(&router, "GET", &path, "status=401").await;
+    assert_eq!(answer.status, 401);
+    assert_eq!(app.sandbox.sandbox.stats().api_calls, api + 2);
+    assert_no_secret_in(&app, &[&answer]);
+}
+
+#[tokio::test]
+async fn fifty_callers_meeting_a_401_together_cost_one_token_call() {
+    let app = RefreshApp::start().await;
+    app.connect("crowd", Product::Crm).await;
+    let router = instance(&app);
+    let path = echo_path(Product::Crm, "crowd");
+    assert_eq!(call(&router, "GET", &path, "").await.status, 200);
+    app.sandbox.sandbox.advance_clock(7_300);
+    let tokens = app.sandbox.sandbox.stats().token_calls;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..50 {
+        let router = router.clone();
+        let path = path.clone();
+        tasks.spawn(async move { call(&router, "GET", &path, "").await.status });
+    }
+    let statuses = tasks.join_all().await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(app.sandbox.sandbox.stats().token_calls, tokens + 1);
+    assert_eq!(
+        app.sandbox.sandbox.stats().dead_refresh_token_presentations,
+        0
+    );
+}
+
+#[tokio::test]
+async fn a_stale_cached_token_after_another_instance_refreshed_costs_no_token_call() {
+    let app = RefreshApp::start().await;
+    app.connect("stale", Product::Crm).await;
+    let first = instance(&app);
+    let second = instance(&app);
+    let path = echo_path(Product::Crm, "stale");
+    assert_eq!(call(&first, "GET", &path, "").await.status, 200);
+    // Later, the other instance refreshes (its token is about to expire)...
+    app.sandbox.sandbox.advance_clock(7_100);
+    let refreshed = call(&second, "POST", "/connections/stale/refresh", "").await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.text());
+    // ...and RD then refuses the first instance's cached token.
+    app.sandbox.sandbox.advance_clock(200);
+    let tokens = app.sandbox.sandbox.stats().token_calls;
+    let answer = call(&first, "GET", &path, "").await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(app.sandbox.sandbox.stats().token_calls, tokens);
+}
+
+#[tokio::test]
+async fn a_warm_instance_reads_nothing_from_the_store() {
+    let app = RefreshApp::start().await;
+    app.connect("warm", Product::Marketing).await;
+    let router = instance(&app);
+    let path = echo_path(Product::Marketing, "warm");
+    assert_eq!(call(&router, "GET", &path, "").await.status, 200);
+    let reads = app
+        .store
+        .counts
+        .reads
+        .load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..10 {
+        assert_eq!(call(&router, "GET", &path, "").await.status, 200);
+    }
+    assert_eq!(
+        app.store
+            .counts
+            .reads
+            .load(std::sync::atomic::Ordering::SeqCst),
+        reads
+    );
+}
+
+#[tokio::test]
+async fn bad_paths_ids_and_states_get_precise_errors_and_reach_nothing() {
+    let app = RefreshApp::start().await;
+    app.connect("guarded", Product::Crm).await;
+    let gone = app.connect("revoked", Product::Crm).await;
+    assert!(
+        app.sandbox
+            .sandbox
+            .revoke(gone.tokens.refresh_token.expose_secret())
+    );
+    app.advance(7_200);
+    assert!(matches!(
+        app.refresh("revoked", Default::default()).await,
+        Err(connector::services::refresh_protocol::RefreshFailure::NeedsReauth(_))
+    ));
+    let router = instance(&app);
+    let before = app.sandbox.sandbox.stats();
+    for (path, status, code) in [
+        ("/proxy/guarded/auth/token", 403, "oauth_endpoint_refused"),
+        ("/proxy/guarded/oauth2/token", 403, "oauth_endpoint_refused"),
+        // Resolved to `crm/auth/token` by the Lambda adapter before the route sees it.
+        (
+            "/proxy/guarded/crm/v2/%2e%2e/auth/token",
+            403,
+            "oauth_endpoint_refused",
+        ),
+        ("/proxy/guarded/crm%2Fv2/contacts", 400, "invalid_path"),
+        (
+            "/proxy/guarded/http:%2F%2Fevil.example/x",
+            400,
+            "invalid_path",
+        ),
+        ("/proxy/guarded/@evil.example/x", 400, "invalid_path"),
+        ("/proxy/guarded/crm/v2//contacts", 400, "invalid_path"),
+        (
+            "/proxy/has%20space/crm/v2/contacts",
+            400,
+            "invalid_connection_id",
+        ),
+        ("/proxy/nobody/crm/v2/contacts", 404, "connection_not_found"),
+        ("/proxy/revoked/crm/v2/contacts", 409, "needs_reauth"),
+        ("/connections/nobody", 404, "connection_not_found"),
+    ] {
+        let answer = call(&router, "GET", path, "").await;
+        assert_eq!(
+            answer.status,
+            status,
+            "{path}: {} {:?}",
+            answer.text(),
+            answer.headers
+        );
+        assert_eq!(answer.error_code(), code, "{path}");
+    }
+    // Bodies over API Gateway's 10 MB.
+    let mut big = EventRequest::new(apigw::IAM_AUTHORIZED, "POST", "/proxy/guarded/crm/v2/echo");
+    big.body = Some(vec![b'x'; connector::inbound::http::MAX_BODY_BYTES + 1]);
+    big.base64 = true;
+    let answer = apigw::send(&router, &big).await;
+    assert_eq!(answer.status, 413);
+    assert_eq!(answer.error_code(), "payload_too_large");
+    // Without an IAM identity.
+    let anonymous = apigw::send(
+        &router,
+        &EventRequest::new(apigw::BROWSER, "GET", "/proxy/guarded/crm/v2/contacts"),
+    )
+    .await;
+    assert_eq!(anonymous.status, 403);
+    let after = app.sandbox.sandbox.stats();
+    assert_eq!(after.api_calls, before.api_calls, "nothing reached RD");
+    assert_eq!(after.token_calls, before.token_calls);
+}
+
+#[tokio::test]
+async fn the_rate_budget_holds_across_instances() {
+    let app = RefreshApp::start().await;
+    app.connect("busy", Product::Marketing).await;
+    // Start at the top of a minute, so the run stays inside one.
+    let into_minute = app.clock.now_ms().rem_euclid(60_000) / 1000;
+    app.clock.advance(60 - into_minute);
+    let routers: Vec<Router> = (0..4).map(|_| instance(&app)).collect();
+    let path = echo_path(Product::Marketing, "busy");
+    let calls = app.sandbox.sandbox.stats().api_calls;
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200 {
+        let router = routers[i % 4].clone();
+        let path = path.clone();
+        tasks.spawn(async move {
+            let answer = call(&router, "GET", &path, "").await;
+            (answer.status, answer.headers.get("retry-after").cloned())
+        });
+    }
+    let answers = tasks.join_all().await;
+    let passed = answers.iter().filter(|(s, _)| *s == 200).count();
+    let limited: Vec<_> = answers.iter().filter(|(s, _)| *s == 429).collect();
+    assert_eq!(passed, 120, "RD's default account budget");
+    assert_eq!(limited.len(), 80);
+    for (_, retry_after) in limited {
+        let seconds: u64 = retry_after
+            .as_ref()
+            .expect("Retry-After")
+            .to_str()
+            .expect("ascii")
+            .parse()
+            .expect("seconds");
+        assert!((1..=60).contains(&seconds));
+    }
+    assert_eq!(app.sandbox.sandbox.stats().api_calls - calls, 120);
+}
+
+#[tokio::test]
+async fn the_connections_api_shows_refreshes_and_deletes() {
+    let app = RefreshApp::start().await;
+    app.connect("shown", Product::Crm).await;
+    app.connect("mkt", Product::Marketing).await;
+    let router = instance(&app);
+
+    let shown = call(&router, "GET", "/connections/shown", "").await;
+    assert_eq!(shown.status, 200);
+    let body = shown.json();
+    assert_eq!(body["product"], "crm");
+    assert_eq!(body["status"], "active");
+    assert!(body["refresh_token_dies_at"].is_string());
+    assert_eq!(body["consecutive_failures"], 0);
+    let marketing = call(&router, "GET", "/connections/mkt", "").await.json();
+    assert!(marketing["refresh_token_dies_at"].is_null());
+
+    let tokens = app.sandbox.sandbox.stats().token_calls;
+    let refreshed = call(&router, "POST", "/connections/shown/refresh", "").await;
+    assert_eq!(refreshed.status, 200);
+    assert_eq!(refreshed.json()["outcome"], "refreshed");
+    assert_eq!(app.sandbox.sandbox.stats().token_calls, tokens + 1);
+
+    // Marketing: revoked at RD, then deleted.
+    let before = app.stored("mkt").await;
+    let deleted = call(&router, "DELETE", "/connections/mkt", "").await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    assert_eq!(deleted.json()["revoked_at_rd"], "revoked");
+    assert!(!app.sandbox.sandbox.access_token_is_valid(
+        SandboxProduct::Marketing,
+        before.tokens.access_token.expose_secret()
+    ));
+    assert_eq!(
+        call(&router, "GET", "/connections/mkt", "").await.status,
+        404
+    );
+    // CRM: RD documents no revoke.
+    let deleted = call(&router, "DELETE", "/connections/shown", "").await;
+    assert_eq!(deleted.json()["revoked_at_rd"], "not_supported");
+    for answer in [&shown, &refreshed, &deleted] {
+        assert_no_secret_in(&app, &[answer]);
+        let text = answer.text();
+        assert!(!text.contains("fingerprint"));
+    }
+}
+
+#[tokio::test]
+async fn deleting_during_a_refresh_does_not_bring_the_connection_back() {
+    let app = RefreshApp::start().await;
+    app.connect("deleted", Product::Crm).await;
+    app.advance(7_200 - 300);
+    let router = instance(&app);
+    let refresh = app
+        .refresh_until_rd_is_called("deleted", Duration::from_millis(200))
+        .await;
+    let deleted = call(&router, "DELETE", "/connections/deleted", "").await;
+    assert_eq!(deleted.status, 200);
+    let _ = refresh.await.expect("joined");
+    // The refresh's pair may wait on the rescue queue; the next run finds it
+    // superseded.
+    app.run().await;
+    assert!(
+        app.engine
+            .store
+            .get(&connector::domain::ConnectionId::parse("deleted").expect("valid"))
+            .await
+            .expect("read")
+            .is_none()
+    );
+    assert!(app.rescues.peek().await.is_empty());
+    assert_eq!(
+        call(&router, "GET", "/connections/deleted", "")
+            .await
+            .status,
+        404
+    );
+}
