@@ -32,8 +32,23 @@ fn bearer(headers: &HeaderMap) -> String {
         .to_owned()
 }
 
-/// RD's 401 for each refusal; expiry is told only by `WWW-Authenticate`.
+/// RD's 401 for each refusal (expiry is told only by `WWW-Authenticate`), or an
+/// injected fault's answer.
 fn unauthorized(product: SandboxProduct, refusal: AccessRefusal) -> Response {
+    if let AccessRefusal::Fault(status, retry_after) = refusal {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let mut response = (
+            status,
+            axum::Json(json!({"errors": {"error_type": "FAULT", "error_message": "injected"}})),
+        )
+            .into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        return response;
+    }
     if refusal == AccessRefusal::Missing {
         return (
             StatusCode::UNAUTHORIZED,
@@ -67,6 +82,9 @@ fn admit(
 ) -> Result<(), AccessRefusal> {
     let mut state = sandbox.lock();
     state.stats.api_calls += 1;
+    if let Some((status, retry_after)) = state.api_faults.pop_front() {
+        return Err(AccessRefusal::Fault(status, retry_after));
+    }
     let checked = state.check_access(product, &bearer(headers));
     if checked.is_err() {
         state.stats.api_unauthorized += 1;

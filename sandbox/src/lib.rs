@@ -262,6 +262,16 @@ impl Sandbox {
         self.lock().marketing_rolls = rolling;
     }
 
+    /// Makes the next `count` calls to the API routes answer `status` (with
+    /// `Retry-After: retry_after_seconds` when given) without doing anything, as RD
+    /// does when it rate-limits (429) or is briefly down (502, 503, 504).
+    pub fn inject_api_fault(&self, status: u16, retry_after_seconds: Option<u64>, count: usize) {
+        let mut state = self.lock();
+        state
+            .api_faults
+            .extend(std::iter::repeat_n((status, retry_after_seconds), count));
+    }
+
     /// Makes the next `count` token-endpoint calls fail with `fault`.
     pub fn inject_fault(&self, fault: Fault, count: usize) {
         let mut state = self.lock();

@@ -95,6 +95,8 @@ pub enum AccessRefusal {
     Missing,
     Invalid,
     Expired,
+    /// An injected answer: status and `Retry-After` seconds.
+    Fault(u16, Option<u64>),
 }
 
 /// Why a refresh was refused.
@@ -132,6 +134,9 @@ pub struct State {
     pub presenting: HashMap<String, usize>,
     /// Marketing refresh tokens roll like CRM's (RD's newer Marketing OAuth server).
     pub marketing_rolls: bool,
+    /// Answers the API routes play instead of answering normally: (status,
+    /// `Retry-After` seconds).
+    pub api_faults: VecDeque<(u16, Option<u64>)>,
 }
 
 pub fn fingerprint(value: &str) -> String {
@@ -164,6 +169,7 @@ impl State {
             token_latency: Duration::ZERO,
             presenting: HashMap::new(),
             marketing_rolls: false,
+            api_faults: VecDeque::new(),
         }
     }
 

@@ -392,3 +392,40 @@ async fn deleting_during_a_refresh_does_not_bring_the_connection_back() {
         404
     );
 }
+
+#[tokio::test]
+async fn idempotent_requests_are_retried_on_429_and_5xx_and_others_only_with_a_key() {
+    let app = RefreshApp::start().await;
+    app.connect("flaky-api", Product::Crm).await;
+    let router = instance(&app);
+    let path = echo_path(Product::Crm, "flaky-api");
+
+    // GET: a 503 and a 429 (Retry-After: 1), then success.
+    app.sandbox.sandbox.inject_api_fault(503, None, 1);
+    app.sandbox.sandbox.inject_api_fault(429, Some(1), 1);
+    let calls = app.sandbox.sandbox.stats().api_calls;
+    let started = std::time::Instant::now();
+    let answer = call(&router, "GET", &path, "").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(app.sandbox.sandbox.stats().api_calls, calls + 3);
+    assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After honoured");
+
+    // POST without an Idempotency-Key: RD's 429 goes back with its Retry-After.
+    app.sandbox.sandbox.inject_api_fault(429, Some(7), 1);
+    let calls = app.sandbox.sandbox.stats().api_calls;
+    let mut post = EventRequest::new(apigw::IAM_AUTHORIZED, "POST", &path);
+    post.body = Some(b"{}".to_vec());
+    post.headers.push(("content-type", "application/json"));
+    let answer = apigw::send(&router, &post).await;
+    assert_eq!(answer.status, 429);
+    assert_eq!(answer.headers["retry-after"], "7");
+    assert_eq!(app.sandbox.sandbox.stats().api_calls, calls + 1);
+
+    // With one, it is retried.
+    app.sandbox.sandbox.inject_api_fault(502, None, 1);
+    post.headers.push(("idempotency-key", "order-42"));
+    let answer = apigw::send(&router, &post).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.headers["x-echo-idempotency-key"], "order-42");
+    assert_eq!(app.sandbox.sandbox.stats().api_calls, calls + 3);
+}
