@@ -408,7 +408,10 @@ async fn idempotent_requests_are_retried_on_429_and_5xx_and_others_only_with_a_k
     let answer = call(&router, "GET", &path, "").await;
     assert_eq!(answer.status, 200);
     assert_eq!(app.sandbox.sandbox.stats().api_calls, calls + 3);
-    assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After honoured");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After honoured"
+    );
 
     // POST without an Idempotency-Key: RD's 429 goes back with its Retry-After.
     app.sandbox.sandbox.inject_api_fault(429, Some(7), 1);

@@ -73,14 +73,8 @@ fn the_table_uses_the_schema_the_code_defines() {
     assert_eq!(properties["BillingMode"], "PAY_PER_REQUEST");
 }
 
-#[test]
-fn the_callback_function_serves_every_route_with_the_right_auth() {
-    let template = template();
-    let function = &template["Resources"]["OAuthCallbackFunction"];
-    assert_eq!(
-        function["Metadata"]["BuildProperties"]["Binary"],
-        "oauth-callback"
-    );
+/// Each `HttpApi` event of a function: (method, path, authorizer), sorted.
+fn routes_of(function: &Value) -> Vec<(String, String, String)> {
     let mut routes: Vec<(String, String, String)> = function["Properties"]["Events"]
         .as_mapping()
         .expect("events")
@@ -98,8 +92,19 @@ fn the_callback_function_serves_every_route_with_the_right_auth() {
         })
         .collect();
     routes.sort();
+    routes
+}
+
+#[test]
+fn the_callback_function_serves_every_route_with_the_right_auth() {
+    let template = template();
+    let function = &template["Resources"]["OAuthCallbackFunction"];
     assert_eq!(
-        routes,
+        function["Metadata"]["BuildProperties"]["Binary"],
+        "oauth-callback"
+    );
+    assert_eq!(
+        routes_of(function),
         [
             ("GET".into(), "/connect/{session}".into(), "NONE".into()),
             ("GET".into(), "/oauth/callback".into(), "NONE".into()),
@@ -190,4 +195,27 @@ fn rescued_pairs_wait_on_an_encrypted_queue_kept_as_long_as_sqs_allows() {
     assert_eq!(properties["SqsManagedSseEnabled"], true);
     // 14 days, SQS's maximum: a pair must outlive any outage of the refresher.
     assert_eq!(properties["MessageRetentionPeriod"], 1_209_600);
+}
+
+#[test]
+fn the_api_function_serves_the_proxy_and_connections_routes_behind_iam() {
+    let template = template();
+    let function = &template["Resources"]["ApiProxyFunction"];
+    assert_eq!(
+        function["Metadata"]["BuildProperties"]["Binary"],
+        "api-proxy"
+    );
+    let iam = || "AWS_IAM".to_owned();
+    assert_eq!(
+        routes_of(function),
+        [
+            ("ANY".into(), "/proxy/{connection_id}/{path+}".into(), iam()),
+            ("DELETE".into(), "/connections/{id}".into(), iam()),
+            ("GET".into(), "/connections/{id}".into(), iam()),
+            ("POST".into(), "/connections/{id}/refresh".into(), iam()),
+        ]
+    );
+    // Under API Gateway's 30 s integration limit.
+    let timeout = function["Properties"]["Timeout"].as_u64().expect("timeout");
+    assert!(timeout < 30, "{timeout}");
 }
