@@ -11,8 +11,8 @@ use url::Url;
 
 use crate::clock::Timestamp;
 use crate::domain::{
-    ConnectSession, Connection, ConnectionId, IssuedTokens, Product, RdPath, SessionId,
-    TokenCallError, TokenPair,
+    ConnectSession, Connection, ConnectionId, ConnectionStatus, IssuedTokens, Product, RdPath,
+    SessionId, TokenCallError, TokenPair,
 };
 use crate::secret::{AccessToken, AuthCode, ClientSecret, RefreshToken, StateToken};
 
@@ -36,6 +36,32 @@ pub enum StoreError {
     /// A stored item could not be read back into the domain.
     #[error("stored item is malformed: {0}")]
     Corrupt(String),
+    /// A list cursor that this store did not hand out.
+    #[error("the cursor is not one this service issued")]
+    InvalidCursor,
+}
+
+/// Which connections to list.
+#[derive(Clone, Debug, Default)]
+pub struct ListQuery {
+    /// Only this status. `needs_reauth` and `possibly_lost` (the connections that
+    /// need a person) are found on a sparse index, without a scan.
+    pub status: Option<ConnectionStatus>,
+    /// Only this product.
+    pub product: Option<Product>,
+    /// Where the previous page ended (opaque).
+    pub cursor: Option<String>,
+    /// At most this many items are looked at for the page.
+    pub limit: u32,
+}
+
+/// One page of connections.
+#[derive(Debug)]
+pub struct ListPage {
+    /// The connections (a filtered page may hold fewer than the limit, even none).
+    pub connections: Vec<Connection>,
+    /// Where the next page starts, if there is one.
+    pub next_cursor: Option<String>,
 }
 
 /// Why a connect session could not be used.
@@ -109,6 +135,12 @@ pub trait ConnectionStore: Send + Sync {
 
     /// The number of due-index shards.
     fn due_shards(&self) -> u32;
+
+    /// One page of connections.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidCursor`] for a cursor this store did not hand out.
+    async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError>;
 }
 
 /// A rotated pair saved aside because committing it to the connection failed, so

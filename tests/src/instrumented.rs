@@ -12,8 +12,8 @@ use connector::clock::Timestamp;
 use connector::domain::{Connection, ConnectionId, Product};
 use connector::outbound::rescue_queue::SqsRescueQueue;
 use connector::ports::{
-    ClientCredentials, ConnectionStore, CredentialSource, CredentialsError, ReceivedRescue,
-    RescueQueue, RescuedPair, StoreError,
+    ClientCredentials, ConnectionStore, CredentialSource, CredentialsError, ListPage, ListQuery,
+    ReceivedRescue, RescueQueue, RescuedPair, StoreError,
 };
 
 /// Operation counts.
@@ -194,6 +194,11 @@ impl ConnectionStore for InstrumentedStore {
 
     fn due_shards(&self) -> u32 {
         self.inner.due_shards()
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
+        self.read();
+        self.inner.list(query).await
     }
 }
 

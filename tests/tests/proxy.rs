@@ -432,3 +432,57 @@ async fn idempotent_requests_are_retried_on_429_and_5xx_and_others_only_with_a_k
     assert_eq!(answer.headers["x-echo-idempotency-key"], "order-42");
     assert_eq!(app.sandbox.sandbox.stats().api_calls, calls + 3);
 }
+
+#[tokio::test]
+async fn the_connections_list_pages_and_answers_who_needs_a_person() {
+    let app = RefreshApp::start().await;
+    for i in 0..3 {
+        app.connect(&format!("listed-{i}"), Product::Crm).await;
+    }
+    let gone = app.stored("listed-1").await;
+    assert!(
+        app.sandbox
+            .sandbox
+            .revoke(gone.tokens.refresh_token.expose_secret())
+    );
+    app.advance(7_200);
+    app.run().await;
+    let router = instance(&app);
+
+    let mut seen = Vec::new();
+    let mut query = "limit=2".to_owned();
+    loop {
+        let page = call(&router, "GET", "/connections", &query).await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        let body = page.json();
+        for c in body["connections"].as_array().expect("list") {
+            seen.push(c["connection_id"].as_str().expect("id").to_owned());
+        }
+        match body["next_cursor"].as_str() {
+            Some(cursor) => query = format!("limit=2&cursor={cursor}"),
+            None => break,
+        }
+        assert_no_secret_in(&app, &[&page]);
+    }
+    seen.sort();
+    assert_eq!(seen, ["listed-0", "listed-1", "listed-2"]);
+
+    let attention = call(&router, "GET", "/connections", "status=needs_reauth").await;
+    let body = attention.json();
+    let listed = body["connections"].as_array().expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0]["connection_id"], "listed-1");
+    assert_eq!(listed[0]["status_reason"], "revoked");
+
+    for (query, code) in [
+        ("status=dead", "invalid_status"),
+        ("product=sales", "invalid_product"),
+        ("limit=0", "invalid_limit"),
+        ("cursor=v1.bm90LWEta2V5", "invalid_cursor"),
+        ("sort=desc", "invalid_query"),
+    ] {
+        let answer = call(&router, "GET", "/connections", query).await;
+        assert_eq!(answer.status, 400, "{query}");
+        assert_eq!(answer.error_code(), code, "{query}");
+    }
+}

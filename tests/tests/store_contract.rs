@@ -11,7 +11,7 @@ use connector::domain::{
 use connector::outbound::memory::{MemoryRescueQueue, MemoryStore};
 use connector::outbound::rescue_queue::SqsRescueQueue;
 use connector::ports::{
-    ConnectionStore, RescueQueue, RescuedPair, SessionError, SessionStore, StoreError,
+    ConnectionStore, ListQuery, RescueQueue, RescuedPair, SessionError, SessionStore, StoreError,
 };
 use connector::secret::{AccessToken, ExposeSecret, RefreshToken};
 use integration_tests::moto;
@@ -424,6 +424,75 @@ async fn due_connections_come_from_the_sparse_index(store: Arc<impl Store>) {
     assert_eq!(found, expected_due);
 }
 
+async fn connections_list_in_pages_and_those_needing_a_person_by_status(store: Arc<impl Store>) {
+    let mut all = Vec::new();
+    for i in 0..5 {
+        let id = format!("listed-{i}");
+        let created = store.create(&connection(&id)).await.expect("created");
+        if i % 2 == 1 {
+            let mut marked = created.clone();
+            marked.status = ConnectionStatus::NeedsReauth;
+            store.update(&marked).await.expect("marked");
+        }
+        all.push(id);
+    }
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    for _ in 0..10 {
+        let page = store
+            .list(&ListQuery {
+                cursor: cursor.clone(),
+                limit: 2,
+                ..ListQuery::default()
+            })
+            .await
+            .expect("page");
+        assert!(page.connections.len() <= 2);
+        seen.extend(page.connections.iter().map(|c| c.id.as_str().to_owned()));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, all, "every connection once, across pages");
+
+    let attention = store
+        .list(&ListQuery {
+            status: Some(ConnectionStatus::NeedsReauth),
+            limit: 100,
+            ..ListQuery::default()
+        })
+        .await
+        .expect("page");
+    let mut ids: Vec<_> = attention
+        .connections
+        .iter()
+        .map(|c| c.id.as_str().to_owned())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["listed-1", "listed-3"]);
+    let other_product = store
+        .list(&ListQuery {
+            product: Some(Product::Marketing),
+            limit: 100,
+            ..ListQuery::default()
+        })
+        .await
+        .expect("page");
+    assert!(other_product.connections.is_empty());
+    assert!(matches!(
+        store
+            .list(&ListQuery {
+                cursor: Some("not-a-cursor".to_owned()),
+                limit: 2,
+                ..ListQuery::default()
+            })
+            .await,
+        Err(StoreError::InvalidCursor)
+    ));
+}
+
 /// The rescue queue's contract, for the in-memory queue and SQS on moto: a pair
 /// put is received whole, hidden from other receivers while being handled, and
 /// gone once deleted.
@@ -517,4 +586,5 @@ contract!(
     commit_requires_the_same_lease_and_version,
     a_live_lease_cannot_be_claimed_but_an_expired_one_can,
     due_connections_come_from_the_sparse_index,
+    connections_list_in_pages_and_those_needing_a_person_by_status,
 );

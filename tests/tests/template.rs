@@ -3,7 +3,8 @@
 //! one, and the configuration variables `Config` reads.
 
 use connector::outbound::dynamodb::schema::{
-    DUE_AT, DUE_INDEX, DUE_SHARD, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE,
+    ATTENTION, ATTENTION_INDEX, DUE_AT, DUE_INDEX, DUE_SHARD, PARTITION_KEY, SORT_KEY,
+    TTL_ATTRIBUTE,
 };
 use serde_yaml::Value;
 
@@ -51,12 +52,13 @@ fn the_table_uses_the_schema_the_code_defines() {
             (SORT_KEY.to_owned(), "S".to_owned()),
             (DUE_SHARD.to_owned(), "S".to_owned()),
             (DUE_AT.to_owned(), "N".to_owned()),
+            (ATTENTION.to_owned(), "S".to_owned()),
         ]
     );
     let indexes = properties["GlobalSecondaryIndexes"]
         .as_sequence()
         .expect("indexes");
-    assert_eq!(indexes.len(), 1);
+    assert_eq!(indexes.len(), 2);
     assert_eq!(indexes[0]["IndexName"], DUE_INDEX);
     assert_eq!(
         strings(&indexes[0]["KeySchema"]),
@@ -66,6 +68,15 @@ fn the_table_uses_the_schema_the_code_defines() {
         ]
     );
     assert_eq!(indexes[0]["Projection"]["ProjectionType"], "KEYS_ONLY");
+    assert_eq!(indexes[1]["IndexName"], ATTENTION_INDEX);
+    assert_eq!(
+        strings(&indexes[1]["KeySchema"]),
+        [
+            (ATTENTION.to_owned(), "HASH".to_owned()),
+            (PARTITION_KEY.to_owned(), "RANGE".to_owned())
+        ]
+    );
+    assert_eq!(indexes[1]["Projection"]["ProjectionType"], "KEYS_ONLY");
     assert_eq!(
         properties["TimeToLiveSpecification"]["AttributeName"],
         TTL_ATTRIBUTE
@@ -211,6 +222,7 @@ fn the_api_function_serves_the_proxy_and_connections_routes_behind_iam() {
         [
             ("ANY".into(), "/proxy/{connection_id}/{path+}".into(), iam()),
             ("DELETE".into(), "/connections/{id}".into(), iam()),
+            ("GET".into(), "/connections".into(), iam()),
             ("GET".into(), "/connections/{id}".into(), iam()),
             ("POST".into(), "/connections/{id}/refresh".into(), iam()),
         ]

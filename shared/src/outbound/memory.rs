@@ -10,8 +10,8 @@ use async_trait::async_trait;
 use crate::clock::Timestamp;
 use crate::domain::{ConnectSession, Connection, ConnectionId, DuePolicy, SessionId};
 use crate::ports::{
-    ConnectionStore, ReceivedRescue, RescueQueue, RescuedPair, SessionError, SessionStore,
-    StoreError,
+    ConnectionStore, ListPage, ListQuery, ReceivedRescue, RescueQueue, RescuedPair, SessionError,
+    SessionStore, StoreError,
 };
 
 /// Connections and sessions in memory, behind locks.
@@ -112,6 +112,40 @@ impl ConnectionStore for MemoryStore {
     async fn delete(&self, id: &ConnectionId) -> Result<bool, StoreError> {
         let mut connections = self.connections.lock().map_err(|_| poisoned())?;
         Ok(connections.remove(id).is_some())
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
+        let after = query
+            .cursor
+            .as_deref()
+            .map(|c| {
+                c.strip_prefix("after:")
+                    .and_then(|id| ConnectionId::parse(id).ok())
+                    .ok_or(StoreError::InvalidCursor)
+            })
+            .transpose()?;
+        let connections = self.connections.lock().map_err(|_| poisoned())?;
+        let mut ids: Vec<&ConnectionId> = connections
+            .keys()
+            .filter(|id| after.as_ref().is_none_or(|a| id.as_str() > a.as_str()))
+            .collect();
+        ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        let limit = query.limit.max(1) as usize;
+        let more = ids.len() > limit;
+        let looked_at = &ids[..ids.len().min(limit)];
+        let page = looked_at
+            .iter()
+            .filter_map(|id| connections.get(*id))
+            .filter(|c| query.status.is_none_or(|s| c.status == s))
+            .filter(|c| query.product.is_none_or(|p| c.product == p))
+            .cloned()
+            .collect();
+        Ok(ListPage {
+            connections: page,
+            next_cursor: more
+                .then(|| looked_at.last().map(|id| format!("after:{}", id.as_str())))
+                .flatten(),
+        })
     }
 
     async fn claim_lease(

@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 
 use super::api_state::ApiState;
 use super::error::ApiError;
-use crate::domain::{Connection, ConnectionId, Product, TokenCallError};
+use crate::domain::{Connection, ConnectionId, ConnectionStatus, Product, TokenCallError};
+use crate::ports::{ListQuery, StoreError};
 use crate::services::refresh_protocol::{RefreshFailure, RefreshRequest, Refreshed};
 
 /// How long RD keeps an unused CRM refresh token.
@@ -59,6 +60,63 @@ fn not_found() -> Response {
 fn store_unavailable(e: &dyn std::fmt::Display) -> Response {
     tracing::error!(error = %e, "store failed for a connections request");
     ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable").into_response()
+}
+
+/// `GET /connections?status&product&cursor&limit`: a page of connections, newest
+/// cursor in `next_cursor`. `status=needs_reauth|possibly_lost` is a Query on a
+/// sparse index (the operators' "which connections need a person?").
+pub async fn list(State(state): State<ApiState>, request: Request) -> Response {
+    if let Err(refused) = state.check_caller(&request) {
+        return refused.into_response();
+    }
+    let mut query = ListQuery {
+        limit: 50,
+        ..ListQuery::default()
+    };
+    let raw = request.uri().query().unwrap_or_default();
+    for (name, value) in url::form_urlencoded::parse(raw.as_bytes()) {
+        let bad = |code: &'static str, message: &str| {
+            ApiError::bad_request(code, message.to_owned()).into_response()
+        };
+        match name.as_ref() {
+            "status" => match value.parse::<ConnectionStatus>() {
+                Ok(status) => query.status = Some(status),
+                Err(_) => {
+                    return bad(
+                        "invalid_status",
+                        "status is one of active, needs_reauth, possibly_lost",
+                    );
+                }
+            },
+            "product" => match value.parse::<Product>() {
+                Ok(product) => query.product = Some(product),
+                Err(_) => return bad("invalid_product", "product is marketing or crm"),
+            },
+            "cursor" => query.cursor = Some(value.into_owned()),
+            "limit" => match value.parse::<u32>() {
+                Ok(n @ 1..=100) => query.limit = n,
+                _ => return bad("invalid_limit", "limit is a whole number from 1 to 100"),
+            },
+            _ => {
+                return bad(
+                    "invalid_query",
+                    "known parameters: status, product, cursor, limit",
+                );
+            }
+        }
+    }
+    match state.proxy.connections.list(&query).await {
+        Ok(page) => Json(json!({
+            "connections": page.connections.iter().map(view).collect::<Vec<_>>(),
+            "next_cursor": page.next_cursor,
+        }))
+        .into_response(),
+        Err(StoreError::InvalidCursor) => {
+            ApiError::bad_request("invalid_cursor", StoreError::InvalidCursor.to_string())
+                .into_response()
+        }
+        Err(e) => store_unavailable(&e),
+    }
 }
 
 /// `GET /connections/{id}`.

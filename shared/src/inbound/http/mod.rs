@@ -47,12 +47,14 @@ pub fn oauth_callback_router(service: ConnectService) -> Router {
 /// | method | path | what |
 /// |---|---|---|
 /// | any | `/proxy/{connection_id}/{path+}` | call RD Station's API with the connection's token |
+/// | GET | `/connections` | a page of connections (filters `status`, `product`) |
 /// | GET | `/connections/{id}` | the connection's state (never a token) |
 /// | POST | `/connections/{id}/refresh` | a forced refresh through the protocol |
 /// | DELETE | `/connections/{id}` | revoke at RD (Marketing) and delete |
 pub fn api_proxy_router(state: ApiState) -> Router {
     Router::new()
         .route("/proxy/{connection_id}/{*path}", any(proxy_routes::proxy))
+        .route("/connections", get(connections_routes::list))
         .route(
             "/connections/{id}",
             get(connections_routes::show).delete(connections_routes::delete),

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use aws_sdk_dynamodb::types::AttributeValue;
 use url::Url;
 
-use super::schema::{DUE_AT, DUE_SHARD, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
+use super::schema::{ATTENTION, DUE_AT, DUE_SHARD, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
 use crate::clock::Timestamp;
 use crate::domain::{
     ConnectSession, Connection, ConnectionId, ConnectionStatus, DuePolicy, Lease, Product,
@@ -108,6 +108,10 @@ pub(super) fn connection_item(c: &Connection, policy: &DuePolicy) -> Item {
     ]);
     if let Some(reason) = &c.status_reason {
         item.insert("status_reason".to_owned(), s(reason));
+    }
+    if c.status != ConnectionStatus::Active {
+        // Sparse: the operators' "which connections need a person?" is a Query.
+        item.insert(ATTENTION.to_owned(), s(c.status.as_str()));
     }
     if let Some(lease) = &c.lease {
         item.insert("lease_id".to_owned(), s(&lease.id));

@@ -17,7 +17,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditi
 
 use crate::clock::Timestamp;
 use crate::domain::{ConnectSession, Connection, ConnectionId, DuePolicy, SessionId};
-use crate::ports::{ConnectionStore, SessionError, SessionStore, StoreError};
+use crate::ports::{ConnectionStore, ListPage, ListQuery, SessionError, SessionStore, StoreError};
 use items::{connection_key, session_key};
 use schema::{DUE_AT, DUE_INDEX, DUE_SHARD};
 
@@ -82,6 +82,46 @@ impl DynamoStore {
 }
 
 /// The error text of a failed call: its code and message, never the request.
+/// A page's last key as an opaque cursor: `v1.` + base64url of its string
+/// attributes as JSON (keys hold ids, never tokens).
+fn encode_cursor(key: &HashMap<String, AttributeValue>) -> String {
+    use base64::Engine;
+    let plain: std::collections::BTreeMap<&str, &str> = key
+        .iter()
+        .filter_map(|(k, v)| v.as_s().ok().map(|s| (k.as_str(), s.as_str())))
+        .collect();
+    let json = serde_json::to_vec(&plain).unwrap_or_default();
+    format!(
+        "v1.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+    )
+}
+
+fn decode_cursor(cursor: &str) -> Result<HashMap<String, AttributeValue>, StoreError> {
+    use base64::Engine;
+    let json = cursor
+        .strip_prefix("v1.")
+        .and_then(|b| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(b)
+                .ok()
+        })
+        .ok_or(StoreError::InvalidCursor)?;
+    let plain: HashMap<String, String> =
+        serde_json::from_slice(&json).map_err(|_| StoreError::InvalidCursor)?;
+    let allowed = [schema::PARTITION_KEY, schema::SORT_KEY, schema::ATTENTION];
+    let connection_key = plain
+        .get(schema::PARTITION_KEY)
+        .is_some_and(|pk| pk.starts_with("CONN#"));
+    if plain.is_empty() || !connection_key || plain.keys().any(|k| !allowed.contains(&k.as_str())) {
+        return Err(StoreError::InvalidCursor);
+    }
+    Ok(plain
+        .into_iter()
+        .map(|(k, v)| (k, AttributeValue::S(v)))
+        .collect())
+}
+
 fn unavailable<E>(err: &E) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error,
@@ -184,6 +224,89 @@ impl ConnectionStore for DynamoStore {
 
     async fn update(&self, connection: &Connection) -> Result<Connection, StoreError> {
         self.put_next_version(connection, "", []).await
+    }
+
+    async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
+        let start = query.cursor.as_deref().map(decode_cursor).transpose()?;
+        let limit = query.limit.clamp(1, 1_000) as i32;
+        let mut filters = vec!["kind = :connection".to_owned()];
+        let mut values = HashMap::from([(
+            ":connection".to_owned(),
+            AttributeValue::S("connection".to_owned()),
+        )]);
+        if let Some(product) = query.product {
+            filters.push("product = :product".to_owned());
+            values.insert(
+                ":product".to_owned(),
+                AttributeValue::S(product.as_str().to_owned()),
+            );
+        }
+        let needs_a_person = query
+            .status
+            .filter(|s| *s != crate::domain::ConnectionStatus::Active);
+        let (items, last) = if let Some(status) = needs_a_person {
+            // The sparse attention index holds exactly these: a Query, no scan.
+            let mut key_values = HashMap::from([(
+                ":status".to_owned(),
+                AttributeValue::S(status.as_str().to_owned()),
+            )]);
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(schema::ATTENTION_INDEX)
+                .key_condition_expression(format!("{} = :status", schema::ATTENTION))
+                .set_exclusive_start_key(start)
+                .limit(limit)
+                .set_expression_attribute_values(Some(std::mem::take(&mut key_values)))
+                .send()
+                .await
+                .map_err(|e| unavailable(&e))?;
+            let mut items = Vec::new();
+            for key in output.items() {
+                let id = items::connection_id_from_key(key)?;
+                if let Some(c) = self.get(&id).await? {
+                    items.push(c);
+                }
+            }
+            let items = items
+                .into_iter()
+                .filter(|c| c.status == status)
+                .filter(|c| query.product.is_none_or(|p| c.product == p))
+                .collect();
+            (items, output.last_evaluated_key().cloned())
+        } else {
+            if let Some(status) = query.status {
+                filters.push("#status = :status".to_owned());
+                values.insert(
+                    ":status".to_owned(),
+                    AttributeValue::S(status.as_str().to_owned()),
+                );
+            }
+            let mut scan = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .filter_expression(filters.join(" AND "))
+                .set_expression_attribute_values(Some(values))
+                .set_exclusive_start_key(start)
+                .limit(limit)
+                .consistent_read(true);
+            if query.status.is_some() {
+                scan = scan.expression_attribute_names("#status", "status");
+            }
+            let output = scan.send().await.map_err(|e| unavailable(&e))?;
+            let items = output
+                .items()
+                .iter()
+                .map(items::connection_from_item)
+                .collect::<Result<Vec<_>, _>>()?;
+            (items, output.last_evaluated_key().cloned())
+        };
+        Ok(ListPage {
+            connections: items,
+            next_cursor: last.map(|key| encode_cursor(&key)),
+        })
     }
 
     async fn delete(&self, id: &ConnectionId) -> Result<bool, StoreError> {

@@ -20,6 +20,11 @@ pub const DUE_INDEX: &str = "due-index";
 pub const DUE_SHARD: &str = "due_shard";
 /// Due-index sort key: epoch seconds when the item is due.
 pub const DUE_AT: &str = "due_at";
+/// The sparse global secondary index of connections that need a person.
+pub const ATTENTION_INDEX: &str = "attention-index";
+/// Attention-index partition key: the status (`needs_reauth`, `possibly_lost`);
+/// only connections in those states carry it.
+pub const ATTENTION: &str = "attention";
 
 /// Why the table could not be created.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +71,17 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), CreateTabl
         )
         .build()
         .map_err(|e| fail(e.to_string()))?;
+    let attention_index = GlobalSecondaryIndex::builder()
+        .index_name(ATTENTION_INDEX)
+        .key_schema(key(ATTENTION, KeyType::Hash)?)
+        .key_schema(key(PARTITION_KEY, KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::KeysOnly)
+                .build(),
+        )
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
     client
         .create_table()
         .table_name(table)
@@ -76,7 +92,9 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), CreateTabl
         .attribute_definitions(attribute(SORT_KEY, ScalarAttributeType::S)?)
         .attribute_definitions(attribute(DUE_SHARD, ScalarAttributeType::S)?)
         .attribute_definitions(attribute(DUE_AT, ScalarAttributeType::N)?)
+        .attribute_definitions(attribute(ATTENTION, ScalarAttributeType::S)?)
         .global_secondary_indexes(due_index)
+        .global_secondary_indexes(attention_index)
         .send()
         .await
         .map_err(|e| fail(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string()))?;
