@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use connector::assembly::{Assembly, Parts, Settings};
 use connector::clock::SystemClock;
-use connector::inbound::http::{api_proxy_router, oauth_callback_router};
+use connector::inbound::http::{api_routes, connect_routes, finish};
 use connector::outbound::credentials::{CredentialSet, StaticCredentials};
 use connector::outbound::events::LogPublisher;
 use connector::outbound::memory::{MemoryRescueQueue, MemoryStore};
@@ -99,10 +99,12 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     let service = assembly.connect_service();
-    let api = api_proxy_router(assembly.api_state()?);
-    let app = oauth_callback_router(service.clone())
-        .merge(api)
-        .merge(dev_pages::routes(service));
+    // One router for everything: routes merged first, finished once.
+    let app = finish(
+        connect_routes(service.clone())
+            .merge(api_routes(assembly.api_state()?))
+            .merge(dev_pages::routes(service)),
+    );
 
     let listener = TcpListener::bind(("127.0.0.1", service_port))
         .await

@@ -486,3 +486,25 @@ async fn the_connections_list_pages_and_answers_who_needs_a_person() {
         assert_eq!(answer.error_code(), code, "{query}");
     }
 }
+
+#[tokio::test]
+async fn the_connect_and_api_routes_merge_into_one_service_as_make_run_serves_them() {
+    let app = RefreshApp::start().await;
+    app.connect("merged", Product::Crm).await;
+    let router = connector::inbound::http::finish(
+        connector::inbound::http::connect_routes(app.assembly.connect_service()).merge(
+            connector::inbound::http::api_routes(app.assembly.api_state().expect("client")),
+        ),
+    );
+    let proxied = call(&router, "GET", "/proxy/merged/crm/v2/contacts", "").await;
+    assert_eq!(proxied.status, 200, "{}", proxied.text());
+    let mut open = EventRequest::new(apigw::IAM_AUTHORIZED, "POST", "/connect/sessions");
+    open.body = Some(
+        json!({"connection_id": "merged-2", "product": "crm"})
+            .to_string()
+            .into_bytes(),
+    );
+    assert_eq!(apigw::send(&router, &open).await.status, 201);
+    let unknown = call(&router, "GET", "/nowhere", "").await;
+    assert_eq!(unknown.error_code(), "not_found");
+}

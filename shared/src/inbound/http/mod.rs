@@ -27,7 +27,7 @@ use error::ApiError;
 /// | POST | `/connect/sessions` | open a connect session |
 /// | GET | `/connect/{session}` | redirect a person to RD's consent page |
 /// | GET | `/oauth/callback` | RD's redirect back: exchange the code, store the connection |
-pub fn oauth_callback_router(service: ConnectService) -> Router {
+pub fn connect_routes(service: ConnectService) -> Router {
     Router::new()
         .route("/connect/sessions", post(connect_routes::open_session))
         .route(
@@ -35,9 +35,6 @@ pub fn oauth_callback_router(service: ConnectService) -> Router {
             get(connect_routes::redirect_to_consent),
         )
         .route("/oauth/callback", get(connect_routes::oauth_callback))
-        .fallback(|| async { ApiError::not_found() })
-        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
-        .layer(axum::middleware::map_response(pages::protective_headers))
         .with_state(service)
 }
 
@@ -51,7 +48,7 @@ pub fn oauth_callback_router(service: ConnectService) -> Router {
 /// | GET | `/connections/{id}` | the connection's state (never a token) |
 /// | POST | `/connections/{id}/refresh` | a forced refresh through the protocol |
 /// | DELETE | `/connections/{id}` | revoke at RD (Marketing) and delete |
-pub fn api_proxy_router(state: ApiState) -> Router {
+pub fn api_routes(state: ApiState) -> Router {
     Router::new()
         .route("/proxy/{connection_id}/{*path}", any(proxy_routes::proxy))
         .route("/connections", get(connections_routes::list))
@@ -63,8 +60,25 @@ pub fn api_proxy_router(state: ApiState) -> Router {
             "/connections/{id}/refresh",
             post(connections_routes::refresh),
         )
+        .with_state(state)
+}
+
+/// Routes made into a service's whole router: JSON 404 and 405 for everything
+/// else, `nosniff` on every answer and the strict policy on pages. Merge routes
+/// first (a router with a fallback cannot be merged), then finish once.
+pub fn finish(routes: Router) -> Router {
+    routes
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(axum::middleware::map_response(pages::protective_headers))
-        .with_state(state)
+}
+
+/// The callback function's whole router.
+pub fn oauth_callback_router(service: ConnectService) -> Router {
+    finish(connect_routes(service))
+}
+
+/// The API function's whole router.
+pub fn api_proxy_router(state: ApiState) -> Router {
+    finish(api_routes(state))
 }
