@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The refresher benchmark (see docs/benchmarks.md): a release build, moto on
-# loopback, the sandbox with 50 ms token latency.
+# The benchmarks (see docs/benchmarks.md), release builds against moto on
+# loopback: the refresher (sandbox with 50 ms token latency), then the proxy's
+# overhead over a direct call.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet -p integration-tests --example refresh_bench
+cargo build --release --quiet -p integration-tests --example refresh_bench --example proxy_bench
 # shellcheck source=scripts/moto.sh
 source scripts/moto.sh
 target/release/examples/refresh_bench
+target/release/examples/proxy_bench
