@@ -508,3 +508,40 @@ async fn the_connect_and_api_routes_merge_into_one_service_as_make_run_serves_th
     let unknown = call(&router, "GET", "/nowhere", "").await;
     assert_eq!(unknown.error_code(), "not_found");
 }
+
+#[tokio::test]
+async fn a_connection_can_have_a_budget_of_its_own() {
+    let app = RefreshApp::start().await;
+    app.connect("small-plan", Product::Crm).await;
+    let router = instance(&app);
+    let mut patch = EventRequest::new(apigw::IAM_AUTHORIZED, "PATCH", "/connections/small-plan");
+    patch.headers.push(("content-type", "application/json"));
+    for (body, status) in [
+        (json!({"rate_limit_per_minute": 0}), 400),
+        (json!({"rate_limit_per_minute": 100_000}), 400),
+        (json!({"rate_limit": 5}), 400),
+        (json!({"rate_limit_per_minute": 3}), 200),
+    ] {
+        patch.body = Some(body.to_string().into_bytes());
+        let answer = apigw::send(&router, &patch).await;
+        assert_eq!(answer.status, status, "{body}: {}", answer.text());
+    }
+    assert_eq!(
+        call(&router, "GET", "/connections/small-plan", "")
+            .await
+            .json()["rate_limit_per_minute"],
+        3
+    );
+    // Top of a minute, so the three fit in one.
+    let into_minute = app.clock.now_ms().rem_euclid(60_000) / 1000;
+    app.clock.advance(60 - into_minute);
+    let path = echo_path(Product::Crm, "small-plan");
+    let statuses: Vec<u16> = {
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            statuses.push(call(&router, "GET", &path, "").await.status);
+        }
+        statuses
+    };
+    assert_eq!(statuses, [200, 200, 200, 429]);
+}

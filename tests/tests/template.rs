@@ -224,6 +224,7 @@ fn the_api_function_serves_the_proxy_and_connections_routes_behind_iam() {
             ("DELETE".into(), "/connections/{id}".into(), iam()),
             ("GET".into(), "/connections".into(), iam()),
             ("GET".into(), "/connections/{id}".into(), iam()),
+            ("PATCH".into(), "/connections/{id}".into(), iam()),
             ("POST".into(), "/connections/{id}/refresh".into(), iam()),
         ]
     );

@@ -173,6 +173,10 @@ pub struct Connection {
     pub connected_at: Timestamp,
     /// When the item was last written.
     pub updated_at: Timestamp,
+    /// Requests a minute the proxy lets through to RD for this connection's account
+    /// (RD allows 120 by default, 500 on Advanced plans); `None`: the deployment's
+    /// default.
+    pub rate_limit_per_minute: Option<u32>,
 }
 
 impl Connection {
@@ -197,6 +201,7 @@ impl Connection {
             created_at: now,
             connected_at: now,
             updated_at: now,
+            rate_limit_per_minute: None,
         }
     }
 

@@ -39,6 +39,7 @@ pub fn view(c: &Connection) -> Value {
         "consecutive_failures": c.backoff.failures,
         "last_error": c.backoff.last_error,
         "next_attempt_at": c.backoff.next_attempt_at.map(|t| t.to_rfc3339()),
+        "rate_limit_per_minute": c.rate_limit_per_minute,
         "version": c.version,
     })
 }
@@ -137,6 +138,79 @@ pub async fn show(
         Ok(None) => not_found(),
         Err(e) => store_unavailable(&e),
     }
+}
+
+/// The settings a caller may change on a connection.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Changes {
+    /// The account's RD request budget a minute (`null`: the deployment's default).
+    rate_limit_per_minute: Option<u32>,
+}
+
+/// The highest per-connection budget accepted (RD's Advanced plans allow 500).
+const MAX_RATE_LIMIT: u32 = 10_000;
+
+/// `PATCH /connections/{id}` `{"rate_limit_per_minute": N | null}`: the account's
+/// request budget (RD allows 120 a minute, 500 on Advanced plans). Each proxy
+/// instance applies it when it next reads the connection.
+pub async fn update(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+    request: Request,
+) -> Response {
+    if let Err(refused) = state.check_caller(&request) {
+        return refused.into_response();
+    }
+    let id = match parse_id(&raw) {
+        Ok(id) => id,
+        Err(r) => return r.into_response(),
+    };
+    let Ok(body) = axum::body::to_bytes(request.into_body(), 4_096).await else {
+        return ApiError::bad_request("invalid_json", "the body is too large").into_response();
+    };
+    let changes: Changes = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            return ApiError::bad_request(
+                "invalid_json",
+                format!("expected {{\"rate_limit_per_minute\": N or null}}: {e}"),
+            )
+            .into_response();
+        }
+    };
+    if changes
+        .rate_limit_per_minute
+        .is_some_and(|n| n == 0 || n > MAX_RATE_LIMIT)
+    {
+        return ApiError::bad_request(
+            "invalid_rate_limit",
+            format!("rate_limit_per_minute is from 1 to {MAX_RATE_LIMIT}, or null"),
+        )
+        .into_response();
+    }
+    // Conditional on the version read; another writer in between means read again.
+    for _ in 0..3 {
+        let current = match state.proxy.connections.get(&id).await {
+            Ok(Some(c)) => c,
+            Ok(None) => return not_found(),
+            Err(e) => return store_unavailable(&e),
+        };
+        let changed = Connection {
+            rate_limit_per_minute: changes.rate_limit_per_minute,
+            updated_at: state.proxy.engine.clock.now(),
+            ..current
+        };
+        match state.proxy.connections.update(&changed).await {
+            Ok(stored) => {
+                state.proxy.tokens.put(&stored);
+                return Json(view(&stored)).into_response();
+            }
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return store_unavailable(&e),
+        }
+    }
+    ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "store_busy").into_response()
 }
 
 /// `POST /connections/{id}/refresh`: a forced refresh through the protocol.

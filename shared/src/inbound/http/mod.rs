@@ -46,6 +46,7 @@ pub fn connect_routes(service: ConnectService) -> Router {
 /// | any | `/proxy/{connection_id}/{path+}` | call RD Station's API with the connection's token |
 /// | GET | `/connections` | a page of connections (filters `status`, `product`) |
 /// | GET | `/connections/{id}` | the connection's state (never a token) |
+/// | PATCH | `/connections/{id}` | the account's request budget a minute |
 /// | POST | `/connections/{id}/refresh` | a forced refresh through the protocol |
 /// | DELETE | `/connections/{id}` | revoke at RD (Marketing) and delete |
 pub fn api_routes(state: ApiState) -> Router {
@@ -54,7 +55,9 @@ pub fn api_routes(state: ApiState) -> Router {
         .route("/connections", get(connections_routes::list))
         .route(
             "/connections/{id}",
-            get(connections_routes::show).delete(connections_routes::delete),
+            get(connections_routes::show)
+                .patch(connections_routes::update)
+                .delete(connections_routes::delete),
         )
         .route(
             "/connections/{id}/refresh",

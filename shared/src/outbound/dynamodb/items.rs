@@ -109,6 +109,12 @@ pub(super) fn connection_item(c: &Connection, policy: &DuePolicy) -> Item {
     if let Some(reason) = &c.status_reason {
         item.insert("status_reason".to_owned(), s(reason));
     }
+    if let Some(limit) = c.rate_limit_per_minute {
+        item.insert(
+            "rate_limit_per_minute".to_owned(),
+            AttributeValue::N(limit.to_string()),
+        );
+    }
     if c.status != ConnectionStatus::Active {
         // Sparse: the operators' "which connections need a person?" is a Query.
         item.insert(ATTENTION.to_owned(), s(c.status.as_str()));
@@ -194,6 +200,12 @@ pub(super) fn connection_from_item(item: &Item) -> Result<Connection, StoreError
         created_at: timestamp(item, "created_at")?,
         connected_at: timestamp(item, "connected_at")?,
         updated_at: timestamp(item, "updated_at")?,
+        rate_limit_per_minute: match item.get("rate_limit_per_minute") {
+            Some(AttributeValue::N(n)) => {
+                Some(n.parse().map_err(|_| corrupt("rate_limit_per_minute"))?)
+            }
+            _ => None,
+        },
     })
 }
 
@@ -320,6 +332,7 @@ mod tests {
             Timestamp(1),
         );
         c.status = ConnectionStatus::PossiblyLost;
+        c.rate_limit_per_minute = Some(500);
         c.status_reason = Some("lost_in_flight".to_owned());
         c.version = 7;
         c.lease = Some(Lease {

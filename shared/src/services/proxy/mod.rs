@@ -19,7 +19,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use backon::{BackoffBuilder, ExponentialBuilder};
 
-pub use token_cache::TokenCache;
+pub use token_cache::{CachedToken, TokenCache};
 
 use crate::domain::{Connection, ConnectionId, ConnectionStatus, RdPath};
 use crate::ports::{
@@ -34,8 +34,8 @@ use crate::services::refresh_protocol::{RefreshEngine, RefreshFailure, RefreshRe
 pub struct ProxySettings {
     /// Total time one request may spend on retries (under API Gateway's 30 s).
     pub retry_budget: Duration,
-    /// Requests a connection may send RD per minute, across all instances;
-    /// `None` turns the budget off.
+    /// Requests a connection may send RD per minute, across all instances, unless
+    /// the connection has a limit of its own; `None` turns the budget off.
     pub rate_limit_per_minute: Option<u32>,
 }
 
@@ -174,7 +174,10 @@ impl ProxyService {
         id: &ConnectionId,
         request: ProxyRequest,
     ) -> Result<Proxied, ProxyFailure> {
-        let (token, mut refreshed) = self.token(id).await?;
+        let (cached, mut refreshed) = self.token(id).await?;
+        let limit = cached
+            .rate_limit_per_minute
+            .or(self.settings.rate_limit_per_minute);
         let idempotent = matches!(
             request.method,
             Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
@@ -184,16 +187,16 @@ impl ProxyService {
             path: request.path,
             headers: forwardable(&request.headers),
             body: request.body,
-            access_token: token,
+            access_token: cached.token,
         };
-        let mut proxied = self.send(id, &upstream, idempotent).await?;
+        let mut proxied = self.send(id, &upstream, idempotent, limit).await?;
         if proxied.response.status == StatusCode::UNAUTHORIZED {
             // Every 401 alike (Marketing may say "expired" only in a remapped
             // header; CRM says nothing): refresh, then try exactly once more.
             let refused = upstream.access_token.clone();
             upstream.access_token = self.replace_refused(id, refused).await?;
             refreshed = true;
-            let again = self.send(id, &upstream, idempotent).await?;
+            let again = self.send(id, &upstream, idempotent, limit).await?;
             proxied = Proxied {
                 retries: proxied.retries + again.retries,
                 upstream: proxied.upstream + again.upstream,
@@ -206,10 +209,10 @@ impl ProxyService {
 
     /// A usable access token for `id`: cached, stored, or refreshed now. Says
     /// whether a refresh happened.
-    async fn token(&self, id: &ConnectionId) -> Result<(AccessToken, bool), ProxyFailure> {
+    async fn token(&self, id: &ConnectionId) -> Result<(CachedToken, bool), ProxyFailure> {
         let now = self.engine.clock.now();
-        if let Some(token) = self.tokens.get(id, now) {
-            return Ok((token, false));
+        if let Some(cached) = self.tokens.get(id, now) {
+            return Ok((cached, false));
         }
         let connection = self
             .connections
@@ -219,11 +222,11 @@ impl ProxyService {
         usable_status(&connection)?;
         if self.tokens.usable(&connection, now) {
             self.tokens.put(&connection);
-            return Ok((connection.tokens.access_token, false));
+            return Ok((CachedToken::of(&connection), false));
         }
         // Expiring or expired: the protocol refreshes it (or says why not).
         let refreshed = self.refresh(id, RefreshRequest::default()).await?;
-        Ok((refreshed.tokens.access_token, true))
+        Ok((CachedToken::of(&refreshed), true))
     }
 
     /// After RD refused `refused`: the protocol's answer, with no RD call when
@@ -285,6 +288,7 @@ impl ProxyService {
         id: &ConnectionId,
         request: &UpstreamRequest,
         idempotent: bool,
+        limit: Option<u32>,
     ) -> Result<Proxied, ProxyFailure> {
         let started = Instant::now();
         let mut waited = Duration::ZERO;
@@ -296,7 +300,7 @@ impl ProxyService {
             .with_jitter()
             .build();
         loop {
-            self.take_budget(id).await?;
+            self.take_budget(id, limit).await?;
             let attempt = Instant::now();
             let result = self.upstream.send(request).await;
             waited += attempt.elapsed();
@@ -329,8 +333,11 @@ impl ProxyService {
         }
     }
 
-    async fn take_budget(&self, id: &ConnectionId) -> Result<(), ProxyFailure> {
-        let (Some(budget), Some(limit)) = (&self.budget, self.settings.rate_limit_per_minute)
+    /// Takes one request from the connection's budget: its own limit, else the
+    /// deployment's; nothing when the deployment turned the budget off.
+    async fn take_budget(&self, id: &ConnectionId, limit: Option<u32>) -> Result<(), ProxyFailure> {
+        let (Some(budget), Some(_), Some(limit)) =
+            (&self.budget, self.settings.rate_limit_per_minute, limit)
         else {
             return Ok(());
         };

@@ -17,6 +17,26 @@ struct Entry {
     token: AccessToken,
     version: u64,
     expires_at: Timestamp,
+    rate_limit_per_minute: Option<u32>,
+}
+
+/// What the proxy needs of a connection for one request.
+#[derive(Clone)]
+pub struct CachedToken {
+    /// The access token.
+    pub token: AccessToken,
+    /// The connection's own request budget, if it has one.
+    pub rate_limit_per_minute: Option<u32>,
+}
+
+impl CachedToken {
+    /// What `connection` gives the proxy.
+    pub fn of(connection: &Connection) -> Self {
+        Self {
+            token: connection.tokens.access_token.clone(),
+            rate_limit_per_minute: connection.rate_limit_per_minute,
+        }
+    }
 }
 
 /// A bounded, per-instance map from connection to its current access token.
@@ -44,12 +64,13 @@ impl TokenCache {
     }
 
     /// The cached token of `id` if it is well outside the margin at `now`.
-    pub fn get(&self, id: &ConnectionId, now: Timestamp) -> Option<AccessToken> {
+    pub fn get(&self, id: &ConnectionId, now: Timestamp) -> Option<CachedToken> {
         let mut entries = self.entries.lock().ok()?;
         match entries.get(id) {
-            Some(e) if e.expires_at > now.plus_seconds(self.margin_seconds) => {
-                Some(e.token.clone())
-            }
+            Some(e) if e.expires_at > now.plus_seconds(self.margin_seconds) => Some(CachedToken {
+                token: e.token.clone(),
+                rate_limit_per_minute: e.rate_limit_per_minute,
+            }),
             Some(_) => {
                 entries.pop(id);
                 None
@@ -80,6 +101,7 @@ impl TokenCache {
                 token: connection.tokens.access_token.clone(),
                 version: connection.version,
                 expires_at: connection.tokens.access_expires_at,
+                rate_limit_per_minute: connection.rate_limit_per_minute,
             },
         );
     }
