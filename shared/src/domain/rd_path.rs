@@ -101,8 +101,13 @@ impl RdPath {
         url.set_path(&format!("{base_path}/{}", self.path));
         url.set_query(self.query.as_deref());
         url.set_fragment(None);
-        let stays = url.origin() == base.origin()
-            && url.path().starts_with(&format!("{base_path}/"))
+        let stays = url.scheme() == base.scheme()
+            && url.host_str() == base.host_str()
+            && url.port_or_known_default() == base.port_or_known_default()
+            && url
+                .path()
+                .strip_prefix(base_path.as_str())
+                .is_some_and(|rest| rest.starts_with('/'))
             && url.username().is_empty()
             && url.password().is_none();
         stays.then_some(url)
