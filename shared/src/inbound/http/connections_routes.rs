@@ -44,8 +44,10 @@ pub fn view(c: &Connection) -> Value {
     })
 }
 
-fn parse_id(raw: &str) -> Result<ConnectionId, ApiError> {
-    ConnectionId::parse(raw)
+/// A caller the policy admits, asking about a well-formed connection id.
+fn admit(state: &ApiState, request: &Request, raw_id: &str) -> Result<ConnectionId, ApiError> {
+    state.check_caller(request)?;
+    ConnectionId::parse(raw_id)
         .map_err(|e| ApiError::bad_request("invalid_connection_id", e.to_string()))
 }
 
@@ -126,12 +128,9 @@ pub async fn show(
     Path(raw): Path<String>,
     request: Request,
 ) -> Response {
-    if let Err(refused) = state.check_caller(&request) {
-        return refused.into_response();
-    }
-    let id = match parse_id(&raw) {
+    let id = match admit(&state, &request, &raw) {
         Ok(id) => id,
-        Err(r) => return r.into_response(),
+        Err(refused) => return refused.into_response(),
     };
     match state.proxy.connections.get(&id).await {
         Ok(Some(c)) => Json(view(&c)).into_response(),
@@ -159,12 +158,9 @@ pub async fn update(
     Path(raw): Path<String>,
     request: Request,
 ) -> Response {
-    if let Err(refused) = state.check_caller(&request) {
-        return refused.into_response();
-    }
-    let id = match parse_id(&raw) {
+    let id = match admit(&state, &request, &raw) {
         Ok(id) => id,
-        Err(r) => return r.into_response(),
+        Err(refused) => return refused.into_response(),
     };
     let Ok(body) = axum::body::to_bytes(request.into_body(), 4_096).await else {
         return ApiError::bad_request("invalid_json", "the body is too large").into_response();
@@ -219,12 +215,9 @@ pub async fn refresh(
     Path(raw): Path<String>,
     request: Request,
 ) -> Response {
-    if let Err(refused) = state.check_caller(&request) {
-        return refused.into_response();
-    }
-    let id = match parse_id(&raw) {
+    let id = match admit(&state, &request, &raw) {
         Ok(id) => id,
-        Err(r) => return r.into_response(),
+        Err(refused) => return refused.into_response(),
     };
     let outcome = state
         .proxy
@@ -287,12 +280,9 @@ pub async fn delete(
     Path(raw): Path<String>,
     request: Request,
 ) -> Response {
-    if let Err(refused) = state.check_caller(&request) {
-        return refused.into_response();
-    }
-    let id = match parse_id(&raw) {
+    let id = match admit(&state, &request, &raw) {
         Ok(id) => id,
-        Err(r) => return r.into_response(),
+        Err(refused) => return refused.into_response(),
     };
     let connection = match state.proxy.connections.get(&id).await {
         Ok(Some(c)) => c,

@@ -37,13 +37,10 @@ impl RdApiClient {
     /// # Errors
     /// [`ClientBuildError`] if TLS cannot be initialised.
     pub fn new(base: Url, timeout: Duration) -> Result<Self, ClientBuildError> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("rdstation-connector/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Self { http, base })
+        Ok(Self {
+            http: super::http_client(timeout)?,
+            base,
+        })
     }
 }
 

@@ -63,19 +63,30 @@ pub struct RdStationClient {
 #[error("could not build the RD Station HTTP client: {0}")]
 pub struct ClientBuildError(#[from] reqwest::Error);
 
+/// An HTTP client for RD Station: every call ends within `timeout` (connect
+/// included), and no redirect is followed (one could carry a secret elsewhere).
+///
+/// # Errors
+/// [`ClientBuildError`] if TLS cannot be initialised.
+pub fn http_client(timeout: Duration) -> Result<reqwest::Client, ClientBuildError> {
+    Ok(reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .connect_timeout(timeout.min(Duration::from_secs(5)))
+        .user_agent(concat!("rdstation-connector/", env!("CARGO_PKG_VERSION")))
+        .build()?)
+}
+
 impl RdStationClient {
     /// A client whose every call ends within `timeout` (connect included).
     ///
     /// # Errors
     /// [`ClientBuildError`] if TLS cannot be initialised.
     pub fn new(endpoints: RdStationEndpoints, timeout: Duration) -> Result<Self, ClientBuildError> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .user_agent(concat!("rdstation-connector/", env!("CARGO_PKG_VERSION")))
-            .build()?;
-        Ok(Self { http, endpoints })
+        Ok(Self {
+            http: http_client(timeout)?,
+            endpoints,
+        })
     }
 
     /// The page where a person grants our app access to `product`, which sends
