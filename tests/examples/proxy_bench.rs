@@ -4,7 +4,8 @@
 //! and their ratios, and DynamoDB reads and writes per proxied request with the
 //! rate budget off and on (the budget is counted in the table, on moto).
 //!
-//! Run with `make bench` (starts moto on loopback).
+//! Run with `make bench` (starts moto on loopback). `PROXY_BENCH_RUNTIME=current_thread`
+//! runs everything on one thread, to isolate the proxy's own CPU time.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,8 +55,19 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[index]
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // `PROXY_BENCH_RUNTIME=current_thread` puts the sandbox, the direct client and
+    // the proxy on one thread: no cross-thread wake-ups, so the difference is the
+    // proxy's own work. The default (multi-thread) is closer to a deployment.
+    let mut runtime = match std::env::var("PROXY_BENCH_RUNTIME").as_deref() {
+        Ok("current_thread") => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    let runtime = runtime.enable_all().build().expect("runtime");
+    runtime.block_on(bench());
+}
+
+async fn bench() {
     let n: usize = std::env::var("PROXY_BENCH_REQUESTS")
         .ok()
         .and_then(|v| v.parse().ok())
