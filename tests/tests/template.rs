@@ -232,3 +232,105 @@ fn the_api_function_serves_the_proxy_and_connections_routes_behind_iam() {
     let timeout = function["Properties"]["Timeout"].as_u64().expect("timeout");
     assert!(timeout < 30, "{timeout}");
 }
+
+/// The value under a short-form intrinsic (`!Ref X` → `X`), if `value` is one.
+fn intrinsic<'a>(value: &'a Value, tag: &str) -> Option<&'a Value> {
+    match value {
+        Value::Tagged(t) if t.tag == tag => Some(&t.value),
+        _ => None,
+    }
+}
+
+/// The resources of one CloudFormation type.
+fn resources_of<'a>(template: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
+    template["Resources"]
+        .as_mapping()
+        .expect("resources")
+        .iter()
+        .filter(|(_, r)| r["Type"] == kind)
+        .map(|(name, r)| (name.as_str().expect("name"), r))
+        .collect()
+}
+
+#[test]
+fn connection_events_and_alarms_reach_a_person() {
+    let template = template();
+    // The events that ask a person to act are routed to the alarm topic.
+    let rules = resources_of(&template, "AWS::Events::Rule");
+    assert_eq!(rules.len(), 1);
+    let rule = &rules[0].1["Properties"];
+    let detail_types: Vec<&str> = rule["EventPattern"]["detail-type"]
+        .as_sequence()
+        .expect("detail types")
+        .iter()
+        .map(|d| d.as_str().expect("text"))
+        .collect();
+    for kind in [
+        connector::ports::EventKind::ConnectionNeedsReauth,
+        connector::ports::EventKind::ConnectionPossiblyLost,
+        connector::ports::EventKind::ConnectionRefreshFailing,
+        connector::ports::EventKind::DeploymentCredentialsRejected,
+    ] {
+        assert!(detail_types.contains(&kind.detail_type()), "{kind:?}");
+    }
+    assert_eq!(
+        rule["EventPattern"]["source"][0],
+        connector::outbound::events::EVENT_SOURCE
+    );
+    // Every alarm notifies the topic; the refresher's EMF metrics feed some.
+    let alarms = resources_of(&template, "AWS::CloudWatch::Alarm");
+    assert!(alarms.len() >= 6, "{}", alarms.len());
+    for (name, alarm) in &alarms {
+        let actions = alarm["Properties"]["AlarmActions"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{name} notifies nobody"));
+        assert_eq!(
+            intrinsic(&actions[0], "Ref").and_then(Value::as_str),
+            Some("AlarmTopic"),
+            "{name}"
+        );
+    }
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
+        .expect("template");
+    let summary = connector::services::scheduled_refresh::RunSummary::default().emf(0);
+    for metric in [
+        "needs_reauth",
+        "possibly_lost",
+        "deployment_credential_errors",
+    ] {
+        assert!(summary[metric].is_u64(), "the run reports {metric}");
+        assert!(
+            text.contains(&format!("MetricName: {metric}")),
+            "{metric} alarmed"
+        );
+    }
+}
+
+#[test]
+fn logs_are_kept_for_a_set_time_at_the_level_asked_for() {
+    let template = template();
+    for function in [
+        "OAuthCallbackFunction",
+        "ApiProxyFunction",
+        "TokenRefresherFunction",
+    ] {
+        let logging = &template["Resources"][function]["Properties"]["LoggingConfig"];
+        let group = intrinsic(&logging["LogGroup"], "Ref")
+            .and_then(Value::as_str)
+            .expect("a declared log group");
+        assert_eq!(
+            intrinsic(
+                &template["Resources"][group]["Properties"]["RetentionInDays"],
+                "Ref"
+            )
+            .and_then(Value::as_str),
+            Some("LogRetentionDays")
+        );
+        let level = intrinsic(&logging["ApplicationLogLevel"], "FindInMap").expect("a mapping");
+        assert_eq!(
+            intrinsic(&level[1], "Ref").and_then(Value::as_str),
+            Some("LogLevel"),
+            "{function}: the Lambda log level follows LogLevel"
+        );
+    }
+}
