@@ -20,6 +20,8 @@ env AWS_ACCESS_KEY_ID=validate AWS_SECRET_ACCESS_KEY=validate SAM_CLI_TELEMETRY=
 
 echo "== build"
 cargo nextest run --workspace --no-run --cargo-quiet
+# The functions' own binaries: tests run them under a Lambda Runtime API emulator.
+cargo build --workspace --bins --quiet
 
 # shellcheck source=scripts/moto.sh
 source scripts/moto.sh

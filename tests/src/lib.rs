@@ -8,6 +8,7 @@ pub mod instrumented;
 pub mod logs;
 pub mod moto;
 pub mod refresh_app;
+pub mod runtime_api;
 
 /// RD Station's endpoints on a running sandbox.
 pub fn sandbox_endpoints(

@@ -1,0 +1,158 @@
+//! A Lambda Runtime API on loopback, enough to run a function's real binary as
+//! Lambda does: it hands out one event per `GET .../invocation/next` (with the
+//! request id, deadline and function ARN headers) and collects what the function
+//! posts to `.../response` or `.../error`.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::sync::{Notify, watch};
+
+/// What a function answered to one invocation.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// Posted to `/response`.
+    Response(serde_json::Value),
+    /// Posted to `/error`.
+    Error(serde_json::Value),
+}
+
+#[derive(Default)]
+struct Inner {
+    events: Mutex<VecDeque<(String, String)>>,
+    arrived: Notify,
+    outcomes: Mutex<Vec<(String, Outcome)>>,
+}
+
+/// The emulator; cheap to clone.
+#[derive(Clone)]
+pub struct RuntimeApi {
+    inner: Arc<Inner>,
+    done: Arc<watch::Sender<usize>>,
+    /// `host:port`, for `AWS_LAMBDA_RUNTIME_API`.
+    pub address: String,
+}
+
+impl RuntimeApi {
+    /// Starts on a free loopback port.
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("loopback");
+        let address = listener.local_addr().expect("address").to_string();
+        let api = Self {
+            inner: Arc::default(),
+            done: Arc::new(watch::channel(0).0),
+            address,
+        };
+        let router = Router::new()
+            .route("/2018-06-01/runtime/invocation/next", get(next))
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(respond),
+            )
+            .route("/2018-06-01/runtime/invocation/{id}/error", post(fail))
+            .route("/2018-06-01/runtime/init/error", post(init_error))
+            .with_state(api.clone());
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        api
+    }
+
+    /// Queues `event` and waits (up to `timeout`) for the function's answer.
+    pub async fn invoke(&self, event: &serde_json::Value, timeout: Duration) -> Outcome {
+        let id = format!("req-{:08x}", rand::random::<u32>());
+        let before = *self.done.borrow();
+        self.inner
+            .events
+            .lock()
+            .expect("lock")
+            .push_back((id.clone(), event.to_string()));
+        self.inner.arrived.notify_one();
+        let mut done = self.done.subscribe();
+        tokio::time::timeout(timeout, done.wait_for(|n| *n > before))
+            .await
+            .expect("the function answered in time")
+            .expect("emulator alive");
+        let outcomes = self.inner.outcomes.lock().expect("lock");
+        outcomes
+            .iter()
+            .find(|(r, _)| *r == id)
+            .map(|(_, o)| o.clone())
+            .expect("an answer to this request")
+    }
+
+    fn record(&self, id: String, outcome: Outcome) {
+        self.inner
+            .outcomes
+            .lock()
+            .expect("lock")
+            .push((id, outcome));
+        self.done.send_modify(|n| *n += 1);
+    }
+}
+
+async fn next(State(api): State<RuntimeApi>) -> Response {
+    loop {
+        let notified = api.inner.arrived.notified();
+        let queued = api.inner.events.lock().expect("lock").pop_front();
+        if let Some((id, body)) = queued {
+            let deadline = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() + 30_000)
+                .unwrap_or_default();
+            let mut headers = HeaderMap::new();
+            let mut put = |name: &'static str, value: String| {
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    headers.insert(name, v);
+                }
+            };
+            put("lambda-runtime-aws-request-id", id);
+            put("lambda-runtime-deadline-ms", deadline.to_string());
+            put(
+                "lambda-runtime-invoked-function-arn",
+                "arn:aws:lambda:us-east-1:123456789012:function:under-test".to_owned(),
+            );
+            put(
+                "lambda-runtime-trace-id",
+                "Root=1-6740c4e1-0a1b2c3d4e5f60718293a4b5".to_owned(),
+            );
+            put("content-type", "application/json".to_owned());
+            return (StatusCode::OK, headers, body).into_response();
+        }
+        notified.await;
+    }
+}
+
+fn json(body: &Bytes) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap_or_else(|_| String::from_utf8_lossy(body).into())
+}
+
+async fn respond(State(api): State<RuntimeApi>, Path(id): Path<String>, body: Bytes) -> StatusCode {
+    api.record(id, Outcome::Response(json(&body)));
+    StatusCode::ACCEPTED
+}
+
+async fn fail(State(api): State<RuntimeApi>, Path(id): Path<String>, body: Bytes) -> StatusCode {
+    api.record(id, Outcome::Error(json(&body)));
+    StatusCode::ACCEPTED
+}
+
+async fn init_error(State(api): State<RuntimeApi>, body: Bytes) -> StatusCode {
+    // No invocation waits on it; the test that started the function times out
+    // and this line in its output says why.
+    eprintln!(
+        "the function failed to start: {}",
+        String::from_utf8_lossy(&body)
+    );
+    api.record("init".to_owned(), Outcome::Error(json(&body)));
+    StatusCode::ACCEPTED
+}

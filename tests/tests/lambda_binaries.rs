@@ -1,0 +1,154 @@
+//! The three functions' real binaries, run as Lambda runs them: under a Runtime
+//! API emulator on loopback, with real API Gateway v2 and EventBridge events,
+//! against moto and the RD Station sandbox.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use integration_tests::apigw::{self, EventRequest};
+use integration_tests::moto;
+use integration_tests::runtime_api::{Outcome, RuntimeApi};
+use rd_sandbox::{Sandbox, SandboxConfig};
+use serde_json::{Value, json};
+use std::process::{Child, Command};
+
+const PUBLIC_BASE_URL: &str = "https://connect.example.com";
+
+/// `target/<profile>/<name>`, next to this test's own executable's folder.
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is not built; `make test` builds the workspace's binaries first",
+        path.display()
+    );
+    path
+}
+
+struct Function {
+    api: RuntimeApi,
+    process: Child,
+}
+
+impl Drop for Function {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// Starts `name`'s binary with a deployed function's environment on moto.
+async fn start(name: &str) -> (Function, rd_sandbox::RunningSandbox) {
+    let sandbox = Sandbox::new(SandboxConfig::default())
+        .spawn_local()
+        .await
+        .expect("sandbox");
+    let table = moto::unique_name("connections");
+    connector::outbound::dynamodb::schema::create_table(&moto::dynamodb().await, &table)
+        .await
+        .expect("table");
+    let secret = moto::create_secret(&integration_tests::app::credentials_json(
+        &SandboxConfig::default(),
+    ))
+    .await;
+    let queue = moto::sqs()
+        .await
+        .create_queue()
+        .queue_name(moto::unique_name("rescues"))
+        .send()
+        .await
+        .expect("queue")
+        .queue_url()
+        .expect("url")
+        .to_owned();
+    let api = RuntimeApi::start().await;
+    let process = Command::new(binary(name))
+        .env("AWS_LAMBDA_RUNTIME_API", &api.address)
+        .env("AWS_LAMBDA_FUNCTION_NAME", name)
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("CONNECTIONS_TABLE", &table)
+        .env("CLIENT_CREDENTIALS_SECRET", &secret)
+        .env("RESCUE_QUEUE_URL", &queue)
+        .env("PUBLIC_BASE_URL", PUBLIC_BASE_URL)
+        .env("RDSTATION_API_URL", sandbox.base_url.as_str())
+        .env(
+            "RDSTATION_MARKETING_AUTHORIZE_URL",
+            sandbox.url("/auth/dialog").as_str(),
+        )
+        .env(
+            "RDSTATION_CRM_AUTHORIZE_URL",
+            sandbox.url("/oauth/authorize").as_str(),
+        )
+        .env("RUST_LOG", "info")
+        .spawn()
+        .expect("the function starts");
+    (Function { api, process }, sandbox)
+}
+
+async fn invoke(function: &Function, event: Value) -> Value {
+    match function.api.invoke(&event, Duration::from_secs(30)).await {
+        Outcome::Response(body) => body,
+        Outcome::Error(error) => panic!("the function reported an error: {error}"),
+    }
+}
+
+fn body_of(response: &Value) -> Value {
+    serde_json::from_str(response["body"].as_str().expect("a body")).expect("JSON body")
+}
+
+#[tokio::test]
+async fn the_oauth_callback_binary_opens_a_session_for_an_iam_caller() {
+    let (function, _sandbox) = start("oauth-callback").await;
+    let mut request = EventRequest::new(apigw::IAM_AUTHORIZED, "POST", "/connect/sessions");
+    request.body = Some(
+        json!({"connection_id": "from-binary", "product": "crm"})
+            .to_string()
+            .into_bytes(),
+    );
+    let response = invoke(&function, request.event()).await;
+    assert_eq!(response["statusCode"], 201, "{response}");
+    let body = body_of(&response);
+    assert!(
+        body["connect_url"]
+            .as_str()
+            .expect("connect_url")
+            .starts_with(&format!("{PUBLIC_BASE_URL}/connect/"))
+    );
+    // The same function, without an IAM identity.
+    let mut anonymous = request.clone();
+    anonymous.fixture = apigw::BROWSER;
+    anonymous.headers.push(("content-type", "application/json"));
+    let response = invoke(&function, anonymous.event()).await;
+    assert_eq!(response["statusCode"], 403, "{response}");
+}
+
+#[tokio::test]
+async fn the_api_proxy_binary_answers_the_connections_api() {
+    let (function, sandbox) = start("api-proxy").await;
+    let request = EventRequest::new(apigw::IAM_AUTHORIZED, "GET", "/connections/nobody");
+    let response = invoke(&function, request.event()).await;
+    assert_eq!(response["statusCode"], 404, "{response}");
+    assert_eq!(body_of(&response)["code"], "connection_not_found");
+    let request = EventRequest::new(apigw::IAM_AUTHORIZED, "GET", "/proxy/nobody/auth/token");
+    let response = invoke(&function, request.event()).await;
+    assert_eq!(response["statusCode"], 403, "{response}");
+    assert_eq!(sandbox.sandbox.stats().token_calls, 0);
+}
+
+#[tokio::test]
+async fn the_token_refresher_binary_runs_on_a_scheduled_event() {
+    let (function, _sandbox) = start("token-refresher").await;
+    let event: Value =
+        serde_json::from_str(include_str!("../fixtures/eventbridge/scheduled-event.json"))
+            .expect("event");
+    let summary = invoke(&function, event).await;
+    assert_eq!(summary["due"], 0, "{summary}");
+    assert_eq!(summary["shards"], 16);
+    assert_eq!(summary["shard_errors"], 0);
+}
