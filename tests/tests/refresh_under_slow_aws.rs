@@ -289,7 +289,7 @@ async fn a_run_never_claims_a_lease_that_outlives_its_invocation() {
     app.advance(CRM_NEARLY_EXPIRED);
     app.sandbox
         .sandbox
-        .set_token_latency(Duration::from_millis(300));
+        .set_token_latency(Duration::from_millis(600));
     // Another worker (a proxy instance that died) holds every lease for 2.9 s more:
     // the run's first refresh waits that long for it before it may claim.
     let held_until = app.clock.now_ms() + 2_900;
@@ -308,8 +308,10 @@ async fn a_run_never_claims_a_lease_that_outlives_its_invocation() {
         engine: app.engine.clone(),
         concurrency: 1,
     };
-    // Room for one lease after the wait, not for two.
-    let deadline = app.clock.now_ms() + 7_000;
+    // Room for one lease after the wait (claimed at about 2.9 s, ending by about
+    // 5.9 s; the finish line is 6.5 s), not for a second one started after the
+    // first's 0.6 s call.
+    let deadline = app.clock.now_ms() + 7_500;
     let mut context = Context::default();
     context.deadline = deadline as u64;
     let event = LambdaEvent::new(
