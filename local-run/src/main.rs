@@ -69,6 +69,7 @@ async fn main() -> anyhow::Result<()> {
         events: Arc::new(LogPublisher),
         clock: Arc::new(SystemClock),
         rate_budget: store,
+        run_lock: Arc::new(connector::outbound::memory::MemoryStore::new()),
     };
     let settings = Settings {
         rdstation: RdStationEndpoints {

@@ -17,6 +17,7 @@ use url::{Origin, Url};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::inbound::http::ApiState;
+use crate::inbound::schedule::Refresher;
 use crate::outbound::credentials::SecretsManagerCredentials;
 use crate::outbound::dynamodb::DynamoStore;
 use crate::outbound::events::{EventBridgePublisher, LogPublisher};
@@ -24,8 +25,8 @@ use crate::outbound::rdstation::api_client::RdApiClient;
 use crate::outbound::rdstation::{ClientBuildError, RdStationClient, RdStationEndpoints};
 use crate::outbound::rescue_queue::SqsRescueQueue;
 use crate::ports::{
-    ConnectionStore, CredentialSource, EventPublisher, RateBudget, RescueQueue, SessionStore,
-    TokenEndpoint,
+    ConnectionStore, CredentialSource, EventPublisher, RateBudget, RescueQueue, RunLock,
+    SessionStore, TokenEndpoint,
 };
 use crate::services::caller_policy::CallerPolicy;
 use crate::services::connect::ConnectService;
@@ -56,6 +57,8 @@ pub struct Parts {
     pub clock: Arc<dyn Clock>,
     /// Where the proxy counts each connection's requests (shared by instances).
     pub rate_budget: Arc<dyn RateBudget>,
+    /// Keeps scheduled runs from overlapping.
+    pub run_lock: Arc<dyn RunLock>,
 }
 
 /// How the service reaches RD Station and presents itself.
@@ -163,7 +166,8 @@ impl Assembly {
         let parts = Parts {
             connections: store.clone(),
             sessions: store.clone(),
-            rate_budget: store,
+            rate_budget: store.clone(),
+            run_lock: store,
             rescues: Arc::new(SqsRescueQueue::new(
                 aws_sdk_sqs::Client::new(&sdk),
                 queue_url,
@@ -223,6 +227,15 @@ impl Assembly {
             token_endpoint: self.token_endpoint.clone(),
             caller_policy: self.settings.caller_policy.clone(),
         })
+    }
+
+    /// The schedule handler, running `concurrency` refreshes at once.
+    pub fn refresher(&self, concurrency: usize) -> Refresher {
+        Refresher {
+            engine: self.refresh_engine(),
+            concurrency,
+            run_lock: self.parts.run_lock.clone(),
+        }
     }
 
     /// The refresh protocol.

@@ -397,6 +397,18 @@ pub trait RateBudget: Send + Sync {
     ) -> Result<BudgetDecision, StoreError>;
 }
 
+/// Keeps scheduled runs from overlapping without reserved concurrency: a run holds
+/// the lock until its own finish line, or until it gives it back.
+#[async_trait]
+pub trait RunLock: Send + Sync {
+    /// Takes the lock until `until_ms` unless another run holds it past `now_ms`;
+    /// `Ok(false)` when another run holds it.
+    async fn try_lock(&self, holder: &str, until_ms: i64, now_ms: i64) -> Result<bool, StoreError>;
+
+    /// Gives the lock back, if `holder` still holds it.
+    async fn unlock(&self, holder: &str) -> Result<(), StoreError>;
+}
+
 /// What happened to a connection (or the deployment) that someone should act on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {

@@ -100,6 +100,7 @@ async fn bench() {
                 events: Arc::new(RecordingPublisher::new()),
                 clock: Arc::new(SystemClock),
                 rate_budget: budget.clone(),
+                run_lock: Arc::new(connector::outbound::memory::MemoryStore::new()),
             },
             Settings {
                 rdstation: integration_tests::sandbox_endpoints(&sandbox),

@@ -84,6 +84,7 @@ async fn main() {
         events: Arc::new(RecordingPublisher::new()),
         clock: Arc::new(SystemClock),
         rate_budget: Arc::new(connector::outbound::memory::MemoryStore::new()),
+        run_lock: Arc::new(connector::outbound::memory::MemoryStore::new()),
     };
     let engine = Assembly::new(
         parts,

@@ -86,6 +86,7 @@ impl TestApp {
             events: Arc::new(RecordingPublisher::new()),
             clock: Arc::new(clock.clone()),
             rate_budget: Arc::new(connector::outbound::memory::MemoryStore::new()),
+            run_lock: Arc::new(connector::outbound::memory::MemoryStore::new()),
         };
         let settings = Settings {
             rdstation: crate::sandbox_endpoints(&sandbox),

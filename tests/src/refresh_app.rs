@@ -104,7 +104,8 @@ impl RefreshApp {
             credentials: Arc::new(credentials.clone()),
             events: events.clone(),
             clock: Arc::new(clock.clone()),
-            rate_budget: Arc::new(table),
+            rate_budget: Arc::new(table.clone()),
+            run_lock: Arc::new(table),
         };
         let assembly = Assembly::new(
             parts,

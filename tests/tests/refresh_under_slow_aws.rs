@@ -304,10 +304,7 @@ async fn a_run_never_claims_a_lease_that_outlives_its_invocation() {
         };
         app.engine.store.update(&held).await.expect("held");
     }
-    let refresher = Refresher {
-        engine: app.engine.clone(),
-        concurrency: 1,
-    };
+    let refresher = app.assembly.refresher(1);
     // Room for one lease after the wait (claimed at about 2.9 s, ending by about
     // 5.9 s; the finish line is 6.5 s), not for a second one started after the
     // first's 0.6 s call.
@@ -359,6 +356,7 @@ async fn a_run_whose_every_due_index_query_failed_is_a_failed_invocation() {
     let refresher = Refresher {
         engine,
         concurrency: 1,
+        run_lock: std::sync::Arc::new(connector::outbound::memory::MemoryStore::new()),
     };
     let mut context = Context::default();
     context.deadline = (app.clock.now_ms() + 60_000) as u64;

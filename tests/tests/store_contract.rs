@@ -11,13 +11,14 @@ use connector::domain::{
 use connector::outbound::memory::{MemoryRescueQueue, MemoryStore};
 use connector::outbound::rescue_queue::SqsRescueQueue;
 use connector::ports::{
-    ConnectionStore, ListQuery, RescueQueue, RescuedPair, SessionError, SessionStore, StoreError,
+    ConnectionStore, ListQuery, RescueQueue, RescuedPair, RunLock, SessionError, SessionStore,
+    StoreError,
 };
 use connector::secret::{AccessToken, ExposeSecret, RefreshToken};
 use integration_tests::moto;
 
-trait Store: ConnectionStore + SessionStore + 'static {}
-impl<T: ConnectionStore + SessionStore + 'static> Store for T {}
+trait Store: ConnectionStore + SessionStore + RunLock + 'static {}
+impl<T: ConnectionStore + SessionStore + RunLock + 'static> Store for T {}
 
 fn pair(tag: &str) -> TokenPair {
     TokenPair {
@@ -493,6 +494,30 @@ async fn connections_list_in_pages_and_those_needing_a_person_by_status(store: A
     ));
 }
 
+async fn one_run_holds_the_run_lock_until_it_expires_or_is_given_back(store: Arc<impl Store>) {
+    assert!(store.try_lock("run-a", 10_000, 1_000).await.expect("up"));
+    assert!(
+        !store.try_lock("run-b", 20_000, 5_000).await.expect("up"),
+        "held"
+    );
+    store.unlock("run-b").await.expect("up");
+    assert!(
+        !store.try_lock("run-b", 20_000, 5_000).await.expect("up"),
+        "only the holder gives it back"
+    );
+    assert!(
+        store.try_lock("run-b", 20_000, 10_000).await.expect("up"),
+        "expired: taken over"
+    );
+    store
+        .unlock("run-a")
+        .await
+        .expect("a late unlock is harmless");
+    assert!(!store.try_lock("run-c", 30_000, 15_000).await.expect("up"));
+    store.unlock("run-b").await.expect("up");
+    assert!(store.try_lock("run-c", 30_000, 15_000).await.expect("up"));
+}
+
 /// The rescue queue's contract, for the in-memory queue and SQS on moto: a pair
 /// put is received whole, hidden from other receivers while being handled, and
 /// gone once deleted.
@@ -587,4 +612,5 @@ contract!(
     a_live_lease_cannot_be_claimed_but_an_expired_one_can,
     due_connections_come_from_the_sparse_index,
     connections_list_in_pages_and_those_needing_a_person_by_status,
+    one_run_holds_the_run_lock_until_it_expires_or_is_given_back,
 );

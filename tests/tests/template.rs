@@ -334,3 +334,16 @@ fn logs_are_kept_for_a_set_time_at_the_level_asked_for() {
         );
     }
 }
+
+#[test]
+fn the_refresher_needs_no_reserved_concurrency_and_is_not_retried() {
+    let template = template();
+    let properties = &template["Resources"]["TokenRefresherFunction"]["Properties"];
+    assert!(
+        properties["ReservedConcurrentExecutions"].is_null(),
+        "new accounts' minimum quota refuses reserved concurrency; the run lock guards overlap"
+    );
+    let invoke = &properties["EventInvokeConfig"];
+    assert_eq!(invoke["MaximumRetryAttempts"], 0);
+    assert_eq!(invoke["DestinationConfig"]["OnFailure"]["Type"], "SNS");
+}

@@ -3,7 +3,7 @@
 
 use connector::clock::Clock;
 use connector::domain::{ConnectionStatus, Product};
-use connector::inbound::schedule::{HandlerError, Refresher};
+use connector::inbound::schedule::HandlerError;
 use integration_tests::refresh_app::RefreshApp;
 use lambda_runtime::{Context, LambdaEvent, Service, service_fn};
 
@@ -27,10 +27,7 @@ async fn a_scheduled_event_runs_the_refresher() {
     let app = RefreshApp::start().await;
     let before = app.connect("scheduled", Product::Crm).await;
     app.advance(7_200 - 300);
-    let refresher = Refresher {
-        engine: app.engine.clone(),
-        concurrency: 32,
-    };
+    let refresher = app.assembly.refresher(32);
     let mut handler = service_fn(|event| refresher.handle(event));
     let deadline = app.clock.now_ms() + 60_000;
     let summary = handler
@@ -49,10 +46,7 @@ async fn an_invocation_too_close_to_its_deadline_leaves_work_for_the_next_run() 
     let app = RefreshApp::start().await;
     app.connect("late", Product::Crm).await;
     app.advance(7_200 - 300);
-    let refresher = Refresher {
-        engine: app.engine.clone(),
-        concurrency: 32,
-    };
+    let refresher = app.assembly.refresher(32);
     // Less time left than one lease: nothing may be started.
     let deadline = app.clock.now_ms() + 500;
     let summary = refresher
@@ -67,10 +61,7 @@ async fn an_invocation_too_close_to_its_deadline_leaves_work_for_the_next_run() 
 #[tokio::test]
 async fn other_events_are_refused() {
     let app = RefreshApp::start().await;
-    let refresher = Refresher {
-        engine: app.engine.clone(),
-        concurrency: 1,
-    };
+    let refresher = app.assembly.refresher(1);
     let other = SCHEDULED_EVENT.replace("Scheduled Event", "Object Created");
     match refresher
         .handle(invocation(&other, app.clock.now_ms() + 60_000))
@@ -79,4 +70,49 @@ async fn other_events_are_refused() {
         Err(HandlerError::NotScheduled(detail_type)) => assert_eq!(detail_type, "Object Created"),
         other => panic!("expected a refusal, got {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_run_stands_down_while_another_holds_the_run_lock() {
+    let app = RefreshApp::start().await;
+    app.connect("locked", Product::Crm).await;
+    app.advance(7_200 - 300);
+    let refresher = app.assembly.refresher(8);
+    // Another invocation (a late schedule, a retry) is running until a minute from now.
+    let now = app.clock.now_ms();
+    assert!(
+        refresher
+            .run_lock
+            .try_lock("other-invocation", now + 60_000, now)
+            .await
+            .expect("store up")
+    );
+    let summary = refresher
+        .handle(invocation(SCHEDULED_EVENT, now + 60_000))
+        .await
+        .expect("handled");
+    assert_eq!(summary.overlapping_run_skipped, 1);
+    assert_eq!(summary.due, 0);
+    assert_eq!(app.sandbox.sandbox.stats().refreshes, 0);
+
+    // Once it gives the lock back, the next invocation runs and releases it in turn.
+    refresher
+        .run_lock
+        .unlock("other-invocation")
+        .await
+        .expect("store up");
+    let summary = refresher
+        .handle(invocation(SCHEDULED_EVENT, app.clock.now_ms() + 60_000))
+        .await
+        .expect("handled");
+    assert_eq!(summary.refreshed, 1, "{summary:?}");
+    let now = app.clock.now_ms();
+    assert!(
+        refresher
+            .run_lock
+            .try_lock("next", now + 1_000, now)
+            .await
+            .expect("store up"),
+        "the run gave its lock back"
+    );
 }

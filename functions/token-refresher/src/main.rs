@@ -3,17 +3,15 @@
 
 use connector::assembly::Assembly;
 use connector::config::Config;
-use connector::inbound::schedule::Refresher;
 use lambda_runtime::{LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = Config::from_env()?;
-    let refresher = Refresher {
-        engine: Assembly::aws(&config).await?.refresh_engine(),
-        concurrency: config.refresh_concurrency,
-    };
+    let refresher = Assembly::aws(&config)
+        .await?
+        .refresher(config.refresh_concurrency);
     let refresher = &refresher;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| async move {
         refresher.handle(event).await

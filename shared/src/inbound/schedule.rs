@@ -2,8 +2,10 @@
 //! scheduled event in, one scheduled refresh run out (summary logged as JSON and
 //! printed as CloudWatch EMF).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::ports::RunLock;
 use crate::services::refresh_protocol::RefreshEngine;
 use crate::services::scheduled_refresh::{self, RunLimits, RunSummary};
 use aws_lambda_events::eventbridge::EventBridgeEvent;
@@ -40,6 +42,9 @@ impl From<HandlerError> for Diagnostic {
     }
 }
 
+/// How long a run may hold the run lock when the invocation gives no deadline.
+const LOCK_WITHOUT_DEADLINE: Duration = Duration::from_secs(15 * 60);
+
 /// What the refresher needs for each invocation, built once per cold start.
 #[derive(Clone)]
 pub struct Refresher {
@@ -47,6 +52,9 @@ pub struct Refresher {
     pub engine: RefreshEngine,
     /// Refreshes in flight at once.
     pub concurrency: usize,
+    /// Keeps two runs (a late schedule, a retry) from overlapping, without
+    /// reserved concurrency.
+    pub run_lock: Arc<dyn RunLock>,
 }
 
 impl Refresher {
@@ -70,7 +78,33 @@ impl Refresher {
             finish_by_ms: (context.deadline > 0)
                 .then(|| context.deadline as i64 - REPORT_MARGIN.as_millis() as i64),
         };
+        let now_ms = self.engine.clock.now_ms();
+        let until_ms = limits
+            .finish_by_ms
+            .unwrap_or(now_ms + LOCK_WITHOUT_DEADLINE.as_millis() as i64);
+        let holder = context.request_id.clone();
+        let locked = match self.run_lock.try_lock(&holder, until_ms, now_ms).await {
+            Ok(locked) => locked,
+            Err(e) => {
+                // Overlapping runs are wasteful, not unsafe (the protocol holds):
+                // run rather than skip when the lock cannot be checked.
+                tracing::warn!(error = %e, "could not take the run lock; running anyway");
+                true
+            }
+        };
+        if !locked {
+            tracing::info!("another refresher run is under way; this one stands down");
+            let summary = RunSummary {
+                overlapping_run_skipped: 1,
+                ..RunSummary::default()
+            };
+            println!("{}", summary.emf(now_ms));
+            return Ok(summary);
+        }
         let summary = scheduled_refresh::run(&self.engine, &limits).await;
+        if let Err(e) = self.run_lock.unlock(&holder).await {
+            tracing::warn!(error = %e, "could not give the run lock back; it expires");
+        }
         // One EMF document on stdout: CloudWatch turns it into metrics.
         println!("{}", summary.emf(self.engine.clock.now_ms()));
         if summary.due_index_unavailable() {

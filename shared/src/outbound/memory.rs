@@ -21,6 +21,7 @@ pub struct MemoryStore {
     sessions: Mutex<HashMap<String, ConnectSession>>,
     states: Mutex<HashMap<String, SessionId>>,
     requests: Mutex<HashMap<(ConnectionId, i64), u32>>,
+    run_lock: Mutex<Option<(String, i64)>>,
     due_policy: DuePolicy,
 }
 
@@ -350,5 +351,25 @@ impl crate::ports::RateBudget for MemoryStore {
         }
         *count += 1;
         Ok(crate::ports::BudgetDecision::Allowed)
+    }
+}
+
+#[async_trait]
+impl crate::ports::RunLock for MemoryStore {
+    async fn try_lock(&self, holder: &str, until_ms: i64, now_ms: i64) -> Result<bool, StoreError> {
+        let mut lock = self.run_lock.lock().map_err(|_| poisoned())?;
+        if lock.as_ref().is_some_and(|(_, until)| *until > now_ms) {
+            return Ok(false);
+        }
+        *lock = Some((holder.to_owned(), until_ms));
+        Ok(true)
+    }
+
+    async fn unlock(&self, holder: &str) -> Result<(), StoreError> {
+        let mut lock = self.run_lock.lock().map_err(|_| poisoned())?;
+        if lock.as_ref().is_some_and(|(h, _)| h == holder) {
+            *lock = None;
+        }
+        Ok(())
     }
 }

@@ -55,6 +55,8 @@ pub struct RunSummary {
     pub shard_errors: u64,
     /// Due connections left for the next run (time ran short, or credentials were refused).
     pub left_for_next_run: u64,
+    /// 1 when this invocation stood down because another run held the run lock.
+    pub overlapping_run_skipped: u64,
 }
 
 impl RunSummary {
@@ -198,7 +200,7 @@ mod tests {
         let metrics = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .expect("metrics");
-        assert_eq!(metrics.len(), 15);
+        assert_eq!(metrics.len(), 16);
         for metric in metrics {
             let name = metric["Name"].as_str().expect("name");
             assert!(doc[name].is_u64(), "{name} has a value");

@@ -42,6 +42,14 @@ pub(super) fn session_key(id: &SessionId) -> Item {
     ])
 }
 
+/// The scheduled run's lock.
+pub(super) fn run_lock_key() -> Item {
+    HashMap::from([
+        (PARTITION_KEY.to_owned(), s("RUN#scheduled-refresh")),
+        (SORT_KEY.to_owned(), s("LOCK")),
+    ])
+}
+
 /// One connection's request count in the minute starting at `window_start_ms`.
 pub(super) fn rate_key(id: &ConnectionId, window_start_ms: i64) -> Item {
     HashMap::from([

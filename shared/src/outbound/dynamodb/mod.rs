@@ -587,3 +587,63 @@ impl crate::ports::RateBudget for DynamoStore {
         }
     }
 }
+
+/// The scheduled run's lock: one item, written only if no other run holds it
+/// past now.
+#[async_trait]
+impl crate::ports::RunLock for DynamoStore {
+    async fn try_lock(&self, holder: &str, until_ms: i64, now_ms: i64) -> Result<bool, StoreError> {
+        let mut item = items::run_lock_key();
+        item.insert("holder".to_owned(), AttributeValue::S(holder.to_owned()));
+        item.insert(
+            "until_ms".to_owned(),
+            AttributeValue::N(until_ms.to_string()),
+        );
+        item.insert(
+            schema::TTL_ATTRIBUTE.to_owned(),
+            AttributeValue::N((until_ms / 1000 + 86_400).to_string()),
+        );
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR until_ms <= :now")
+            .expression_attribute_values(":now", AttributeValue::N(now_ms.to_string()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(unavailable(&e)),
+        }
+    }
+
+    async fn unlock(&self, holder: &str) -> Result<(), StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(items::run_lock_key()))
+            .condition_expression("holder = :holder")
+            .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            // Taken over after it expired: nothing of ours to give back.
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(unavailable(&e)),
+        }
+    }
+}
