@@ -347,3 +347,23 @@ fn the_refresher_needs_no_reserved_concurrency_and_is_not_retried() {
     assert_eq!(invoke["MaximumRetryAttempts"], 0);
     assert_eq!(invoke["DestinationConfig"]["OnFailure"]["Type"], "SNS");
 }
+
+#[test]
+fn the_api_is_throttled_and_logs_requests_without_their_queries() {
+    let template = template();
+    let api = &template["Resources"]["HttpApi"]["Properties"];
+    let routes = &api["DefaultRouteSettings"];
+    assert!(!routes["ThrottlingBurstLimit"].is_null() && !routes["ThrottlingRateLimit"].is_null());
+    let format = api["AccessLogSettings"]["Format"]
+        .as_str()
+        .expect("a format");
+    let fields: serde_json::Value = serde_json::from_str(format).expect("JSON lines");
+    assert!(fields["routeKey"].is_string() && fields["status"].is_string());
+    for leak in ["rawQueryString", "queryString", "$context.path"] {
+        assert!(!format.contains(leak), "{leak} would log codes and states");
+    }
+    assert_eq!(
+        template["Resources"]["ConnectionsTable"]["Properties"]["DeletionProtectionEnabled"],
+        true
+    );
+}
