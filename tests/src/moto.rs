@@ -69,22 +69,33 @@ pub async fn sqs() -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(sdk_config().await)
 }
 
-/// A rescue queue of its own on moto, with a short visibility timeout (a pair a
-/// failed drain received comes back quickly in tests).
-pub async fn fresh_rescue_queue() -> connector::outbound::rescue_queue::SqsRescueQueue {
-    let client = sqs().await;
-    let url = client
+/// Creates an SQS queue of its own on moto (with `visibility_seconds` when
+/// given) and returns its URL.
+pub async fn create_queue(visibility_seconds: Option<&str>) -> String {
+    let mut request = sqs()
+        .await
         .create_queue()
-        .queue_name(unique_name("rescues"))
-        .attributes(
+        .queue_name(unique_name("rescues"));
+    if let Some(seconds) = visibility_seconds {
+        request = request.attributes(
             aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
-            "1",
-        )
+            seconds,
+        );
+    }
+    request
         .send()
         .await
         .expect("moto creates the queue")
         .queue_url()
         .expect("a queue url")
-        .to_owned();
-    connector::outbound::rescue_queue::SqsRescueQueue::new(client, url)
+        .to_owned()
+}
+
+/// A rescue queue of its own on moto, with a short visibility timeout (a pair a
+/// failed drain received comes back quickly in tests).
+pub async fn fresh_rescue_queue() -> connector::outbound::rescue_queue::SqsRescueQueue {
+    connector::outbound::rescue_queue::SqsRescueQueue::new(
+        sqs().await,
+        create_queue(Some("1")).await,
+    )
 }

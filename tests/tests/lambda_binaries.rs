@@ -56,16 +56,7 @@ async fn start(name: &str) -> (Function, rd_sandbox::RunningSandbox) {
         &SandboxConfig::default(),
     ))
     .await;
-    let queue = moto::sqs()
-        .await
-        .create_queue()
-        .queue_name(moto::unique_name("rescues"))
-        .send()
-        .await
-        .expect("queue")
-        .queue_url()
-        .expect("url")
-        .to_owned();
+    let queue = moto::create_queue(None).await;
     let api = RuntimeApi::start().await;
     let process = Command::new(binary(name))
         .env("AWS_LAMBDA_RUNTIME_API", &api.address)

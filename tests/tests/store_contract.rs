@@ -562,16 +562,7 @@ async fn memory_rescue_queue_contract() {
 
 #[tokio::test]
 async fn sqs_rescue_queue_contract() {
-    let queue = moto::sqs()
-        .await
-        .create_queue()
-        .queue_name(moto::unique_name("rescues"))
-        .send()
-        .await
-        .expect("queue")
-        .queue_url()
-        .expect("url")
-        .to_owned();
+    let queue = moto::create_queue(None).await;
     rescue_queue_contract(Arc::new(SqsRescueQueue::new(moto::sqs().await, queue))).await;
 }
 
