@@ -44,8 +44,12 @@ async fn start(State(service): State<ConnectService>, Query(q): Query<StartQuery
     };
     // The local page connects or replaces: reconnecting is what a developer clicking
     // "Connect" twice means.
+    // The local run always has a fixed base.
+    let Some(base) = service.public_base.resolve(None) else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "no public base URL").into_response();
+    };
     match service
-        .open_session(&q.connection_id, product, None, true)
+        .open_session(&q.connection_id, product, None, true, &base)
         .await
     {
         Ok((_, connect_url)) => Redirect::to(connect_url.as_str()).into_response(),

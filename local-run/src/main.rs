@@ -16,6 +16,7 @@ use connector::outbound::memory::{MemoryRescueQueue, MemoryStore};
 use connector::outbound::rdstation::RdStationEndpoints;
 use connector::secret::ClientSecret;
 use connector::services::caller_policy::CallerPolicy;
+use connector::services::connect::PublicBase;
 use connector::services::refresh_protocol::RefreshSettings;
 use connector::services::scheduled_refresh::{self, RunLimits};
 use rd_sandbox::{Sandbox, SandboxConfig};
@@ -78,7 +79,7 @@ async fn main() -> anyhow::Result<()> {
             crm_authorize: sandbox.url("/oauth/authorize"),
         },
         refresh: RefreshSettings::default(),
-        public_base_url: public_base_url.parse()?,
+        public_base: PublicBase::Fixed(public_base_url.parse()?),
         allowed_return_origins: Vec::new(),
         // No API Gateway here to check SigV4: anyone on this machine may call.
         caller_policy: CallerPolicy::LocalUnauthenticated,

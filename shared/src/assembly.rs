@@ -12,7 +12,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use url::{Origin, Url};
+use url::Origin;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -29,7 +29,7 @@ use crate::ports::{
     SessionStore, TokenEndpoint,
 };
 use crate::services::caller_policy::CallerPolicy;
-use crate::services::connect::ConnectService;
+use crate::services::connect::{ConnectService, PublicBase};
 use crate::services::proxy::{ProxyService, ProxySettings, TokenCache};
 use crate::services::refresh_protocol::{RefreshEngine, RefreshSettings};
 
@@ -69,7 +69,7 @@ pub struct Settings {
     /// The refresh protocol's timing (its T is every RD call's hard timeout).
     pub refresh: RefreshSettings,
     /// Where this service is reachable (connect URLs and the redirect URI start here).
-    pub public_base_url: Url,
+    pub public_base: PublicBase,
     /// Origins a session's `return_url` may point to.
     pub allowed_return_origins: Vec<Origin>,
     /// Who may open connect sessions and call the API.
@@ -84,21 +84,16 @@ impl Settings {
         Self {
             rdstation: config.rdstation.clone(),
             refresh: config.refresh.clone(),
-            public_base_url: config.public_base_url.clone(),
+            public_base: config
+                .public_base_url
+                .clone()
+                .map_or(PublicBase::RequestDomain, PublicBase::Fixed),
             allowed_return_origins: config.allowed_return_origins.clone(),
             caller_policy: CallerPolicy::Iam {
                 allowed_arns: config.allowed_caller_arns.clone(),
             },
             proxy: config.proxy.clone(),
         }
-    }
-
-    /// The OAuth `redirect_uri` registered with RD: the public base + `/oauth/callback`.
-    pub fn redirect_uri(&self) -> String {
-        format!(
-            "{}/oauth/callback",
-            self.public_base_url.as_str().trim_end_matches('/')
-        )
     }
 }
 
@@ -196,8 +191,7 @@ impl Assembly {
             credentials: p.credentials.clone(),
             token_endpoint: self.token_endpoint.clone(),
             clock: p.clock.clone(),
-            public_base_url: self.settings.public_base_url.clone(),
-            redirect_uri: self.settings.redirect_uri(),
+            public_base: self.settings.public_base.clone(),
             allowed_return_origins: self.settings.allowed_return_origins.clone(),
             caller_policy: self.settings.caller_policy.clone(),
         }

@@ -43,9 +43,10 @@ pub struct Config {
     /// `CLIENT_CREDENTIALS_SECRET`: name or ARN of the Secrets Manager secret with
     /// the RD Station app credentials.
     pub client_credentials_secret: String,
-    /// `PUBLIC_BASE_URL`: where this service is reachable; the OAuth `redirect_uri`
-    /// is this plus `/oauth/callback`.
-    pub public_base_url: Url,
+    /// `PUBLIC_BASE_URL`: where this service is reachable (a custom domain); the
+    /// OAuth `redirect_uri` is this plus `/oauth/callback`. Unset: the domain each
+    /// request arrived on, as API Gateway reports it.
+    pub public_base_url: Option<Url>,
     /// `RDSTATION_API_URL`, `RDSTATION_MARKETING_AUTHORIZE_URL`,
     /// `RDSTATION_CRM_AUTHORIZE_URL`.
     pub rdstation: RdStationEndpoints,
@@ -95,7 +96,9 @@ impl Config {
             parse_http_url(name, &value)
         };
 
-        let public_base_url = parse_http_url("PUBLIC_BASE_URL", &required("PUBLIC_BASE_URL")?)?;
+        let public_base_url = get("PUBLIC_BASE_URL")
+            .map(|v| parse_http_url("PUBLIC_BASE_URL", &v))
+            .transpose()?;
         let allowed_return_origins = get("ALLOWED_RETURN_ORIGINS")
             .map(|list| parse_origins(&list))
             .transpose()?
@@ -227,6 +230,7 @@ mod tests {
     use std::collections::HashMap;
 
     use super::*;
+    use crate::services::connect::PublicBase;
 
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = pairs
@@ -236,17 +240,40 @@ mod tests {
         move |name| map.get(name).cloned()
     }
 
-    const MINIMAL: [(&str, &str); 3] = [
+    const MINIMAL: [(&str, &str); 2] = [
         ("CONNECTIONS_TABLE", "connections"),
         ("CLIENT_CREDENTIALS_SECRET", "rd/creds"),
-        ("PUBLIC_BASE_URL", "https://connect.example.com/"),
     ];
 
     #[test]
-    fn minimal_environment_uses_rd_defaults() {
+    fn without_a_public_base_url_the_request_domain_is_the_base() {
         let config = Config::from_lookup(lookup(&MINIMAL)).expect("valid");
+        let base = crate::assembly::Settings::from_config(&config).public_base;
+        assert_eq!(base, PublicBase::RequestDomain);
+        let url = base
+            .resolve(Some("abc123.execute-api.us-east-1.amazonaws.com"))
+            .expect("a domain");
         assert_eq!(
-            crate::assembly::Settings::from_config(&config).redirect_uri(),
+            crate::services::connect::redirect_uri(&url),
+            "https://abc123.execute-api.us-east-1.amazonaws.com/oauth/callback"
+        );
+        assert_eq!(base.resolve(None), None, "no domain, no base");
+        for spoofed in ["evil.example/x", "a b", "user@evil.example", ""] {
+            assert_eq!(base.resolve(Some(spoofed)), None, "{spoofed:?}");
+        }
+    }
+
+    #[test]
+    fn minimal_environment_uses_rd_defaults() {
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("PUBLIC_BASE_URL", "https://connect.example.com/"));
+        let config = Config::from_lookup(lookup(&pairs)).expect("valid");
+        let base = crate::assembly::Settings::from_config(&config)
+            .public_base
+            .resolve(None)
+            .expect("configured");
+        assert_eq!(
+            crate::services::connect::redirect_uri(&base),
             "https://connect.example.com/oauth/callback"
         );
         assert_eq!(

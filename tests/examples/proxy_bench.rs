@@ -105,7 +105,9 @@ async fn bench() {
             Settings {
                 rdstation: integration_tests::sandbox_endpoints(&sandbox),
                 refresh: RefreshSettings::default(),
-                public_base_url: "http://127.0.0.1".parse().expect("url"),
+                public_base: connector::services::connect::PublicBase::Fixed(
+                    "http://127.0.0.1".parse().expect("url"),
+                ),
                 allowed_return_origins: Vec::new(),
                 caller_policy: CallerPolicy::LocalUnauthenticated,
                 proxy: ProxySettings {

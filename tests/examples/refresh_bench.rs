@@ -91,7 +91,9 @@ async fn main() {
         Settings {
             rdstation: integration_tests::sandbox_endpoints(&sandbox),
             refresh: settings,
-            public_base_url: "https://connect.example.com".parse().expect("url"),
+            public_base: connector::services::connect::PublicBase::Fixed(
+                "https://connect.example.com".parse().expect("url"),
+            ),
             allowed_return_origins: Vec::new(),
             caller_policy: CallerPolicy::LocalUnauthenticated,
             proxy: connector::services::proxy::ProxySettings::default(),

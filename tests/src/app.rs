@@ -14,7 +14,7 @@ use connector::outbound::dynamodb::DynamoStore;
 use connector::outbound::events::RecordingPublisher;
 use connector::outbound::memory::MemoryRescueQueue;
 use connector::ports::ConnectionStore;
-use connector::services::connect::ConnectService;
+use connector::services::connect::{ConnectService, PublicBase};
 use rd_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
 use serde_json::json;
 use url::Url;
@@ -25,11 +25,15 @@ use connector::services::caller_policy::CallerPolicy;
 
 /// Where tests pretend the service is deployed.
 pub const PUBLIC_BASE_URL: &str = "https://connect.example.com";
+/// The domain the API Gateway fixtures say requests arrived on.
+pub const API_DOMAIN: &str = "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com";
 /// The origin tests may use for `return_url`.
 pub const RETURN_ORIGIN: &str = "https://app.example.com";
 
 /// A wired-up service for one test.
 pub struct TestApp {
+    /// Where the service says it is reachable (connect URLs start here).
+    pub base_url: String,
     /// The RD Station sandbox on loopback.
     pub sandbox: RunningSandbox,
     /// The service as the Lambda builds it.
@@ -64,8 +68,17 @@ impl TestApp {
     /// A service with a fresh table and secret, and a sandbox that requires our
     /// exact redirect URI.
     pub async fn start() -> Self {
+        Self::start_at(Some(PUBLIC_BASE_URL)).await
+    }
+
+    /// A service deployed without `PUBLIC_BASE_URL` (`None`): its base is the
+    /// domain API Gateway says each request arrived on ([`API_DOMAIN`] in the
+    /// fixtures), as on a first deploy; or with a configured base.
+    pub async fn start_at(public_base_url: Option<&str>) -> Self {
         logs::install();
-        let redirect_uri = format!("{PUBLIC_BASE_URL}/oauth/callback");
+        let base_url =
+            public_base_url.map_or_else(|| format!("https://{API_DOMAIN}"), str::to_owned);
+        let redirect_uri = format!("{base_url}/oauth/callback");
         let mut sandbox_config = SandboxConfig::default();
         sandbox_config.marketing.redirect_uri = Some(redirect_uri.clone());
         sandbox_config.crm.redirect_uri = Some(redirect_uri.clone());
@@ -91,7 +104,9 @@ impl TestApp {
         let settings = Settings {
             rdstation: crate::sandbox_endpoints(&sandbox),
             refresh: crate::refresh_app::test_settings(),
-            public_base_url: Url::parse(PUBLIC_BASE_URL).expect("url"),
+            public_base: public_base_url.map_or(PublicBase::RequestDomain, |url| {
+                PublicBase::Fixed(Url::parse(url).expect("url"))
+            }),
             allowed_return_origins: vec![Url::parse(RETURN_ORIGIN).expect("url").origin()],
             caller_policy: CallerPolicy::Iam {
                 allowed_arns: Vec::new(),
@@ -101,13 +116,21 @@ impl TestApp {
         let service = Assembly::new(parts, settings)
             .expect("client")
             .connect_service();
-        assert_eq!(service.redirect_uri, redirect_uri);
+        let base = service
+            .public_base
+            .resolve(Some(API_DOMAIN))
+            .expect("a base");
+        assert_eq!(
+            connector::services::connect::redirect_uri(&base),
+            redirect_uri
+        );
         let router = oauth_callback_router(service.clone());
         let browser = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .expect("client");
         Self {
+            base_url,
             sandbox,
             service,
             router,
@@ -159,7 +182,7 @@ impl TestApp {
         assert_eq!(answer.status, 201, "{}", answer.text());
         let connect_url = Url::parse(answer.json()["connect_url"].as_str().expect("connect_url"))
             .expect("connect_url is a URL");
-        assert!(connect_url.as_str().starts_with(PUBLIC_BASE_URL));
+        assert!(connect_url.as_str().starts_with(&self.base_url));
         connect_url.path().to_owned()
     }
 
@@ -242,7 +265,7 @@ impl TestApp {
         callback_url: &Url,
         accept_html: bool,
     ) -> Answer {
-        assert!(callback_url.as_str().starts_with(PUBLIC_BASE_URL));
+        assert!(callback_url.as_str().starts_with(&self.base_url));
         let mut request = EventRequest::new(apigw::BROWSER, "GET", callback_url.path());
         request.cookies = browser.cookies();
         let query = callback_url.query().unwrap_or_default().to_owned();

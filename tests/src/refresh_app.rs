@@ -112,7 +112,9 @@ impl RefreshApp {
             Settings {
                 rdstation: crate::sandbox_endpoints(&sandbox),
                 refresh: settings,
-                public_base_url: Url::parse("https://connect.example.com").expect("url"),
+                public_base: connector::services::connect::PublicBase::Fixed(
+                    Url::parse("https://connect.example.com").expect("url"),
+                ),
                 allowed_return_origins: Vec::new(),
                 caller_policy: CallerPolicy::Iam {
                     allowed_arns: Vec::new(),

@@ -63,6 +63,29 @@ async fn connects_marketing_and_crm_and_stores_the_issued_pair() {
     app.assert_no_secret_logged();
 }
 
+/// A first deploy has no `PUBLIC_BASE_URL`: connect links, the redirect URI RD is
+/// given, the cookie and the code exchange all use the domain API Gateway says the
+/// request came in on. The sandbox accepts only that exact redirect URI.
+#[tokio::test]
+async fn without_a_configured_base_the_api_domain_is_used_throughout() {
+    let app = TestApp::start_at(None).await;
+    let path = app.connect_path("first-deploy", "crm", None).await;
+    let consent = app.consent_url(&path).await;
+    let redirect: std::collections::HashMap<_, _> = consent.query_pairs().into_owned().collect();
+    assert_eq!(
+        redirect["redirect_uri"],
+        format!(
+            "https://{}/oauth/callback",
+            integration_tests::app::API_DOMAIN
+        )
+    );
+    let back = app.decide(&consent, "allow").await;
+    let answer = app.callback(&back, false).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert!(app.stored("first-deploy").await.is_some());
+    assert_eq!(app.sandbox.sandbox.stats().codes_exchanged, 1);
+}
+
 #[tokio::test]
 async fn browsers_get_a_page_and_callers_with_return_url_get_a_redirect() {
     let app = TestApp::start().await;

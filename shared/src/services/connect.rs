@@ -42,14 +42,61 @@ pub struct ConnectService {
     pub token_endpoint: Arc<dyn TokenEndpoint>,
     /// The service's clock.
     pub clock: Arc<dyn Clock>,
-    /// Where this service is reachable (connect URLs start here).
-    pub public_base_url: Url,
-    /// The OAuth `redirect_uri` registered with RD.
-    pub redirect_uri: String,
+    /// Where this service is reachable (connect URLs and the redirect URI start
+    /// here).
+    pub public_base: PublicBase,
     /// Origins a session's `return_url` may point to.
     pub allowed_return_origins: Vec<Origin>,
     /// Who may open connect sessions.
     pub caller_policy: crate::services::caller_policy::CallerPolicy,
+}
+
+/// Where browsers and RD are sent back to this service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PublicBase {
+    /// A configured URL: a custom domain, or the local run's address.
+    Fixed(Url),
+    /// `https://` + the domain each request arrived on, as API Gateway reports it
+    /// (never a `Host` header a client chose). A first deploy works without knowing
+    /// its own URL: the redirect URI RD is given and the one the callback presents
+    /// at the token exchange are the same, because RD sends the browser to the very
+    /// domain the consent redirect named.
+    RequestDomain,
+}
+
+impl PublicBase {
+    /// The base for a request that arrived on `request_domain` (from API Gateway's
+    /// request context); `None` when the base must come from the request and the
+    /// request did not say, or said something that is not a host name.
+    pub fn resolve(&self, request_domain: Option<&str>) -> Option<Url> {
+        match self {
+            Self::Fixed(url) => Some(url.clone()),
+            Self::RequestDomain => {
+                let domain = request_domain?;
+                let host_only = !domain.is_empty()
+                    && domain
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+                host_only
+                    .then(|| Url::parse(&format!("https://{domain}/")).ok())
+                    .flatten()
+            }
+        }
+    }
+}
+
+/// The OAuth `redirect_uri` for a service reachable at `base`: `base` +
+/// `/oauth/callback`. Register it with both RD Station apps.
+pub fn redirect_uri(base: &Url) -> String {
+    format!("{}/oauth/callback", base.as_str().trim_end_matches('/'))
+}
+
+/// The link a person opens to connect: `base` + `/connect/{session}`.
+fn connect_url(base: &Url, id: &SessionId) -> Url {
+    let mut url = base.clone();
+    let path = url.path().trim_end_matches('/').to_owned();
+    url.set_path(&format!("{path}/connect/{}", id.as_str()));
+    url
 }
 
 /// Why a connect session could not be opened.
@@ -226,6 +273,7 @@ impl ConnectService {
         product: Product,
         return_url: Option<&str>,
         reconnect: bool,
+        base: &Url,
     ) -> Result<(ConnectSession, Url), OpenSessionError> {
         let connection_id = ConnectionId::parse(connection_id)?;
         let return_url = return_url
@@ -245,7 +293,7 @@ impl ConnectService {
         let mut session = ConnectSession::new(connection_id, product, return_url, self.clock.now());
         session.reconnect = reconnect;
         self.sessions.create_session(&session).await?;
-        let connect_url = self.connect_url(&session.id);
+        let connect_url = connect_url(base, &session.id);
         Ok((session, connect_url))
     }
 
@@ -256,13 +304,6 @@ impl ConnectService {
         allowed
             .then_some(url)
             .ok_or(OpenSessionError::ReturnUrlNotAllowed)
-    }
-
-    fn connect_url(&self, id: &SessionId) -> Url {
-        let mut url = self.public_base_url.clone();
-        let base = url.path().trim_end_matches('/').to_owned();
-        url.set_path(&format!("{base}/connect/{}", id.as_str()));
-        url
     }
 
     /// Binds the session to the browser holding `binding` (a fresh binding when
@@ -276,6 +317,7 @@ impl ConnectService {
         &self,
         session_id: &str,
         binding: Option<BrowserBinding>,
+        base: &Url,
     ) -> Result<(Url, BrowserBinding), BeginConsentError> {
         let id = SessionId::parse(session_id).ok_or(BeginConsentError::SessionUnusable)?;
         let binding = binding.unwrap_or_else(new_browser_binding);
@@ -305,7 +347,7 @@ impl ConnectService {
         let consent_url = self.token_endpoint.consent_url(
             session.product,
             &credentials.client_id,
-            &self.redirect_uri,
+            &redirect_uri(base),
             &state,
         );
         Ok((consent_url, binding))
@@ -322,6 +364,7 @@ impl ConnectService {
         &self,
         query: CallbackQuery,
         binding: Option<BrowserBinding>,
+        base: &Url,
     ) -> Result<CallbackOutcome, CallbackRejected> {
         let state = query.state.ok_or(CallbackRejected::InvalidState)?;
         let binding = binding.ok_or(CallbackRejected::InvalidState)?;
@@ -347,7 +390,7 @@ impl ConnectService {
         let result = match (query.error, query.code) {
             (Some(error), _) => Err(ConnectFailure::ConsentDenied(error_code(&error))),
             (None, None) => Err(ConnectFailure::MissingCode),
-            (None, Some(code)) => self.exchange_and_store(&session, &code).await,
+            (None, Some(code)) => self.exchange_and_store(&session, &code, base).await,
         };
         Ok(CallbackOutcome { session, result })
     }
@@ -356,14 +399,20 @@ impl ConnectService {
         &self,
         session: &ConnectSession,
         code: &AuthCode,
+        base: &Url,
     ) -> Result<Connection, ConnectFailure> {
+        let redirect_uri = redirect_uri(base);
         let credentials = self.credentials.credentials(session.product).await?;
-        let issued = match self.exchange(session.product, &credentials, code).await {
+        let issued = match self
+            .exchange(session.product, &credentials, code, &redirect_uri)
+            .await
+        {
             Err(TokenCallError::InvalidClient { .. }) => {
                 // The secret may have been rotated since this environment read it.
                 self.credentials.reload().await?;
                 let credentials = self.credentials.credentials(session.product).await?;
-                self.exchange(session.product, &credentials, code).await
+                self.exchange(session.product, &credentials, code, &redirect_uri)
+                    .await
             }
             other => other,
         }
@@ -391,9 +440,10 @@ impl ConnectService {
         product: Product,
         credentials: &ClientCredentials,
         code: &AuthCode,
+        redirect_uri: &str,
     ) -> Result<IssuedTokens, TokenCallError> {
         self.token_endpoint
-            .exchange_code(product, credentials, code, &self.redirect_uri)
+            .exchange_code(product, credentials, code, redirect_uri)
             .await
     }
 

@@ -73,12 +73,17 @@ pub async fn open_session(
         Ok(p) => p,
         Err(e) => return ApiError::bad_request("invalid_product", e.to_string()).into_response(),
     };
+    let base = match public_base(&service, &extensions) {
+        Ok(base) => base,
+        Err(e) => return e.into_response(),
+    };
     match service
         .open_session(
             &request.connection_id,
             product,
             request.return_url.as_deref(),
             request.reconnect,
+            &base,
         )
         .await
     {
@@ -93,6 +98,21 @@ pub async fn open_session(
         }
         Err(err) => open_session_error(err).into_response(),
     }
+}
+
+/// Where this request's browser and RD come back to: the configured base, or
+/// the domain API Gateway says the request arrived on.
+fn public_base(service: &ConnectService, extensions: &Extensions) -> Result<Url, ApiError> {
+    let domain = match extensions.get::<RequestContext>() {
+        Some(RequestContext::ApiGatewayV2(context)) => context.domain_name.as_deref(),
+        _ => None,
+    };
+    service.public_base.resolve(domain).ok_or_else(|| {
+        tracing::error!(
+            "PUBLIC_BASE_URL is unset and the request carries no API Gateway domain name"
+        );
+        ApiError::internal(StatusCode::INTERNAL_SERVER_ERROR, "public_base_unknown")
+    })
 }
 
 fn open_session_error(err: OpenSessionError) -> ApiError {
@@ -122,13 +142,18 @@ fn open_session_error(err: OpenSessionError) -> ApiError {
 pub async fn redirect_to_consent(
     State(service): State<ConnectService>,
     Path(session): Path<String>,
+    extensions: Extensions,
     headers: HeaderMap,
 ) -> Response {
+    let base = match public_base(&service, &extensions) {
+        Ok(base) => base,
+        Err(e) => return private(error_response(&headers, e)),
+    };
     let binding = binding_cookie::from_request(&headers);
-    let response = match service.begin_consent(&session, binding).await {
+    let response = match service.begin_consent(&session, binding, &base).await {
         Ok((consent_url, binding)) => {
             let mut response = found(consent_url.as_str());
-            if let Some(cookie) = binding_cookie::set_cookie(&binding, &service.public_base_url) {
+            if let Some(cookie) = binding_cookie::set_cookie(&binding, &base) {
                 response.headers_mut().insert(header::SET_COOKIE, cookie);
             }
             response
@@ -170,6 +195,7 @@ pub async fn redirect_to_consent(
 pub async fn oauth_callback(
     State(service): State<ConnectService>,
     query: Result<Query<CallbackQuery>, QueryRejection>,
+    extensions: Extensions,
     headers: HeaderMap,
 ) -> Response {
     let Ok(Query(query)) = query else {
@@ -178,8 +204,12 @@ pub async fn oauth_callback(
             ApiError::bad_request("invalid_request", "the callback query is malformed"),
         ));
     };
+    let base = match public_base(&service, &extensions) {
+        Ok(base) => base,
+        Err(e) => return private(error_response(&headers, e)),
+    };
     let binding = binding_cookie::from_request(&headers);
-    let response = match service.complete_callback(query, binding).await {
+    let response = match service.complete_callback(query, binding, &base).await {
         Err(CallbackRejected::InvalidState) => error_response(
             &headers,
             ApiError::bad_request(
