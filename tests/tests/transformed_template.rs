@@ -1,0 +1,226 @@
+//! The template as CloudFormation receives it: `scripts/transform-template.py`
+//! runs the SAM translator (the transform `sam validate` and CloudFormation run)
+//! over `template.yaml`, and these tests read its output. What the source says
+//! proves little if the transform turns it into something else.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The translator's output (needs the venv `make test` installs).
+fn transformed() -> Value {
+    let root = workspace();
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run `make test` (it installs the SAM translator)",
+        python.display()
+    );
+    let output = Command::new(python)
+        .arg(root.join("scripts/transform-template.py"))
+        .arg(root.join("template.yaml"))
+        .output()
+        .expect("run the SAM translator");
+    assert!(
+        output.status.success(),
+        "the SAM transform rejected template.yaml:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("the translator prints JSON")
+}
+
+fn resources_of_type<'a>(template: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)> {
+    template["Resources"]
+        .as_object()
+        .expect("resources")
+        .iter()
+        .filter(|(_, r)| r["Type"] == kind)
+        .map(|(name, r)| (name.as_str(), r))
+        .collect()
+}
+
+/// (path, method, authoriser, function) for every route of the HTTP API.
+fn routes(template: &Value) -> Vec<(String, String, String, String)> {
+    let paths = template["Resources"]["HttpApi"]["Properties"]["Body"]["paths"]
+        .as_object()
+        .expect("the HTTP API's OpenAPI body");
+    let mut routes = Vec::new();
+    for (path, methods) in paths {
+        for (method, operation) in methods.as_object().expect("methods") {
+            let security = operation["security"][0]
+                .as_object()
+                .and_then(|s| s.keys().next().cloned())
+                .unwrap_or_default();
+            let uri = operation["x-amazon-apigateway-integration"]["uri"]["Fn::Sub"]
+                .as_str()
+                .expect("a Lambda integration");
+            let function = uri
+                .split("${")
+                .find_map(|part| part.strip_suffix(".Arn}/invocations"))
+                .expect("the function in the integration URI")
+                .to_owned();
+            routes.push((path.clone(), method.clone(), security, function));
+        }
+    }
+    routes.sort();
+    routes
+}
+
+#[test]
+fn only_the_two_browser_routes_are_public_and_each_route_reaches_its_function() {
+    let template = transformed();
+    let expected = [
+        ("/connect/sessions", "post", "AWS_IAM", "OAuthCallbackFunction"),
+        ("/connect/{session}", "get", "NONE", "OAuthCallbackFunction"),
+        ("/connections", "get", "AWS_IAM", "ApiProxyFunction"),
+        ("/connections/{id}", "delete", "AWS_IAM", "ApiProxyFunction"),
+        ("/connections/{id}", "get", "AWS_IAM", "ApiProxyFunction"),
+        ("/connections/{id}", "patch", "AWS_IAM", "ApiProxyFunction"),
+        ("/connections/{id}/refresh", "post", "AWS_IAM", "ApiProxyFunction"),
+        ("/oauth/callback", "get", "NONE", "OAuthCallbackFunction"),
+        (
+            "/proxy/{connection_id}/{path+}",
+            "x-amazon-apigateway-any-method",
+            "AWS_IAM",
+            "ApiProxyFunction",
+        ),
+    ];
+    let expected: Vec<_> = expected
+        .iter()
+        .map(|(p, m, a, f)| (p.to_string(), m.to_string(), a.to_string(), f.to_string()))
+        .collect();
+    assert_eq!(routes(&template), expected);
+    let scheme = &template["Resources"]["HttpApi"]["Properties"]["Body"]["components"]
+        ["securitySchemes"]["AWS_IAM"];
+    assert_eq!(scheme["x-amazon-apigateway-authtype"], "awsSigv4");
+}
+
+/// Every action each function's role allows, with the resources it names.
+fn role_actions(template: &Value, role: &str) -> Vec<String> {
+    let mut actions = Vec::new();
+    for policy in template["Resources"][role]["Properties"]["Policies"]
+        .as_array()
+        .expect("inline policies")
+    {
+        for statement in policy["PolicyDocument"]["Statement"]
+            .as_array()
+            .expect("statements")
+        {
+            assert_eq!(statement["Effect"], "Allow");
+            match &statement["Action"] {
+                Value::String(a) => actions.push(a.clone()),
+                Value::Array(list) => {
+                    actions.extend(list.iter().map(|a| a.as_str().expect("action").to_owned()));
+                }
+                other => panic!("unexpected Action {other}"),
+            }
+            assert_ne!(statement["Resource"], "*", "{role}: a statement on every resource");
+        }
+    }
+    actions
+}
+
+#[test]
+fn each_function_has_only_the_permissions_its_routes_need() {
+    let template = transformed();
+    let roles = resources_of_type(&template, "AWS::IAM::Role");
+    assert_eq!(roles.len(), 3, "one role per function");
+    for (role, _) in &roles {
+        let actions = role_actions(&template, role);
+        for action in &actions {
+            assert!(!action.contains('*'), "{role} allows a wildcard action {action}");
+        }
+        let scans = actions.iter().any(|a| a == "dynamodb:Scan");
+        // Only GET /connections without a filter pages through the table.
+        assert_eq!(scans, *role == "ApiProxyFunctionRole", "{role}: Scan");
+        let deletes = actions.iter().any(|a| a == "dynamodb:DeleteItem");
+        assert_eq!(deletes, *role != "OAuthCallbackFunctionRole", "{role}: DeleteItem");
+        let queue = actions.iter().any(|a| a.starts_with("sqs:"));
+        assert_eq!(queue, *role != "OAuthCallbackFunctionRole", "{role}: the rescue queue");
+        assert!(actions.iter().any(|a| a == "kms:Decrypt"), "{role}: the data key");
+    }
+}
+
+#[test]
+fn functions_are_traced_and_the_refresher_is_neither_retried_nor_reserved() {
+    let template = transformed();
+    let functions = resources_of_type(&template, "AWS::Lambda::Function");
+    assert_eq!(functions.len(), 3);
+    for (name, function) in &functions {
+        let props = &function["Properties"];
+        assert_eq!(props["TracingConfig"]["Mode"], "Active", "{name}");
+        assert_eq!(props["Runtime"], "provided.al2023", "{name}");
+        assert!(props["ReservedConcurrentExecutions"].is_null(), "{name}");
+        let role = props["Role"]["Fn::GetAtt"][0].as_str().expect("role");
+        let managed = template["Resources"][role]["Properties"]["ManagedPolicyArns"].to_string();
+        assert!(managed.contains("Xray"), "{name} may not send traces: {managed}");
+    }
+    let (_, invoke) = resources_of_type(&template, "AWS::Lambda::EventInvokeConfig")
+        .pop()
+        .expect("the refresher's invoke config");
+    assert_eq!(invoke["Properties"]["MaximumRetryAttempts"], 0);
+    assert_eq!(
+        invoke["Properties"]["DestinationConfig"]["OnFailure"]["Destination"]["Ref"],
+        "AlarmTopic"
+    );
+}
+
+#[test]
+fn stored_secrets_are_under_the_customer_managed_key() {
+    let template = transformed();
+    let r = &template["Resources"];
+    let key = serde_json::json!({"Fn::If": ["CreateDataKey", {"Fn::GetAtt": ["DataKey", "Arn"]}, {"Ref": "KmsKeyArn"}]});
+    assert_eq!(r["ConnectionsTable"]["Properties"]["SSESpecification"]["KMSMasterKeyId"], key);
+    assert_eq!(r["ConnectionsTable"]["Properties"]["SSESpecification"]["SSEType"], "KMS");
+    assert_eq!(r["ClientCredentialsSecret"]["Properties"]["KmsKeyId"], key);
+    assert_eq!(r["ClientCredentialsSecret"]["DeletionPolicy"], "Retain");
+    assert_eq!(r["RescueQueue"]["Properties"]["KmsMasterKeyId"], key);
+    assert_eq!(r["AlarmTopic"]["Properties"]["KmsMasterKeyId"], key);
+    assert_eq!(r["DataKey"]["Properties"]["EnableKeyRotation"], true);
+    assert_eq!(r["DataKey"]["Condition"], "CreateDataKey");
+}
+
+#[test]
+fn outputs_give_a_newcomer_everything_the_first_deploy_needs() {
+    let template = transformed();
+    let outputs = template["Outputs"].as_object().expect("outputs");
+    for name in [
+        "ApiUrl",
+        "OAuthRedirectUri",
+        "ExecuteApiArn",
+        "ConnectionsTableName",
+        "ClientCredentialsSecretArn",
+        "ConnectionEventBusName",
+        "RescueQueueUrl",
+        "AlarmTopicArn",
+    ] {
+        assert!(outputs.contains_key(name), "output {name}");
+    }
+    let api_url = outputs["ApiUrl"]["Value"]["Fn::Sub"].as_str().expect("sub");
+    assert!(api_url.contains("${AWS::URLSuffix}"), "{api_url}");
+    // Without a custom domain the redirect URI is the API's own URL: no second
+    // deploy to learn it.
+    let redirect = outputs["OAuthRedirectUri"]["Value"]["Fn::If"][2]["Fn::Sub"]
+        .as_str()
+        .expect("sub");
+    assert_eq!(
+        redirect,
+        "https://${HttpApi}.execute-api.${AWS::Region}.${AWS::URLSuffix}/oauth/callback"
+    );
+    let parameters = template["Parameters"].as_object().expect("parameters");
+    for (name, parameter) in parameters {
+        // The first `sam deploy --guided` asks nothing it cannot answer.
+        assert!(
+            !parameter["Default"].is_null(),
+            "parameter {name} has no default"
+        );
+    }
+}
