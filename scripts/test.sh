@@ -18,10 +18,16 @@ env AWS_ACCESS_KEY_ID=validate AWS_SECRET_ACCESS_KEY=validate SAM_CLI_TELEMETRY=
     .venv/bin/sam validate --region us-east-1 --template template.yaml
 [ "${1:-}" = "--lint-only" ] && exit 0
 
+echo "== sam build"
+# The deployable artifacts, built as `sam build` builds them for a deploy (cargo-lambda
+# from the venv): arm64 where its Rust target is installed, x86_64 always.
+PATH="$PWD/.venv/bin:$PATH" scripts/sam-build.sh
+
 echo "== build"
 cargo nextest run --workspace --no-run --cargo-quiet
-# The functions' own binaries: tests run them under a Lambda Runtime API emulator.
-cargo build --workspace --bins --quiet
+# Tests run the functions' deployable artifacts (from `sam build` above) under a
+# Lambda Runtime API emulator.
+export LAMBDA_ARTIFACTS="$PWD/.aws-sam/build-x86_64"
 
 # shellcheck source=scripts/moto.sh
 source scripts/moto.sh

@@ -14,8 +14,21 @@ use std::process::{Child, Command};
 
 const PUBLIC_BASE_URL: &str = "https://connect.example.com";
 
-/// `target/<profile>/<name>`, next to this test's own executable's folder.
+/// The function's deployable artifact from `sam build` when `LAMBDA_ARTIFACTS`
+/// names its build directory (`make test` sets it: the very `bootstrap` a deploy
+/// uploads), else `target/<profile>/<name>` beside this test's executable.
 fn binary(name: &str) -> PathBuf {
+    if let Some(artifacts) = std::env::var_os("LAMBDA_ARTIFACTS") {
+        let function = match name {
+            "oauth-callback" => "OAuthCallbackFunction",
+            "api-proxy" => "ApiProxyFunction",
+            "token-refresher" => "TokenRefresherFunction",
+            other => panic!("no function builds {other}"),
+        };
+        let path = PathBuf::from(artifacts).join(function).join("bootstrap");
+        assert!(path.exists(), "{} is not built (sam build)", path.display());
+        return path;
+    }
     let exe = std::env::current_exe().expect("test executable");
     let profile_dir = exe
         .parent()

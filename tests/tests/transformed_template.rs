@@ -78,13 +78,23 @@ fn routes(template: &Value) -> Vec<(String, String, String, String)> {
 fn only_the_two_browser_routes_are_public_and_each_route_reaches_its_function() {
     let template = transformed();
     let expected = [
-        ("/connect/sessions", "post", "AWS_IAM", "OAuthCallbackFunction"),
+        (
+            "/connect/sessions",
+            "post",
+            "AWS_IAM",
+            "OAuthCallbackFunction",
+        ),
         ("/connect/{session}", "get", "NONE", "OAuthCallbackFunction"),
         ("/connections", "get", "AWS_IAM", "ApiProxyFunction"),
         ("/connections/{id}", "delete", "AWS_IAM", "ApiProxyFunction"),
         ("/connections/{id}", "get", "AWS_IAM", "ApiProxyFunction"),
         ("/connections/{id}", "patch", "AWS_IAM", "ApiProxyFunction"),
-        ("/connections/{id}/refresh", "post", "AWS_IAM", "ApiProxyFunction"),
+        (
+            "/connections/{id}/refresh",
+            "post",
+            "AWS_IAM",
+            "ApiProxyFunction",
+        ),
         ("/oauth/callback", "get", "NONE", "OAuthCallbackFunction"),
         (
             "/proxy/{connection_id}/{path+}",
@@ -98,8 +108,8 @@ fn only_the_two_browser_routes_are_public_and_each_route_reaches_its_function() 
         .map(|(p, m, a, f)| (p.to_string(), m.to_string(), a.to_string(), f.to_string()))
         .collect();
     assert_eq!(routes(&template), expected);
-    let scheme = &template["Resources"]["HttpApi"]["Properties"]["Body"]["components"]
-        ["securitySchemes"]["AWS_IAM"];
+    let scheme = &template["Resources"]["HttpApi"]["Properties"]["Body"]["components"]["securitySchemes"]
+        ["AWS_IAM"];
     assert_eq!(scheme["x-amazon-apigateway-authtype"], "awsSigv4");
 }
 
@@ -122,7 +132,10 @@ fn role_actions(template: &Value, role: &str) -> Vec<String> {
                 }
                 other => panic!("unexpected Action {other}"),
             }
-            assert_ne!(statement["Resource"], "*", "{role}: a statement on every resource");
+            assert_ne!(
+                statement["Resource"], "*",
+                "{role}: a statement on every resource"
+            );
         }
     }
     actions
@@ -136,16 +149,30 @@ fn each_function_has_only_the_permissions_its_routes_need() {
     for (role, _) in &roles {
         let actions = role_actions(&template, role);
         for action in &actions {
-            assert!(!action.contains('*'), "{role} allows a wildcard action {action}");
+            assert!(
+                !action.contains('*'),
+                "{role} allows a wildcard action {action}"
+            );
         }
         let scans = actions.iter().any(|a| a == "dynamodb:Scan");
         // Only GET /connections without a filter pages through the table.
         assert_eq!(scans, *role == "ApiProxyFunctionRole", "{role}: Scan");
         let deletes = actions.iter().any(|a| a == "dynamodb:DeleteItem");
-        assert_eq!(deletes, *role != "OAuthCallbackFunctionRole", "{role}: DeleteItem");
+        assert_eq!(
+            deletes,
+            *role != "OAuthCallbackFunctionRole",
+            "{role}: DeleteItem"
+        );
         let queue = actions.iter().any(|a| a.starts_with("sqs:"));
-        assert_eq!(queue, *role != "OAuthCallbackFunctionRole", "{role}: the rescue queue");
-        assert!(actions.iter().any(|a| a == "kms:Decrypt"), "{role}: the data key");
+        assert_eq!(
+            queue,
+            *role != "OAuthCallbackFunctionRole",
+            "{role}: the rescue queue"
+        );
+        assert!(
+            actions.iter().any(|a| a == "kms:Decrypt"),
+            "{role}: the data key"
+        );
     }
 }
 
@@ -161,7 +188,10 @@ fn functions_are_traced_and_the_refresher_is_neither_retried_nor_reserved() {
         assert!(props["ReservedConcurrentExecutions"].is_null(), "{name}");
         let role = props["Role"]["Fn::GetAtt"][0].as_str().expect("role");
         let managed = template["Resources"][role]["Properties"]["ManagedPolicyArns"].to_string();
-        assert!(managed.contains("Xray"), "{name} may not send traces: {managed}");
+        assert!(
+            managed.contains("Xray"),
+            "{name} may not send traces: {managed}"
+        );
     }
     let (_, invoke) = resources_of_type(&template, "AWS::Lambda::EventInvokeConfig")
         .pop()
@@ -178,8 +208,14 @@ fn stored_secrets_are_under_the_customer_managed_key() {
     let template = transformed();
     let r = &template["Resources"];
     let key = serde_json::json!({"Fn::If": ["CreateDataKey", {"Fn::GetAtt": ["DataKey", "Arn"]}, {"Ref": "KmsKeyArn"}]});
-    assert_eq!(r["ConnectionsTable"]["Properties"]["SSESpecification"]["KMSMasterKeyId"], key);
-    assert_eq!(r["ConnectionsTable"]["Properties"]["SSESpecification"]["SSEType"], "KMS");
+    assert_eq!(
+        r["ConnectionsTable"]["Properties"]["SSESpecification"]["KMSMasterKeyId"],
+        key
+    );
+    assert_eq!(
+        r["ConnectionsTable"]["Properties"]["SSESpecification"]["SSEType"],
+        "KMS"
+    );
     assert_eq!(r["ClientCredentialsSecret"]["Properties"]["KmsKeyId"], key);
     assert_eq!(r["ClientCredentialsSecret"]["DeletionPolicy"], "Retain");
     assert_eq!(r["RescueQueue"]["Properties"]["KmsMasterKeyId"], key);
