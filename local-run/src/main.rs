@@ -1,25 +1,21 @@
-//! `make run`: the service and the RD Station sandbox on localhost, with an
-//! in-memory store and no AWS account. Prints the URLs to open.
+//! `make run`: every HTTP route of the three functions on one localhost port, the
+//! refresher on a timer, and — by default — the RD Station sandbox and an
+//! in-memory store, so no AWS account is needed. The environment can point it at
+//! a real RD Station and at DynamoDB instead (see `environment`). Prints what it
+//! uses and the URLs to open.
 
 mod dev_pages;
+mod environment;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use connector::assembly::{Assembly, Parts, Settings};
-use connector::clock::SystemClock;
+use connector::assembly::{Assembly, Settings};
 use connector::inbound::http::{api_routes, connect_routes, finish};
-use connector::outbound::credentials::{CredentialSet, StaticCredentials};
-use connector::outbound::events::LogPublisher;
-use connector::outbound::memory::{MemoryRescueQueue, MemoryStore};
-use connector::outbound::rdstation::RdStationEndpoints;
-use connector::secret::ClientSecret;
 use connector::services::caller_policy::CallerPolicy;
 use connector::services::connect::PublicBase;
 use connector::services::refresh_protocol::RefreshSettings;
 use connector::services::scheduled_refresh::{self, RunLimits};
-use rd_sandbox::{Sandbox, SandboxConfig};
 use tokio::net::TcpListener;
 
 fn env_u16(name: &str, default: u16) -> anyhow::Result<u16> {
@@ -31,6 +27,23 @@ fn env_u16(name: &str, default: u16) -> anyhow::Result<u16> {
     }
 }
 
+/// Ctrl-C or SIGTERM: the run stops serving and exits cleanly.
+async fn stop_requested() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = interrupt => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = interrupt.await;
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -38,48 +51,24 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
+    // Port 0 takes any free port; the banner says which.
     let service_port = env_u16("PORT", 8787)?;
     let sandbox_port = env_u16("SANDBOX_PORT", 8788)?;
-    let public_base_url = format!("http://127.0.0.1:{service_port}");
-    let redirect_uri = format!("{public_base_url}/oauth/callback");
-
-    let mut sandbox_config = SandboxConfig::default();
-    sandbox_config.marketing.redirect_uri = Some(redirect_uri.clone());
-    sandbox_config.crm.redirect_uri = Some(redirect_uri.clone());
-    let credentials = CredentialSet::new(
-        Some((
-            sandbox_config.marketing.client_id.clone(),
-            ClientSecret::new(sandbox_config.marketing.client_secret.clone()),
-        )),
-        Some((
-            sandbox_config.crm.client_id.clone(),
-            ClientSecret::new(sandbox_config.crm.client_secret.clone()),
-        )),
-    );
+    let listener = TcpListener::bind(("127.0.0.1", service_port))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{service_port} (set PORT)"))?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let redirect_uri = format!("{base}/oauth/callback");
     let sandbox_listener = TcpListener::bind(("127.0.0.1", sandbox_port))
         .await
         .with_context(|| format!("cannot listen on 127.0.0.1:{sandbox_port} (set SANDBOX_PORT)"))?;
-    let sandbox = Sandbox::new(sandbox_config).spawn_on(sandbox_listener)?;
 
-    let store = Arc::new(MemoryStore::new());
-    let parts = Parts {
-        connections: store.clone(),
-        sessions: store.clone(),
-        rescues: Arc::new(MemoryRescueQueue::default()),
-        credentials: Arc::new(StaticCredentials(credentials)),
-        events: Arc::new(LogPublisher),
-        clock: Arc::new(SystemClock),
-        rate_budget: store,
-        run_lock: Arc::new(connector::outbound::memory::MemoryStore::new()),
-    };
+    let rd = environment::rd_target(sandbox_listener, &redirect_uri)?;
+    let (parts, store_described) = environment::parts(rd.credentials.clone()).await?;
     let settings = Settings {
-        rdstation: RdStationEndpoints {
-            api_base: sandbox.base_url.clone(),
-            marketing_authorize: sandbox.url("/auth/dialog"),
-            crm_authorize: sandbox.url("/oauth/authorize"),
-        },
+        rdstation: rd.endpoints.clone(),
         refresh: RefreshSettings::default(),
-        public_base: PublicBase::Fixed(public_base_url.parse()?),
+        public_base: PublicBase::Fixed(base.parse()?),
         allowed_return_origins: Vec::new(),
         // No API Gateway here to check SigV4: anyone on this machine may call.
         caller_policy: CallerPolicy::LocalUnauthenticated,
@@ -108,30 +97,34 @@ async fn main() -> anyhow::Result<()> {
             .merge(dev_pages::routes(service)),
     );
 
-    let listener = TcpListener::bind(("127.0.0.1", service_port))
-        .await
-        .with_context(|| format!("cannot listen on 127.0.0.1:{service_port} (set PORT)"))?;
+    print_banner(&base, &rd.described, &store_described, every);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop_requested())
+        .await?;
+    println!("Stopped.");
+    Ok(())
+}
+
+fn print_banner(base: &str, rd: &str, store: &str, every: Duration) {
     println!();
-    println!("RD Station connection service, local run (in-memory store, RD Station sandbox)");
-    println!("  Open:            {public_base_url}/");
+    println!("RD Station connection service, local run");
+    println!("  RD Station:      {rd}");
+    println!("  Store:           {store}");
+    println!("  Open:            {base}/");
     println!(
-        "  Service API:     {public_base_url}  (POST /connect/sessions, GET /connect/{{session}}, GET /oauth/callback)"
+        "  Connect:         {base}  (POST /connect/sessions, GET /connect/{{session}}, GET /oauth/callback)"
     );
     println!(
-        "  RD sandbox:      {}  (control: /_sandbox/stats)",
-        sandbox.base_url.as_str().trim_end_matches('/')
+        "  Proxy:           {base}/proxy/<connection_id>/<path on RD's API>  (e.g. /proxy/demo-crm/crm/v2/contacts)"
     );
     println!(
-        "  Proxy:           {public_base_url}/proxy/<connection_id>/<path on RD's API>  (e.g. /proxy/demo-crm/crm/v2/contacts)"
+        "  Connections:     {base}/connections[/<id>]  (GET, PATCH, DELETE; POST /connections/<id>/refresh)"
     );
     println!(
-        "  Connections:     {public_base_url}/connections/<id>  (GET, DELETE; POST .../refresh)"
+        "  Caller auth:     none here (local routes need no SigV4; in AWS every caller route requires an IAM-signed request)"
     );
     println!(
-        "  Caller auth:     NONE (local run; in AWS every caller route requires an IAM-signed caller)"
-    );
-    println!(
-        "  Open a session:  curl -s -X POST {public_base_url}/connect/sessions -H 'content-type: application/json' -d '{{\"connection_id\":\"demo-crm\",\"product\":\"crm\"}}'"
+        "  Open a session:  curl -s -X POST {base}/connect/sessions -H 'content-type: application/json' -d '{{\"connection_id\":\"demo-crm\",\"product\":\"crm\"}}'"
     );
     println!(
         "  Refresher:       runs every {}s (REFRESH_INTERVAL_SECONDS)",
@@ -139,10 +132,4 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("Stop with Ctrl-C.");
     println!();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-    Ok(())
 }

@@ -5,6 +5,7 @@
 pub mod apigw;
 pub mod app;
 pub mod instrumented;
+pub mod local_run;
 pub mod logs;
 pub mod moto;
 pub mod refresh_app;

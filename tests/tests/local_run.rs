@@ -1,0 +1,150 @@
+//! `make run`'s binary, end to end over HTTP: connect → consent → callback →
+//! proxied call → forced refresh → status → delete, then a clean stop. Once with
+//! what it uses by default (sandbox, memory), once on DynamoDB (moto), and once
+//! against an RD-compatible server named in the environment, as an operator would
+//! point it at real RD Station.
+
+use integration_tests::local_run::{LocalRun, client, connect};
+use integration_tests::moto;
+use rd_sandbox::{Sandbox, SandboxConfig};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+/// The whole walk on a started run; returns nothing, asserts each hop.
+async fn walk(run: &LocalRun, product: &str) {
+    let http = client();
+    let connected = connect(&run.base, "walk", product).await;
+    assert_eq!(connected["status"], "connected", "{connected}");
+
+    let path = match product {
+        "crm" => "/proxy/walk/crm/v2/contacts?page=1",
+        _ => "/proxy/walk/marketing/account_info",
+    };
+    let proxied = http.get(run.url(path)).send().await.expect("proxy");
+    assert_eq!(proxied.status(), StatusCode::OK, "{path}");
+
+    let refreshed = http
+        .post(run.url("/connections/walk/refresh"))
+        .send()
+        .await
+        .expect("refresh");
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    let refreshed: Value = refreshed.json().await.expect("json");
+    assert_eq!(refreshed["outcome"], "refreshed", "{refreshed}");
+
+    let shown: Value = http
+        .get(run.url("/connections/walk"))
+        .send()
+        .await
+        .expect("show")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(shown["status"], "active", "{shown}");
+    assert_eq!(shown["product"], product);
+
+    let deleted = http
+        .delete(run.url("/connections/walk"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), StatusCode::OK);
+    let gone = http
+        .get(run.url("/connections/walk"))
+        .send()
+        .await
+        .expect("show");
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+}
+
+fn stops_cleanly(run: LocalRun) {
+    let (status, rest) = run.stop();
+    assert!(status.success(), "exit {status:?}");
+    assert!(rest.iter().any(|l| l == "Stopped."), "{rest:?}");
+}
+
+#[tokio::test]
+async fn the_default_run_uses_the_sandbox_and_memory_and_serves_every_route() {
+    let run = LocalRun::start(&[("CONNECTIONS_TABLE", ""), ("RDSTATION_API_URL", "")]);
+    assert!(
+        run.banner_line("Store:").contains("in memory"),
+        "{:?}",
+        run.banner
+    );
+    assert!(
+        run.banner_line("RD Station:").contains("sandbox"),
+        "{:?}",
+        run.banner
+    );
+    assert!(run.banner_line("Caller auth:").contains("no SigV4"));
+    walk(&run, "crm").await;
+    stops_cleanly(run);
+}
+
+#[tokio::test]
+async fn the_run_keeps_connections_in_dynamodb_when_a_table_is_named() {
+    moto::dynamodb().await; // moto's endpoint and credentials are in the environment
+    let table = moto::unique_name("local-run");
+    let run = LocalRun::start(&[("CONNECTIONS_TABLE", &table), ("RDSTATION_API_URL", "")]);
+    let store = run.banner_line("Store:").to_owned();
+    assert!(
+        store.contains(&format!("DynamoDB table {table}")) && store.contains("created now"),
+        "{store}"
+    );
+    walk(&run, "marketing").await;
+    stops_cleanly(run);
+}
+
+#[tokio::test]
+async fn the_run_talks_to_the_rd_server_and_credentials_the_environment_names() {
+    // Another RD-compatible server, as real RD Station would be: the run starts no
+    // sandbox of its own and presents the app credentials it was given.
+    let config = SandboxConfig::default();
+    let rd = Sandbox::new(config.clone())
+        .spawn_local()
+        .await
+        .expect("RD-compatible server");
+    let api = rd.base_url.as_str().to_owned();
+    let marketing_authorize = rd.url("/auth/dialog").to_string();
+    let crm_authorize = rd.url("/oauth/authorize").to_string();
+    let run = LocalRun::start(&[
+        ("CONNECTIONS_TABLE", ""),
+        ("RDSTATION_API_URL", &api),
+        ("RDSTATION_MARKETING_AUTHORIZE_URL", &marketing_authorize),
+        ("RDSTATION_CRM_AUTHORIZE_URL", &crm_authorize),
+        ("RDSTATION_CRM_CLIENT_ID", &config.crm.client_id),
+        ("RDSTATION_CRM_CLIENT_SECRET", &config.crm.client_secret),
+    ]);
+    let line = run.banner_line("RD Station:").to_owned();
+    assert!(
+        line.contains(api.trim_end_matches('/')) && line.contains("CRM"),
+        "{line}"
+    );
+    assert!(
+        !line.contains(&config.crm.client_secret),
+        "the banner shows no secret"
+    );
+    walk(&run, "crm").await;
+    assert_eq!(
+        rd.sandbox.stats().codes_exchanged,
+        1,
+        "the named server issued the pair"
+    );
+    stops_cleanly(run);
+}
+
+#[test]
+fn half_a_credential_pair_is_refused_with_a_clear_message() {
+    let output =
+        std::process::Command::new(integration_tests::local_run::workspace_binary("local-run"))
+            .env("PORT", "0")
+            .env("SANDBOX_PORT", "0")
+            .env("RDSTATION_API_URL", "http://127.0.0.1:9")
+            .env("RDSTATION_CRM_CLIENT_ID", "only-the-id")
+            .env_remove("RDSTATION_CRM_CLIENT_SECRET")
+            .output()
+            .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("RDSTATION_CRM_CLIENT_SECRET"), "{stderr}");
+}
