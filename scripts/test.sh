@@ -25,8 +25,8 @@ PATH="$PWD/.venv/bin:$PATH" scripts/sam-build.sh
 
 echo "== build"
 cargo nextest run --workspace --no-run --cargo-quiet
-# `make run`'s binary: a test starts it as a person would.
-cargo build -p local-run --quiet
+# `make run`'s binary and the operator CLI: tests start them as a person would.
+cargo build -p local-run -p rdconn --quiet
 # Tests run the functions' deployable artifacts (from `sam build` above) under a
 # Lambda Runtime API emulator.
 export LAMBDA_ARTIFACTS="$PWD/.aws-sam/build-x86_64"

@@ -131,12 +131,10 @@ pub fn client() -> reqwest::Client {
         .expect("client")
 }
 
-/// A person connects `connection_id` through the run at `base`: opens the connect
-/// link, agrees on RD's consent page (wherever the run's RD is) and lands on the
-/// callback, which answers 200. Returns the callback's JSON.
+/// A person connects `connection_id` through the run at `base`: opens a connect
+/// session, then [`consent_through`] its link. Returns the callback's JSON.
 pub async fn connect(base: &Url, connection_id: &str, product: &str) -> Value {
-    let http = client();
-    let opened = http
+    let opened = client()
         .post(base.join("/connect/sessions").expect("url"))
         .json(&json!({"connection_id": connection_id, "product": product}))
         .send()
@@ -148,8 +146,14 @@ pub async fn connect(base: &Url, connection_id: &str, product: &str) -> Value {
         .as_str()
         .expect("connect_url")
         .to_owned();
+    consent_through(base, &link, product).await
+}
 
-    let redirect = http.get(&link).send().await.expect("connect link");
+/// A person opens the connect `link`, agrees on RD's consent page (wherever the
+/// run's RD is) and lands on the run's callback, which answers 200 with JSON.
+pub async fn consent_through(base: &Url, link: &str, product: &str) -> Value {
+    let http = client();
+    let redirect = http.get(link).send().await.expect("connect link");
     assert_eq!(redirect.status(), StatusCode::FOUND);
     let cookie = redirect.headers()["set-cookie"]
         .to_str()

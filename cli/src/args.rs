@@ -1,0 +1,147 @@
+//! The command line: what an operator can ask of the service.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use url::Url;
+
+/// Operate RD Station connections through the service's API.
+///
+/// Against a deployed stack, requests are signed with SigV4 from the standard AWS
+/// credential chain (environment, profile, SSO, instance role). Against `make run`
+/// (a loopback URL) nothing is signed and no credentials are needed.
+#[derive(Debug, Parser)]
+#[command(name = "rdconn", version)]
+pub struct Cli {
+    /// The service's base URL: the stack's ApiUrl output, or the local run's.
+    #[arg(
+        long,
+        env = "RDCONN_URL",
+        default_value = "http://127.0.0.1:8787",
+        global = true
+    )]
+    pub url: Url,
+
+    /// Print the service's JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Sign requests with SigV4: `auto` signs unless the URL is on loopback.
+    #[arg(long, value_enum, default_value_t = Signing::Auto, global = true)]
+    pub sign: Signing,
+
+    /// AWS region to sign for (default: from an execute-api URL, else the AWS
+    /// configuration's region).
+    #[arg(long, env = "AWS_REGION", global = true)]
+    pub region: Option<String>,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// When requests are signed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Signing {
+    /// Unless the URL is on loopback.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Connections: list, show, refresh, delete.
+    #[command(subcommand)]
+    Connections(ConnectionsCommand),
+    /// Open a connect session and print the link a person opens to connect.
+    Connect(ConnectArgs),
+}
+
+/// `connections ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConnectionsCommand {
+    /// Every connection, or those with a status or product.
+    List {
+        /// Only connections with this status (`needs_reauth` and `possibly_lost`
+        /// are the ones that need a person).
+        #[arg(long, value_enum)]
+        status: Option<Status>,
+        /// Only connections of this product.
+        #[arg(long, value_enum)]
+        product: Option<Product>,
+    },
+    /// One connection's state.
+    Show {
+        /// The connection id.
+        id: String,
+    },
+    /// Refresh a connection's token now (through the single-spend protocol).
+    Refresh {
+        /// The connection id.
+        id: String,
+    },
+    /// Revoke (Marketing) and delete a connection.
+    Delete {
+        /// The connection id.
+        id: String,
+    },
+}
+
+/// `connect ID --product P [--reconnect]`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// The id the connection will have (your name for the RD Station account).
+    pub id: String,
+    /// The RD Station product.
+    #[arg(long, value_enum)]
+    pub product: Product,
+    /// Replace an existing connection with this id.
+    #[arg(long)]
+    pub reconnect: bool,
+    /// Where to send the person when they are done (an allowed origin).
+    #[arg(long)]
+    pub return_url: Option<Url>,
+}
+
+/// A connection's status.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Status {
+    /// Refreshing normally.
+    Active,
+    /// RD refused the refresh token: a person must connect again.
+    NeedsReauth,
+    /// A rotated refresh token may have been lost.
+    PossiblyLost,
+}
+
+impl Status {
+    /// As the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::NeedsReauth => "needs_reauth",
+            Self::PossiblyLost => "possibly_lost",
+        }
+    }
+}
+
+/// An RD Station product.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Product {
+    /// RD Station Marketing.
+    Marketing,
+    /// RD Station CRM (v2).
+    Crm,
+}
+
+impl Product {
+    /// As the API spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Marketing => "marketing",
+            Self::Crm => "crm",
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! How answers are shown: aligned tables and `key: value` lines for people, the
+//! API's JSON for scripts.
+
+use serde_json::Value;
+
+/// Columns of `connections list`: header and the field each shows.
+const LIST_COLUMNS: [(&str, &str); 7] = [
+    ("CONNECTION", "connection_id"),
+    ("PRODUCT", "product"),
+    ("STATUS", "status"),
+    ("REASON", "status_reason"),
+    ("ACCESS EXPIRES", "access_token_expires_at"),
+    ("REFRESH TOKEN DIES", "refresh_token_dies_at"),
+    ("FAILURES", "consecutive_failures"),
+];
+
+fn cell(value: &Value) -> String {
+    match value {
+        Value::Null => "-".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Rows under a header, each column as wide as its widest cell.
+pub fn table(connections: &[Value]) -> String {
+    let rows: Vec<Vec<String>> = connections
+        .iter()
+        .map(|c| LIST_COLUMNS.iter().map(|(_, f)| cell(&c[*f])).collect())
+        .collect();
+    let widths: Vec<usize> = LIST_COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, (header, _))| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([header.len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_owned()
+    };
+    let mut out = vec![line(
+        LIST_COLUMNS.iter().map(|(h, _)| (*h).to_owned()).collect(),
+    )];
+    out.extend(rows.into_iter().map(line));
+    out.join("\n")
+}
+
+/// An object's fields as `key: value` lines (nested objects indented).
+pub fn fields(value: &Value) -> String {
+    let mut out = Vec::new();
+    push_fields(value, 0, &mut out);
+    out.join("\n")
+}
+
+fn push_fields(value: &Value, depth: usize, out: &mut Vec<String>) {
+    let indent = "  ".repeat(depth);
+    let Some(map) = value.as_object() else {
+        out.push(format!("{indent}{}", cell(value)));
+        return;
+    };
+    let width = map.keys().map(String::len).max().unwrap_or(0);
+    for (key, value) in map {
+        if value.is_object() {
+            out.push(format!("{indent}{key}:"));
+            push_fields(value, depth + 1, out);
+        } else {
+            out.push(format!("{indent}{key:<width$}  {}", cell(value)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_table_aligns_its_columns_and_shows_missing_values_as_dashes() {
+        let out = table(&[
+            json!({"connection_id": "acme", "product": "crm", "status": "active", "consecutive_failures": 0}),
+            json!({"connection_id": "a-much-longer-id", "product": "marketing", "status": "needs_reauth", "status_reason": "invalid_grant"}),
+        ]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("CONNECTION        PRODUCT    STATUS"));
+        assert!(lines[1].starts_with("acme              crm        active"));
+        assert!(lines[2].contains("needs_reauth  invalid_grant"));
+        assert!(lines[1].contains(" - "));
+    }
+}

@@ -1,0 +1,148 @@
+//! The operator CLI (`rdconn`) driving a local run end to end, and signing what
+//! it sends to a deployed API.
+
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::get;
+use integration_tests::local_run::{LocalRun, consent_through, workspace_binary};
+use serde_json::Value;
+
+fn rdconn(url: &str, args: &[&str]) -> Output {
+    Command::new(workspace_binary("rdconn"))
+        .arg("--url")
+        .arg(url)
+        .args(args)
+        .output()
+        .expect("run rdconn")
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "rdconn failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).expect("utf-8")
+}
+
+#[tokio::test]
+async fn the_cli_connects_lists_shows_refreshes_and_deletes_on_a_local_run() {
+    let run = LocalRun::start(&[("CONNECTIONS_TABLE", ""), ("RDSTATION_API_URL", "")]);
+    let url = run.base.as_str().trim_end_matches('/').to_owned();
+
+    // connect: prints the link a person opens.
+    let printed = stdout(&rdconn(&url, &["connect", "acme:crm", "--product", "crm"]));
+    let link = printed
+        .lines()
+        .find(|l| l.starts_with("http"))
+        .expect("a connect link")
+        .to_owned();
+    assert!(link.starts_with(&format!("{url}/connect/")), "{printed}");
+    let landed = consent_through(&run.base, &link, "crm").await;
+    assert_eq!(landed["status"], "connected");
+
+    // list: a table for people, JSON for scripts, filters passed through.
+    let table = stdout(&rdconn(&url, &["connections", "list"]));
+    let mut lines = table.lines();
+    assert!(lines.next().expect("header").starts_with("CONNECTION"));
+    let row = lines.next().expect("one row");
+    assert!(
+        row.starts_with("acme:crm") && row.contains("active"),
+        "{table}"
+    );
+    let listed: Value =
+        serde_json::from_str(&stdout(&rdconn(&url, &["--json", "connections", "list"])))
+            .expect("json");
+    assert_eq!(listed["connections"][0]["connection_id"], "acme:crm");
+    let needing_a_person = stdout(&rdconn(
+        &url,
+        &["connections", "list", "--status", "needs-reauth"],
+    ));
+    assert_eq!(
+        needing_a_person.lines().count(),
+        1,
+        "header only: {needing_a_person}"
+    );
+
+    // show, refresh.
+    let shown: Value = serde_json::from_str(&stdout(&rdconn(
+        &url,
+        &["connections", "show", "acme:crm", "--json"],
+    )))
+    .expect("json");
+    let before = shown["version"].as_u64().expect("version");
+    let refreshed = stdout(&rdconn(&url, &["connections", "refresh", "acme:crm"]));
+    assert!(
+        refreshed
+            .lines()
+            .any(|l| l.starts_with("outcome") && l.ends_with("refreshed")),
+        "{refreshed}"
+    );
+    let shown: Value = serde_json::from_str(&stdout(&rdconn(
+        &url,
+        &["--json", "connections", "show", "acme:crm"],
+    )))
+    .expect("json");
+    assert!(
+        shown["version"].as_u64().expect("version") > before,
+        "{shown}"
+    );
+
+    // delete; then the API's error, as an error.
+    stdout(&rdconn(&url, &["connections", "delete", "acme:crm"]));
+    let missing = rdconn(&url, &["connections", "show", "acme:crm"]);
+    assert_eq!(missing.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("404: connection_not_found"), "{stderr}");
+
+    // Bad input is refused by the CLI itself, before any call.
+    let bad = rdconn(&url, &["connect", "x", "--product", "crmm"]);
+    assert_eq!(bad.status.code(), Some(2));
+    run.stop();
+}
+
+#[tokio::test]
+async fn requests_to_a_deployed_api_are_signed_with_sigv4_for_execute_api() {
+    // A stand-in for API Gateway that records what arrives.
+    let seen: Arc<Mutex<Vec<HeaderMap>>> = Arc::default();
+    let recorder = seen.clone();
+    let app = Router::new().route(
+        "/connections",
+        get(move |headers: HeaderMap| {
+            recorder.lock().expect("lock").push(headers);
+            async { axum::Json(serde_json::json!({"connections": [], "next_cursor": null})) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(workspace_binary("rdconn"))
+            .args(["--url", &url, "--sign", "always", "--region", "sa-east-1"])
+            .args(["connections", "list"])
+            .env("AWS_ACCESS_KEY_ID", "AKIDCLITEST")
+            .env("AWS_SECRET_ACCESS_KEY", "cli-test-secret")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .expect("run rdconn")
+    })
+    .await
+    .expect("join");
+    stdout(&output);
+    let seen = seen.lock().expect("lock");
+    let authorization = seen[0]["authorization"].to_str().expect("ascii");
+    assert!(
+        authorization.starts_with("AWS4-HMAC-SHA256 Credential=AKIDCLITEST/")
+            && authorization.contains("/sa-east-1/execute-api/aws4_request"),
+        "{authorization}"
+    );
+    assert!(seen[0].contains_key("x-amz-date"));
+    assert!(!authorization.contains("cli-test-secret"));
+}
