@@ -8,6 +8,16 @@ cd "$(dirname "$0")/.."
 # The machine image ships cargo-nextest; install it only where it is missing.
 cargo nextest --version >/dev/null 2>&1 || cargo install --locked --quiet cargo-nextest
 
+# Debian's Chromium and ChromeDriver: a test renders the consent pages in them.
+if ! command -v chromedriver >/dev/null || [ ! -x /usr/bin/chromium ]; then
+    echo "== installing chromium and chromium-driver (Debian packages)"
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null ||
+        { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null; }
+fi
+
 echo "== lint"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use url::Url;
 
 use model::State;
-pub use model::{Fault, Stats};
+pub use model::{CRM_CODE_TTL, Fault, MARKETING_CODE_TTL, Stats};
 
 /// One registered RD Station app (client) of a product.
 #[derive(Clone, Debug)]

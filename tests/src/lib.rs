@@ -10,6 +10,7 @@ pub mod logs;
 pub mod moto;
 pub mod refresh_app;
 pub mod runtime_api;
+pub mod webdriver;
 
 /// RD Station's endpoints on a running sandbox.
 pub fn sandbox_endpoints(
