@@ -8,12 +8,11 @@
 //! are sized but not started (this machine cannot run them).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use integration_tests::apigw::{self, EventRequest};
-use integration_tests::moto;
-use integration_tests::runtime_api::{Outcome, RuntimeApi};
+use integration_tests::runtime_api::{Outcome, RuntimeApi, function_command};
 use rd_sandbox::{Sandbox, SandboxConfig};
 use serde_json::Value;
 
@@ -42,26 +41,10 @@ async fn one_cold_start(
     name: &str,
     sandbox: &rd_sandbox::RunningSandbox,
 ) -> Duration {
-    let table = moto::unique_name("cold");
-    connector::outbound::dynamodb::schema::create_table(&moto::dynamodb().await, &table)
-        .await
-        .expect("table");
-    let secret = moto::create_secret(&integration_tests::app::credentials_json(
-        &SandboxConfig::default(),
-    ))
-    .await;
-    let queue = moto::create_queue(None).await;
     let api = RuntimeApi::start().await;
+    let mut command = function_command(bootstrap, name, &api, sandbox).await;
     let started = Instant::now();
-    let mut process = Command::new(bootstrap)
-        .env("AWS_LAMBDA_RUNTIME_API", &api.address)
-        .env("AWS_LAMBDA_FUNCTION_NAME", name)
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("CONNECTIONS_TABLE", &table)
-        .env("CLIENT_CREDENTIALS_SECRET", &secret)
-        .env("RESCUE_QUEUE_URL", &queue)
-        .env("RDSTATION_API_URL", sandbox.base_url.as_str())
+    let mut process = command
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

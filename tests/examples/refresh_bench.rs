@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 use connector::assembly::{Assembly, Parts, Settings};
 use connector::clock::{Clock, SystemClock};
 use connector::domain::{Connection, ConnectionId, Product, TokenPair};
-use connector::outbound::credentials::{CredentialSet, StaticCredentials};
+use connector::outbound::credentials::StaticCredentials;
 use connector::outbound::events::RecordingPublisher;
 use connector::outbound::memory::MemoryRescueQueue;
 use connector::ports::ConnectionStore;
-use connector::secret::{AccessToken, ClientSecret, RefreshToken};
+use connector::secret::{AccessToken, RefreshToken};
 use connector::services::caller_policy::CallerPolicy;
 use connector::services::refresh_protocol::RefreshSettings;
 use connector::services::scheduled_refresh::{self, RunLimits};
@@ -62,16 +62,7 @@ async fn main() {
             "DynamoDB (moto)"
         }
     );
-    let credentials = CredentialSet::new(
-        Some((
-            config.marketing.client_id.clone(),
-            ClientSecret::new(config.marketing.client_secret.clone()),
-        )),
-        Some((
-            config.crm.client_id.clone(),
-            ClientSecret::new(config.crm.client_secret.clone()),
-        )),
-    );
+    let credentials = integration_tests::sandbox_credentials(&config);
     let parts = Parts {
         connections: Arc::new(store.clone()),
         sessions: Arc::new(connector::outbound::memory::MemoryStore::new()),

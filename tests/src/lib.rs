@@ -22,3 +22,20 @@ pub fn sandbox_endpoints(
         crm_authorize: sandbox.url("/oauth/authorize"),
     }
 }
+
+/// The app credentials a sandbox with `config` accepts, for both products.
+pub fn sandbox_credentials(
+    config: &rd_sandbox::SandboxConfig,
+) -> connector::outbound::credentials::CredentialSet {
+    use connector::secret::ClientSecret;
+    connector::outbound::credentials::CredentialSet::new(
+        Some((
+            config.marketing.client_id.clone(),
+            ClientSecret::new(config.marketing.client_secret.clone()),
+        )),
+        Some((
+            config.crm.client_id.clone(),
+            ClientSecret::new(config.crm.client_secret.clone()),
+        )),
+    )
+}

@@ -15,6 +15,46 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::{Notify, watch};
 
+/// A command that runs a function's `binary` as Lambda would under `api`, with
+/// a deployed function's environment: a fresh table, secret (the sandbox's app
+/// credentials) and rescue queue on moto, and `rd` as RD Station. Callers add
+/// what differs (`PUBLIC_BASE_URL`, log level, where output goes) and spawn it.
+pub async fn function_command(
+    binary: &std::path::Path,
+    name: &str,
+    api: &RuntimeApi,
+    rd: &rd_sandbox::RunningSandbox,
+) -> std::process::Command {
+    let table = crate::moto::unique_name("connections");
+    connector::outbound::dynamodb::schema::create_table(&crate::moto::dynamodb().await, &table)
+        .await
+        .expect("table");
+    let secret = crate::moto::create_secret(&crate::app::credentials_json(
+        &rd_sandbox::SandboxConfig::default(),
+    ))
+    .await;
+    let queue = crate::moto::create_queue(None).await;
+    let mut command = std::process::Command::new(binary);
+    command
+        .env("AWS_LAMBDA_RUNTIME_API", &api.address)
+        .env("AWS_LAMBDA_FUNCTION_NAME", name)
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("CONNECTIONS_TABLE", &table)
+        .env("CLIENT_CREDENTIALS_SECRET", &secret)
+        .env("RESCUE_QUEUE_URL", &queue)
+        .env("RDSTATION_API_URL", rd.base_url.as_str())
+        .env(
+            "RDSTATION_MARKETING_AUTHORIZE_URL",
+            rd.url("/auth/dialog").as_str(),
+        )
+        .env(
+            "RDSTATION_CRM_AUTHORIZE_URL",
+            rd.url("/oauth/authorize").as_str(),
+        );
+    command
+}
+
 /// What a function answered to one invocation.
 #[derive(Clone, Debug)]
 pub enum Outcome {

@@ -6,11 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use integration_tests::apigw::{self, EventRequest};
-use integration_tests::moto;
-use integration_tests::runtime_api::{Outcome, RuntimeApi};
+use integration_tests::runtime_api::{Outcome, RuntimeApi, function_command};
 use rd_sandbox::{Sandbox, SandboxConfig};
 use serde_json::{Value, json};
-use std::process::{Child, Command};
+use std::process::Child;
 
 const PUBLIC_BASE_URL: &str = "https://connect.example.com";
 
@@ -29,18 +28,7 @@ fn binary(name: &str) -> PathBuf {
         assert!(path.exists(), "{} is not built (sam build)", path.display());
         return path;
     }
-    let exe = std::env::current_exe().expect("test executable");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
-    let path = profile_dir.join(name);
-    assert!(
-        path.exists(),
-        "{} is not built; `make test` builds the workspace's binaries first",
-        path.display()
-    );
-    path
+    integration_tests::local_run::workspace_binary(name)
 }
 
 struct Function {
@@ -61,34 +49,10 @@ async fn start(name: &str) -> (Function, rd_sandbox::RunningSandbox) {
         .spawn_local()
         .await
         .expect("sandbox");
-    let table = moto::unique_name("connections");
-    connector::outbound::dynamodb::schema::create_table(&moto::dynamodb().await, &table)
-        .await
-        .expect("table");
-    let secret = moto::create_secret(&integration_tests::app::credentials_json(
-        &SandboxConfig::default(),
-    ))
-    .await;
-    let queue = moto::create_queue(None).await;
     let api = RuntimeApi::start().await;
-    let process = Command::new(binary(name))
-        .env("AWS_LAMBDA_RUNTIME_API", &api.address)
-        .env("AWS_LAMBDA_FUNCTION_NAME", name)
-        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("CONNECTIONS_TABLE", &table)
-        .env("CLIENT_CREDENTIALS_SECRET", &secret)
-        .env("RESCUE_QUEUE_URL", &queue)
+    let process = function_command(&binary(name), name, &api, &sandbox)
+        .await
         .env("PUBLIC_BASE_URL", PUBLIC_BASE_URL)
-        .env("RDSTATION_API_URL", sandbox.base_url.as_str())
-        .env(
-            "RDSTATION_MARKETING_AUTHORIZE_URL",
-            sandbox.url("/auth/dialog").as_str(),
-        )
-        .env(
-            "RDSTATION_CRM_AUTHORIZE_URL",
-            sandbox.url("/oauth/authorize").as_str(),
-        )
         .env("RUST_LOG", "info")
         .spawn()
         .expect("the function starts");

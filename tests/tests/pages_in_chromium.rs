@@ -10,10 +10,9 @@ use std::sync::Arc;
 use connector::assembly::{Assembly, Parts, Settings};
 use connector::clock::SystemClock;
 use connector::inbound::http::{connect_routes, finish};
-use connector::outbound::credentials::{CredentialSet, StaticCredentials};
+use connector::outbound::credentials::StaticCredentials;
 use connector::outbound::events::LogPublisher;
 use connector::outbound::memory::{MemoryRescueQueue, MemoryStore};
-use connector::secret::ClientSecret;
 use connector::services::caller_policy::CallerPolicy;
 use connector::services::connect::{ConnectService, PublicBase};
 use connector::services::proxy::ProxySettings;
@@ -40,16 +39,7 @@ async fn site() -> Site {
         .await
         .expect("sandbox");
     let store = Arc::new(MemoryStore::new());
-    let credentials = CredentialSet::new(
-        Some((
-            config.marketing.client_id.clone(),
-            ClientSecret::new(config.marketing.client_secret.clone()),
-        )),
-        Some((
-            config.crm.client_id.clone(),
-            ClientSecret::new(config.crm.client_secret.clone()),
-        )),
-    );
+    let credentials = integration_tests::sandbox_credentials(&config);
     let assembly = Assembly::new(
         Parts {
             connections: store.clone(),
