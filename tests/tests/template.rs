@@ -229,9 +229,7 @@ fn the_api_function_serves_the_proxy_and_connections_routes_behind_iam() {
             ("POST".into(), "/connections/{id}/refresh".into(), iam()),
         ]
     );
-    // Under API Gateway's 30 s integration limit.
-    let timeout = function["Properties"]["Timeout"].as_u64().expect("timeout");
-    assert!(timeout < 30, "{timeout}");
+    // Its timeout (under API Gateway's 30 s) is checked on the transformed template.
 }
 
 /// The value under a short-form intrinsic (`!Ref X` → `X`), if `value` is one.

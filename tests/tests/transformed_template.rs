@@ -204,6 +204,25 @@ fn functions_are_traced_and_the_refresher_is_neither_retried_nor_reserved() {
 }
 
 #[test]
+fn the_api_alarm_watches_the_share_of_5xx_answers_and_functions_answer_before_the_gateway_gives_up()
+{
+    let template = transformed();
+    let alarm = &template["Resources"]["ApiServerErrorsAlarm"]["Properties"];
+    let expression = alarm["Metrics"][0]["Expression"].as_str().expect("math");
+    assert!(expression.contains("errors / requests"), "{expression}");
+    assert_eq!(alarm["Threshold"], 5);
+    for (name, function) in resources_of_type(&template, "AWS::Lambda::Function") {
+        let timeout = function["Properties"]["Timeout"].as_u64().expect("timeout");
+        if name == "TokenRefresherFunction" {
+            assert_eq!(timeout, 300);
+        } else {
+            // API Gateway's integration limit is 30 s.
+            assert!(timeout < 30, "{name}: {timeout}");
+        }
+    }
+}
+
+#[test]
 fn stored_secrets_are_under_the_customer_managed_key() {
     let template = transformed();
     let r = &template["Resources"];
