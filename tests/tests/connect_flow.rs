@@ -427,6 +427,22 @@ async fn bad_input_gets_a_json_error_and_changes_nothing() {
     assert!(app.stored("ok").await.is_none());
 }
 
+/// Found by the route fuzzer: a body over the extractor's limit used to get
+/// axum's plain-text refusal instead of our JSON error.
+#[tokio::test]
+async fn an_oversized_session_request_gets_our_json_error_and_writes_nothing() {
+    let app = TestApp::start().await;
+    let mut request = EventRequest::new(apigw::IAM_AUTHORIZED, "POST", "/connect/sessions");
+    let mut body = br#"{"connection_id":"big","product":"crm","pad":""#.to_vec();
+    body.extend(std::iter::repeat_n(b'x', 3 * 1024 * 1024));
+    body.extend(br#""}"#);
+    request.body = Some(body);
+    let answer = app.send(&request).await;
+    assert_eq!(answer.status, 413);
+    assert_eq!(answer.error_code(), "payload_too_large");
+    assert!(app.stored("big").await.is_none());
+}
+
 #[tokio::test]
 async fn base64_encoded_bodies_are_accepted() {
     let app = TestApp::start().await;

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -39,7 +39,7 @@ pub async fn open_session(
     State(service): State<ConnectService>,
     extensions: Extensions,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let caller = iam_caller(extensions.get::<RequestContext>());
     if let Err(refused) = service.caller_policy.check(caller.as_deref()) {
@@ -47,6 +47,22 @@ pub async fn open_session(
         return ApiError::new(StatusCode::FORBIDDEN, "forbidden", refused.to_string())
             .into_response();
     }
+    // The body extractor's own refusal is plain text: answer our JSON instead.
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "a connect session request is a small JSON object",
+            )
+            .into_response();
+        }
+        Err(_) => {
+            return ApiError::bad_request("invalid_request", "the request body could not be read")
+                .into_response();
+        }
+    };
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
