@@ -46,11 +46,7 @@ async fn stop_requested() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    connector::telemetry::init();
     // Port 0 takes any free port; the banner says which.
     let service_port = env_u16("PORT", 8787)?;
     let sandbox_port = env_u16("SANDBOX_PORT", 8788)?;

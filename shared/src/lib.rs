@@ -23,3 +23,4 @@ pub mod outbound;
 pub mod ports;
 pub mod secret;
 pub mod services;
+pub mod telemetry;

@@ -1,6 +1,6 @@
-//! Captures every log line the test process writes (at DEBUG and above, for every
-//! crate: stricter than production's INFO), so tests can check that no secret
-//! reaches a log.
+//! Captures every log line the test process writes, at TRACE for every crate
+//! behind the deployed hosts' guard (`connector::telemetry::may_record`): more than
+//! any deployed function records, so tests can check that no secret reaches a log.
 //!
 //! When `TEST_LOG_DIR` is set (as `make test` does), the lines also go to a file
 //! there, and every `TestApp` records the secrets it saw issued, so that
@@ -68,11 +68,19 @@ impl Write for Capture {
 pub fn install() {
     static INSTALLED: OnceLock<()> = OnceLock::new();
     INSTALLED.get_or_init(|| {
-        let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
-            .with_ansi(false)
-            .with_writer(|| Capture)
-            .finish();
+        use tracing_subscriber::prelude::*;
+        // TRACE, behind the same guard as every deployed host: the scan sees all
+        // that a function asked for TRACE would record.
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_subscriber::EnvFilter::new("trace"))
+            .with(tracing_subscriber::filter::filter_fn(
+                connector::telemetry::may_record,
+            ))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(|| Capture),
+            );
         // Another test helper may have installed one first; the capture then misses
         // nothing of ours because only this module installs subscribers.
         let _ = tracing::subscriber::set_global_default(subscriber);

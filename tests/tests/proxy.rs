@@ -206,6 +206,24 @@ async fn a_warm_instance_reads_nothing_from_the_store() {
     );
 }
 
+/// Found by the route fuzzer: a connection id that is not UTF-8 once decoded got
+/// axum's plain-text 400 on every `/connections/{id}` route.
+#[tokio::test]
+async fn a_non_utf8_connection_id_gets_our_json_error_on_every_route() {
+    let app = RefreshApp::start().await;
+    let router = instance(&app);
+    for (method, path) in [
+        ("GET", "/connections/%80"),
+        ("PATCH", "/connections/%80"),
+        ("DELETE", "/connections/%C3%28"),
+        ("POST", "/connections/%FF/refresh"),
+    ] {
+        let answer = call(&router, method, path, "").await;
+        assert_eq!(answer.status, 400, "{method} {path}");
+        assert_eq!(answer.error_code(), "invalid_path", "{method} {path}");
+    }
+}
+
 #[tokio::test]
 async fn bad_paths_ids_and_states_get_precise_errors_and_reach_nothing() {
     let app = RefreshApp::start().await;

@@ -8,7 +8,7 @@ use connector::inbound::http::api_proxy_router;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    lambda_http::tracing::init_default_subscriber();
+    connector::telemetry::init();
     let config = Config::from_env()?;
     let state = Assembly::aws(&config).await?.api_state()?;
     lambda_http::run(api_proxy_router(state)).await

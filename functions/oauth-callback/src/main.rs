@@ -8,7 +8,7 @@ use connector::inbound::http::oauth_callback_router;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    lambda_http::tracing::init_default_subscriber();
+    connector::telemetry::init();
     let config = Config::from_env()?;
     let service = Assembly::aws(&config).await?.connect_service();
     lambda_http::run(oauth_callback_router(service)).await

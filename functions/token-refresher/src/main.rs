@@ -7,7 +7,7 @@ use lambda_runtime::{LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    lambda_runtime::tracing::init_default_subscriber();
+    connector::telemetry::init();
     let config = Config::from_env()?;
     let refresher = Assembly::aws(&config)
         .await?

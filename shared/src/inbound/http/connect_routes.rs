@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use lambda_http::request::RequestContext;
@@ -15,6 +15,7 @@ use super::api_state::iam_caller;
 use super::binding_cookie;
 use super::error::ApiError;
 use super::pages::{error_response, found, page, private, wants_html};
+use super::path_param::PathParam;
 use crate::domain::{ConnectSession, Connection, Product};
 use crate::services::connect::{
     BeginConsentError, CallbackQuery, CallbackRejected, ConnectFailure, ConnectService,
@@ -157,7 +158,7 @@ fn open_session_error(err: OpenSessionError) -> ApiError {
 /// answers 302 to RD's consent page with a fresh, opaque `state`.
 pub async fn redirect_to_consent(
     State(service): State<ConnectService>,
-    Path(session): Path<String>,
+    PathParam(session): PathParam,
     extensions: Extensions,
     headers: HeaderMap,
 ) -> Response {

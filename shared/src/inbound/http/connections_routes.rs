@@ -2,13 +2,14 @@
 //! delete. Never a token, nor a fingerprint of one.
 
 use axum::Json;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::api_state::ApiState;
 use super::error::ApiError;
+use super::path_param::PathParam;
 use crate::domain::{Connection, ConnectionId, ConnectionStatus, Product, TokenCallError};
 use crate::ports::{ListQuery, StoreError};
 use crate::services::refresh_protocol::{RefreshFailure, RefreshRequest, Refreshed};
@@ -125,7 +126,7 @@ pub async fn list(State(state): State<ApiState>, request: Request) -> Response {
 /// `GET /connections/{id}`.
 pub async fn show(
     State(state): State<ApiState>,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
     request: Request,
 ) -> Response {
     let id = match admit(&state, &request, &raw) {
@@ -155,7 +156,7 @@ const MAX_RATE_LIMIT: u32 = 10_000;
 /// instance applies it when it next reads the connection.
 pub async fn update(
     State(state): State<ApiState>,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
     request: Request,
 ) -> Response {
     let id = match admit(&state, &request, &raw) {
@@ -212,7 +213,7 @@ pub async fn update(
 /// `POST /connections/{id}/refresh`: a forced refresh through the protocol.
 pub async fn refresh(
     State(state): State<ApiState>,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
     request: Request,
 ) -> Response {
     let id = match admit(&state, &request, &raw) {
@@ -277,7 +278,7 @@ pub async fn refresh(
 /// then delete.
 pub async fn delete(
     State(state): State<ApiState>,
-    Path(raw): Path<String>,
+    PathParam(raw): PathParam,
     request: Request,
 ) -> Response {
     let id = match admit(&state, &request, &raw) {

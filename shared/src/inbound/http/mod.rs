@@ -7,6 +7,7 @@ mod connect_routes;
 mod connections_routes;
 pub mod error;
 mod pages;
+mod path_param;
 mod proxy_routes;
 
 pub use api_state::ApiState;
