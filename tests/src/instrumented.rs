@@ -57,6 +57,10 @@ pub struct InstrumentedStore {
     /// While true, every write made under a lease (`update_holding_lease`: refresh
     /// commits and lease releases) fails as DynamoDB throttling would.
     pub fail_commits: Arc<AtomicBool>,
+    /// While true, every write under a lease is applied and then answered as a
+    /// failure (throttling), as when DynamoDB's answer is lost and every retry
+    /// fails too.
+    pub lose_commit_answers: Arc<AtomicBool>,
     /// While true, every plain update (status writes, restores) fails likewise.
     pub fail_updates: Arc<AtomicBool>,
     slow_get: Arc<OneShot>,
@@ -73,6 +77,7 @@ impl InstrumentedStore {
             inner: Arc::new(inner),
             counts: Arc::default(),
             fail_commits: Arc::default(),
+            lose_commit_answers: Arc::default(),
             fail_updates: Arc::default(),
             slow_get: Arc::default(),
             slow_claim_answer: Arc::default(),
@@ -180,7 +185,11 @@ impl ConnectionStore for InstrumentedStore {
         if self.fail_commits.load(Ordering::SeqCst) {
             return Err(throttled());
         }
-        self.inner.update_holding_lease(connection, lease_id).await
+        let result = self.inner.update_holding_lease(connection, lease_id).await;
+        if self.lose_commit_answers.load(Ordering::SeqCst) {
+            return Err(throttled());
+        }
+        result
     }
 
     async fn due_connections(

@@ -372,3 +372,28 @@ async fn a_run_whose_every_due_index_query_failed_is_a_failed_invocation() {
         other => panic!("expected a failed invocation, got {other:?}"),
     }
 }
+
+/// Found by the fault soak: a commit that landed while every answer to it was
+/// lost left a Marketing connection `possibly_lost` for good. Its refresh token is
+/// stable, so "the spent token is still stored" held after the commit too; the
+/// rescued pair was then found superseded and nothing ever cleared the status.
+#[tokio::test]
+async fn a_commit_that_landed_with_its_answers_lost_leaves_the_connection_active() {
+    for product in [Product::Marketing, Product::Crm] {
+        let app = RefreshApp::start().await;
+        let before = app.connect("landed", product).await;
+        app.store.lose_commit_answers.store(true, Ordering::SeqCst);
+        let outcome = app.refresh("landed", RefreshRequest::forced()).await;
+        app.store.lose_commit_answers.store(false, Ordering::SeqCst);
+        assert!(outcome.is_ok(), "{product:?}: {outcome:?}");
+        let stored = app.stored("landed").await;
+        assert_eq!(stored.status, ConnectionStatus::Active, "{product:?}");
+        assert_ne!(stored.tokens.access_token, before.tokens.access_token);
+        assert!(app.usable("landed").await, "{product:?}");
+        // The rescued copy is found superseded; nothing changes.
+        app.run().await;
+        let after = app.stored("landed").await;
+        assert_eq!(after.status, ConnectionStatus::Active, "{product:?}");
+        assert_eq!(after.tokens, stored.tokens);
+    }
+}

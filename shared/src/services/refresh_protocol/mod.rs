@@ -661,15 +661,22 @@ impl RefreshEngine {
                 "rescue_failed"
             }
         };
-        let spent = c.tokens.refresh_token.clone();
+        let replaced = c.tokens.clone();
+        let rotated = rescued.tokens.clone();
         let marked = self
             .mark(&c.id, &claim.deadline, |current| {
-                // Only if nothing newer has been stored meanwhile (e.g. a reconnect).
-                (current.tokens.refresh_token == spent)
+                // Only if the pair this refresh replaced is still the stored one: not
+                // if the commit landed after all (its answers lost), nor if a newer
+                // pair arrived (a reconnect). Both tokens must match: a Marketing
+                // refresh token is stable, so it alone cannot tell.
+                (current.tokens.refresh_token == replaced.refresh_token
+                    && current.tokens.access_token == replaced.access_token)
                     .then_some((ConnectionStatus::PossiblyLost, reason))
             })
             .await;
         match marked {
+            // The commit landed; only its answers were lost.
+            Some(current) if current.tokens == rotated => Ok(Refreshed::Rotated(current)),
             // A newer pair was stored meanwhile (a reconnect): the connection is fine.
             Some(current) if current.status == ConnectionStatus::Active => {
                 Ok(Refreshed::ByOtherWorker(current))
