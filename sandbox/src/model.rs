@@ -38,6 +38,16 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// The fault's name, as the stats report it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Fault::ServerError => "ServerError",
+            Fault::Hang { .. } => "Hang",
+            Fault::RateLimited { .. } => "RateLimited",
+            Fault::DropAfterProcessing => "DropAfterProcessing",
+        }
+    }
+
     /// A hang of `duration`.
     pub fn hang(duration: Duration) -> Self {
         Fault::Hang {
@@ -66,6 +76,12 @@ pub struct Stats {
     pub api_calls: u64,
     /// API calls answered 401.
     pub api_unauthorized: u64,
+    /// Calls presenting a refresh token that rolls on use (CRM's, and Marketing's
+    /// while rolling), by fingerprint: more than one means it was presented again.
+    pub rolling_calls_by_refresh_token: HashMap<String, u64>,
+    /// The injected faults each refresh token's calls met, by fingerprint (e.g.
+    /// `DropAfterProcessing`): what explains a token presented twice, or lost.
+    pub faults_by_refresh_token: HashMap<String, Vec<String>>,
 }
 
 pub struct CodeGrant {
@@ -228,14 +244,33 @@ impl State {
     /// to play, if one is queued.
     pub fn record_token_call(&mut self, refresh_token: Option<&str>) -> Option<Fault> {
         self.stats.token_calls += 1;
+        let fault = self.faults.pop_front();
         if let Some(token) = refresh_token {
             *self
                 .stats
                 .calls_by_refresh_token
                 .entry(fingerprint(token))
                 .or_default() += 1;
+            let rolls = self
+                .refresh_tokens
+                .get(token)
+                .is_some_and(|r| r.product == SandboxProduct::Crm || self.marketing_rolls);
+            if rolls {
+                *self
+                    .stats
+                    .rolling_calls_by_refresh_token
+                    .entry(fingerprint(token))
+                    .or_default() += 1;
+            }
+            if let Some(fault) = &fault {
+                self.stats
+                    .faults_by_refresh_token
+                    .entry(fingerprint(token))
+                    .or_default()
+                    .push(fault.name().to_owned());
+            }
         }
-        self.faults.pop_front()
+        fault
     }
 
     fn issue_pair(

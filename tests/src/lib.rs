@@ -4,6 +4,7 @@
 
 pub mod apigw;
 pub mod app;
+pub mod aws_faults;
 pub mod instrumented;
 pub mod local_run;
 pub mod logs;

@@ -9,6 +9,7 @@ use connector::assembly::{Assembly, Parts, Settings};
 use connector::clock::{Clock, OffsetClock};
 use connector::domain::{Connection, ConnectionId, Product, TokenPair};
 use connector::outbound::credentials::SecretsManagerCredentials;
+use connector::outbound::dynamodb::DynamoStore;
 use connector::outbound::events::RecordingPublisher;
 use connector::outbound::memory::MemoryStore;
 use connector::ports::{ClientCredentials, ConnectionStore, EventKind, ServiceEvent};
@@ -79,15 +80,19 @@ impl RefreshApp {
 
     /// A fresh table, secret and sandbox, with `settings`.
     pub async fn start_with(settings: RefreshSettings) -> Self {
+        Self::start_on(settings, moto::fresh_store().await).await
+    }
+
+    /// A fresh secret and sandbox, with `settings`, over `table` (a store whose
+    /// client may reach DynamoDB through a fault-injecting proxy).
+    pub async fn start_on(settings: RefreshSettings, table: DynamoStore) -> Self {
         logs::install();
         let sandbox_config = SandboxConfig::default();
         let sandbox = Sandbox::new(sandbox_config.clone())
             .spawn_local()
             .await
             .expect("sandbox");
-        let table = moto::fresh_store()
-            .await
-            .with_due_policy(settings.due.clone());
+        let table = table.with_due_policy(settings.due.clone());
         let store = InstrumentedStore::new(table.clone());
         let rescues = InstrumentedQueue::new(moto::fresh_rescue_queue().await);
         let secret_name = moto::create_secret(&crate::app::credentials_json(&sandbox_config)).await;
