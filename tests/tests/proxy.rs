@@ -206,6 +206,32 @@ async fn a_warm_instance_reads_nothing_from_the_store() {
     );
 }
 
+/// An anonymous caller (no IAM identity in the request context, as a request that
+/// bypassed API Gateway's authoriser would be) is refused on every route of the
+/// API function, and nothing reaches RD.
+#[tokio::test]
+async fn an_unauthenticated_caller_is_refused_on_every_route() {
+    let app = RefreshApp::start().await;
+    app.connect("guarded", Product::Crm).await;
+    let router = instance(&app);
+    let api_calls = app.sandbox.sandbox.stats().api_calls;
+    for (method, path) in [
+        ("GET", "/proxy/guarded/crm/v2/contacts"),
+        ("POST", "/proxy/guarded/crm/v2/contacts"),
+        ("GET", "/connections"),
+        ("GET", "/connections/guarded"),
+        ("PATCH", "/connections/guarded"),
+        ("DELETE", "/connections/guarded"),
+        ("POST", "/connections/guarded/refresh"),
+    ] {
+        let answer = apigw::send(&router, &EventRequest::new(apigw::BROWSER, method, path)).await;
+        assert_eq!(answer.status, 403, "{method} {path}");
+        assert_eq!(answer.error_code(), "forbidden", "{method} {path}");
+    }
+    assert_eq!(app.sandbox.sandbox.stats().api_calls, api_calls);
+    assert_eq!(app.stored("guarded").await.version, 1);
+}
+
 /// Found by the route fuzzer: a connection id that is not UTF-8 once decoded got
 /// axum's plain-text 400 on every `/connections/{id}` route.
 #[tokio::test]

@@ -48,6 +48,7 @@ fn env_number(name: &str, default: u64) -> u64 {
 struct Tally {
     rd_faults: BTreeMap<&'static str, u64>,
     api_401s_injected: u64,
+    slow_rd_steps: u64,
     proxied: u64,
     proxied_by_status: BTreeMap<u16, u64>,
     ours_5xx_while_healthy: u64,
@@ -157,6 +158,14 @@ async fn ninety_days_of_faults_lose_no_connection_that_could_be_kept() {
         } else {
             aws.stretch(None);
         }
+        // Slow answers from RD's token endpoint, within the token timeout.
+        let slow = rng.random_bool(0.1);
+        rd.set_token_latency(if slow {
+            Duration::from_millis(150)
+        } else {
+            Duration::ZERO
+        });
+        tally.slow_rd_steps += u64::from(slow);
         if rng.random_bool(0.1) {
             rd.inject_api_fault(401, None, 1);
             tally.api_401s_injected += 1;
@@ -221,6 +230,7 @@ async fn ninety_days_of_faults_lose_no_connection_that_could_be_kept() {
     // Healthy again: let backoffs expire and the refresher settle.
     aws.stretch(None);
     rd.clear_faults();
+    rd.set_token_latency(Duration::ZERO);
     rd.set_marketing_rolling(false);
     for _ in 0..4 {
         app.advance(3_600);
@@ -304,8 +314,8 @@ async fn ninety_days_of_faults_lose_no_connection_that_could_be_kept() {
         tally.in_runs.as_secs_f64()
     );
     println!(
-        "soak: RD faults injected: {:?}; API 401s injected: {}",
-        tally.rd_faults, tally.api_401s_injected
+        "soak: RD faults injected: {:?}; steps with slow token answers: {}; API 401s injected: {}",
+        tally.rd_faults, tally.slow_rd_steps, tally.api_401s_injected
     );
     let aws_counts: Vec<String> = ALL_FAULTS
         .iter()
