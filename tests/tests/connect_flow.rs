@@ -3,6 +3,7 @@
 //! Manager on moto.
 
 use connector::domain::{ConnectionStatus, Product};
+use connector::ports::ConnectionStore;
 use connector::secret::ExposeSecret;
 use integration_tests::apigw::{self, EventRequest};
 use integration_tests::app::{PUBLIC_BASE_URL, RETURN_ORIGIN, TestApp};
@@ -425,6 +426,47 @@ async fn bad_input_gets_a_json_error_and_changes_nothing() {
     assert_eq!(answer.error_code(), "method_not_allowed");
 
     assert!(app.stored("ok").await.is_none());
+}
+
+/// Header and response splitting through `return_url`: CR/LF (raw or encoded)
+/// can neither end the `Location` header nor add one; the URL is refused or
+/// carried percent-encoded.
+#[tokio::test]
+async fn a_return_url_cannot_split_the_redirect() {
+    let app = TestApp::start().await;
+    for hostile in [
+        format!("{RETURN_ORIGIN}/done?x=%0d%0aSet-Cookie:%20stolen=1"),
+        format!("{RETURN_ORIGIN}/done%0D%0ALocation:%20https://evil.example/"),
+        format!("{RETURN_ORIGIN}/done?x=\r\nSet-Cookie: stolen=1"),
+    ] {
+        let answer = app
+            .open_session(
+                json!({"connection_id": "split", "product": "crm", "return_url": hostile}),
+            )
+            .await;
+        if answer.status != 201 {
+            assert_eq!(answer.status, 400, "{}", answer.text());
+            continue;
+        }
+        let path = Url::parse(answer.json()["connect_url"].as_str().expect("url"))
+            .expect("url")
+            .path()
+            .to_owned();
+        let back = app.decide(&app.consent_url(&path).await, "allow").await;
+        let landed = app.callback(&back, false).await;
+        assert_eq!(landed.status, 302, "{}", landed.text());
+        let location = landed.headers["location"].as_bytes();
+        assert!(!location.contains(&b'\r') && !location.contains(&b'\n'));
+        assert!(!landed.headers.contains_key("set-cookie"));
+        assert_eq!(
+            Url::parse(&landed.location()).expect("url").origin(),
+            Url::parse(RETURN_ORIGIN).expect("url").origin()
+        );
+        app.store
+            .delete(&connector::domain::ConnectionId::parse("split").expect("id"))
+            .await
+            .expect("delete");
+    }
 }
 
 /// Found by the route fuzzer: a body over the extractor's limit used to get

@@ -148,3 +148,55 @@ fn half_a_credential_pair_is_refused_with_a_clear_message() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("RDSTATION_CRM_CLIENT_SECRET"), "{stderr}");
 }
+
+/// A slow body (a client that sends headers, a little of its body, then stalls)
+/// holds its own connection only: other callers are served meanwhile, and the
+/// half-sent request writes nothing. (In AWS, API Gateway buffers a request before
+/// the function sees it; the local run is where a slow client meets our server.)
+#[tokio::test]
+async fn a_slow_body_holds_one_connection_not_the_service() {
+    use tokio::io::AsyncWriteExt;
+    let run = LocalRun::start(&[("CONNECTIONS_TABLE", ""), ("RDSTATION_API_URL", "")]);
+    let address = format!(
+        "{}:{}",
+        run.base.host_str().expect("host"),
+        run.base.port().expect("port")
+    );
+    let mut slow = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    slow.write_all(
+        b"POST /connect/sessions HTTP/1.1\r\nHost: local\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"connection_id\":\"slow\",",
+    )
+    .await
+    .expect("partial request");
+    let http = client();
+    let listed: Value = http
+        .get(run.url("/connections"))
+        .send()
+        .await
+        .expect("served meanwhile")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(listed["connections"], serde_json::json!([]));
+    drop(slow);
+    let connected = connect(&run.base, "after-slow", "crm").await;
+    assert_eq!(connected["status"], "connected");
+    let listed: Value = http
+        .get(run.url("/connections"))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let ids: Vec<&str> = listed["connections"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|c| c["connection_id"].as_str())
+        .collect();
+    assert_eq!(ids, ["after-slow"], "the half-sent request wrote nothing");
+    stops_cleanly(run);
+}
