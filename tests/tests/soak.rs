@@ -1,22 +1,24 @@
 //! The fault soak: 90 days of RD time for 200 connections (half CRM, half
 //! Marketing, Marketing's refresh tokens rolling for a third of the days), in
-//! one-day steps (`SOAK_STEP_HOURS`), with the refresher run at each step (two at once, or cut off at a
-//! deadline, at some), proxied calls meeting expired tokens between runs, and faults
-//! drawn from a seeded generator: from RD (500, a hang past the token timeout, 429
-//! with `Retry-After`, an answer dropped after RD processed the call, 401 on the
-//! API) and from DynamoDB (through `aws_faults::AwsFaultProxy`: throttling,
-//! throughput exceeded, 500, slow answers, a write's answer dropped after it was
-//! applied), in stretches.
+//! one-day steps (`SOAK_STEP_HOURS`), with the refresher run at each step (two
+//! racing at once, or cut off at a deadline, at some), proxied calls meeting
+//! expired tokens between runs, and faults drawn from a seeded generator: from RD
+//! (500, a hang past the token timeout, 429 with `Retry-After`, an answer dropped
+//! after RD processed the call, slow answers, 401 on the API) and from DynamoDB
+//! (through `aws_faults::AwsFaultProxy`: throttling, throughput exceeded, 500,
+//! slow answers, a write's answer dropped after it was applied), in stretches.
 //!
 //! Afterwards it checks, and prints with counts: no refresh token presented while
-//! another call with it was in flight; every refresh token presented more than once
-//! met an injected RD fault first; every `possibly_lost` connection is one whose
-//! refresh token's answer RD dropped after processing; no `needs_reauth`; every
-//! other connection `active` with a token RD accepts; no 5xx of ours to a caller
-//! while RD and the store were healthy; no CRM refresh token died idle.
+//! another call with it was in flight; every refresh token that rolls and was
+//! presented more than once met an injected RD fault first; every `possibly_lost`
+//! connection is one whose refresh token's answer RD dropped after processing; no
+//! `needs_reauth`; every other connection `active` with a token RD accepts; no 5xx
+//! of ours to a caller while RD and the store were healthy; no CRM refresh token
+//! died idle.
 //!
-//! `SOAK_SEED` reproduces a run (the seed is printed); `SOAK_DAYS` and
-//! `SOAK_CONNECTIONS` shrink or grow it.
+//! `SOAK_SEED` replays a run's fault schedule and calls (the seed is printed;
+//! thread interleavings still vary); `SOAK_DAYS`, `SOAK_CONNECTIONS` and
+//! `SOAK_STEP_HOURS` shrink or grow it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
