@@ -26,7 +26,7 @@ use tokio::net::TcpListener;
 use url::Url;
 
 use model::State;
-pub use model::{CRM_CODE_TTL, Fault, MARKETING_CODE_TTL, Stats};
+pub use model::{CRM_CODE_TTL, Fault, MARKETING_CODE_TTL, Stats, fingerprint};
 
 /// One registered RD Station app (client) of a product.
 #[derive(Clone, Debug)]
@@ -85,7 +85,8 @@ pub enum SandboxProduct {
 #[derive(Clone)]
 pub struct Sandbox {
     state: Arc<Mutex<State>>,
-    /// Token-endpoint calls being held by a [`Fault::Hang`] right now.
+    /// Token-endpoint calls being held right now: by a [`Fault::Hang`], or
+    /// waiting out the token latency.
     in_flight: Arc<tokio::sync::watch::Sender<usize>>,
     /// Token-endpoint calls received so far (before any latency or fault plays).
     received: Arc<tokio::sync::watch::Sender<u64>>,
@@ -95,6 +96,29 @@ pub struct Sandbox {
 pub(crate) struct Presenting {
     sandbox: Sandbox,
     fingerprint: String,
+    /// Whether the handler got past its waits to an answer; a guard dropped
+    /// before that was dropped with its handler, because the client went away.
+    answered: bool,
+    /// The hold on a call waiting out the token latency; dropped after `drop`
+    /// has recorded an abandoned call, so `wait_until_idle` sees the record.
+    hold: Option<InFlight>,
+}
+
+impl Presenting {
+    /// The handler has its answer: no client going away can stop it now.
+    pub(crate) fn answered(&mut self) {
+        self.answered = true;
+    }
+
+    /// Keeps the call counted as held while the guard lives (or until released).
+    pub(crate) fn hold(&mut self, hold: InFlight) {
+        self.hold = Some(hold);
+    }
+
+    /// Ends the hold taken by [`Presenting::hold`].
+    pub(crate) fn release_hold(&mut self) {
+        self.hold = None;
+    }
 }
 
 impl Drop for Presenting {
@@ -102,6 +126,13 @@ impl Drop for Presenting {
         let mut state = self.sandbox.lock();
         if let Some(n) = state.presenting.get_mut(&self.fingerprint) {
             *n = n.saturating_sub(1);
+        }
+        if !self.answered {
+            *state
+                .stats
+                .abandoned_calls_by_refresh_token
+                .entry(self.fingerprint.clone())
+                .or_default() += 1;
         }
     }
 }
@@ -253,6 +284,8 @@ impl Sandbox {
         Presenting {
             sandbox: self.clone(),
             fingerprint,
+            answered: false,
+            hold: None,
         }
     }
 

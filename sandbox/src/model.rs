@@ -82,6 +82,10 @@ pub struct Stats {
     /// The injected faults each refresh token's calls met, by fingerprint (e.g.
     /// `DropAfterProcessing`): what explains a token presented twice, or lost.
     pub faults_by_refresh_token: HashMap<String, Vec<String>>,
+    /// Refresh calls whose client went away before RD answered (its timeout ran
+    /// out while RD was slow), by fingerprint. RD had not processed them; to the
+    /// client the outcome was unknown, so presenting the token again is right.
+    pub abandoned_calls_by_refresh_token: HashMap<String, u64>,
 }
 
 pub struct CodeGrant {
@@ -155,6 +159,7 @@ pub struct State {
     pub api_faults: VecDeque<(u16, Option<u64>)>,
 }
 
+/// The SHA-256 fingerprint (16 hex digits) by which [`Stats`] key refresh tokens.
 pub fn fingerprint(value: &str) -> String {
     Sha256::digest(value.as_bytes())[..8]
         .iter()

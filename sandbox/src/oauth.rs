@@ -191,7 +191,22 @@ async fn play_fault_before(
     sandbox.note_token_call_received();
     let latency = sandbox.lock().token_latency;
     if !latency.is_zero() {
+        // Held (and counted by `wait_until_idle`) while it waits; a client that
+        // gives up meanwhile drops this handler with the wait. The presentation
+        // guard carries the hold, so that it records the abandoned call before the
+        // hold ends.
+        let held = sandbox.hold_token_call();
+        let _held = match presenting.as_mut() {
+            Some(presenting) => {
+                presenting.hold(held);
+                None
+            }
+            None => Some(held),
+        };
         tokio::time::sleep(latency).await;
+        if let Some(presenting) = presenting.as_mut() {
+            presenting.release_hold();
+        }
     }
     match fault? {
         Fault::ServerError => Some(marketing_error(
@@ -204,9 +219,14 @@ async fn play_fault_before(
             // hold lives in its own task, counted until it ends.
             let held = sandbox.hold_token_call();
             // The token counts as presented for as long as RD holds the call.
-            let presenting = presenting.take();
+            let mut presenting = presenting.take();
             let hold = tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(millis)).await;
+                // The hang is the injected fault that explains this call, whether
+                // or not the client waited for its end.
+                if let Some(presenting) = presenting.as_mut() {
+                    presenting.answered();
+                }
                 drop(held);
                 drop(presenting);
             });
@@ -284,7 +304,12 @@ async fn marketing_token(
         .lock()
         .record_token_call(request.refresh_token.as_deref());
     let mut presenting = request.refresh_token.as_deref().map(|t| sandbox.present(t));
-    if let Some(response) = play_fault_before(&sandbox, fault, &mut presenting).await {
+    let before = play_fault_before(&sandbox, fault, &mut presenting).await;
+    // Past the waits: from here the handler runs to its answer without yielding.
+    if let Some(presenting) = presenting.as_mut() {
+        presenting.answered();
+    }
+    if let Some(response) = before {
         return response;
     }
     let product = SandboxProduct::Marketing;
@@ -365,7 +390,12 @@ async fn crm_token(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Byt
         .flatten();
     let fault = sandbox.lock().record_token_call(refresh_token);
     let mut presenting = refresh_token.map(|t| sandbox.present(t));
-    if let Some(response) = play_fault_before(&sandbox, fault, &mut presenting).await {
+    let before = play_fault_before(&sandbox, fault, &mut presenting).await;
+    // Past the waits: from here the handler runs to its answer without yielding.
+    if let Some(presenting) = presenting.as_mut() {
+        presenting.answered();
+    }
+    if let Some(response) = before {
         return response;
     }
     let product = SandboxProduct::Crm;

@@ -298,6 +298,41 @@ async fn a_held_call_times_out_as_ambiguous() {
 }
 
 #[tokio::test]
+async fn a_slow_answer_our_timeout_abandons_is_recorded_and_leaves_the_token_unspent() {
+    let rd = rd_with_timeout(Duration::from_millis(200)).await;
+    let token = refresh_token(&rd.exchange(Product::Crm).await);
+    let fingerprint = rd_sandbox::fingerprint(token.expose_secret());
+    // No injected fault: RD is merely slower than our timeout.
+    rd.sandbox.sandbox.set_token_latency(Duration::from_secs(2));
+    assert!(matches!(
+        rd.refresh(Product::Crm, &token).await,
+        Err(TokenCallError::Transient {
+            ambiguous: true,
+            ..
+        })
+    ));
+    // Our client hung up while RD waited; RD dropped the call unprocessed, and
+    // says so, which is what lets a soak tell this repeat from a protocol fault.
+    rd.sandbox.sandbox.wait_until_idle().await;
+    let stats = rd.sandbox.sandbox.stats();
+    assert_eq!(
+        stats.abandoned_calls_by_refresh_token.get(&fingerprint),
+        Some(&1)
+    );
+    assert!(!stats.faults_by_refresh_token.contains_key(&fingerprint));
+    rd.sandbox.sandbox.set_token_latency(Duration::ZERO);
+    rd.refresh(Product::Crm, &token)
+        .await
+        .expect("the token was never spent");
+    let stats = rd.sandbox.sandbox.stats();
+    assert_eq!(
+        stats.abandoned_calls_by_refresh_token.get(&fingerprint),
+        Some(&1),
+        "an answered call is not abandoned"
+    );
+}
+
+#[tokio::test]
 async fn a_connection_dropped_after_processing_is_ambiguous_and_the_token_is_spent() {
     let rd = rd().await;
     let token = refresh_token(&rd.exchange(Product::Crm).await);

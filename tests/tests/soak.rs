@@ -255,15 +255,34 @@ async fn ninety_days_of_faults_lose_no_connection_that_could_be_kept() {
         .filter(|(_, calls)| **calls > 1)
         .map(|(fp, _)| fp)
         .collect();
+    // A repeat is explained when an earlier call with the token met an injected
+    // fault, or was abandoned by our client (its timeout ran out while RD was slow,
+    // as on a loaded machine): both leave the outcome unknown to the client.
     let unexplained_repeats: Vec<&&String> = presented_again
         .iter()
         .filter(|fp| {
-            stats
+            let faulted = stats
                 .faults_by_refresh_token
                 .get(**fp)
-                .is_none_or(Vec::is_empty)
+                .is_some_and(|f| !f.is_empty());
+            let abandoned = stats
+                .abandoned_calls_by_refresh_token
+                .get(**fp)
+                .is_some_and(|n| *n > 0);
+            !faulted && !abandoned
         })
         .collect();
+    for fp in &unexplained_repeats {
+        println!(
+            "soak: refresh token {fp} was presented again without an injected fault or an abandoned call: calls {:?}, rolling calls {:?}",
+            stats.calls_by_refresh_token.get(**fp),
+            stats.rolling_calls_by_refresh_token.get(**fp),
+        );
+    }
+    let abandoned_repeats = presented_again
+        .iter()
+        .filter(|fp| stats.abandoned_calls_by_refresh_token.contains_key(**fp))
+        .count();
 
     let mut active = 0;
     let mut usable = 0;
@@ -329,11 +348,12 @@ async fn ninety_days_of_faults_lose_no_connection_that_could_be_kept() {
         aws_counts.join(", ")
     );
     println!(
-        "soak: token calls {}, refreshes {}, refresh tokens presented more than once {} (each after an injected RD fault: {}), dead refresh tokens presented {}, overlapping presentations {}",
+        "soak: token calls {}, refreshes {}, refresh tokens presented more than once {} (after an injected RD fault or a call our client abandoned: {}; abandoned calls among them: {}), dead refresh tokens presented {}, overlapping presentations {}",
         stats.token_calls,
         stats.refreshes,
         presented_again.len(),
         presented_again.len() - unexplained_repeats.len(),
+        abandoned_repeats,
         stats.dead_refresh_token_presentations,
         stats.overlapping_presentations
     );
@@ -353,7 +373,7 @@ async fn ninety_days_of_faults_lose_no_connection_that_could_be_kept() {
     );
     assert!(
         unexplained_repeats.is_empty(),
-        "{} refresh tokens were presented again without an injected fault",
+        "{} refresh tokens were presented again without an injected fault or an abandoned call",
         unexplained_repeats.len()
     );
     assert_eq!(
