@@ -187,6 +187,11 @@ pub trait RescueQueue: Send + Sync {
 
     /// Removes a pair once it is restored or proven superseded.
     async fn delete_rescue(&self, receipt: &str) -> Result<(), StoreError>;
+
+    /// Makes a received pair visible to every receiver again at once (its restore
+    /// failed): the next drain must find it, not wait out the visibility timeout
+    /// while someone decides that no pair was saved.
+    async fn return_rescue(&self, receipt: &str) -> Result<(), StoreError>;
 }
 
 /// Where connect sessions live (in the same table as connections, in production).

@@ -252,6 +252,10 @@ impl RescueQueue for InstrumentedQueue {
     async fn delete_rescue(&self, receipt: &str) -> Result<(), StoreError> {
         self.inner.delete_rescue(receipt).await
     }
+
+    async fn return_rescue(&self, receipt: &str) -> Result<(), StoreError> {
+        self.inner.return_rescue(receipt).await
+    }
 }
 
 /// Credentials whose next read can be made slow.

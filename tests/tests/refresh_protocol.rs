@@ -304,6 +304,62 @@ async fn failed_commits_go_to_a_rescue_item_and_the_next_run_restores_them() {
 }
 
 #[tokio::test]
+async fn a_rescued_pair_that_cannot_be_restored_yet_keeps_the_spent_token_from_rd() {
+    let app = RefreshApp::start().await;
+    let before = app.connect("stranded", Product::Crm).await;
+    let spent = rd_sandbox::fingerprint(before.tokens.refresh_token.expose_secret());
+    app.advance(CRM_NEARLY_EXPIRED);
+    // RD rotates; the commit fails and so does marking the connection: the pair
+    // waits on the queue, the item still names the spent token in its intent.
+    app.store.fail_commits.store(true, Ordering::SeqCst);
+    app.store.fail_updates.store(true, Ordering::SeqCst);
+    match app.refresh("stranded", RefreshRequest::default()).await {
+        Err(RefreshFailure::Store(_)) => {}
+        other => panic!("expected a store failure, got {other:?}"),
+    }
+    let rescued = app.rescues.peek().await;
+    assert_eq!(rescued.len(), 1);
+
+    // The lease runs out. The store takes lease writes again but not yet plain
+    // updates, so the next refresh finds the pair and cannot restore it.
+    app.store.fail_commits.store(false, Ordering::SeqCst);
+    app.advance(10);
+    match app.refresh("stranded", RefreshRequest::default()).await {
+        Err(RefreshFailure::Store(_)) => {}
+        other => panic!("expected a store failure, got {other:?}"),
+    }
+    let stats = app.sandbox.sandbox.stats();
+    assert_eq!(
+        stats.rolling_calls_by_refresh_token.get(&spent),
+        Some(&1),
+        "RD was shown the spent refresh token again"
+    );
+    assert_eq!(stats.dead_refresh_token_presentations, 0);
+    // Handed back to the queue at once, not hidden for its visibility timeout.
+    assert_eq!(app.rescues.peek().await.len(), 1);
+    assert_eq!(
+        app.stored("stranded").await.status,
+        ConnectionStatus::Active
+    );
+
+    app.store.fail_updates.store(false, Ordering::SeqCst);
+    match app.refresh("stranded", RefreshRequest::default()).await {
+        Ok(Refreshed::Restored(c)) => assert_eq!(c.tokens, rescued[0].tokens),
+        other => panic!("expected the rescued pair restored, got {other:?}"),
+    }
+    assert!(app.rescues.peek().await.is_empty());
+    assert!(app.usable("stranded").await);
+    assert_eq!(
+        app.sandbox
+            .sandbox
+            .stats()
+            .rolling_calls_by_refresh_token
+            .get(&spent),
+        Some(&1)
+    );
+}
+
+#[tokio::test]
 async fn a_revoked_grant_needs_reauth_after_one_call_and_is_left_alone() {
     let app = RefreshApp::start().await;
     for (id, product) in [("gone-mkt", Product::Marketing), ("gone-crm", Product::Crm)] {

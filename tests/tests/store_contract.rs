@@ -519,8 +519,8 @@ async fn one_run_holds_the_run_lock_until_it_expires_or_is_given_back(store: Arc
 }
 
 /// The rescue queue's contract, for the in-memory queue and SQS on moto: a pair
-/// put is received whole, hidden from other receivers while being handled, and
-/// gone once deleted.
+/// put is received whole, hidden from other receivers while being handled,
+/// received again at once when returned, and gone once deleted.
 async fn rescue_queue_contract(queue: Arc<dyn RescueQueue>) {
     let rescue = RescuedPair {
         connection_id: ConnectionId::parse("rescued").expect("valid"),
@@ -542,6 +542,17 @@ async fn rescue_queue_contract(queue: Arc<dyn RescueQueue>) {
             .is_empty(),
         "hidden while the first receiver handles it"
     );
+    queue
+        .return_rescue(&received[0].receipt)
+        .await
+        .expect("returned");
+    let received = queue.receive_rescues(10).await.expect("received");
+    assert_eq!(
+        received.len(),
+        1,
+        "a returned pair is received again at once"
+    );
+    assert_eq!(received[0].rescue, rescue);
     queue
         .delete_rescue(&received[0].receipt)
         .await

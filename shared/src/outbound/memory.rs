@@ -327,6 +327,17 @@ impl RescueQueue for MemoryRescueQueue {
         messages.retain(|m| m.receipt.as_deref() != Some(receipt));
         Ok(())
     }
+
+    async fn return_rescue(&self, receipt: &str) -> Result<(), StoreError> {
+        let mut messages = self.messages.lock().map_err(|_| poisoned())?;
+        for message in messages
+            .iter_mut()
+            .filter(|m| m.receipt.as_deref() == Some(receipt))
+        {
+            message.hidden_until = None;
+        }
+        Ok(())
+    }
 }
 
 #[async_trait]

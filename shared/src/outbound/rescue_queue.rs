@@ -167,6 +167,18 @@ impl RescueQueue for SqsRescueQueue {
             .map_err(|e| unavailable(&e))?;
         Ok(())
     }
+
+    async fn return_rescue(&self, receipt: &str) -> Result<(), StoreError> {
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt)
+            .visibility_timeout(0)
+            .send()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@
 //!    the caller holds, or it is not due and the caller does not force, return it.
 //!    If a pair rescued from a failed commit may exist (the connection is
 //!    `possibly_lost`, or an intent still names its current refresh token), restore
-//!    it from the rescue queue without calling RD.
+//!    it from the rescue queue without calling RD. If the queue could not be read
+//!    to its end, or a pair on it could not be restored (it is handed back to the
+//!    queue at once), RD is not called either: the token may be spent.
 //! 2. Read the client credentials, *then* claim a lease with one conditional write
 //!    (the version read, and no live lease), recording the intent: the fingerprint
 //!    of the refresh token about to be spent. The lease runs L from the moment the
@@ -233,6 +235,17 @@ struct Claim {
     deadline: Deadline,
 }
 
+/// What a look at the rescue queue found for one connection.
+enum RescueCheck {
+    /// A pair of the connection's was restored.
+    Restored(Box<Connection>),
+    /// The queue was read to its end and held no pair of the connection's.
+    NoneWaiting,
+    /// The queue could not be read, or a pair could not be restored: one of the
+    /// connection's may be waiting.
+    Unsure,
+}
+
 /// What one drain of the rescue queue did.
 #[derive(Debug, Default)]
 pub struct DrainReport {
@@ -242,6 +255,9 @@ pub struct DrainReport {
     pub superseded: u64,
     /// Queue or store failures (the pairs concerned stay queued).
     pub errors: u64,
+    /// Whether the queue was read until it had nothing more to give (not cut
+    /// short by an error or the batch limit).
+    pub read_to_end: bool,
 }
 
 fn lease_id() -> String {
@@ -284,8 +300,10 @@ impl RefreshEngine {
                 ConnectionStatus::PossiblyLost => {
                     // A pair saved when its commit failed brings the connection back.
                     return match self.restore_rescued(id).await {
-                        Some(restored) => Ok(Refreshed::Restored(restored)),
-                        None => Err(RefreshFailure::PossiblyLost(Box::new(current))),
+                        RescueCheck::Restored(restored) => Ok(Refreshed::Restored(*restored)),
+                        RescueCheck::NoneWaiting | RescueCheck::Unsure => {
+                            Err(RefreshFailure::PossiblyLost(Box::new(current)))
+                        }
                     };
                 }
                 ConnectionStatus::Active => {}
@@ -333,9 +351,18 @@ impl RefreshEngine {
             if intent_names_current_token(&current) {
                 // Taking over from a holder that may have been issued a new pair and
                 // failed to store it: if it saved the pair, that pair is the
-                // connection's and the stored token is spent. Look before calling RD.
-                if let Some(restored) = self.restore_rescued(id).await {
-                    return Ok(Refreshed::Restored(restored));
+                // connection's and the stored token is spent. Look before calling RD,
+                // and do not call it unless the look was complete: a pair that could
+                // not be read or restored just now may be this connection's.
+                match self.restore_rescued(id).await {
+                    RescueCheck::Restored(restored) => return Ok(Refreshed::Restored(*restored)),
+                    RescueCheck::NoneWaiting => {}
+                    RescueCheck::Unsure => {
+                        tracing::warn!(connection_id = %id, "the rescue queue could not be fully checked; RD was not called");
+                        return Err(RefreshFailure::Store(StoreError::Unavailable(
+                            "the rescue queue could not be checked for a pair saved with this refresh token; RD was not called".to_owned(),
+                        )));
+                    }
                 }
             }
             // Read before claiming, so a slow Secrets Manager does not eat the lease.
@@ -720,10 +747,14 @@ impl RefreshEngine {
         }
         // A pair rescued from a failed commit beats declaring the connection dead.
         let rescued = tokio::time::timeout(claim.deadline.remaining(), self.restore_rescued(&c.id));
-        if let Ok(Some(restored)) = rescued.await {
-            return Ok(Refreshed::Restored(restored));
-        }
-        let (status, reason) = if claim.ambiguous_history {
+        let unsure = match rescued.await {
+            Ok(RescueCheck::Restored(restored)) => return Ok(Refreshed::Restored(*restored)),
+            Ok(RescueCheck::NoneWaiting) => false,
+            Ok(RescueCheck::Unsure) | Err(_) => true,
+        };
+        // A pair that may wait on the queue unrestored keeps the connection
+        // recoverable: never call it revoked then.
+        let (status, reason) = if claim.ambiguous_history || unsure {
             (ConnectionStatus::PossiblyLost, "lost_in_flight")
         } else {
             (ConnectionStatus::NeedsReauth, "revoked")
@@ -830,20 +861,31 @@ impl RefreshEngine {
         }
     }
 
-    /// Drains the rescue queue and returns connection `id` if a pair of its was
+    /// Drains the rescue queue and says whether a pair of connection `id` was
     /// restored. Every pair received is dealt with, whoever it belongs to.
-    async fn restore_rescued(&self, id: &ConnectionId) -> Option<Connection> {
+    async fn restore_rescued(&self, id: &ConnectionId) -> RescueCheck {
         let report = self.drain_rescues().await;
-        report.restored.into_iter().rev().find(|c| &c.id == id)
+        let complete = report.errors == 0 && report.read_to_end;
+        match report.restored.into_iter().rev().find(|c| &c.id == id) {
+            Some(restored) => RescueCheck::Restored(Box::new(restored)),
+            None if complete => RescueCheck::NoneWaiting,
+            None => RescueCheck::Unsure,
+        }
     }
 
     /// Restores every pair waiting on the rescue queue (or deletes it once proven
     /// superseded); a pair whose restore fails stays queued for the next drain.
     pub async fn drain_rescues(&self) -> DrainReport {
         let mut report = DrainReport::default();
+        // Pairs whose restore failed, handed back once the drain is over: handed
+        // back at once, this drain would receive them again and again.
+        let mut to_return = Vec::new();
         for _ in 0..MAX_DRAIN_BATCHES {
             let batch = match self.rescues.receive_rescues(10).await {
-                Ok(batch) if batch.is_empty() => break,
+                Ok(batch) if batch.is_empty() => {
+                    report.read_to_end = true;
+                    break;
+                }
                 Ok(batch) => batch,
                 Err(e) => {
                     tracing::error!(error = %e, "could not read the rescue queue");
@@ -857,6 +899,7 @@ impl RefreshEngine {
                     Err(e) => {
                         tracing::error!(connection_id = %received.rescue.connection_id, error = %e, "could not restore a rescued pair; it stays queued");
                         report.errors += 1;
+                        to_return.push(received);
                         continue;
                     }
                 };
@@ -868,6 +911,13 @@ impl RefreshEngine {
                     Some(c) => report.restored.push(c),
                     None => report.superseded += 1,
                 }
+            }
+        }
+        for received in to_return {
+            // Visible again now, for the next look; failing that, after the
+            // visibility timeout.
+            if let Err(e) = self.rescues.return_rescue(&received.receipt).await {
+                tracing::warn!(connection_id = %received.rescue.connection_id, error = %e, "could not return a rescued pair to the queue");
             }
         }
         report
