@@ -6,12 +6,10 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use connector::assembly::{Parts, sdk_config};
-use connector::clock::SystemClock;
 use connector::config::{DEFAULT_CRM_AUTHORIZE_URL, DEFAULT_MARKETING_AUTHORIZE_URL};
-use connector::outbound::credentials::{CredentialSet, StaticCredentials};
+use connector::outbound::credentials::CredentialSet;
 use connector::outbound::dynamodb::{DynamoStore, schema};
-use connector::outbound::events::LogPublisher;
-use connector::outbound::memory::{MemoryRescueQueue, MemoryStore};
+use connector::outbound::memory::MemoryRescueQueue;
 use connector::outbound::rdstation::RdStationEndpoints;
 use connector::outbound::rescue_queue::SqsRescueQueue;
 use connector::ports::RescueQueue;
@@ -135,19 +133,8 @@ pub fn rd_target(sandbox_listener: TcpListener, redirect_uri: &str) -> anyhow::R
 /// A table that cannot be described or created.
 pub async fn parts(credentials: CredentialSet) -> anyhow::Result<(Parts, String)> {
     let Some(table) = var("CONNECTIONS_TABLE") else {
-        let store = Arc::new(MemoryStore::new());
-        let parts = Parts {
-            connections: store.clone(),
-            sessions: store.clone(),
-            rate_budget: store.clone(),
-            run_lock: store,
-            rescues: Arc::new(MemoryRescueQueue::default()),
-            credentials: Arc::new(StaticCredentials(credentials)),
-            events: Arc::new(LogPublisher),
-            clock: Arc::new(SystemClock),
-        };
         return Ok((
-            parts,
+            Parts::in_memory(credentials),
             "in memory (gone when the run stops; set CONNECTIONS_TABLE for DynamoDB)".to_owned(),
         ));
     };
@@ -168,16 +155,7 @@ pub async fn parts(credentials: CredentialSet) -> anyhow::Result<(Parts, String)
     let endpoint = sdk
         .endpoint_url()
         .map_or_else(|| "AWS".to_owned(), str::to_owned);
-    let parts = Parts {
-        connections: store.clone(),
-        sessions: store.clone(),
-        rate_budget: store.clone(),
-        run_lock: store,
-        rescues,
-        credentials: Arc::new(StaticCredentials(credentials)),
-        events: Arc::new(LogPublisher),
-        clock: Arc::new(SystemClock),
-    };
+    let parts = Parts::on_one_store(store, rescues, credentials);
     let created = if created { ", created now" } else { "" };
     Ok((
         parts,

@@ -18,9 +18,10 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::inbound::http::ApiState;
 use crate::inbound::schedule::Refresher;
-use crate::outbound::credentials::SecretsManagerCredentials;
+use crate::outbound::credentials::{CredentialSet, SecretsManagerCredentials, StaticCredentials};
 use crate::outbound::dynamodb::DynamoStore;
 use crate::outbound::events::{EventBridgePublisher, LogPublisher};
+use crate::outbound::memory::{MemoryRescueQueue, MemoryStore};
 use crate::outbound::rdstation::api_client::RdApiClient;
 use crate::outbound::rdstation::{ClientBuildError, RdStationClient, RdStationEndpoints};
 use crate::outbound::rescue_queue::SqsRescueQueue;
@@ -59,6 +60,42 @@ pub struct Parts {
     pub rate_budget: Arc<dyn RateBudget>,
     /// Keeps scheduled runs from overlapping.
     pub run_lock: Arc<dyn RunLock>,
+}
+
+impl Parts {
+    /// Parts over one `store` holding connections, sessions, rate budgets and the
+    /// run lock, with `rescues` as the rescue queue, fixed app `credentials`,
+    /// events written to the log and the system clock: a host without AWS around
+    /// it (`make run`, tests).
+    pub fn on_one_store<S>(
+        store: Arc<S>,
+        rescues: Arc<dyn RescueQueue>,
+        credentials: CredentialSet,
+    ) -> Self
+    where
+        S: ConnectionStore + SessionStore + RateBudget + RunLock + 'static,
+    {
+        Self {
+            connections: store.clone(),
+            sessions: store.clone(),
+            rate_budget: store.clone(),
+            run_lock: store,
+            rescues,
+            credentials: Arc::new(StaticCredentials(credentials)),
+            events: Arc::new(LogPublisher),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Everything in memory ([`Parts::on_one_store`] over a [`MemoryStore`] and a
+    /// [`MemoryRescueQueue`]): gone when the process ends.
+    pub fn in_memory(credentials: CredentialSet) -> Self {
+        Self::on_one_store(
+            Arc::new(MemoryStore::new()),
+            Arc::new(MemoryRescueQueue::default()),
+            credentials,
+        )
+    }
 }
 
 /// How the service reaches RD Station and presents itself.

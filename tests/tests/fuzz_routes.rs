@@ -17,9 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use connector::assembly::{Assembly, Parts, Settings};
-use connector::clock::SystemClock;
 use connector::inbound::http::{api_routes, connect_routes, finish};
-use connector::outbound::credentials::StaticCredentials;
 use connector::outbound::events::RecordingPublisher;
 use connector::outbound::memory::{MemoryRescueQueue, MemoryStore};
 use connector::services::caller_policy::CallerPolicy;
@@ -55,16 +53,12 @@ fn target() -> Target {
     let store = Arc::new(MemoryStore::new());
     let assembly = Assembly::new(
         Parts {
-            connections: store.clone(),
-            sessions: store.clone(),
-            rate_budget: store.clone(),
-            run_lock: store.clone(),
-            rescues: Arc::new(MemoryRescueQueue::default()),
-            credentials: Arc::new(StaticCredentials(integration_tests::sandbox_credentials(
-                &config,
-            ))),
             events: Arc::new(RecordingPublisher::new()),
-            clock: Arc::new(SystemClock),
+            ..Parts::on_one_store(
+                store.clone(),
+                Arc::new(MemoryRescueQueue::default()),
+                integration_tests::sandbox_credentials(&config),
+            )
         },
         Settings {
             rdstation: integration_tests::sandbox_endpoints(&sandbox),

@@ -5,14 +5,9 @@
 //! `target/screenshots/` for a reviewer.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use connector::assembly::{Assembly, Parts, Settings};
-use connector::clock::SystemClock;
 use connector::inbound::http::{connect_routes, finish};
-use connector::outbound::credentials::StaticCredentials;
-use connector::outbound::events::LogPublisher;
-use connector::outbound::memory::{MemoryRescueQueue, MemoryStore};
 use connector::services::caller_policy::CallerPolicy;
 use connector::services::connect::{ConnectService, PublicBase};
 use connector::services::proxy::ProxySettings;
@@ -38,19 +33,8 @@ async fn site() -> Site {
         .spawn_local()
         .await
         .expect("sandbox");
-    let store = Arc::new(MemoryStore::new());
-    let credentials = integration_tests::sandbox_credentials(&config);
     let assembly = Assembly::new(
-        Parts {
-            connections: store.clone(),
-            sessions: store.clone(),
-            rate_budget: store.clone(),
-            run_lock: store,
-            rescues: Arc::new(MemoryRescueQueue::default()),
-            credentials: Arc::new(StaticCredentials(credentials)),
-            events: Arc::new(LogPublisher),
-            clock: Arc::new(SystemClock),
-        },
+        Parts::in_memory(integration_tests::sandbox_credentials(&config)),
         Settings {
             rdstation: integration_tests::sandbox_endpoints(&sandbox),
             refresh: RefreshSettings::default(),

@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::Request;
-use axum::http::StatusCode;
+use axum::http::{Extensions, StatusCode};
 use lambda_http::request::RequestContext;
 
 use super::error::ApiError;
@@ -38,8 +37,8 @@ impl ApiState {
     ///
     /// # Errors
     /// The 403 to answer with.
-    pub fn check_caller(&self, request: &Request) -> Result<(), ApiError> {
-        let caller = iam_caller(request.extensions().get::<RequestContext>());
+    pub fn check_caller(&self, request: &Extensions) -> Result<(), ApiError> {
+        let caller = iam_caller(request.get::<RequestContext>());
         self.caller_policy
             .check(caller.as_deref())
             .map_err(|refused| {

@@ -2,8 +2,9 @@
 //! delete. Never a token, nor a fingerprint of one.
 
 use axum::Json;
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -45,11 +46,25 @@ pub fn view(c: &Connection) -> Value {
     })
 }
 
-/// A caller the policy admits, asking about a well-formed connection id.
-fn admit(state: &ApiState, request: &Request, raw_id: &str) -> Result<ConnectionId, ApiError> {
-    state.check_caller(request)?;
-    ConnectionId::parse(raw_id)
-        .map_err(|e| ApiError::bad_request("invalid_connection_id", e.to_string()))
+/// The id of a `/connections/{id}` route, asked about by a caller the policy
+/// admits: the caller is checked first, so a refused one learns nothing of ids.
+pub struct AdmittedId(ConnectionId);
+
+impl FromRequestParts<ApiState> for AdmittedId {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
+        state
+            .check_caller(&parts.extensions)
+            .map_err(IntoResponse::into_response)?;
+        let PathParam(raw) = PathParam::from_request_parts(parts, state).await?;
+        ConnectionId::parse(&raw).map(Self).map_err(|e| {
+            ApiError::bad_request("invalid_connection_id", e.to_string()).into_response()
+        })
+    }
 }
 
 fn not_found() -> Response {
@@ -70,7 +85,7 @@ fn store_unavailable(e: &dyn std::fmt::Display) -> Response {
 /// cursor in `next_cursor`. `status=needs_reauth|possibly_lost` is a Query on a
 /// sparse index (the operators' "which connections need a person?").
 pub async fn list(State(state): State<ApiState>, request: Request) -> Response {
-    if let Err(refused) = state.check_caller(&request) {
+    if let Err(refused) = state.check_caller(request.extensions()) {
         return refused.into_response();
     }
     let mut query = ListQuery {
@@ -124,15 +139,7 @@ pub async fn list(State(state): State<ApiState>, request: Request) -> Response {
 }
 
 /// `GET /connections/{id}`.
-pub async fn show(
-    State(state): State<ApiState>,
-    PathParam(raw): PathParam,
-    request: Request,
-) -> Response {
-    let id = match admit(&state, &request, &raw) {
-        Ok(id) => id,
-        Err(refused) => return refused.into_response(),
-    };
+pub async fn show(State(state): State<ApiState>, AdmittedId(id): AdmittedId) -> Response {
     match state.proxy.connections.get(&id).await {
         Ok(Some(c)) => Json(view(&c)).into_response(),
         Ok(None) => not_found(),
@@ -156,13 +163,9 @@ const MAX_RATE_LIMIT: u32 = 10_000;
 /// instance applies it when it next reads the connection.
 pub async fn update(
     State(state): State<ApiState>,
-    PathParam(raw): PathParam,
+    AdmittedId(id): AdmittedId,
     request: Request,
 ) -> Response {
-    let id = match admit(&state, &request, &raw) {
-        Ok(id) => id,
-        Err(refused) => return refused.into_response(),
-    };
     let Ok(body) = axum::body::to_bytes(request.into_body(), 4_096).await else {
         return ApiError::bad_request("invalid_json", "the body is too large").into_response();
     };
@@ -211,15 +214,7 @@ pub async fn update(
 }
 
 /// `POST /connections/{id}/refresh`: a forced refresh through the protocol.
-pub async fn refresh(
-    State(state): State<ApiState>,
-    PathParam(raw): PathParam,
-    request: Request,
-) -> Response {
-    let id = match admit(&state, &request, &raw) {
-        Ok(id) => id,
-        Err(refused) => return refused.into_response(),
-    };
+pub async fn refresh(State(state): State<ApiState>, AdmittedId(id): AdmittedId) -> Response {
     let outcome = state
         .proxy
         .engine
@@ -276,15 +271,7 @@ pub async fn refresh(
 
 /// `DELETE /connections/{id}`: revoke at RD where RD documents how (Marketing),
 /// then delete.
-pub async fn delete(
-    State(state): State<ApiState>,
-    PathParam(raw): PathParam,
-    request: Request,
-) -> Response {
-    let id = match admit(&state, &request, &raw) {
-        Ok(id) => id,
-        Err(refused) => return refused.into_response(),
-    };
+pub async fn delete(State(state): State<ApiState>, AdmittedId(id): AdmittedId) -> Response {
     let connection = match state.proxy.connections.get(&id).await {
         Ok(Some(c)) => c,
         Ok(None) => return not_found(),

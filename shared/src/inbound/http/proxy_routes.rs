@@ -31,7 +31,7 @@ fn split(raw_path: &str) -> Option<(&str, &str)> {
 
 /// The handler.
 pub async fn proxy(State(state): State<ApiState>, request: Request) -> Response {
-    if let Err(refused) = state.check_caller(&request) {
+    if let Err(refused) = state.check_caller(request.extensions()) {
         return refused.into_response();
     }
     let (parts, body) = request.into_parts();

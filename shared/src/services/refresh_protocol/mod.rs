@@ -241,8 +241,8 @@ enum RescueCheck {
     Restored(Box<Connection>),
     /// The queue was read to its end and held no pair of the connection's.
     NoneWaiting,
-    /// The queue could not be read, or a pair could not be restored: one of the
-    /// connection's may be waiting.
+    /// The queue could not be read to its end, or a pair of the connection's could
+    /// not be restored: one may be waiting.
     Unsure,
 }
 
@@ -255,6 +255,9 @@ pub struct DrainReport {
     pub superseded: u64,
     /// Queue or store failures (the pairs concerned stay queued).
     pub errors: u64,
+    /// Connections whose pair was received but could not be restored (it was
+    /// handed back to the queue).
+    pub unrestored: Vec<ConnectionId>,
     /// Whether the queue was read until it had nothing more to give (not cut
     /// short by an error or the batch limit).
     pub read_to_end: bool,
@@ -865,7 +868,8 @@ impl RefreshEngine {
     /// restored. Every pair received is dealt with, whoever it belongs to.
     async fn restore_rescued(&self, id: &ConnectionId) -> RescueCheck {
         let report = self.drain_rescues().await;
-        let complete = report.errors == 0 && report.read_to_end;
+        // Another connection's pair failing to restore says nothing of this one's.
+        let complete = report.read_to_end && !report.unrestored.contains(id);
         match report.restored.into_iter().rev().find(|c| &c.id == id) {
             Some(restored) => RescueCheck::Restored(Box::new(restored)),
             None if complete => RescueCheck::NoneWaiting,
@@ -899,6 +903,9 @@ impl RefreshEngine {
                     Err(e) => {
                         tracing::error!(connection_id = %received.rescue.connection_id, error = %e, "could not restore a rescued pair; it stays queued");
                         report.errors += 1;
+                        report
+                            .unrestored
+                            .push(received.rescue.connection_id.clone());
                         to_return.push(received);
                         continue;
                     }
