@@ -109,6 +109,18 @@ pub struct Browser {
 
 impl Browser {
     async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_command(method, path, body)
+            .await
+            .unwrap_or_else(|error| panic!("webdriver {path}: {error}"))
+    }
+
+    /// A command whose WebDriver error is the caller's to judge.
+    async fn try_command(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Value> {
         let mut request = self.http.request(method, format!("{}{path}", self.session));
         if let Some(body) = body {
             request = request.json(&body);
@@ -121,9 +133,9 @@ impl Browser {
             .await
             .expect("json");
         if answer["value"]["error"].is_string() {
-            panic!("webdriver {path}: {}", answer["value"]);
+            return Err(answer["value"].clone());
         }
-        answer["value"].clone()
+        Ok(answer["value"].clone())
     }
 
     /// Navigates to `url` and waits for the page to load.
@@ -132,8 +144,13 @@ impl Browser {
             .await;
     }
 
-    /// Clicks the element `css` selects, and waits for the navigation it starts.
+    /// Clicks the element `css` selects, and waits for the navigation it starts to
+    /// land: ChromeDriver may answer the click before a form's POST, RD's
+    /// redirect and the page it leads to are done, and classic WebDriver has no
+    /// event to await, so the window's URL and `document.readyState` are polled
+    /// (every 20 ms, for 15 s at most).
     pub async fn click(&self, css: &str) {
+        let before = self.url().await;
         let element = self
             .command(
                 reqwest::Method::POST,
@@ -151,6 +168,31 @@ impl Browser {
             Some(json!({})),
         )
         .await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            if self.url().await != before && self.ready_state().await == "complete" {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "clicking {css} led nowhere within 15 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The document's `readyState`; empty while a navigation leaves no document
+    /// to ask (the script's context went away with the page).
+    async fn ready_state(&self) -> String {
+        self.try_command(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": "return document.readyState", "args": []})),
+        )
+        .await
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
     }
 
     /// Where the browser is now.
