@@ -21,6 +21,8 @@ fi
 echo "== lint"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The rustdoc on public items must build, links included.
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 .venv/bin/cfn-lint template.yaml
 # The SAM transform itself (offline; dummy credentials): what CloudFormation runs
 # on deploy. cfn-lint and `sam validate --lint` do not run it.

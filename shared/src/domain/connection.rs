@@ -111,7 +111,7 @@ pub struct TokenPair {
 }
 
 /// A worker's exclusive right to spend the connection's refresh token, until its
-/// deadline. Written with one conditional write; see [`crate::refresh`].
+/// deadline. Written with one conditional write; see [`crate::services::refresh_protocol`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
     /// Random id of this claim; the commit is conditional on it.
