@@ -184,15 +184,21 @@ impl Browser {
     /// The document's `readyState`; empty while a navigation leaves no document
     /// to ask (the script's context went away with the page).
     async fn ready_state(&self) -> String {
-        self.try_command(
-            reqwest::Method::POST,
-            "/execute/sync",
-            Some(json!({"script": "return document.readyState", "args": []})),
-        )
-        .await
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
+        self.script_text("return document.readyState")
+            .await
+            .unwrap_or_default()
+    }
+
+    /// The text `script` returns in the page, or the WebDriver error.
+    async fn script_text(&self, script: &str) -> Result<String, Value> {
+        let value = self
+            .try_command(
+                reqwest::Method::POST,
+                "/execute/sync",
+                Some(json!({"script": script, "args": []})),
+            )
+            .await?;
+        Ok(value.as_str().unwrap_or_default().to_owned())
     }
 
     /// Where the browser is now.
@@ -206,15 +212,9 @@ impl Browser {
 
     /// The text a person sees on the page (`innerText`: rendered, not markup).
     pub async fn visible_text(&self) -> String {
-        self.command(
-            reqwest::Method::POST,
-            "/execute/sync",
-            Some(json!({"script": "return document.body.innerText", "args": []})),
-        )
-        .await
-        .as_str()
-        .unwrap_or_default()
-        .to_owned()
+        self.script_text("return document.body.innerText")
+            .await
+            .unwrap_or_else(|error| panic!("webdriver /execute/sync: {error}"))
     }
 
     /// The page's title.
