@@ -152,6 +152,8 @@ pub struct Assembly {
     parts: Parts,
     settings: Settings,
     token_endpoint: Arc<dyn TokenEndpoint>,
+    /// Shared by every refresh engine built here: one process, one gate.
+    rescue_gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Assembly {
@@ -167,6 +169,7 @@ impl Assembly {
             parts,
             settings,
             token_endpoint: Arc::new(client),
+            rescue_gate: Arc::default(),
         })
     }
 
@@ -280,6 +283,7 @@ impl Assembly {
             events: p.events.clone(),
             clock: p.clock.clone(),
             settings: self.settings.refresh.clone(),
+            rescue_gate: self.rescue_gate.clone(),
         }
     }
 }

@@ -66,6 +66,7 @@ pub struct InstrumentedStore {
     slow_get: Arc<OneShot>,
     slow_claim_answer: Arc<OneShot>,
     slow_commit: Arc<OneShot>,
+    slow_update: Arc<OneShot>,
     claims: Arc<tokio::sync::watch::Sender<u64>>,
     lease_ends: Arc<Mutex<Vec<i64>>>,
 }
@@ -82,6 +83,7 @@ impl InstrumentedStore {
             slow_get: Arc::default(),
             slow_claim_answer: Arc::default(),
             slow_commit: Arc::default(),
+            slow_update: Arc::default(),
             claims: Arc::new(tokio::sync::watch::channel(0).0),
             lease_ends: Arc::default(),
         }
@@ -102,6 +104,12 @@ impl InstrumentedStore {
     /// made, if the caller gives up first).
     pub fn slow_next_commit(&self, delay: Duration) {
         self.slow_commit.set(delay);
+    }
+
+    /// The next plain update (a status write, a restore) waits `delay` before it
+    /// is made.
+    pub fn slow_next_update(&self, delay: Duration) {
+        self.slow_update.set(delay);
     }
 
     /// Resolves once at least `count` lease claims have landed.
@@ -143,6 +151,7 @@ impl ConnectionStore for InstrumentedStore {
     }
 
     async fn update(&self, connection: &Connection) -> Result<Connection, StoreError> {
+        self.slow_update.play().await;
         self.write();
         if self.fail_updates.load(Ordering::SeqCst) {
             return Err(throttled());
@@ -217,6 +226,7 @@ pub struct InstrumentedQueue {
     inner: Arc<SqsRescueQueue>,
     /// While true, every put fails as an unreachable SQS would.
     pub fail_puts: Arc<AtomicBool>,
+    received: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl InstrumentedQueue {
@@ -225,7 +235,14 @@ impl InstrumentedQueue {
         Self {
             inner: Arc::new(inner),
             fail_puts: Arc::default(),
+            received: Arc::new(tokio::sync::watch::channel(0).0),
         }
+    }
+
+    /// Resolves once at least `count` pairs have been received (by any drain).
+    pub async fn wait_for_received(&self, count: u64) {
+        let mut watch = self.received.subscribe();
+        let _ = watch.wait_for(|n| *n >= count).await;
     }
 
     /// The pairs waiting now, left on the queue.
@@ -246,7 +263,9 @@ impl RescueQueue for InstrumentedQueue {
     }
 
     async fn receive_rescues(&self, max: usize) -> Result<Vec<ReceivedRescue>, StoreError> {
-        self.inner.receive_rescues(max).await
+        let received = self.inner.receive_rescues(max).await?;
+        self.received.send_modify(|n| *n += received.len() as u64);
+        Ok(received)
     }
 
     async fn delete_rescue(&self, receipt: &str) -> Result<(), StoreError> {

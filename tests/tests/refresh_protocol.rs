@@ -360,6 +360,55 @@ async fn a_rescued_pair_that_cannot_be_restored_yet_keeps_the_spent_token_from_r
 }
 
 #[tokio::test]
+async fn a_takeover_waits_for_a_drain_that_holds_its_rescued_pair() {
+    let app = RefreshApp::start().await;
+    let before = app.connect("in-flight", Product::Crm).await;
+    let spent = rd_sandbox::fingerprint(before.tokens.refresh_token.expose_secret());
+    app.advance(CRM_NEARLY_EXPIRED);
+    // As above: the pair waits on the queue, the item's intent names the spent token.
+    app.store.fail_commits.store(true, Ordering::SeqCst);
+    app.store.fail_updates.store(true, Ordering::SeqCst);
+    assert!(matches!(
+        app.refresh("in-flight", RefreshRequest::default()).await,
+        Err(RefreshFailure::Store(_))
+    ));
+    app.store.fail_commits.store(false, Ordering::SeqCst);
+    app.store.fail_updates.store(false, Ordering::SeqCst);
+    app.advance(10);
+
+    // Another task of the process (a run's drain) receives the pair and is slow to
+    // restore it: while it holds the pair, the queue shows nothing to anyone else.
+    app.store.slow_next_update(Duration::from_millis(500));
+    let engine = app.engine.clone();
+    let drain = tokio::spawn(async move { engine.drain_rescues().await });
+    app.rescues.wait_for_received(1).await;
+    // A refresh taking over the connection meanwhile must not conclude that no pair
+    // was saved and spend the token again.
+    let outcome = app.refresh("in-flight", RefreshRequest::default()).await;
+    let report = drain.await.expect("drain");
+    assert_eq!(report.restored.len(), 1);
+    assert!(
+        matches!(
+            outcome,
+            Ok(Refreshed::AlreadyFresh(_) | Refreshed::ByOtherWorker(_))
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        app.sandbox
+            .sandbox
+            .stats()
+            .rolling_calls_by_refresh_token
+            .get(&spent),
+        Some(&1),
+        "RD was shown the spent refresh token again"
+    );
+    let stored = app.stored("in-flight").await;
+    assert_eq!(stored.status, ConnectionStatus::Active);
+    assert!(app.usable("in-flight").await);
+}
+
+#[tokio::test]
 async fn a_revoked_grant_needs_reauth_after_one_call_and_is_left_alone() {
     let app = RefreshApp::start().await;
     for (id, product) in [("gone-mkt", Product::Marketing), ("gone-crm", Product::Crm)] {

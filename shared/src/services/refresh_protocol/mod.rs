@@ -8,7 +8,9 @@
 //!    `possibly_lost`, or an intent still names its current refresh token), restore
 //!    it from the rescue queue without calling RD. If the queue could not be read
 //!    to its end, or a pair on it could not be restored (it is handed back to the
-//!    queue at once), RD is not called either: the token may be spent.
+//!    queue at once), RD is not called either: the token may be spent. Looks at the
+//!    queue go one at a time in a process ([`RefreshEngine::rescue_gate`]), and a
+//!    refresh that looked holds the gate until its lease is claimed.
 //! 2. Read the client credentials, *then* claim a lease with one conditional write
 //!    (the version read, and no live lease), recording the intent: the fingerprint
 //!    of the refresh token about to be spent. The lease runs L from the moment the
@@ -211,6 +213,12 @@ pub struct RefreshEngine {
     pub clock: Arc<dyn Clock>,
     /// Protocol timing.
     pub settings: RefreshSettings,
+    /// One look at the rescue queue at a time in this process (share it between
+    /// every engine of a process). A drain hides the pairs it holds from other
+    /// receivers; a refresh deciding "no pair was saved for my token" must not
+    /// look while another drain of the process holds one, and keeps the gate until
+    /// its lease is claimed, so that a pair restored meanwhile makes the claim fail.
+    pub rescue_gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The result of one call to RD under a lease.
@@ -351,15 +359,22 @@ impl RefreshEngine {
                 // deadline, by contrast, means the holder died: it may be taken.)
                 return Err(RefreshFailure::HolderFailed);
             }
+            // Read before claiming, so a slow Secrets Manager does not eat the lease
+            // (nor hold the rescue gate below).
+            let credentials = self.credentials.credentials(current.product).await?;
+            let mut held_gate = None;
             if intent_names_current_token(&current) {
                 // Taking over from a holder that may have been issued a new pair and
                 // failed to store it: if it saved the pair, that pair is the
                 // connection's and the stored token is spent. Look before calling RD,
                 // and do not call it unless the look was complete: a pair that could
-                // not be read or restored just now may be this connection's.
-                match self.restore_rescued(id).await {
+                // not be read or restored just now may be this connection's. The gate
+                // stays held until the claim: no drain of this process holds a pair
+                // unseen meanwhile, and one restored before the claim makes it fail.
+                let gate = self.rescue_gate.clone().lock_owned().await;
+                match self.restore_rescued_holding_gate(id).await {
                     RescueCheck::Restored(restored) => return Ok(Refreshed::Restored(*restored)),
-                    RescueCheck::NoneWaiting => {}
+                    RescueCheck::NoneWaiting => held_gate = Some(gate),
                     RescueCheck::Unsure => {
                         tracing::warn!(connection_id = %id, "the rescue queue could not be fully checked; RD was not called");
                         return Err(RefreshFailure::Store(StoreError::Unavailable(
@@ -368,9 +383,10 @@ impl RefreshEngine {
                     }
                 }
             }
-            // Read before claiming, so a slow Secrets Manager does not eat the lease.
-            let credentials = self.credentials.credentials(current.product).await?;
-            match self.claim(current, request.finish_by_ms).await {
+            let claimed = self.claim(current, request.finish_by_ms).await;
+            // Claimed (or refused because the item moved on): other looks may go on.
+            drop(held_gate);
+            match claimed {
                 Ok(claim) => {
                     // From here RD may rotate the token: finish in a task of its own so
                     // that a caller going away (a dropped request) cannot abandon a
@@ -663,8 +679,9 @@ impl RefreshEngine {
         self.rescue(claim, pair).await
     }
 
-    /// Saves a pair whose commit failed on the rescue queue, then marks the
-    /// connection `possibly_lost`; all within the holder's deadline.
+    /// Saves a pair whose commit failed on the rescue queue (until a quarter of the
+    /// commit budget is left), then marks the connection `possibly_lost`; all
+    /// within the holder's deadline.
     async fn rescue(&self, claim: &Claim, pair: TokenPair) -> Result<Refreshed, RefreshFailure> {
         let c = &claim.connection;
         let rescued = RescuedPair {
@@ -675,8 +692,11 @@ impl RefreshEngine {
             replaced_access_token: c.tokens.access_token.fingerprint(),
             rescued_at: self.clock.now(),
         };
+        // A quarter of the commit budget stays for marking the connection, so that
+        // a queue that keeps refusing cannot leave the item silent as well.
         let saved = claim
             .deadline
+            .earlier_by(self.settings.commit_budget() / 4)
             .retry("rescue", || self.rescues.put_rescue(&rescued))
             .await;
         let reason = match &saved {
@@ -867,7 +887,13 @@ impl RefreshEngine {
     /// Drains the rescue queue and says whether a pair of connection `id` was
     /// restored. Every pair received is dealt with, whoever it belongs to.
     async fn restore_rescued(&self, id: &ConnectionId) -> RescueCheck {
-        let report = self.drain_rescues().await;
+        let _gate = self.rescue_gate.lock().await;
+        self.restore_rescued_holding_gate(id).await
+    }
+
+    /// [`RefreshEngine::restore_rescued`], for a caller that holds the gate.
+    async fn restore_rescued_holding_gate(&self, id: &ConnectionId) -> RescueCheck {
+        let report = self.drain_holding_gate().await;
         // Another connection's pair failing to restore says nothing of this one's.
         let complete = report.read_to_end && !report.unrestored.contains(id);
         match report.restored.into_iter().rev().find(|c| &c.id == id) {
@@ -880,6 +906,12 @@ impl RefreshEngine {
     /// Restores every pair waiting on the rescue queue (or deletes it once proven
     /// superseded); a pair whose restore fails stays queued for the next drain.
     pub async fn drain_rescues(&self) -> DrainReport {
+        let _gate = self.rescue_gate.lock().await;
+        self.drain_holding_gate().await
+    }
+
+    /// [`RefreshEngine::drain_rescues`], for a caller that holds the gate.
+    async fn drain_holding_gate(&self) -> DrainReport {
         let mut report = DrainReport::default();
         // Pairs whose restore failed, handed back once the drain is over: handed
         // back at once, this drain would receive them again and again.
