@@ -1,8 +1,10 @@
 //! Proxy overhead: the same GET to the RD Station sandbox on loopback, made
-//! directly with reqwest and through the proxy router in process (warm token
-//! cache), alternately, N times each (default 2,000). Prints p50 and p99 of both
-//! and their ratios, and DynamoDB reads and writes per proxied request with the
-//! rate budget off and on (the budget is counted in the table, on moto).
+//! directly with reqwest (what a caller would use), directly with hyper's pooled
+//! client (what the proxy uses to reach RD), and through the proxy router in
+//! process (warm token cache), in turn, N times each (default 2,000). Prints p50
+//! and p99 of each and the proxy's ratios to both, and DynamoDB reads and writes
+//! per proxied request with the rate budget off and on (the budget is counted in
+//! the table, on moto).
 //!
 //! Run with `make bench` (starts moto on loopback). `PROXY_BENCH_RUNTIME=current_thread`
 //! runs everything on one thread, to isolate the proxy's own CPU time.
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::body::Body;
-use axum::http::Request;
+use axum::http::{Request, Uri, header};
 use connector::assembly::{Assembly, Parts, Settings};
 use connector::clock::{Clock, SystemClock};
 use connector::domain::{Connection, ConnectionId, Product, TokenPair};
@@ -26,6 +28,9 @@ use connector::secret::{AccessToken, ClientSecret, ExposeSecret, RefreshToken};
 use connector::services::caller_policy::CallerPolicy;
 use connector::services::proxy::ProxySettings;
 use connector::services::refresh_protocol::RefreshSettings;
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::rt::TokioExecutor;
 use integration_tests::instrumented::InstrumentedStore;
 use integration_tests::moto;
 use rd_sandbox::{Sandbox, SandboxConfig, SandboxProduct};
@@ -53,6 +58,16 @@ impl RateBudget for CountedBudget {
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[index]
+}
+
+/// p50 and p99 of `times` (sorted here).
+fn p50_p99(times: &mut [Duration]) -> (Duration, Duration) {
+    times.sort();
+    (percentile(times, 0.5), percentile(times, 0.99))
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 fn main() {
@@ -136,6 +151,9 @@ async fn bench() {
     let direct = reqwest::Client::new();
     let direct_url = sandbox.url("/crm/v2/contacts");
     let token = connection.tokens.access_token.expose_secret().to_owned();
+    let hyper: HyperClient<_, Body> = HyperClient::builder(TokioExecutor::new()).build_http();
+    let hyper_uri: Uri = direct_url.as_str().parse().expect("uri");
+    let bearer = format!("Bearer {token}");
 
     for (label, rate_limit) in [("budget off", None), ("budget on", Some(1_000_000))] {
         let router = api_proxy_router(assembly(rate_limit).api_state().expect("state"));
@@ -152,7 +170,8 @@ async fn bench() {
             budget.writes.load(Ordering::Relaxed),
         );
         let mut via_proxy = Vec::with_capacity(n);
-        let mut direct_times = Vec::with_capacity(n);
+        let mut via_reqwest = Vec::with_capacity(n);
+        let mut via_hyper = Vec::with_capacity(n);
         for _ in 0..n {
             let started = Instant::now();
             let answer = direct
@@ -162,7 +181,16 @@ async fn bench() {
                 .await
                 .expect("direct");
             let _ = answer.bytes().await.expect("body");
-            direct_times.push(started.elapsed());
+            via_reqwest.push(started.elapsed());
+
+            let started = Instant::now();
+            let direct_request = Request::get(hyper_uri.clone())
+                .header(header::AUTHORIZATION, &bearer)
+                .body(Body::empty())
+                .expect("request");
+            let answer = hyper.request(direct_request).await.expect("direct");
+            let _ = answer.into_body().collect().await.expect("body");
+            via_hyper.push(started.elapsed());
 
             let started = Instant::now();
             let answer = router.clone().oneshot(request()).await.expect("answer");
@@ -171,26 +199,19 @@ async fn bench() {
                 .expect("body");
             via_proxy.push(started.elapsed());
         }
-        via_proxy.sort();
-        direct_times.sort();
-        let (p50, p99) = (percentile(&via_proxy, 0.5), percentile(&via_proxy, 0.99));
-        let (d50, d99) = (
-            percentile(&direct_times, 0.5),
-            percentile(&direct_times, 0.99),
-        );
+        let (p50, p99) = p50_p99(&mut via_proxy);
         println!("{label}: {n} requests each way");
-        println!(
-            "  direct: p50 {:.3} ms, p99 {:.3} ms",
-            d50.as_secs_f64() * 1e3,
-            d99.as_secs_f64() * 1e3
-        );
-        println!(
-            "  proxy:  p50 {:.3} ms, p99 {:.3} ms  (p50 {:.2}x, p99 {:.2}x)",
-            p50.as_secs_f64() * 1e3,
-            p99.as_secs_f64() * 1e3,
-            p50.as_secs_f64() / d50.as_secs_f64(),
-            p99.as_secs_f64() / d99.as_secs_f64()
-        );
+        for (name, times) in [("reqwest", &mut via_reqwest), ("hyper", &mut via_hyper)] {
+            let (d50, d99) = p50_p99(times);
+            println!(
+                "  direct ({name}): p50 {:.3} ms, p99 {:.3} ms; proxy / direct: p50 {:.2}x, p99 {:.2}x",
+                ms(d50),
+                ms(d99),
+                p50.as_secs_f64() / d50.as_secs_f64(),
+                p99.as_secs_f64() / d99.as_secs_f64()
+            );
+        }
+        println!("  proxy: p50 {:.3} ms, p99 {:.3} ms", ms(p50), ms(p99));
         println!(
             "  DynamoDB per proxied request: {:.3} reads, {:.3} writes",
             (store.counts.reads.load(Ordering::Relaxed) - reads) as f64 / n as f64,

@@ -13,6 +13,6 @@ pub use connection::{
 };
 pub use due::DuePolicy;
 pub use product::{Product, UnknownProduct};
-pub use rd_path::{PathRefused, RdPath};
+pub use rd_path::{PathRefused, PathTemplate, RdPath};
 pub use session::{CONNECT_SESSION_TTL_SECONDS, ConnectSession, SessionId, session_nonce};
 pub use token_grant::{IssuedTokens, TokenCallError};

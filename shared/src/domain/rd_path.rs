@@ -5,7 +5,7 @@
 //! slashes or dots, `..`, empty segments, control characters), and RD's OAuth
 //! endpoints are refused outright: a caller has no business with tokens.
 
-use url::Url;
+use std::fmt;
 
 /// Why a path was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,35 +29,57 @@ pub struct RdPath {
 /// Segments that lead to RD's token, revoke or consent endpoints.
 const OAUTH_SEGMENTS: [&str; 3] = ["auth", "oauth", "oauth2"];
 
+/// Percent-escapes refused in a path (compared in lower case): slash, backslash,
+/// dot, percent, '@' and control characters.
+const REFUSED_ESCAPES: [[u8; 2]; 9] = [
+    *b"2f", *b"5c", *b"2e", *b"25", *b"40", *b"00", *b"0a", *b"0d", *b"09",
+];
+
+/// Whether the bytes after a '%' encode a refused character.
+fn refused_escape(after_percent: &[u8]) -> bool {
+    match after_percent {
+        [a, b, ..] => REFUSED_ESCAPES.contains(&[a.to_ascii_lowercase(), b.to_ascii_lowercase()]),
+        _ => false,
+    }
+}
+
+/// A plain relative path: printable ASCII without `\`, `@`, `?` or `#`, no refused
+/// escape, no empty, `.` or `..` segment, and no `:` in the first segment
+/// (`http:` and the like could read as a scheme). One pass over the bytes: this
+/// runs on every proxied request.
+fn is_plain(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    if bytes.is_empty() || bytes.len() > 2_048 {
+        return false;
+    }
+    let characters_ok = bytes.iter().enumerate().all(|(i, &b)| {
+        b.is_ascii_graphic()
+            && !matches!(b, b'\\' | b'@' | b'?' | b'#')
+            && (b != b'%' || !refused_escape(&bytes[i + 1..]))
+    });
+    characters_ok
+        && path
+            .split('/')
+            .all(|segment| !segment.is_empty() && segment != "." && segment != "..")
+        && !path.split('/').next().is_some_and(|s| s.contains(':'))
+}
+
 impl RdPath {
     /// Checks `path` (without a leading slash, percent-encoded) and `query`.
     ///
     /// # Errors
     /// [`PathRefused`] for anything but a plain path off RD's OAuth endpoints.
     pub fn parse(path: &str, query: Option<&str>) -> Result<Self, PathRefused> {
-        let lowered = path.to_ascii_lowercase();
-        let plain = !path.is_empty()
-            && path.len() <= 2_048
-            && path.bytes().all(|b| b.is_ascii_graphic())
-            && !path.contains(['\\', '@', '?', '#'])
-            // Encoded slash, backslash, dot, percent, '@' or control characters.
-            && !["%2f", "%5c", "%2e", "%25", "%40", "%00", "%0a", "%0d", "%09"]
-                .iter()
-                .any(|e| lowered.contains(e))
-            && path
-                .split('/')
-                .all(|segment| !segment.is_empty() && segment != "." && segment != "..")
-            // `http:` and the like as a first segment could read as a scheme.
-            && !path.split('/').next().is_some_and(|s| s.contains(':'));
-        if !plain {
+        if !is_plain(path) {
             return Err(PathRefused::Unsafe);
         }
         // Anywhere in the path, not only first: hosts in front of the service may
         // resolve `x/../auth/token` before it gets here.
-        if lowered
-            .split('/')
-            .any(|segment| OAUTH_SEGMENTS.contains(&segment))
-        {
+        if path.split('/').any(|segment| {
+            OAUTH_SEGMENTS
+                .iter()
+                .any(|oauth| segment.eq_ignore_ascii_case(oauth))
+        }) {
             return Err(PathRefused::OAuthEndpoint);
         }
         let query = query
@@ -74,43 +96,56 @@ impl RdPath {
         })
     }
 
-    /// The path with segments that may carry ids or personal data (numbers, values
-    /// with digits, `@`, `:`, long values; `v2` stays) replaced by `{}`: what a log
-    /// line may show.
-    pub fn template(&self) -> String {
-        self.path
-            .split('/')
-            .map(|s| {
-                let digits = s.bytes().filter(u8::is_ascii_digit).count();
-                let id_like = s.len() > 24
-                    || s.bytes().any(|b| matches!(b, b'@' | b':' | b'%'))
-                    || digits == s.len()
-                    || (digits > 0 && s.len() >= 5);
-                if id_like { "{}" } else { s }
-            })
-            .collect::<Vec<_>>()
-            .join("/")
+    /// What a log line may show of this path (see [`PathTemplate`]).
+    pub fn template(&self) -> PathTemplate<'_> {
+        PathTemplate(&self.path)
     }
 
-    /// The URL on `base` (RD's API): base path + this path, this query. Returns
-    /// `None` if the result would leave `base`'s origin or path (it cannot, after
-    /// [`RdPath::parse`]; checked again all the same).
-    pub fn url_on(&self, base: &Url) -> Option<Url> {
-        let mut url = base.clone();
-        let base_path = base.path().trim_end_matches('/').to_owned();
-        url.set_path(&format!("{base_path}/{}", self.path));
-        url.set_query(self.query.as_deref());
-        url.set_fragment(None);
-        let stays = url.scheme() == base.scheme()
-            && url.host_str() == base.host_str()
-            && url.port_or_known_default() == base.port_or_known_default()
-            && url
-                .path()
-                .strip_prefix(base_path.as_str())
-                .is_some_and(|rest| rest.starts_with('/'))
-            && url.username().is_empty()
-            && url.password().is_none();
-        stays.then_some(url)
+    /// The path and query to request under RD's API base path `base_path` (the
+    /// path part of RD's configured base, e.g. `""` or `"/api"`, without a
+    /// trailing slash): `{base_path}/{path}?{query}`. Nothing in a checked path
+    /// can climb out of `base_path` or name another host.
+    pub fn path_and_query_under(&self, base_path: &str) -> String {
+        let query_len = self.query.as_ref().map_or(0, |q| q.len() + 1);
+        let mut out = String::with_capacity(base_path.len() + 1 + self.path.len() + query_len);
+        out.push_str(base_path);
+        out.push('/');
+        out.push_str(&self.path);
+        if let Some(query) = &self.query {
+            out.push('?');
+            out.push_str(query);
+        }
+        out
+    }
+}
+
+/// A path with the segments that may carry ids or personal data (numbers, values
+/// with digits, `@`, `:`, `%`, long values; `v2` stays) shown as `{}`: what a log
+/// line may show. Formats lazily, so a log line nobody records costs nothing.
+#[derive(Clone, Copy, Debug)]
+pub struct PathTemplate<'a>(&'a str);
+
+impl<'a> PathTemplate<'a> {
+    /// The template of a path [`RdPath::parse`] accepted, as the caller sent it.
+    pub fn of_checked(path: &'a str) -> Self {
+        Self(path)
+    }
+}
+
+impl fmt::Display for PathTemplate<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, segment) in self.0.split('/').enumerate() {
+            if i > 0 {
+                f.write_str("/")?;
+            }
+            let digits = segment.bytes().filter(u8::is_ascii_digit).count();
+            let id_like = segment.len() > 24
+                || segment.bytes().any(|b| matches!(b, b'@' | b':' | b'%'))
+                || digits == segment.len()
+                || (digits > 0 && segment.len() >= 5);
+            f.write_str(if id_like { "{}" } else { segment })?;
+        }
+        Ok(())
     }
 }
 
@@ -118,25 +153,17 @@ impl RdPath {
 mod tests {
     use super::*;
 
-    fn base() -> Url {
-        Url::parse("https://api.rd.services/").expect("url")
-    }
-
     #[test]
     fn plain_paths_and_queries_pass_and_stay_on_the_base() {
         let p = RdPath::parse("platform/contacts/email:ana%2Bx%40", None);
         assert_eq!(p, Err(PathRefused::Unsafe), "encoded @");
         let p = RdPath::parse("crm/v2/contacts", Some("page[number]=2&q=ana")).expect("plain");
         assert_eq!(
-            p.url_on(&base()).expect("url").as_str(),
-            "https://api.rd.services/crm/v2/contacts?page[number]=2&q=ana"
+            p.path_and_query_under(""),
+            "/crm/v2/contacts?page[number]=2&q=ana"
         );
-        let nested = Url::parse("https://rd.example/api/").expect("url");
         let p = RdPath::parse("platform/contacts", None).expect("plain");
-        assert_eq!(
-            p.url_on(&nested).expect("url").as_str(),
-            "https://rd.example/api/platform/contacts"
-        );
+        assert_eq!(p.path_and_query_under("/api"), "/api/platform/contacts");
     }
 
     #[test]
@@ -159,6 +186,11 @@ mod tests {
             "platform/con tacts",
             "platform/ca\u{e7}a",
             "platform/%252e%252e",
+            "platform/%2F",
+            "platform/%5C",
+            "platform/%0A",
+            ".",
+            "platform/.",
         ] {
             assert_eq!(
                 RdPath::parse(raw, None),
@@ -192,8 +224,8 @@ mod tests {
     #[test]
     fn templates_hide_ids_and_personal_data() {
         let p = RdPath::parse("platform/contacts/email:ana", None).expect("plain");
-        assert_eq!(p.template(), "platform/contacts/{}");
-        let p = RdPath::parse("crm/v2/deals/6512f0a1", None).expect("plain");
-        assert_eq!(p.template(), "crm/v2/deals/{}");
+        assert_eq!(p.template().to_string(), "platform/contacts/{}");
+        let p = RdPath::parse("crm/v2/deals/6512f0a1/notes", None).expect("plain");
+        assert_eq!(p.template().to_string(), "crm/v2/deals/{}/notes");
     }
 }

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::api_state::ApiState;
 use super::error::ApiError;
-use crate::domain::{ConnectionId, PathRefused, RdPath};
+use crate::domain::{ConnectionId, PathRefused, PathTemplate, RdPath};
 use crate::services::proxy::{ProxyFailure, ProxyRequest};
 
 /// API Gateway's payload limit: larger requests are refused here with JSON.
@@ -35,8 +35,7 @@ pub async fn proxy(State(state): State<ApiState>, request: Request) -> Response 
         return refused.into_response();
     }
     let (parts, body) = request.into_parts();
-    let raw_path = parts.uri.path().to_owned();
-    let Some((raw_id, raw_rest)) = split(&raw_path) else {
+    let Some((raw_id, raw_rest)) = split(parts.uri.path()) else {
         return ApiError::bad_request(
             "invalid_path",
             "use /proxy/{connection_id}/{path on RD's API}",
@@ -82,7 +81,8 @@ pub async fn proxy(State(state): State<ApiState>, request: Request) -> Response 
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY_BYTES).await else {
         return too_large();
     };
-    let template = path.template();
+    // What the log lines show of the path (formatted only if a line is recorded).
+    let template = PathTemplate::of_checked(raw_rest);
     let method = parts.method.clone();
     let outcome = state
         .proxy

@@ -58,10 +58,20 @@ pub struct RdStationClient {
     endpoints: RdStationEndpoints,
 }
 
-/// Why the HTTP client could not be built.
+/// Why an HTTP client for RD Station could not be built.
 #[derive(Debug, thiserror::Error)]
-#[error("could not build the RD Station HTTP client: {0}")]
-pub struct ClientBuildError(#[from] reqwest::Error);
+pub enum ClientBuildError {
+    /// The OAuth client's TLS could not be initialised.
+    #[error("could not build the RD Station HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The API client's TLS (the platform's certificate verifier) could not be
+    /// initialised.
+    #[error("could not set up TLS for RD Station's API: {0}")]
+    Tls(#[from] rustls::Error),
+    /// RD's configured API base is not a URL a request can be sent to.
+    #[error("RD Station's API base is not usable: {0}")]
+    Base(String),
+}
 
 /// An HTTP client for RD Station: every call ends within `timeout` (connect
 /// included), and no redirect is followed (one could carry a secret elsewhere).

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode, header};
 use backon::{BackoffBuilder, ExponentialBuilder};
 
 pub use token_cache::{CachedToken, TokenCache};
@@ -115,24 +115,27 @@ pub enum ProxyFailure {
 
 /// Request headers that never go to RD: the caller's credentials and cookies,
 /// AWS's and API Gateway's own, and hop-by-hop ones.
-fn forwardable(headers: &HeaderMap) -> HeaderMap {
-    let mut out = HeaderMap::new();
-    for (name, value) in headers {
-        let n = name.as_str();
-        let dropped = name == header::AUTHORIZATION
-            || name == header::COOKIE
-            || name == header::HOST
-            || name == header::CONTENT_LENGTH
-            || n.starts_with("x-amz")
-            || n.starts_with("x-forwarded-")
-            || n == "forwarded"
-            || n == "via"
-            || crate::outbound::rdstation::api_client::HOP_BY_HOP.contains(&n);
-        if !dropped {
-            out.append(name.clone(), value.clone());
-        }
+fn forwardable(mut headers: HeaderMap) -> HeaderMap {
+    crate::outbound::rdstation::api_client::remove_hop_by_hop(&mut headers);
+    let dropped: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let n = name.as_str();
+            *name == header::AUTHORIZATION
+                || *name == header::COOKIE
+                || *name == header::HOST
+                || *name == header::CONTENT_LENGTH
+                || n.starts_with("x-amz")
+                || n.starts_with("x-forwarded-")
+                || n == "forwarded"
+                || n == "via"
+        })
+        .cloned()
+        .collect();
+    for name in dropped {
+        headers.remove(name);
     }
-    out
+    headers
 }
 
 /// `Retry-After` in whole seconds, when RD sent one.
@@ -185,7 +188,7 @@ impl ProxyService {
         let mut upstream = UpstreamRequest {
             method: request.method,
             path: request.path,
-            headers: forwardable(&request.headers),
+            headers: forwardable(request.headers),
             body: request.body,
             access_token: cached.token,
         };
@@ -394,7 +397,7 @@ mod tests {
                 value.parse().expect("ascii"),
             );
         }
-        let out = forwardable(&headers);
+        let out = forwardable(headers);
         let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
         assert_eq!(names.len(), 2, "{names:?}");
         assert!(out.contains_key("content-type") && out.contains_key("x-custom"));
