@@ -243,8 +243,11 @@ impl Assembly {
     /// # Errors
     /// [`ClientBuildError`] if the HTTP client cannot be built.
     pub fn api_state(&self) -> Result<ApiState, ClientBuildError> {
-        let upstream =
-            RdApiClient::new(self.settings.rdstation.api_base.clone(), PROXY_CALL_TIMEOUT)?;
+        let upstream = RdApiClient::new(
+            self.settings.rdstation.api_base.clone(),
+            PROXY_CALL_TIMEOUT,
+            self.settings.proxy.max_answer_bytes,
+        )?;
         let proxy = ProxyService {
             connections: self.parts.connections.clone(),
             engine: self.refresh_engine(),

@@ -344,6 +344,12 @@ pub enum UpstreamError {
     /// connection): RD may have acted on it.
     #[error("RD Station gave no answer: {0}")]
     NoAnswer(String),
+    /// RD answered with more than the proxy can pass back; the rest was not read.
+    #[error("RD Station's answer is larger than {limit_bytes} bytes")]
+    AnswerTooLarge {
+        /// The limit it passed.
+        limit_bytes: usize,
+    },
 }
 
 /// RD Station's REST API (Marketing and CRM share the host).

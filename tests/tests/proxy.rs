@@ -1,12 +1,14 @@
 //! The API function end to end: API Gateway HTTP API v2 events (IAM-signed) into
 //! the proxy router, DynamoDB and SQS on moto, the RD Station sandbox on loopback.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use connector::clock::Clock;
 use connector::domain::Product;
 use connector::inbound::http::api_proxy_router;
+use connector::outbound::rdstation::api_client::RdApiClient;
 use connector::secret::ExposeSecret;
 use integration_tests::apigw::{self, Answer, EventRequest};
 use integration_tests::refresh_app::RefreshApp;
@@ -109,6 +111,41 @@ async fn requests_round_trip_with_one_upstream_call_each() {
         2,
         "the two code exchanges"
     );
+}
+
+#[tokio::test]
+async fn an_answer_too_large_to_pass_back_gets_our_502_and_is_asked_for_once() {
+    let app = RefreshApp::start().await;
+    app.connect("big", Product::Crm).await;
+    // The same proxy with a 1 KiB answer limit (4 MiB in a deployment), so the
+    // sandbox's echo can cross it with a small body.
+    let mut state = app.assembly.api_state().expect("client");
+    state.proxy.upstream = Arc::new(
+        RdApiClient::new(
+            integration_tests::sandbox_endpoints(&app.sandbox).api_base,
+            Duration::from_secs(5),
+            1024,
+        )
+        .expect("client"),
+    );
+    let router = api_proxy_router(state);
+    let path = echo_path(Product::Crm, "big");
+    let put = |size: usize| {
+        let mut put = EventRequest::new(apigw::IAM_AUTHORIZED, "PUT", &path);
+        put.body = Some(vec![b'x'; size]);
+        put.headers
+            .push(("content-type", "application/octet-stream"));
+        put
+    };
+    let calls = app.sandbox.sandbox.stats().api_calls;
+    let answer = apigw::send(&router, &put(1024)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.body.len(), 1024);
+    // PUT is idempotent, so a 5xx from RD would be retried; this is not RD's 5xx.
+    let answer = apigw::send(&router, &put(1025)).await;
+    assert_eq!(answer.status, 502, "{}", answer.text());
+    assert_eq!(answer.error_code(), "rdstation_answer_too_large");
+    assert_eq!(app.sandbox.sandbox.stats().api_calls, calls + 2);
 }
 
 #[tokio::test]

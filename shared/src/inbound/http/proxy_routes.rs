@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use super::api_state::ApiState;
 use super::error::ApiError;
 use crate::domain::{ConnectionId, PathRefused, PathTemplate, RdPath};
+use crate::ports::UpstreamError;
 use crate::services::proxy::{ProxyFailure, ProxyRequest};
 
 /// API Gateway's payload limit: larger requests are refused here with JSON.
@@ -161,6 +162,17 @@ fn failure_response(failure: ProxyFailure) -> Response {
             ),
             retry_after,
         ),
+        ProxyFailure::Upstream(UpstreamError::AnswerTooLarge { limit_bytes }) => {
+            tracing::warn!(limit_bytes, "RD Station's answer is too large to pass back");
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "rdstation_answer_too_large",
+                format!(
+                    "RD Station's answer is larger than the {limit_bytes} bytes the proxy can pass back (a Lambda answer carries at most 6 MB); ask for a smaller page"
+                ),
+            )
+            .into_response()
+        }
         ProxyFailure::Upstream(e) => {
             tracing::warn!(error = %e, "RD Station gave no answer");
             ApiError::new(

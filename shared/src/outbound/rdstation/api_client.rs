@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use axum::body::Bytes;
 use axum::http::uri::{Authority, Scheme};
 use axum::http::{HeaderMap, HeaderValue, Request, Uri, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -52,6 +52,7 @@ pub struct RdApiClient {
     /// The base's path without its trailing slash (`""` for a host's root).
     base_path: String,
     timeout: Duration,
+    max_answer_bytes: usize,
     user_agent: HeaderValue,
 }
 
@@ -62,18 +63,24 @@ impl fmt::Debug for RdApiClient {
             .field("authority", &self.authority)
             .field("base_path", &self.base_path)
             .field("timeout", &self.timeout)
+            .field("max_answer_bytes", &self.max_answer_bytes)
             .finish_non_exhaustive()
     }
 }
 
 impl RdApiClient {
     /// A client for the API at `base` whose calls (connect, request and the whole
-    /// answer) end within `timeout`.
+    /// answer) end within `timeout` and whose answers are read up to
+    /// `max_answer_bytes`.
     ///
     /// # Errors
     /// [`ClientBuildError`] if TLS cannot be initialised or `base` has no scheme
     /// and host a request can be sent to.
-    pub fn new(base: Url, timeout: Duration) -> Result<Self, ClientBuildError> {
+    pub fn new(
+        base: Url,
+        timeout: Duration,
+        max_answer_bytes: usize,
+    ) -> Result<Self, ClientBuildError> {
         let unusable = |why: &str| ClientBuildError::Base(why.to_owned());
         let origin: Uri = base
             .origin()
@@ -110,6 +117,7 @@ impl RdApiClient {
             authority: authority.clone(),
             base_path: base.path().trim_end_matches('/').to_owned(),
             timeout,
+            max_answer_bytes,
             user_agent: HeaderValue::from_static(concat!(
                 "rdstation-connector/",
                 env!("CARGO_PKG_VERSION")
@@ -189,10 +197,17 @@ impl RdApi for RdApiClient {
                 }
             })?;
             let (parts, body) = response.into_parts();
-            let body = body
+            let limit_bytes = self.max_answer_bytes;
+            let body = Limited::new(body, limit_bytes)
                 .collect()
                 .await
-                .map_err(|_| UpstreamError::NoAnswer("body error".to_owned()))?
+                .map_err(|e| {
+                    if e.is::<LengthLimitError>() {
+                        UpstreamError::AnswerTooLarge { limit_bytes }
+                    } else {
+                        UpstreamError::NoAnswer("body error".to_owned())
+                    }
+                })?
                 .to_bytes();
             Ok(UpstreamResponse {
                 status: parts.status,
@@ -278,6 +293,7 @@ mod tests {
         let client = RdApiClient::new(
             "https://rd.example/api/".parse().expect("url"),
             Duration::from_secs(1),
+            1024,
         )
         .expect("client");
         let request = UpstreamRequest {
@@ -303,7 +319,7 @@ mod tests {
             .parse()
             .expect("url");
         drop(listener);
-        let client = RdApiClient::new(base, Duration::from_secs(5)).expect("client");
+        let client = RdApiClient::new(base, Duration::from_secs(5), 1024).expect("client");
         let result = client.send(&get("platform/contacts")).await;
         assert!(
             matches!(result, Err(UpstreamError::NotSent(_))),
@@ -314,7 +330,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_rd_that_never_answers_is_cut_off_at_the_timeout_as_no_answer() {
         let base = serve_once(None, true).await;
-        let client = RdApiClient::new(base, Duration::from_secs(10)).expect("client");
+        let client = RdApiClient::new(base, Duration::from_secs(10), 1024).expect("client");
         let started = tokio::time::Instant::now();
         let result = client.send(&get("platform/contacts")).await;
         assert!(
@@ -332,7 +348,7 @@ mod tests {
             false,
         )
         .await;
-        let client = RdApiClient::new(base, Duration::from_secs(5)).expect("client");
+        let client = RdApiClient::new(base, Duration::from_secs(5), 1024).expect("client");
         let result = client.send(&get("platform/contacts")).await;
         assert!(
             matches!(result, Err(UpstreamError::NoAnswer(_))),
@@ -347,7 +363,7 @@ mod tests {
             true,
         )
         .await;
-        let client = RdApiClient::new(base, Duration::from_secs(5)).expect("client");
+        let client = RdApiClient::new(base, Duration::from_secs(5), 1024).expect("client");
         let answer = client
             .send(&get("platform/contacts"))
             .await
@@ -356,6 +372,25 @@ mod tests {
         assert_eq!(
             answer.headers[header::LOCATION],
             "http://evil.example/steal"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_limit_is_refused_not_buffered() {
+        // 8 bytes allowed; RD declares and starts sending 20.
+        let base = serve_once(
+            Some(b"HTTP/1.1 200 OK\r\ncontent-length: 20\r\n\r\n0123456789abcdefghij"),
+            true,
+        )
+        .await;
+        let client = RdApiClient::new(base, Duration::from_secs(5), 8).expect("client");
+        let result = client.send(&get("platform/contacts")).await;
+        assert!(
+            matches!(
+                result,
+                Err(UpstreamError::AnswerTooLarge { limit_bytes: 8 })
+            ),
+            "{result:?}"
         );
     }
 }

@@ -37,14 +37,22 @@ pub struct ProxySettings {
     /// Requests a connection may send RD per minute, across all instances, unless
     /// the connection has a limit of its own; `None` turns the budget off.
     pub rate_limit_per_minute: Option<u32>,
+    /// The largest answer from RD passed back to a caller. A Lambda answer
+    /// carries at most 6 MB, and API Gateway's Lambda proxy format carries
+    /// binary bodies in base64 (a third larger) and JSON bodies as an escaped
+    /// string: 4 MiB of RD's answer fits either way. Larger answers get a clear
+    /// 502 instead of a Lambda failure nobody can read.
+    pub max_answer_bytes: usize,
 }
 
 impl Default for ProxySettings {
-    /// 20 s of retries; RD's default account limit, 120 requests a minute.
+    /// 20 s of retries; RD's default account limit, 120 requests a minute;
+    /// answers up to 4 MiB.
     fn default() -> Self {
         Self {
             retry_budget: Duration::from_secs(20),
             rate_limit_per_minute: Some(120),
+            max_answer_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -315,6 +323,8 @@ impl ProxyService {
                 // It never reached RD: safe whatever the method.
                 Err(UpstreamError::NotSent(_)) => (true, None),
                 Err(UpstreamError::NoAnswer(_)) => (idempotent, None),
+                // Asking again brings the same answer.
+                Err(UpstreamError::AnswerTooLarge { .. }) => (false, None),
             };
             let pause = pauses.next().map(|p| p.max(hint.unwrap_or_default()));
             match pause {
