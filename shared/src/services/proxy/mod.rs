@@ -40,8 +40,8 @@ pub struct ProxySettings {
     /// The largest answer from RD passed back to a caller. A Lambda answer
     /// carries at most 6 MB, and API Gateway's Lambda proxy format carries
     /// binary bodies in base64 (a third larger) and JSON bodies as an escaped
-    /// string: 4 MiB of RD's answer fits either way. Larger answers get a clear
-    /// 502 instead of a Lambda failure nobody can read.
+    /// string: 4 MiB of RD's answer leaves room for either. Larger answers get a
+    /// clear 502 instead of a failed invocation nobody can read.
     pub max_answer_bytes: usize,
 }
 
