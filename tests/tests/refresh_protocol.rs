@@ -303,38 +303,60 @@ async fn failed_commits_go_to_a_rescue_item_and_the_next_run_restores_them() {
     ));
 }
 
-#[tokio::test]
-async fn a_rescued_pair_that_cannot_be_restored_yet_keeps_the_spent_token_from_rd() {
-    let app = RefreshApp::start().await;
-    let before = app.connect("stranded", Product::Crm).await;
+/// Leaves connection `id`'s rotated pair on the rescue queue and the item's intent
+/// naming the spent refresh token: RD rotates, then the commit and the status
+/// write after it both fail. Returns the spent token's fingerprint and the
+/// rescued pairs. The store is left failing plain updates (not lease writes).
+async fn strand_a_rescued_pair(
+    app: &RefreshApp,
+    id: &str,
+) -> (String, Vec<connector::ports::RescuedPair>) {
+    let before = app.connect(id, Product::Crm).await;
     let spent = rd_sandbox::fingerprint(before.tokens.refresh_token.expose_secret());
     app.advance(CRM_NEARLY_EXPIRED);
-    // RD rotates; the commit fails and so does marking the connection: the pair
-    // waits on the queue, the item still names the spent token in its intent.
     app.store.fail_commits.store(true, Ordering::SeqCst);
     app.store.fail_updates.store(true, Ordering::SeqCst);
-    match app.refresh("stranded", RefreshRequest::default()).await {
+    match app.refresh(id, RefreshRequest::default()).await {
         Err(RefreshFailure::Store(_)) => {}
         other => panic!("expected a store failure, got {other:?}"),
     }
     let rescued = app.rescues.peek().await;
     assert_eq!(rescued.len(), 1);
+    app.store.fail_commits.store(false, Ordering::SeqCst);
+    (spent, rescued)
+}
+
+/// How many times RD was shown the refresh token with fingerprint `spent`.
+fn presentations(app: &RefreshApp, spent: &str) -> Option<u64> {
+    app.sandbox
+        .sandbox
+        .stats()
+        .rolling_calls_by_refresh_token
+        .get(spent)
+        .copied()
+}
+
+#[tokio::test]
+async fn a_rescued_pair_that_cannot_be_restored_yet_keeps_the_spent_token_from_rd() {
+    let app = RefreshApp::start().await;
+    let (spent, rescued) = strand_a_rescued_pair(&app, "stranded").await;
 
     // The lease runs out. The store takes lease writes again but not yet plain
     // updates, so the next refresh finds the pair and cannot restore it.
-    app.store.fail_commits.store(false, Ordering::SeqCst);
     app.advance(10);
     match app.refresh("stranded", RefreshRequest::default()).await {
         Err(RefreshFailure::Store(_)) => {}
         other => panic!("expected a store failure, got {other:?}"),
     }
-    let stats = app.sandbox.sandbox.stats();
     assert_eq!(
-        stats.rolling_calls_by_refresh_token.get(&spent),
-        Some(&1),
+        presentations(&app, &spent),
+        Some(1),
         "RD was shown the spent refresh token again"
     );
-    assert_eq!(stats.dead_refresh_token_presentations, 0);
+    assert_eq!(
+        app.sandbox.sandbox.stats().dead_refresh_token_presentations,
+        0
+    );
     // Handed back to the queue at once, not hidden for its visibility timeout.
     assert_eq!(app.rescues.peek().await.len(), 1);
     assert_eq!(
@@ -349,30 +371,13 @@ async fn a_rescued_pair_that_cannot_be_restored_yet_keeps_the_spent_token_from_r
     }
     assert!(app.rescues.peek().await.is_empty());
     assert!(app.usable("stranded").await);
-    assert_eq!(
-        app.sandbox
-            .sandbox
-            .stats()
-            .rolling_calls_by_refresh_token
-            .get(&spent),
-        Some(&1)
-    );
+    assert_eq!(presentations(&app, &spent), Some(1));
 }
 
 #[tokio::test]
 async fn a_takeover_waits_for_a_drain_that_holds_its_rescued_pair() {
     let app = RefreshApp::start().await;
-    let before = app.connect("in-flight", Product::Crm).await;
-    let spent = rd_sandbox::fingerprint(before.tokens.refresh_token.expose_secret());
-    app.advance(CRM_NEARLY_EXPIRED);
-    // As above: the pair waits on the queue, the item's intent names the spent token.
-    app.store.fail_commits.store(true, Ordering::SeqCst);
-    app.store.fail_updates.store(true, Ordering::SeqCst);
-    assert!(matches!(
-        app.refresh("in-flight", RefreshRequest::default()).await,
-        Err(RefreshFailure::Store(_))
-    ));
-    app.store.fail_commits.store(false, Ordering::SeqCst);
+    let (spent, _) = strand_a_rescued_pair(&app, "in-flight").await;
     app.store.fail_updates.store(false, Ordering::SeqCst);
     app.advance(10);
 
@@ -395,12 +400,8 @@ async fn a_takeover_waits_for_a_drain_that_holds_its_rescued_pair() {
         "{outcome:?}"
     );
     assert_eq!(
-        app.sandbox
-            .sandbox
-            .stats()
-            .rolling_calls_by_refresh_token
-            .get(&spent),
-        Some(&1),
+        presentations(&app, &spent),
+        Some(1),
         "RD was shown the spent refresh token again"
     );
     let stored = app.stored("in-flight").await;
