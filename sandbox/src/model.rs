@@ -65,6 +65,9 @@ pub struct Stats {
     pub calls_by_refresh_token: HashMap<String, u64>,
     /// Refresh calls that presented a refresh token that was already dead.
     pub dead_refresh_token_presentations: u64,
+    /// The same calls by the fingerprint of the dead token presented: each should
+    /// be a token whose rotation the client never learned of.
+    pub dead_presentations_by_refresh_token: HashMap<String, u64>,
     /// Code exchanges that succeeded.
     pub codes_exchanged: u64,
     /// Refreshes that succeeded.
@@ -386,6 +389,11 @@ impl State {
         });
         let Some(state) = usable else {
             self.stats.dead_refresh_token_presentations += 1;
+            *self
+                .stats
+                .dead_presentations_by_refresh_token
+                .entry(fingerprint(refresh_token))
+                .or_default() += 1;
             return Err(RefreshRefusal::DeadToken);
         };
         let grant = state.grant;

@@ -142,9 +142,11 @@ async fn crm_refresh_tokens_roll_and_the_old_one_dies() {
         Err(TokenCallError::InvalidGrant { .. }) => {}
         other => panic!("expected invalid_grant, got {other:?}"),
     }
+    let stats = rd.sandbox.sandbox.stats();
+    assert_eq!(stats.dead_refresh_token_presentations, 1);
     assert_eq!(
-        rd.sandbox.sandbox.stats().dead_refresh_token_presentations,
-        1
+        stats.dead_presentations_by_refresh_token,
+        std::collections::HashMap::from([(rd_sandbox::fingerprint(first.expose_secret()), 1)])
     );
     assert_eq!(
         rd.sandbox.sandbox.refresh_calls_for(first.expose_secret()),
