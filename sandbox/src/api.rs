@@ -145,6 +145,7 @@ fn echo(
         ("cookie", "x-echo-cookie"),
         ("x-forwarded-for", "x-echo-forwarded-for"),
         ("idempotency-key", "x-echo-idempotency-key"),
+        ("proxy-connection", "x-echo-proxy-connection"),
     ] {
         if let Some(v) = headers.get(name).and_then(|v| v.to_str().ok()) {
             put(echoed, v);

@@ -1,10 +1,9 @@
 //! API Gateway HTTP API (payload 2.0) events, as AWS sends them to the Lambda,
-//! turned into requests by `lambda_http` exactly as the runtime does.
+//! turned into requests and answered exactly as the functions do
+//! (`connector::inbound::apigw`).
 
 use axum::Router;
-use http_body_util::BodyExt;
 use serde_json::Value;
-use tower::ServiceExt;
 
 /// A POST from a caller signed with SigV4 (the IAM-authorized route).
 pub const IAM_AUTHORIZED: &str = include_str!("../fixtures/apigw-v2/iam-authorized.json");
@@ -127,27 +126,36 @@ impl Answer {
     }
 }
 
-/// Sends `request` through `router` as the Lambda runtime would.
+/// Sends `request` through `router` as the functions' Lambda adapter does.
 pub async fn send(router: &Router, request: &EventRequest<'_>) -> Answer {
-    let event = request.event().to_string();
-    let http_request =
-        lambda_http::request::from_str(&event).expect("lambda_http parses the event");
-    let response = router
-        .clone()
-        .oneshot(http_request)
-        .await
-        .expect("routers are infallible");
-    let status = response.status().as_u16();
-    let headers = response.headers().clone();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .expect("body")
-        .to_bytes()
-        .to_vec();
+    let event = serde_json::from_value(request.event()).expect("an API Gateway v2 event");
+    let answer = connector::inbound::apigw::answer(router, event).await;
+    answer_of(answer)
+}
+
+/// What an API Gateway answer says, cookies back among the headers.
+pub fn answer_of(answer: aws_lambda_events::apigw::ApiGatewayV2httpResponse) -> Answer {
+    use base64::Engine;
+    let mut headers = answer.headers;
+    for cookie in &answer.cookies {
+        headers.append(
+            "set-cookie",
+            cookie.parse().expect("a cookie is a header value"),
+        );
+    }
+    let body = match answer.body {
+        None => Vec::new(),
+        Some(aws_lambda_events::encodings::Body::Text(text)) if answer.is_base64_encoded => {
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .expect("base64 body")
+        }
+        Some(aws_lambda_events::encodings::Body::Text(text)) => text.into_bytes(),
+        Some(aws_lambda_events::encodings::Body::Binary(bytes)) => bytes,
+        Some(other) => panic!("unexpected body {other:?}"),
+    };
     Answer {
-        status,
+        status: u16::try_from(answer.status_code).expect("a status"),
         headers,
         body,
     }

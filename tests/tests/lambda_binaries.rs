@@ -120,3 +120,71 @@ async fn the_token_refresher_binary_runs_on_a_scheduled_event() {
     assert_eq!(summary["shards"], 16);
     assert_eq!(summary["shard_errors"], 0);
 }
+
+/// What the api-proxy binary answers to `GET {path}?{query}` from an IAM caller.
+async fn proxy_answer(function: &Function, path: &str, query: &str) -> (i64, String) {
+    let mut request = EventRequest::new(apigw::IAM_AUTHORIZED, "GET", path);
+    request.query = query;
+    let response = match function
+        .api
+        .invoke(&request.event(), Duration::from_secs(30))
+        .await
+    {
+        Outcome::Response(body) => body,
+        Outcome::Error(error) => panic!("{path}?{query}: the function failed: {error}"),
+    };
+    let status = response["statusCode"].as_i64().expect("a status");
+    let code = body_of(&response)["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    (status, code)
+}
+
+/// The path is checked as the caller sent it (API Gateway's `rawPath`), before
+/// anything resolves it: `lambda_http`'s conversion turned `A/%2e%2e/B` into `B`
+/// and backslashes into slashes, and panicked on a `"` in the query.
+/// (Checked against the previous `lambda_http::run` adapter: the dot-segment and
+/// backslash cases reached connection `B`'s lookup (404), the quoted query failed
+/// the invocation, and RD's `email:` route was refused as `invalid_path`.)
+#[tokio::test]
+async fn the_api_proxy_binary_checks_the_path_the_caller_sent() {
+    let (function, sandbox) = start("api-proxy").await;
+    for path in [
+        "/proxy/A/%2e%2e/B/crm/v2/contacts",
+        "/proxy/A/%2E%2E/B/crm/v2/contacts",
+        "/proxy/A/../B/crm/v2/contacts",
+        "/proxy/A/./crm/v2/contacts",
+        "/proxy/A/crm\\v2\\contacts",
+        "/proxy/A/crm%5Cv2%5Ccontacts",
+    ] {
+        assert_eq!(
+            proxy_answer(&function, path, "").await,
+            (400, "invalid_path".to_owned()),
+            "{path}"
+        );
+    }
+    for path in ["/proxy/A/%61uth/token", "/proxy/A/crm/OAuth/token"] {
+        assert_eq!(
+            proxy_answer(&function, path, "").await,
+            (403, "oauth_endpoint_refused".to_owned()),
+            "{path}"
+        );
+    }
+    // Paths and queries RD's routes use pass the check and reach the connection's
+    // lookup (there is no connection `A`).
+    for (path, query) in [
+        ("/proxy/A/platform/contacts/email:someone@example.com", ""),
+        ("/proxy/A/platform/contacts/email:someone%40example.com", ""),
+        ("/proxy/A/platform/contacts/email:some+one@example.com", ""),
+        ("/proxy/A/crm/v2/contacts", "q=\"ana\"&f=<b>"),
+        ("/proxy/A/crm/v2/contacts", "page[number]=2&q=ana%20lima"),
+    ] {
+        assert_eq!(
+            proxy_answer(&function, path, query).await,
+            (404, "connection_not_found".to_owned()),
+            "{path}?{query}"
+        );
+    }
+    assert_eq!(sandbox.sandbox.stats().token_calls, 0);
+}

@@ -307,19 +307,16 @@ async fn bad_paths_ids_and_states_get_precise_errors_and_reach_nothing() {
     for (path, status, code) in [
         ("/proxy/guarded/auth/token", 403, "oauth_endpoint_refused"),
         ("/proxy/guarded/oauth2/token", 403, "oauth_endpoint_refused"),
-        // Resolved to `crm/auth/token` by the Lambda adapter before the route sees it.
-        (
-            "/proxy/guarded/crm/v2/%2e%2e/auth/token",
-            403,
-            "oauth_endpoint_refused",
-        ),
+        // Checked as sent, never resolved (to `crm/auth/token` or anything else).
+        ("/proxy/guarded/crm/v2/%2e%2e/auth/token", 400, "invalid_path"),
+        ("/proxy/guarded/%61uth/token", 403, "oauth_endpoint_refused"),
         ("/proxy/guarded/crm%2Fv2/contacts", 400, "invalid_path"),
         (
             "/proxy/guarded/http:%2F%2Fevil.example/x",
             400,
             "invalid_path",
         ),
-        ("/proxy/guarded/@evil.example/x", 400, "invalid_path"),
+        ("/proxy/guarded/crm\\v2\\contacts", 400, "invalid_path"),
         ("/proxy/guarded/crm/v2//contacts", 400, "invalid_path"),
         (
             "/proxy/has%20space/crm/v2/contacts",
@@ -475,7 +472,7 @@ async fn deleting_during_a_refresh_does_not_bring_the_connection_back() {
 }
 
 #[tokio::test]
-async fn idempotent_requests_are_retried_on_429_and_5xx_and_others_only_with_a_key() {
+async fn idempotent_requests_are_retried_on_429_and_5xx_and_posts_never_after_rd_saw_them() {
     let app = RefreshApp::start().await;
     app.connect("flaky-api", Product::Crm).await;
     let router = instance(&app);
@@ -505,13 +502,70 @@ async fn idempotent_requests_are_retried_on_429_and_5xx_and_others_only_with_a_k
     assert_eq!(answer.headers["retry-after"], "7");
     assert_eq!(app.sandbox.sandbox.stats().api_calls, calls + 1);
 
-    // With one, it is retried.
+    // With one, still not sent twice: RD is not known to deduplicate on the key,
+    // so a POST it may have received is never repeated. (Before: retried.)
     app.sandbox.sandbox.inject_api_fault(502, None, 1);
     post.headers.push(("idempotency-key", "order-42"));
     let answer = apigw::send(&router, &post).await;
+    assert_eq!(answer.status, 502);
+    assert_eq!(app.sandbox.sandbox.stats().api_calls, calls + 2);
+    let answer = apigw::send(&router, &post).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.headers["x-echo-idempotency-key"], "order-42");
-    assert_eq!(app.sandbox.sandbox.stats().api_calls, calls + 3);
+}
+
+/// RD's `Retry-After` may be any number or an HTTP date. (Before: the largest
+/// number overflowed the retry budget's sum and panicked; a date was ignored and
+/// the GET retried four times.)
+#[tokio::test]
+async fn any_retry_after_from_rd_is_honoured_without_a_panic() {
+    let app = RefreshApp::start().await;
+    app.connect("slow-down", Product::Crm).await;
+    let router = instance(&app);
+    let path = echo_path(Product::Crm, "slow-down");
+    let in_an_hour =
+        httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3_600))
+            .replace(' ', "%20")
+            .replace(',', "%2C");
+    for retry_after in ["18446744073709551615".to_owned(), in_an_hour] {
+        let calls = app.sandbox.sandbox.stats().api_calls;
+        let answer = call(
+            &router,
+            "GET",
+            &path,
+            &format!("status=503&retry_after={retry_after}"),
+        )
+        .await;
+        assert_eq!(answer.status, 503, "{retry_after}");
+        assert_eq!(
+            app.sandbox.sandbox.stats().api_calls,
+            calls + 1,
+            "a wait longer than the retry budget is not waited: {retry_after}"
+        );
+    }
+}
+
+/// (Before: TRACE reached RD, and `Proxy-Connection` went with every request.)
+#[tokio::test]
+async fn trace_and_proxy_headers_never_reach_rd() {
+    let app = RefreshApp::start().await;
+    app.connect("hops", Product::Crm).await;
+    let router = instance(&app);
+    let path = echo_path(Product::Crm, "hops");
+    let calls = app.sandbox.sandbox.stats().api_calls;
+    for method in ["TRACE", "CONNECT"] {
+        let answer = call(&router, method, &path, "").await;
+        assert_eq!(answer.status, 405, "{method}");
+        assert_eq!(answer.error_code(), "method_not_allowed");
+    }
+    assert_eq!(app.sandbox.sandbox.stats().api_calls, calls);
+    let mut get = EventRequest::new(apigw::IAM_AUTHORIZED, "GET", &path);
+    get.headers.push(("proxy-connection", "keep-alive"));
+    get.headers.push(("x-custom", "kept"));
+    let answer = apigw::send(&router, &get).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.headers["x-echo-custom"], "kept");
+    assert!(!answer.headers.contains_key("x-echo-proxy-connection"));
 }
 
 #[tokio::test]

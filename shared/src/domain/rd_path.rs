@@ -1,9 +1,14 @@
 //! A path on RD Station's API that a caller may reach through the proxy.
 //!
 //! The path comes from the caller, so it is checked before it gets near a URL:
-//! nothing in it may change the host (absolute URLs, `@`, backslashes, encoded
-//! slashes or dots, `..`, empty segments, control characters), and RD's OAuth
-//! endpoints are refused outright: a caller has no business with tokens.
+//! nothing in it may change the host or climb out of RD's base path (absolute
+//! URLs, backslashes, encoded slashes or dots, `..`, empty segments, control
+//! characters), and RD's OAuth endpoints are refused outright, in any spelling
+//! (`%61uth` is `auth`): a caller has no business with tokens. Characters RD's
+//! own routes use pass: `@`, `:`, `+` and `%40` (Marketing's
+//! `platform/contacts/email:ana@example.com`). A `@` cannot become a user-info
+//! part here: the URI is built from RD's configured scheme and host, and the
+//! path always follows a `/`.
 
 use std::fmt;
 
@@ -30,9 +35,9 @@ pub struct RdPath {
 const OAUTH_SEGMENTS: [&str; 3] = ["auth", "oauth", "oauth2"];
 
 /// Percent-escapes refused in a path (compared in lower case): slash, backslash,
-/// dot, percent, '@' and control characters.
-const REFUSED_ESCAPES: [[u8; 2]; 9] = [
-    *b"2f", *b"5c", *b"2e", *b"25", *b"40", *b"00", *b"0a", *b"0d", *b"09",
+/// dot, percent and control characters.
+const REFUSED_ESCAPES: [[u8; 2]; 8] = [
+    *b"2f", *b"5c", *b"2e", *b"25", *b"00", *b"0a", *b"0d", *b"09",
 ];
 
 /// Whether the bytes after a '%' encode a refused character.
@@ -43,7 +48,7 @@ fn refused_escape(after_percent: &[u8]) -> bool {
     }
 }
 
-/// A plain relative path: printable ASCII without `\`, `@`, `?` or `#`, no refused
+/// A plain relative path: printable ASCII without `\`, `?` or `#`, no refused
 /// escape, no empty, `.` or `..` segment, and no `:` in the first segment
 /// (`http:` and the like could read as a scheme). One pass over the bytes: this
 /// runs on every proxied request.
@@ -54,7 +59,7 @@ fn is_plain(path: &str) -> bool {
     }
     let characters_ok = bytes.iter().enumerate().all(|(i, &b)| {
         b.is_ascii_graphic()
-            && !matches!(b, b'\\' | b'@' | b'?' | b'#')
+            && !matches!(b, b'\\' | b'?' | b'#')
             && (b != b'%' || !refused_escape(&bytes[i + 1..]))
     });
     characters_ok
@@ -62,6 +67,34 @@ fn is_plain(path: &str) -> bool {
             .split('/')
             .all(|segment| !segment.is_empty() && segment != "." && segment != "..")
         && !path.split('/').next().is_some_and(|s| s.contains(':'))
+}
+
+/// Whether `segment`, its percent-escapes decoded, is `word` (ASCII, any case):
+/// RD decodes `%61uth` to `auth`, so the refusal must too.
+fn decodes_to_ignoring_case(segment: &str, word: &str) -> bool {
+    let mut bytes = segment.bytes();
+    let mut expected = word.bytes();
+    loop {
+        let decoded = match bytes.next() {
+            None => return expected.next().is_none(),
+            Some(b'%') => {
+                let high = bytes.next().and_then(|b| char::from(b).to_digit(16));
+                let low = bytes.next().and_then(|b| char::from(b).to_digit(16));
+                match (high, low) {
+                    // Both digits are below 16, so the byte fits.
+                    (Some(high), Some(low)) => u8::try_from(high * 16 + low).unwrap_or(0),
+                    _ => return false,
+                }
+            }
+            Some(b) => b,
+        };
+        if expected
+            .next()
+            .is_none_or(|e| !e.eq_ignore_ascii_case(&decoded))
+        {
+            return false;
+        }
+    }
 }
 
 impl RdPath {
@@ -78,7 +111,7 @@ impl RdPath {
         if path.split('/').any(|segment| {
             OAUTH_SEGMENTS
                 .iter()
-                .any(|oauth| segment.eq_ignore_ascii_case(oauth))
+                .any(|oauth| decodes_to_ignoring_case(segment, oauth))
         }) {
             return Err(PathRefused::OAuthEndpoint);
         }
@@ -155,8 +188,14 @@ mod tests {
 
     #[test]
     fn plain_paths_and_queries_pass_and_stay_on_the_base() {
-        let p = RdPath::parse("platform/contacts/email:ana%2Bx%40", None);
-        assert_eq!(p, Err(PathRefused::Unsafe), "encoded @");
+        for routed in [
+            "platform/contacts/email:ana%2Bx%40example.com",
+            "platform/contacts/email:ana+x@example.com",
+            "platform/contacts/uuid:6512f0a1",
+        ] {
+            let p = RdPath::parse(routed, None).expect(routed);
+            assert_eq!(p.path_and_query_under(""), format!("/{routed}"));
+        }
         let p = RdPath::parse("crm/v2/contacts", Some("page[number]=2&q=ana")).expect("plain");
         assert_eq!(
             p.path_and_query_under(""),
@@ -178,8 +217,6 @@ mod tests {
             "platform%2Fcontacts",
             "http://evil.example/x",
             "https:evil.example",
-            "@evil.example/x",
-            "evil.example@api.rd.services",
             "platform\\contacts",
             "platform/contacts\r\nHost: evil",
             "platform/%0d%0ahost",
@@ -211,6 +248,9 @@ mod tests {
             "AUTH/revoke",
             "oauth2/token",
             "oauth/authorize",
+            "%61uth/token",
+            "%41%55%54%48/token",
+            "platform/o%61uth2/token",
         ] {
             assert_eq!(
                 RdPath::parse(raw, None),
@@ -219,6 +259,8 @@ mod tests {
             );
         }
         assert!(RdPath::parse("authors/list", None).is_ok());
+        assert!(RdPath::parse("%61uthors/list", None).is_ok());
+        assert!(RdPath::parse("au%74", None).is_ok(), "'aut' is not 'auth'");
     }
 
     #[test]

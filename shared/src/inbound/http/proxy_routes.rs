@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::api_state::ApiState;
@@ -34,6 +34,15 @@ fn split(raw_path: &str) -> Option<(&str, &str)> {
 pub async fn proxy(State(state): State<ApiState>, request: Request) -> Response {
     if let Err(refused) = state.check_caller(request.extensions()) {
         return refused.into_response();
+    }
+    if matches!(*request.method(), Method::TRACE | Method::CONNECT) {
+        // An upstream that reflects a TRACE would hand back the bearer token.
+        return ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "TRACE and CONNECT are not sent to RD Station",
+        )
+        .into_response();
     }
     let (parts, body) = request.into_parts();
     let Some((raw_id, raw_rest)) = split(parts.uri.path()) else {

@@ -6,9 +6,12 @@
 //! rate budget is taken (when on); the request goes to RD with the token; a 401
 //! refreshes through the refresh protocol, passing the refused token (so a token
 //! another worker already replaced costs no RD call), and the request is retried
-//! exactly once. Idempotent requests (and POST/PATCH with an `Idempotency-Key`)
-//! are retried on 429/502/503/504 with full-jitter backoff that honours
-//! `Retry-After`, within a total budget under API Gateway's 30 s.
+//! exactly once. Idempotent requests (GET, HEAD, PUT, DELETE, OPTIONS) are
+//! retried on 429/502/503/504 with full-jitter backoff that honours
+//! `Retry-After` (seconds or an HTTP date), within a total budget under API
+//! Gateway's 30 s. POST and PATCH are sent again only when they never reached
+//! RD: RD is not known to deduplicate on `Idempotency-Key`, so the header is
+//! passed on and buys no retry.
 
 mod token_cache;
 
@@ -137,6 +140,9 @@ fn forwardable(mut headers: HeaderMap) -> HeaderMap {
                 || n.starts_with("x-forwarded-")
                 || n == "forwarded"
                 || n == "via"
+                // Hop-by-hop in practice though no RFC lists them.
+                || n == "proxy-connection"
+                || n == "proxy-authorization"
         })
         .cloned()
         .collect();
@@ -146,16 +152,17 @@ fn forwardable(mut headers: HeaderMap) -> HeaderMap {
     headers
 }
 
-/// `Retry-After` in whole seconds, when RD sent one.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(header::RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
+/// How long RD asked us to wait, when it sent `Retry-After`: delay-seconds or
+/// an HTTP date (RFC 9110 §10.2.3), measured from `now_ms`; a date in the past
+/// is no wait.
+fn retry_after(headers: &HeaderMap, now_ms: i64) -> Option<Duration> {
+    let value = headers.get(header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    let now = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(now_ms).ok()?);
+    Some(at.duration_since(now).unwrap_or_default())
 }
 
 /// The proxy's collaborators. Cheap to clone.
@@ -192,7 +199,7 @@ impl ProxyService {
         let idempotent = matches!(
             request.method,
             Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS
-        ) || request.headers.contains_key("idempotency-key");
+        );
         let mut upstream = UpstreamRequest {
             method: request.method,
             path: request.path,
@@ -318,7 +325,7 @@ impl ProxyService {
             let (retryable, hint) = match &result {
                 Ok(r) => (
                     idempotent && matches!(r.status.as_u16(), 429 | 502 | 503 | 504),
-                    retry_after(&r.headers),
+                    retry_after(&r.headers, self.engine.clock.now_ms()),
                 ),
                 // It never reached RD: safe whatever the method.
                 Err(UpstreamError::NotSent(_)) => (true, None),
@@ -328,8 +335,10 @@ impl ProxyService {
             };
             let pause = pauses.next().map(|p| p.max(hint.unwrap_or_default()));
             match pause {
+                // Saturating: RD's Retry-After may be any number of seconds.
                 Some(pause)
-                    if retryable && started.elapsed() + pause < self.settings.retry_budget =>
+                    if retryable
+                        && started.elapsed().saturating_add(pause) < self.settings.retry_budget =>
                 {
                     retries += 1;
                     tokio::time::sleep(pause).await;
@@ -398,6 +407,8 @@ mod tests {
             ("x-amzn-trace-id", "Root=1"),
             ("x-forwarded-for", "203.0.113.7"),
             ("connection", "keep-alive"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy-authorization", "Basic eDp5"),
             ("transfer-encoding", "chunked"),
             ("content-type", "application/json"),
             ("x-custom", "kept"),
@@ -411,5 +422,30 @@ mod tests {
         let names: Vec<&str> = out.keys().map(|k| k.as_str()).collect();
         assert_eq!(names.len(), 2, "{names:?}");
         assert!(out.contains_key("content-type") && out.contains_key("x-custom"));
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        let at = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::RETRY_AFTER, value.parse().expect("ascii"));
+            headers
+        };
+        // 2026-12-03T00:00:00Z
+        let now_ms = 1_796_256_000_000;
+        assert_eq!(retry_after(&at("7"), now_ms), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_after(&at("18446744073709551615"), now_ms),
+            Some(Duration::from_secs(u64::MAX))
+        );
+        assert_eq!(
+            retry_after(&at("Thu, 03 Dec 2026 00:01:30 GMT"), now_ms),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            retry_after(&at("Wed, 02 Dec 2026 00:00:00 GMT"), now_ms),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after(&at("soon"), now_ms), None);
     }
 }

@@ -22,10 +22,21 @@ pub struct LeaseTiming {
     pub clock_skew: Duration,
 }
 
+/// What a lease must hold beyond T, the commit budget and the skew allowance:
+/// the claim's own round trip and the look for a rescued pair both come out of
+/// the lease before RD may be called. A lease of exactly T + commit budget +
+/// skew would leave every refresh `out_of_time`, silently, forever.
+pub const CLAIM_ALLOWANCE: Duration = Duration::from_millis(500);
+
 impl LeaseTiming {
     /// What must be left on the lease before RD may be called.
     pub fn needed_before_call(&self) -> Duration {
         self.token_timeout + self.commit_budget + self.clock_skew
+    }
+
+    /// The shortest lease under which a refresh can ever call RD.
+    pub fn shortest_lease(&self) -> Duration {
+        self.needed_before_call() + CLAIM_ALLOWANCE
     }
 }
 
@@ -52,8 +63,8 @@ pub struct RefreshSettings {
 /// Timing that would let two workers hold one refresh token at once.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error(
-    "refresh lease ({:?}) must be at least the RD token timeout ({:?}) plus the commit budget ({:?}) plus the clock-skew allowance ({:?})",
-    .0.lease, .0.token_timeout, .0.commit_budget, .0.clock_skew
+    "refresh lease ({:?}) must be at least the RD token timeout ({:?}) plus the commit budget ({:?}) plus the clock-skew allowance ({:?}) plus {:?} for the claim itself",
+    .0.lease, .0.token_timeout, .0.commit_budget, .0.clock_skew, CLAIM_ALLOWANCE
 )]
 pub struct LeaseTooShort(pub LeaseTiming);
 
@@ -61,9 +72,10 @@ impl RefreshSettings {
     /// Settings with the given timing and defaults for the rest.
     ///
     /// # Errors
-    /// [`LeaseTooShort`] unless `lease >= token_timeout + commit_budget + clock_skew`.
+    /// [`LeaseTooShort`] unless `lease >= token_timeout + commit_budget +
+    /// clock_skew + CLAIM_ALLOWANCE`.
     pub fn new(timing: LeaseTiming) -> Result<Self, LeaseTooShort> {
-        if timing.lease < timing.needed_before_call() {
+        if timing.lease < timing.shortest_lease() {
             return Err(LeaseTooShort(timing));
         }
         Ok(Self::with_timing(timing))
@@ -140,8 +152,12 @@ mod tests {
         for value in ["19.999s", "10s", "8s", "2s"] {
             assert!(message.contains(value), "{value} named in {message}");
         }
-        assert!(RefreshSettings::new(timing(20_000)).is_ok());
+        // Exactly T + commit budget + skew: no refresh could ever call RD.
+        // (Before: accepted.)
+        assert!(RefreshSettings::new(timing(20_000)).is_err());
+        assert!(RefreshSettings::new(timing(20_499)).is_err());
+        assert!(RefreshSettings::new(timing(20_500)).is_ok());
         let d = RefreshSettings::default();
-        assert!(d.lease() >= d.timing().needed_before_call());
+        assert!(d.lease() >= d.timing().shortest_lease());
     }
 }
