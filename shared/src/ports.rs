@@ -91,7 +91,9 @@ pub trait ConnectionStore: Send + Sync {
     async fn create(&self, connection: &Connection) -> Result<Connection, StoreError>;
 
     /// Replaces the connection if its stored version still equals
-    /// `connection.version`; the stored copy gets `version + 1`, which is returned.
+    /// `connection.version`; the stored copy gets `version + 1`, which is
+    /// returned. The connection's settings (its rate limit) stay as stored: only
+    /// [`ConnectionStore::set_rate_limit`] writes them.
     ///
     /// # Errors
     /// [`StoreError::Conflict`] with the current item if the version moved on or
@@ -120,6 +122,16 @@ pub trait ConnectionStore: Send + Sync {
         connection: &Connection,
         lease_id: &str,
     ) -> Result<Connection, StoreError>;
+
+    /// Sets the connection's own request budget a minute (`None`: the
+    /// deployment's) and nothing else. The version does not move, so a refresh
+    /// in flight still commits; the protocol's writes leave the setting as
+    /// stored. `None` when there is no such connection.
+    async fn set_rate_limit(
+        &self,
+        id: &ConnectionId,
+        rate_limit_per_minute: Option<u32>,
+    ) -> Result<Option<Connection>, StoreError>;
 
     /// Removes the connection; `false` if there was none. Unconditional: a refresh
     /// in flight then fails its conditional commit and cannot bring it back.

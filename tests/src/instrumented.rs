@@ -159,6 +159,15 @@ impl ConnectionStore for InstrumentedStore {
         self.inner.update(connection).await
     }
 
+    async fn set_rate_limit(
+        &self,
+        id: &ConnectionId,
+        rate_limit_per_minute: Option<u32>,
+    ) -> Result<Option<Connection>, StoreError> {
+        self.write();
+        self.inner.set_rate_limit(id, rate_limit_per_minute).await
+    }
+
     async fn delete(&self, id: &ConnectionId) -> Result<bool, StoreError> {
         self.write();
         self.inner.delete(id).await

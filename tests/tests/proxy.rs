@@ -443,6 +443,59 @@ async fn the_connections_api_shows_refreshes_and_deletes() {
     }
 }
 
+/// A settings write touches its own attribute only: a refresh in flight still
+/// commits, and the refresh's commit keeps the setting. (Before: the PATCH
+/// rewrote the whole item and moved the version, so the refresh's commit was
+/// refused, its pair went to the rescue queue and the connection was marked
+/// `possibly_lost`; checked against the whole-item write.)
+#[tokio::test]
+async fn a_settings_write_during_a_refresh_does_not_fence_it_out() {
+    let app = RefreshApp::start().await;
+    app.connect("patched", Product::Crm).await;
+    app.advance(7_200 - 300);
+    let router = instance(&app);
+    let before = app.stored("patched").await;
+    let refresh = app
+        .refresh_until_rd_is_called("patched", Duration::from_millis(200))
+        .await;
+    let mut patch = EventRequest::new(apigw::IAM_AUTHORIZED, "PATCH", "/connections/patched");
+    patch.headers.push(("content-type", "application/json"));
+    patch.body = Some(
+        json!({"rate_limit_per_minute": 50})
+            .to_string()
+            .into_bytes(),
+    );
+    let answer = apigw::send(&router, &patch).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(answer.json()["rate_limit_per_minute"], 50);
+    let outcome = refresh.await.expect("joined");
+    assert!(
+        matches!(
+            outcome,
+            Ok(connector::services::refresh_protocol::Refreshed::Rotated(_))
+        ),
+        "{outcome:?}"
+    );
+    let after = app.stored("patched").await;
+    assert_eq!(after.status, connector::domain::ConnectionStatus::Active);
+    assert_eq!(after.rate_limit_per_minute, Some(50), "the commit kept it");
+    assert_ne!(
+        after.tokens.refresh_token.expose_secret(),
+        before.tokens.refresh_token.expose_secret()
+    );
+    assert!(app.rescues.peek().await.is_empty());
+    // Clearing it is a settings write too.
+    patch.body = Some(
+        json!({"rate_limit_per_minute": null})
+            .to_string()
+            .into_bytes(),
+    );
+    assert_eq!(apigw::send(&router, &patch).await.status, 200);
+    let cleared = app.stored("patched").await;
+    assert_eq!(cleared.rate_limit_per_minute, None);
+    assert_eq!(cleared.version, after.version, "settings leave the version");
+}
+
 #[tokio::test]
 async fn deleting_during_a_refresh_does_not_bring_the_connection_back() {
     let app = RefreshApp::start().await;

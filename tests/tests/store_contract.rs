@@ -349,6 +349,66 @@ async fn commit_requires_the_same_lease_and_version(store: Arc<impl Store>) {
     );
 }
 
+/// Settings and the protocol's writes touch only their own attributes: a
+/// settings write keeps the version (a claim made before it still commits), a
+/// versioned write keeps the setting, and removing a lease or an intent really
+/// removes it from the stored item.
+async fn settings_and_versioned_writes_touch_only_their_own(store: Arc<impl Store>) {
+    let mut c = connection("owned");
+    c.lease = Some(Lease {
+        id: "lease-a".to_owned(),
+        deadline_ms: 5_000,
+    });
+    c.status_reason = Some("refresh_failing".to_owned());
+    let claimed = store.create(&c).await.expect("created");
+    let set = store
+        .set_rate_limit(&c.id, Some(42))
+        .await
+        .expect("written")
+        .expect("present");
+    assert_eq!(set.rate_limit_per_minute, Some(42));
+    assert_eq!(set.version, claimed.version, "the version stays");
+    let mut commit = claimed.clone();
+    commit.tokens = pair("rotated");
+    commit.lease = None;
+    commit.status_reason = None;
+    let committed = store
+        .update_holding_lease(&commit, "lease-a")
+        .await
+        .expect("the claim made before the settings write still commits");
+    assert_eq!(
+        committed.rate_limit_per_minute,
+        Some(42),
+        "returned as stored"
+    );
+    let read = store.get(&c.id).await.expect("read").expect("present");
+    assert_eq!(read, committed);
+    assert_eq!(read.lease, None);
+    assert_eq!(read.status_reason, None);
+    assert_eq!(read.tokens.refresh_token.expose_secret(), "rt-rotated");
+    let cleared = store
+        .set_rate_limit(&c.id, None)
+        .await
+        .expect("written")
+        .expect("present");
+    assert_eq!(cleared.rate_limit_per_minute, None);
+    assert!(
+        store
+            .set_rate_limit(&ConnectionId::parse("absent").expect("valid"), Some(1))
+            .await
+            .expect("answered")
+            .is_none(),
+        "no item is created"
+    );
+    assert!(
+        store
+            .get(&ConnectionId::parse("absent").expect("valid"))
+            .await
+            .expect("read")
+            .is_none()
+    );
+}
+
 async fn a_live_lease_cannot_be_claimed_but_an_expired_one_can(store: Arc<impl Store>) {
     let mut c = connection("claimed");
     c.lease = Some(Lease {
@@ -615,4 +675,5 @@ contract!(
     due_connections_come_from_the_sparse_index,
     connections_list_in_pages_and_those_needing_a_person_by_status,
     one_run_holds_the_run_lock_until_it_expires_or_is_given_back,
+    settings_and_versioned_writes_touch_only_their_own,
 );

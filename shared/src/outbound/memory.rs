@@ -64,8 +64,10 @@ impl MemoryStore {
         let mut connections = self.connections.lock().map_err(|_| poisoned())?;
         match connections.get(&connection.id) {
             Some(current) if condition(current) => {
+                // Settings are the settings write's alone (see the port).
                 let stored = Connection {
                     version: connection.version + 1,
+                    rate_limit_per_minute: current.rate_limit_per_minute,
                     ..connection.clone()
                 };
                 connections.insert(stored.id.clone(), stored.clone());
@@ -108,6 +110,18 @@ impl ConnectionStore for MemoryStore {
 
     async fn update(&self, connection: &Connection) -> Result<Connection, StoreError> {
         self.write_if(connection, |current| current.version == connection.version)
+    }
+
+    async fn set_rate_limit(
+        &self,
+        id: &ConnectionId,
+        rate_limit_per_minute: Option<u32>,
+    ) -> Result<Option<Connection>, StoreError> {
+        let mut connections = self.connections.lock().map_err(|_| poisoned())?;
+        Ok(connections.get_mut(id).map(|c| {
+            c.rate_limit_per_minute = rate_limit_per_minute;
+            c.clone()
+        }))
     }
 
     async fn delete(&self, id: &ConnectionId) -> Result<bool, StoreError> {

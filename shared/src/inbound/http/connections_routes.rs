@@ -189,28 +189,21 @@ pub async fn update(
         )
         .into_response();
     }
-    // Conditional on the version read; another writer in between means read again.
-    for _ in 0..3 {
-        let current = match state.proxy.connections.get(&id).await {
-            Ok(Some(c)) => c,
-            Ok(None) => return not_found(),
-            Err(e) => return store_unavailable(&e),
-        };
-        let changed = Connection {
-            rate_limit_per_minute: changes.rate_limit_per_minute,
-            updated_at: state.proxy.engine.clock.now(),
-            ..current
-        };
-        match state.proxy.connections.update(&changed).await {
-            Ok(stored) => {
-                state.proxy.tokens.put(&stored);
-                return Json(view(&stored)).into_response();
-            }
-            Err(StoreError::Conflict { .. }) => continue,
-            Err(e) => return store_unavailable(&e),
+    // The setting alone, without moving the version: a refresh in flight still
+    // commits (a whole-item write here used to fence it out).
+    match state
+        .proxy
+        .connections
+        .set_rate_limit(&id, changes.rate_limit_per_minute)
+        .await
+    {
+        Ok(Some(stored)) => {
+            state.proxy.tokens.put(&stored);
+            Json(view(&stored)).into_response()
         }
+        Ok(None) => not_found(),
+        Err(e) => store_unavailable(&e),
     }
-    ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "store_busy").into_response()
 }
 
 /// `POST /connections/{id}/refresh`: a forced refresh through the protocol.

@@ -83,6 +83,64 @@ pub(super) fn session_id_from_state_item(item: &Item) -> Result<SessionId, Store
     SessionId::parse(&string(item, "session_id")?).ok_or_else(|| corrupt("state item"))
 }
 
+/// The connection's settings: written only by a settings write
+/// ([`crate::ports::ConnectionStore::set_rate_limit`]), which leaves the version
+/// alone; the protocol's versioned writes never touch them.
+pub(super) const SETTINGS_ATTRIBUTES: [&str; 1] = ["rate_limit_per_minute"];
+
+/// Attributes a connection item may lack (settings aside): a versioned write
+/// removes those the connection it writes does not have.
+pub(super) const OPTIONAL_ATTRIBUTES: [&str; 10] = [
+    "status_reason",
+    ATTENTION,
+    "lease_id",
+    "lease_deadline_ms",
+    "intent_refresh_token",
+    "intent_ambiguous",
+    "next_attempt_at",
+    "last_refresh_error",
+    DUE_SHARD,
+    DUE_AT,
+];
+
+/// The `UpdateItem` parts that write `c` over a stored connection without
+/// touching its settings: a `SET` of every attribute `c` has (keys and
+/// settings aside) and a `REMOVE` of every optional one it lacks, with their
+/// placeholder names and values.
+pub(super) fn versioned_update(
+    c: &Connection,
+    policy: &DuePolicy,
+) -> (String, HashMap<String, String>, Item) {
+    let mut item = connection_item(c, policy);
+    for key in [PARTITION_KEY, SORT_KEY].iter().chain(&SETTINGS_ATTRIBUTES) {
+        item.remove(*key);
+    }
+    let mut names = HashMap::new();
+    let mut values = HashMap::new();
+    let mut sets = Vec::new();
+    let mut attributes: Vec<_> = item.into_iter().collect();
+    attributes.sort_by(|a, b| a.0.cmp(&b.0));
+    for (i, (name, value)) in attributes.into_iter().enumerate() {
+        sets.push(format!("#s{i} = :s{i}"));
+        names.insert(format!("#s{i}"), name);
+        values.insert(format!(":s{i}"), value);
+    }
+    let mut expression = format!("SET {}", sets.join(", "));
+    let lacking: Vec<&str> = OPTIONAL_ATTRIBUTES
+        .into_iter()
+        .filter(|name| !names.values().any(|n| n == name))
+        .collect();
+    let mut removed = Vec::new();
+    for (i, name) in lacking.into_iter().enumerate() {
+        names.insert(format!("#r{i}"), name.to_owned());
+        removed.push(format!("#r{i}"));
+    }
+    if !removed.is_empty() {
+        expression.push_str(&format!(" REMOVE {}", removed.join(", ")));
+    }
+    (expression, names, values)
+}
+
 pub(super) fn connection_item(c: &Connection, policy: &DuePolicy) -> Item {
     let mut item = connection_key(&c.id);
     item.extend([
@@ -403,5 +461,46 @@ mod tests {
             connection_from_item(&item),
             Err(StoreError::Corrupt(_))
         ));
+    }
+
+    /// A versioned write must remove whatever the stored item has and the new
+    /// connection lacks (a lease, an intent, a due-index entry), or the old
+    /// value would stay; this fails when an optional attribute is added to the
+    /// item without being listed.
+    #[test]
+    fn a_versioned_write_sets_what_it_has_removes_what_it_lacks_and_leaves_settings() {
+        let policy = DuePolicy::default();
+        let mut minimal = sample();
+        minimal.status = ConnectionStatus::Active;
+        minimal.status_reason = None;
+        minimal.lease = None;
+        minimal.intent = None;
+        minimal.backoff = RefreshBackoff::default();
+        let mut active_full = sample();
+        active_full.status = ConnectionStatus::Active;
+        let items = [&minimal, &sample(), &active_full].map(|c| connection_item(c, &policy));
+        let always: Vec<&String> = items[0]
+            .keys()
+            .filter(|k| items.iter().all(|item| item.contains_key(*k)))
+            .collect();
+        for item in &items {
+            for name in item.keys() {
+                assert!(
+                    always.contains(&name)
+                        || OPTIONAL_ATTRIBUTES.contains(&name.as_str())
+                        || SETTINGS_ATTRIBUTES.contains(&name.as_str()),
+                    "{name} may be missing from an item but is not in OPTIONAL_ATTRIBUTES"
+                );
+            }
+        }
+        let (expression, names, values) = versioned_update(&minimal, &policy);
+        let named: Vec<&str> = names.values().map(String::as_str).collect();
+        assert!(!named.contains(&"rate_limit_per_minute"), "{expression}");
+        assert!(!named.contains(&PARTITION_KEY) && !named.contains(&SORT_KEY));
+        for optional in OPTIONAL_ATTRIBUTES {
+            assert!(named.contains(&optional), "{optional} set or removed");
+        }
+        assert!(expression.contains(" REMOVE "), "{expression}");
+        assert_eq!(values.len(), expression.matches(" = :s").count());
     }
 }

@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use crate::clock::Timestamp;
@@ -137,6 +138,9 @@ where
 impl DynamoStore {
     /// Writes `connection` with its version bumped, only if the stored version is
     /// still `connection.version` and `extra_condition` (with `extra_values`) holds.
+    /// An `UpdateItem` of the protocol's attributes: the connection's settings
+    /// (written apart, without a version) stay as stored, and the connection
+    /// returned carries them.
     async fn put_next_version<const N: usize>(
         &self,
         connection: &Connection,
@@ -147,17 +151,47 @@ impl DynamoStore {
             version: connection.version + 1,
             ..connection.clone()
         };
-        let mut values = HashMap::from([(
+        let (update, names, mut values) = items::versioned_update(&stored, &self.due_policy);
+        values.insert(
             ":read_version".to_owned(),
             AttributeValue::N(connection.version.to_string()),
-        )]);
+        );
         values.extend(extra_values.into_iter().map(|(k, v)| (k.to_owned(), v)));
-        self.put_connection(
-            stored,
-            &format!("attribute_exists(pk) AND version = :read_version{extra_condition}"),
-            Some(values),
-        )
-        .await
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(connection_key(&stored.id)))
+            .update_expression(update)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .condition_expression(format!(
+                "attribute_exists(pk) AND version = :read_version{extra_condition}"
+            ))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(output) => match output.attributes() {
+                Some(item) => items::connection_from_item(item),
+                None => Ok(stored),
+            },
+            Err(err) => match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                    let current = failed
+                        .item()
+                        .map(items::connection_from_item)
+                        .transpose()?
+                        .map(Box::new);
+                    Err(StoreError::Conflict {
+                        id: stored.id,
+                        current,
+                    })
+                }
+                _ => Err(unavailable(&err)),
+            },
+        }
     }
 
     /// Puts a connection item under `condition`; a failed condition becomes
@@ -307,6 +341,37 @@ impl ConnectionStore for DynamoStore {
             connections: items,
             next_cursor: last.map(|key| encode_cursor(&key)),
         })
+    }
+
+    async fn set_rate_limit(
+        &self,
+        id: &ConnectionId,
+        rate_limit_per_minute: Option<u32>,
+    ) -> Result<Option<Connection>, StoreError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(connection_key(id)))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#limit", items::SETTINGS_ATTRIBUTES[0])
+            .return_values(ReturnValue::AllNew);
+        let update = match rate_limit_per_minute {
+            Some(limit) => update
+                .update_expression("SET #limit = :limit")
+                .expression_attribute_values(":limit", AttributeValue::N(limit.to_string())),
+            None => update.update_expression("REMOVE #limit"),
+        };
+        match update.send().await {
+            Ok(output) => output
+                .attributes()
+                .map(items::connection_from_item)
+                .transpose(),
+            Err(err) => match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(None),
+                _ => Err(unavailable(&err)),
+            },
+        }
     }
 
     async fn delete(&self, id: &ConnectionId) -> Result<bool, StoreError> {
