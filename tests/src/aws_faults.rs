@@ -52,6 +52,7 @@ pub struct AwsFaultCounts {
     /// Requests passed on untouched.
     pub passed: AtomicU64,
     counts: Mutex<std::collections::HashMap<AwsFault, u64>>,
+    operations: Mutex<std::collections::HashMap<String, u64>>,
 }
 
 impl AwsFaultCounts {
@@ -63,6 +64,33 @@ impl AwsFaultCounts {
             .get(&fault)
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Requests for the DynamoDB operation `name` (`Scan`, `Query`, …), faulted
+    /// or not.
+    pub fn operation(&self, name: &str) -> u64 {
+        self.operations
+            .lock()
+            .expect("lock")
+            .get(name)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn saw(&self, headers: &HeaderMap) {
+        // `X-Amz-Target: DynamoDB_20120810.Scan`
+        if let Some(operation) = headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|t| t.rsplit('.').next())
+        {
+            *self
+                .operations
+                .lock()
+                .expect("lock")
+                .entry(operation.to_owned())
+                .or_default() += 1;
+        }
     }
 
     fn add(&self, fault: AwsFault) {
@@ -175,6 +203,7 @@ async fn forward(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    proxy.counts.saw(&headers);
     let Some(fault) = proxy.draw() else {
         proxy.counts.passed.fetch_add(1, Ordering::Relaxed);
         return proxy.pass_on(method, &uri, &headers, body).await;

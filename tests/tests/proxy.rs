@@ -716,6 +716,86 @@ async fn the_connect_and_api_routes_merge_into_one_service_as_make_run_serves_th
     assert_eq!(unknown.error_code(), "not_found");
 }
 
+/// `GET /connections?limit=1` returns every connection exactly once from a
+/// table that also holds sessions, states and rate-budget items. DynamoDB's
+/// `Limit` counts a Scan's items before its filter (moto's does not), so a
+/// Scan's last key could be a session's and the next page be refused; the
+/// listing must be a Query whose keys are all connections'. (Before: a Scan,
+/// which this test sees through the recording proxy in front of moto.)
+#[tokio::test]
+async fn the_connections_list_pages_by_one_through_a_table_of_every_kind_of_item() {
+    let aws = integration_tests::aws_faults::AwsFaultProxy::start(
+        &std::env::var("AWS_ENDPOINT_URL").expect("moto"),
+        1,
+        Duration::from_millis(1),
+    )
+    .await;
+    let table = integration_tests::moto::unique_name("listing");
+    connector::outbound::dynamodb::schema::create_table(
+        &integration_tests::moto::dynamodb().await,
+        &table,
+    )
+    .await
+    .expect("table");
+    let recorded =
+        aws_sdk_dynamodb::config::Builder::from(integration_tests::moto::sdk_config().await)
+            .endpoint_url(&aws.endpoint)
+            .build();
+    let store = connector::outbound::dynamodb::DynamoStore::new(
+        aws_sdk_dynamodb::Client::from_conf(recorded),
+        &table,
+    );
+    let app = RefreshApp::start_on(integration_tests::refresh_app::test_settings(), store).await;
+    let router = instance(&app);
+    let mut connected = Vec::new();
+    for i in 0..5 {
+        let id = format!("paged-{i}");
+        // Each connection leaves its session and state items behind.
+        app.connect(&id, Product::Crm).await;
+        // And a rate-budget item.
+        assert_eq!(
+            call(&router, "GET", &echo_path(Product::Crm, &id), "")
+                .await
+                .status,
+            200
+        );
+        connected.push(id);
+    }
+    let mut seen = Vec::new();
+    let mut query = "limit=1".to_owned();
+    for _ in 0..20 {
+        let page = call(&router, "GET", "/connections", &query).await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        let json = page.json();
+        for c in json["connections"].as_array().expect("a list") {
+            seen.push(c["connection_id"].as_str().expect("an id").to_owned());
+        }
+        match json["next_cursor"].as_str() {
+            Some(cursor) => query = format!("limit=1&cursor={cursor}"),
+            None => break,
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, connected, "every connection exactly once");
+    assert_eq!(aws.counts.operation("Scan"), 0, "no Scan");
+    assert!(aws.counts.operation("Query") >= 5);
+    // A cursor naming anything but a connection of that listing is refused.
+    use base64::Engine;
+    for forged in [
+        r#"{"pk":"SESSION#x","sk":"SESSION","kind":"connect_session","connection_id":"x"}"#,
+        r#"{"pk":"CONN#a","sk":"CONN","kind":"connection","connection_id":"b"}"#,
+        r#"{"pk":"CONN#a","sk":"CONN"}"#,
+    ] {
+        let cursor = format!(
+            "v1.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(forged)
+        );
+        let page = call(&router, "GET", "/connections", &format!("cursor={cursor}")).await;
+        assert_eq!(page.status, 400, "{forged}: {}", page.text());
+        assert_eq!(page.error_code(), "invalid_cursor");
+    }
+}
+
 #[tokio::test]
 async fn a_connection_can_have_a_budget_of_its_own() {
     let app = RefreshApp::start().await;

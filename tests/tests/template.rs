@@ -3,8 +3,8 @@
 //! one, and the configuration variables `Config` reads.
 
 use connector::outbound::dynamodb::schema::{
-    ATTENTION, ATTENTION_INDEX, DUE_AT, DUE_INDEX, DUE_SHARD, PARTITION_KEY, SORT_KEY,
-    TTL_ATTRIBUTE,
+    ATTENTION, ATTENTION_INDEX, DUE_AT, DUE_INDEX, DUE_SHARD, KIND, LIST_INDEX, LIST_SORT,
+    PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE,
 };
 use serde_yaml::Value;
 
@@ -53,12 +53,14 @@ fn the_table_uses_the_schema_the_code_defines() {
             (DUE_SHARD.to_owned(), "S".to_owned()),
             (DUE_AT.to_owned(), "N".to_owned()),
             (ATTENTION.to_owned(), "S".to_owned()),
+            (KIND.to_owned(), "S".to_owned()),
+            (LIST_SORT.to_owned(), "S".to_owned()),
         ]
     );
     let indexes = properties["GlobalSecondaryIndexes"]
         .as_sequence()
         .expect("indexes");
-    assert_eq!(indexes.len(), 2);
+    assert_eq!(indexes.len(), 3);
     assert_eq!(indexes[0]["IndexName"], DUE_INDEX);
     assert_eq!(
         strings(&indexes[0]["KeySchema"]),
@@ -77,6 +79,15 @@ fn the_table_uses_the_schema_the_code_defines() {
         ]
     );
     assert_eq!(indexes[1]["Projection"]["ProjectionType"], "KEYS_ONLY");
+    assert_eq!(indexes[2]["IndexName"], LIST_INDEX);
+    assert_eq!(
+        strings(&indexes[2]["KeySchema"]),
+        [
+            (KIND.to_owned(), "HASH".to_owned()),
+            (LIST_SORT.to_owned(), "RANGE".to_owned())
+        ]
+    );
+    assert_eq!(indexes[2]["Projection"]["ProjectionType"], "KEYS_ONLY");
     assert_eq!(
         properties["TimeToLiveSpecification"]["AttributeName"],
         TTL_ATTRIBUTE

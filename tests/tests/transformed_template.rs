@@ -154,9 +154,17 @@ fn each_function_has_only_the_permissions_its_routes_need() {
                 "{role} allows a wildcard action {action}"
             );
         }
-        let scans = actions.iter().any(|a| a == "dynamodb:Scan");
-        // Only GET /connections without a filter pages through the table.
-        assert_eq!(scans, *role == "ApiProxyFunctionRole", "{role}: Scan");
+        // No function scans the table: listing is a Query on an index.
+        assert!(
+            !actions.iter().any(|a| a == "dynamodb:Scan"),
+            "{role}: Scan"
+        );
+        let batch_reads = actions.iter().any(|a| a == "dynamodb:BatchGetItem");
+        assert_eq!(
+            batch_reads,
+            *role == "ApiProxyFunctionRole",
+            "{role}: BatchGetItem"
+        );
         let deletes = actions.iter().any(|a| a == "dynamodb:DeleteItem");
         assert_eq!(
             deletes,

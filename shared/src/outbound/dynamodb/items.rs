@@ -7,7 +7,7 @@ use std::str::FromStr;
 use aws_sdk_dynamodb::types::AttributeValue;
 use url::Url;
 
-use super::schema::{ATTENTION, DUE_AT, DUE_SHARD, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
+use super::schema::{ATTENTION, DUE_AT, DUE_SHARD, KIND, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
 use crate::clock::Timestamp;
 use crate::domain::{
     ConnectSession, Connection, ConnectionId, ConnectionStatus, DuePolicy, Lease, Product,
@@ -141,10 +141,13 @@ pub(super) fn versioned_update(
     (expression, names, values)
 }
 
+/// The kind of a connection item (its list-index partition).
+pub(super) const CONNECTION_KIND: &str = "connection";
+
 pub(super) fn connection_item(c: &Connection, policy: &DuePolicy) -> Item {
     let mut item = connection_key(&c.id);
     item.extend([
-        ("kind".to_owned(), s("connection")),
+        (KIND.to_owned(), s(CONNECTION_KIND)),
         ("connection_id".to_owned(), s(c.id.as_str())),
         ("product".to_owned(), s(c.product.as_str())),
         ("status".to_owned(), s(c.status.as_str())),

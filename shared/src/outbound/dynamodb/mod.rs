@@ -14,7 +14,9 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, KeysAndAttributes, ReturnValue, ReturnValuesOnConditionCheckFailure,
+};
 
 use crate::clock::Timestamp;
 use crate::domain::{ConnectSession, Connection, ConnectionId, DuePolicy, SessionId};
@@ -98,7 +100,17 @@ fn encode_cursor(key: &HashMap<String, AttributeValue>) -> String {
     )
 }
 
-fn decode_cursor(cursor: &str) -> Result<HashMap<String, AttributeValue>, StoreError> {
+/// The start key a cursor names, for a Query on the index whose partition
+/// attribute is `partition` (asked for `value`) and whose sort attribute, if
+/// not the table's key, is `sort`. Only a connection's key in that partition
+/// passes: anything else would make DynamoDB refuse the Query (ours to answer
+/// as a 400, not a 5xx).
+fn decode_cursor(
+    cursor: &str,
+    partition: &str,
+    value: &str,
+    sort: Option<&str>,
+) -> Result<HashMap<String, AttributeValue>, StoreError> {
     use base64::Engine;
     let json = cursor
         .strip_prefix("v1.")
@@ -110,11 +122,17 @@ fn decode_cursor(cursor: &str) -> Result<HashMap<String, AttributeValue>, StoreE
         .ok_or(StoreError::InvalidCursor)?;
     let plain: HashMap<String, String> =
         serde_json::from_slice(&json).map_err(|_| StoreError::InvalidCursor)?;
-    let allowed = [schema::PARTITION_KEY, schema::SORT_KEY, schema::ATTENTION];
-    let connection_key = plain
+    let id = plain
         .get(schema::PARTITION_KEY)
-        .is_some_and(|pk| pk.starts_with("CONN#"));
-    if plain.is_empty() || !connection_key || plain.keys().any(|k| !allowed.contains(&k.as_str())) {
+        .and_then(|pk| pk.strip_prefix("CONN#"))
+        .filter(|id| ConnectionId::parse(id).is_ok())
+        .ok_or(StoreError::InvalidCursor)?;
+    let expected_keys = 3 + usize::from(sort.is_some());
+    let valid = plain.len() == expected_keys
+        && plain.get(schema::SORT_KEY).map(String::as_str) == Some("CONN")
+        && plain.get(partition).map(String::as_str) == Some(value)
+        && sort.is_none_or(|sort| plain.get(sort).map(String::as_str) == Some(id));
+    if !valid {
         return Err(StoreError::InvalidCursor);
     }
     Ok(plain
@@ -194,6 +212,50 @@ impl DynamoStore {
         }
     }
 
+    /// The connections with these ids as stored now (consistent reads, in the
+    /// order given, those gone left out): `BatchGetItem`s of up to 100 keys,
+    /// asking again for what DynamoDB left unprocessed.
+    async fn get_many(&self, ids: &[ConnectionId]) -> Result<Vec<Connection>, StoreError> {
+        let mut found: HashMap<ConnectionId, Connection> = HashMap::new();
+        for chunk in ids.chunks(100) {
+            let mut keys: Vec<_> = chunk.iter().map(connection_key).collect();
+            let mut attempts = 0;
+            while !keys.is_empty() {
+                attempts += 1;
+                if attempts > 5 {
+                    return Err(StoreError::Unavailable(
+                        "BatchGetItem left keys unprocessed five times".to_owned(),
+                    ));
+                }
+                let request = KeysAndAttributes::builder()
+                    .set_keys(Some(std::mem::take(&mut keys)))
+                    .consistent_read(true)
+                    .build()
+                    .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+                let output = self
+                    .client
+                    .batch_get_item()
+                    .request_items(&self.table, request)
+                    .send()
+                    .await
+                    .map_err(|e| unavailable(&e))?;
+                for item in output
+                    .responses()
+                    .and_then(|r| r.get(&self.table))
+                    .into_iter()
+                    .flatten()
+                {
+                    let c = items::connection_from_item(item)?;
+                    found.insert(c.id.clone(), c);
+                }
+                if let Some(left) = output.unprocessed_keys().and_then(|u| u.get(&self.table)) {
+                    keys = left.keys().to_vec();
+                }
+            }
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
     /// Puts a connection item under `condition`; a failed condition becomes
     /// [`StoreError::Conflict`] with the item DynamoDB returns.
     async fn put_connection(
@@ -261,85 +323,62 @@ impl ConnectionStore for DynamoStore {
     }
 
     async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError> {
-        let start = query.cursor.as_deref().map(decode_cursor).transpose()?;
         let limit = query.limit.clamp(1, 1_000) as i32;
-        let mut filters = vec!["kind = :connection".to_owned()];
-        let mut values = HashMap::from([(
-            ":connection".to_owned(),
-            AttributeValue::S("connection".to_owned()),
-        )]);
-        if let Some(product) = query.product {
-            filters.push("product = :product".to_owned());
-            values.insert(
-                ":product".to_owned(),
-                AttributeValue::S(product.as_str().to_owned()),
-            );
-        }
         let needs_a_person = query
             .status
             .filter(|s| *s != crate::domain::ConnectionStatus::Active);
-        let (items, last) = if let Some(status) = needs_a_person {
-            // The sparse attention index holds exactly these: a Query, no scan.
-            let mut key_values = HashMap::from([(
-                ":status".to_owned(),
-                AttributeValue::S(status.as_str().to_owned()),
-            )]);
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(schema::ATTENTION_INDEX)
-                .key_condition_expression(format!("{} = :status", schema::ATTENTION))
-                .set_exclusive_start_key(start)
-                .limit(limit)
-                .set_expression_attribute_values(Some(std::mem::take(&mut key_values)))
-                .send()
-                .await
-                .map_err(|e| unavailable(&e))?;
-            let mut items = Vec::new();
-            for key in output.items() {
-                let id = items::connection_id_from_key(key)?;
-                if let Some(c) = self.get(&id).await? {
-                    items.push(c);
-                }
-            }
-            let items = items
-                .into_iter()
-                .filter(|c| c.status == status)
-                .filter(|c| query.product.is_none_or(|p| c.product == p))
-                .collect();
-            (items, output.last_evaluated_key().cloned())
-        } else {
-            if let Some(status) = query.status {
-                filters.push("#status = :status".to_owned());
-                values.insert(
-                    ":status".to_owned(),
-                    AttributeValue::S(status.as_str().to_owned()),
-                );
-            }
-            let mut scan = self
-                .client
-                .scan()
-                .table_name(&self.table)
-                .filter_expression(filters.join(" AND "))
-                .set_expression_attribute_values(Some(values))
-                .set_exclusive_start_key(start)
-                .limit(limit)
-                .consistent_read(true);
-            if query.status.is_some() {
-                scan = scan.expression_attribute_names("#status", "status");
-            }
-            let output = scan.send().await.map_err(|e| unavailable(&e))?;
-            let items = output
-                .items()
-                .iter()
-                .map(items::connection_from_item)
-                .collect::<Result<Vec<_>, _>>()?;
-            (items, output.last_evaluated_key().cloned())
+        // Both are Queries on indexes that hold connection items only (under
+        // the partition value asked for), so a page's last key is always a
+        // connection's: DynamoDB's `Limit` counts items before any filter.
+        let (index, partition, sort, value) = match needs_a_person {
+            Some(status) => (
+                schema::ATTENTION_INDEX,
+                schema::ATTENTION,
+                None,
+                status.as_str(),
+            ),
+            None => (
+                schema::LIST_INDEX,
+                schema::KIND,
+                Some(schema::LIST_SORT),
+                items::CONNECTION_KIND,
+            ),
         };
+        let start = query
+            .cursor
+            .as_deref()
+            .map(|c| decode_cursor(c, partition, value, sort))
+            .transpose()?;
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(index)
+            .key_condition_expression("#partition = :partition")
+            .expression_attribute_names("#partition", partition)
+            .expression_attribute_values(":partition", AttributeValue::S(value.to_owned()))
+            .set_exclusive_start_key(start)
+            .limit(limit)
+            .send()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let ids = output
+            .items()
+            .iter()
+            .map(items::connection_id_from_key)
+            .collect::<Result<Vec<_>, _>>()?;
+        // The index is eventually consistent: each connection is read as stored
+        // now, and one gone or changed since is left out rather than shown stale.
+        let connections = self
+            .get_many(&ids)
+            .await?
+            .into_iter()
+            .filter(|c| query.status.is_none_or(|s| c.status == s))
+            .filter(|c| query.product.is_none_or(|p| c.product == p))
+            .collect();
         Ok(ListPage {
-            connections: items,
-            next_cursor: last.map(|key| encode_cursor(&key)),
+            connections,
+            next_cursor: output.last_evaluated_key().map(encode_cursor),
         })
     }
 
@@ -610,9 +649,13 @@ impl DynamoStore {
     }
 }
 
+/// How long after its minute began a rate-budget item may be removed: the
+/// minute and five more (nothing reads a past minute's count).
+const RATE_ITEM_RETENTION_SECONDS: i64 = 60 + 300;
+
 /// Each connection's request count per minute, in the connections table: one
 /// conditional `ADD` per request (the count never passes the limit), an item per
-/// connection and minute that TTL removes a day later.
+/// connection and minute that TTL may remove five minutes after its minute.
 #[async_trait]
 impl crate::ports::RateBudget for DynamoStore {
     async fn take(
@@ -634,7 +677,9 @@ impl crate::ports::RateBudget for DynamoStore {
             .expression_attribute_values(":limit", AttributeValue::N(limit.to_string()))
             .expression_attribute_values(
                 ":ttl",
-                AttributeValue::N((window.start_ms / 1000 + 86_400).to_string()),
+                AttributeValue::N(
+                    (window.start_ms / 1000 + RATE_ITEM_RETENTION_SECONDS).to_string(),
+                ),
             )
             .send()
             .await;

@@ -26,6 +26,15 @@ pub const ATTENTION_INDEX: &str = "attention-index";
 /// only connections in those states carry it.
 pub const ATTENTION: &str = "attention";
 
+/// The index every connection is listed by: partition [`KIND`] (`connection`
+/// for connection items; sessions and states carry other kinds), sort
+/// [`LIST_SORT`]. A Query on it is what `GET /connections` pages through.
+pub const LIST_INDEX: &str = "list-index";
+/// List-index partition key: the item's kind.
+pub const KIND: &str = "kind";
+/// List-index sort key: the connection id.
+pub const LIST_SORT: &str = "connection_id";
+
 /// Why the table could not be created.
 #[derive(Debug, thiserror::Error)]
 #[error("could not create table {table}: {message}")]
@@ -36,8 +45,8 @@ pub struct CreateTableError {
     pub message: String,
 }
 
-/// Creates the connections table (on-demand billing) with its due index and TTL
-/// attribute.
+/// Creates the connections table (on-demand billing) with its due, attention
+/// and list indexes and TTL attribute.
 ///
 /// # Errors
 /// [`CreateTableError`] if DynamoDB refuses either call.
@@ -82,6 +91,17 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), CreateTabl
         )
         .build()
         .map_err(|e| fail(e.to_string()))?;
+    let list_index = GlobalSecondaryIndex::builder()
+        .index_name(LIST_INDEX)
+        .key_schema(key(KIND, KeyType::Hash)?)
+        .key_schema(key(LIST_SORT, KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::KeysOnly)
+                .build(),
+        )
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
     client
         .create_table()
         .table_name(table)
@@ -93,8 +113,11 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), CreateTabl
         .attribute_definitions(attribute(DUE_SHARD, ScalarAttributeType::S)?)
         .attribute_definitions(attribute(DUE_AT, ScalarAttributeType::N)?)
         .attribute_definitions(attribute(ATTENTION, ScalarAttributeType::S)?)
+        .attribute_definitions(attribute(KIND, ScalarAttributeType::S)?)
+        .attribute_definitions(attribute(LIST_SORT, ScalarAttributeType::S)?)
         .global_secondary_indexes(due_index)
         .global_secondary_indexes(attention_index)
+        .global_secondary_indexes(list_index)
         .send()
         .await
         .map_err(|e| fail(aws_sdk_dynamodb::error::DisplayErrorContext(&e).to_string()))?;
