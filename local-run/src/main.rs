@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use connector::assembly::{Assembly, Settings};
-use connector::inbound::http::{api_routes, connect_routes, finish};
+use connector::clock::{Clock, SystemClock};
+use connector::inbound::http::{InvocationDeadline, api_routes, connect_routes, finish};
 use connector::services::caller_policy::CallerPolicy;
 use connector::services::connect::PublicBase;
 use connector::services::refresh_protocol::RefreshSettings;
@@ -91,7 +92,8 @@ async fn main() -> anyhow::Result<()> {
         connect_routes(service.clone())
             .merge(api_routes(assembly.api_state()?))
             .merge(dev_pages::routes(service)),
-    );
+    )
+    .layer(axum::middleware::map_request(with_deadline));
 
     print_banner(&base, &rd.described, &store_described, every);
     axum::serve(listener, app)
@@ -128,4 +130,16 @@ fn print_banner(base: &str, rd: &str, store: &str, every: Duration) {
     );
     println!("Stop with Ctrl-C.");
     println!();
+}
+
+/// How long a request may run here: the API function's timeout on Lambda.
+const REQUEST_DEADLINE_MS: i64 = 29_000;
+
+/// Gives each request the deadline its Lambda invocation would have, so that a
+/// refresh it starts fits the same time here as there.
+async fn with_deadline(mut request: axum::extract::Request) -> axum::extract::Request {
+    request.extensions_mut().insert(InvocationDeadline(
+        SystemClock.now_ms() + REQUEST_DEADLINE_MS,
+    ));
+    request
 }

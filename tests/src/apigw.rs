@@ -126,10 +126,21 @@ impl Answer {
     }
 }
 
-/// Sends `request` through `router` as the functions' Lambda adapter does.
+/// Sends `request` through `router` as the functions' Lambda adapter does, in
+/// an invocation without a deadline.
 pub async fn send(router: &Router, request: &EventRequest<'_>) -> Answer {
+    send_by(router, request, None).await
+}
+
+/// Sends `request` through `router` as the functions' Lambda adapter does, in an
+/// invocation that ends at `deadline`.
+pub async fn send_by(
+    router: &Router,
+    request: &EventRequest<'_>,
+    deadline: Option<connector::inbound::http::InvocationDeadline>,
+) -> Answer {
     let event = serde_json::from_value(request.event()).expect("an API Gateway v2 event");
-    let answer = connector::inbound::apigw::answer(router, event).await;
+    let answer = connector::inbound::apigw::answer(router, event, deadline).await;
     answer_of(answer)
 }
 

@@ -175,6 +175,79 @@ async fn a_token_expired_at_rd_is_refreshed_once_and_the_call_retried_once() {
     assert_no_secret_in(&app, &[&answer]);
 }
 
+/// The invocation's deadline reaches the 401 path: with the deployed timing
+/// (T = 10 s, commit budget 10 s), a request whose invocation has 3 s left when
+/// RD answers 401 claims no lease and calls no token endpoint, so no rotated
+/// pair can be left in memory when Lambda ends it; with a whole invocation
+/// ahead, the same 401 refreshes. (Before: the proxy passed no deadline, and
+/// the 3 s request claimed and called RD.)
+#[tokio::test]
+async fn a_401_with_too_little_invocation_left_claims_no_lease() {
+    let app =
+        RefreshApp::start_with(connector::services::refresh_protocol::RefreshSettings::default())
+            .await;
+    app.connect("late", Product::Crm).await;
+    let router = instance(&app);
+    let path = echo_path(Product::Crm, "late");
+    assert_eq!(call(&router, "GET", &path, "").await.status, 200);
+    // RD's clock passes the token's expiry; the service still thinks it is fresh.
+    app.sandbox.sandbox.advance_clock(7_300);
+    let before = app.stored("late").await;
+    let tokens = app.sandbox.sandbox.stats().token_calls;
+    let ending_in = |ms: i64| {
+        Some(connector::inbound::http::InvocationDeadline(
+            app.clock.now_ms() + ms,
+        ))
+    };
+    let request = EventRequest::new(apigw::IAM_AUTHORIZED, "GET", &path);
+    let answer = apigw::send_by(&router, &request, ending_in(3_000)).await;
+    assert_eq!(answer.status, 504, "{}", answer.text());
+    assert_eq!(answer.error_code(), "deadline_exceeded");
+    assert_eq!(
+        app.sandbox.sandbox.stats().token_calls,
+        tokens,
+        "RD not called"
+    );
+    let after = app.stored("late").await;
+    assert_eq!(after.version, before.version, "no lease claimed");
+    assert_eq!(after.lease, None);
+    assert_eq!(after.status, connector::domain::ConnectionStatus::Active);
+
+    // A whole invocation (29 s) fits the token call and the commit.
+    let answer = apigw::send_by(&router, &request, ending_in(29_000)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(app.sandbox.sandbox.stats().token_calls, tokens + 1);
+}
+
+/// Retries stop where the invocation ends, not after a fresh 20 s budget per
+/// send: RD answers 503 with `Retry-After: 1` every time, and the request is
+/// answered with RD's 503 before its invocation's end. (Before: four retries
+/// of at least a second each, past the deadline.)
+#[tokio::test]
+async fn retries_end_before_the_invocation_does() {
+    let app = RefreshApp::start().await;
+    app.connect("retried", Product::Crm).await;
+    let router = instance(&app);
+    let path = echo_path(Product::Crm, "retried");
+    let mut request = EventRequest::new(apigw::IAM_AUTHORIZED, "GET", &path);
+    request.query = "status=503&retry_after=1";
+    let calls = app.sandbox.sandbox.stats().api_calls;
+    let started = std::time::Instant::now();
+    let deadline = connector::inbound::http::InvocationDeadline(app.clock.now_ms() + 2_500);
+    let answer = apigw::send_by(&router, &request, Some(deadline)).await;
+    let took = started.elapsed();
+    assert_eq!(answer.status, 503, "{}", answer.text());
+    assert!(
+        took < Duration::from_millis(2_500),
+        "answered after {took:?}"
+    );
+    let sent = app.sandbox.sandbox.stats().api_calls - calls;
+    assert!(
+        (1..=2).contains(&sent),
+        "{sent} sends in 2 s with 1 s pauses"
+    );
+}
+
 #[tokio::test]
 async fn fifty_callers_meeting_a_401_together_cost_one_token_call() {
     let app = RefreshApp::start().await;

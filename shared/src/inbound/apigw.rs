@@ -24,6 +24,7 @@ use lambda_http::request::RequestContext;
 use lambda_runtime::{LambdaEvent, service_fn};
 use tower::ServiceExt;
 
+use super::http::InvocationDeadline;
 use super::http::error::ApiError;
 
 /// Serves `router` to the Lambda Runtime API until the environment ends.
@@ -34,19 +35,34 @@ pub async fn run(router: Router) -> Result<(), lambda_runtime::Error> {
     let router = &router;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<ApiGatewayV2httpRequest>| async move {
-            Ok::<_, Infallible>(answer(router, event.payload).await)
+            // Lambda gives the invocation's end in ms since the epoch.
+            let deadline = i64::try_from(event.context.deadline)
+                .ok()
+                .filter(|ms| *ms > 0)
+                .map(InvocationDeadline);
+            Ok::<_, Infallible>(answer(router, event.payload, deadline).await)
         },
     ))
     .await
 }
 
-/// Routes one event through `router` and returns what API Gateway expects back.
-pub async fn answer(router: &Router, event: ApiGatewayV2httpRequest) -> ApiGatewayV2httpResponse {
+/// Routes one event through `router` (the invocation ending at `deadline`) and
+/// returns what API Gateway expects back.
+pub async fn answer(
+    router: &Router,
+    event: ApiGatewayV2httpRequest,
+    deadline: Option<InvocationDeadline>,
+) -> ApiGatewayV2httpResponse {
     let response = match to_request(event) {
-        Ok(request) => match router.clone().oneshot(request).await {
-            Ok(response) => response,
-            Err(never) => match never {},
-        },
+        Ok(mut request) => {
+            if let Some(deadline) = deadline {
+                request.extensions_mut().insert(deadline);
+            }
+            match router.clone().oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        }
         Err(refused) => refused.into_response(),
     };
     to_event_response(response).await

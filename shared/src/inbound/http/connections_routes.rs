@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::api_state::ApiState;
 use super::error::ApiError;
+use super::invocation::FinishBy;
 use super::path_param::PathParam;
 use crate::domain::{Connection, ConnectionId, ConnectionStatus, Product, TokenCallError};
 use crate::ports::{ListQuery, StoreError};
@@ -207,12 +208,16 @@ pub async fn update(
 }
 
 /// `POST /connections/{id}/refresh`: a forced refresh through the protocol.
-pub async fn refresh(State(state): State<ApiState>, AdmittedId(id): AdmittedId) -> Response {
-    let outcome = state
-        .proxy
-        .engine
-        .refresh(&id, RefreshRequest::forced())
-        .await;
+pub async fn refresh(
+    State(state): State<ApiState>,
+    AdmittedId(id): AdmittedId,
+    FinishBy(finish_by_ms): FinishBy,
+) -> Response {
+    let request = RefreshRequest {
+        finish_by_ms,
+        ..RefreshRequest::forced()
+    };
+    let outcome = state.proxy.engine.refresh(&id, request).await;
     let (status, what, connection) = match outcome {
         Ok(r) => {
             let what = match &r {
@@ -264,7 +269,11 @@ pub async fn refresh(State(state): State<ApiState>, AdmittedId(id): AdmittedId) 
 
 /// `DELETE /connections/{id}`: revoke at RD where RD documents how (Marketing),
 /// then delete.
-pub async fn delete(State(state): State<ApiState>, AdmittedId(id): AdmittedId) -> Response {
+pub async fn delete(
+    State(state): State<ApiState>,
+    AdmittedId(id): AdmittedId,
+    FinishBy(finish_by_ms): FinishBy,
+) -> Response {
     let connection = match state.proxy.connections.get(&id).await {
         Ok(Some(c)) => c,
         Ok(None) => return not_found(),
@@ -279,12 +288,11 @@ pub async fn delete(State(state): State<ApiState>, AdmittedId(id): AdmittedId) -
         && !dead
         && connection.tokens.access_expires_at <= now
     {
-        match state
-            .proxy
-            .engine
-            .refresh(&id, RefreshRequest::default())
-            .await
-        {
+        let request = RefreshRequest {
+            finish_by_ms,
+            ..RefreshRequest::default()
+        };
+        match state.proxy.engine.refresh(&id, request).await {
             Ok(r) => connection = r.connection().clone(),
             Err(RefreshFailure::NeedsReauth(_) | RefreshFailure::PossiblyLost(_)) => dead = true,
             Err(_) => {}

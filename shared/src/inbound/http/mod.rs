@@ -6,6 +6,7 @@ mod binding_cookie;
 mod connect_routes;
 mod connections_routes;
 pub mod error;
+mod invocation;
 mod pages;
 mod path_param;
 mod proxy_routes;
@@ -13,6 +14,7 @@ mod proxy_routes;
 pub use api_state::ApiState;
 pub use binding_cookie::COOKIE_NAME as BINDING_COOKIE;
 pub use connections_routes::view as connection_view;
+pub use invocation::{ANSWER_MARGIN_MS, FinishBy, InvocationDeadline};
 pub use proxy_routes::MAX_BODY_BYTES;
 
 use axum::Router;

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::api_state::ApiState;
 use super::error::ApiError;
+use super::invocation::InvocationDeadline;
 use crate::domain::{ConnectionId, PathRefused, PathTemplate, RdPath};
 use crate::ports::UpstreamError;
 use crate::services::proxy::{ProxyFailure, ProxyRequest};
@@ -103,6 +104,10 @@ pub async fn proxy(State(state): State<ApiState>, request: Request) -> Response 
                 path,
                 headers: parts.headers,
                 body,
+                finish_by_ms: parts
+                    .extensions
+                    .get::<InvocationDeadline>()
+                    .map(|d| d.finish_by_ms()),
             },
         )
         .await;
@@ -188,6 +193,15 @@ fn failure_response(failure: ProxyFailure) -> Response {
                 StatusCode::BAD_GATEWAY,
                 "rdstation_unavailable",
                 "RD Station gave no answer",
+            )
+            .into_response()
+        }
+        ProxyFailure::OutOfTime => {
+            tracing::warn!("a proxied request ran out of its invocation's time");
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "deadline_exceeded",
+                "the request could not be completed in the time this invocation had left; no token was left half-renewed, try again",
             )
             .into_response()
         }

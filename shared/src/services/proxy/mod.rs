@@ -71,6 +71,10 @@ pub struct ProxyRequest {
     pub headers: HeaderMap,
     /// The body.
     pub body: Bytes,
+    /// Milliseconds since the epoch by which the request must be over (its
+    /// invocation's end less a margin to answer), if its host has one: a
+    /// refresh starts only if it fits, and retries and waits on RD stop there.
+    pub finish_by_ms: Option<i64>,
 }
 
 /// RD's answer and how it was reached.
@@ -122,6 +126,10 @@ pub enum ProxyFailure {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The invocation would end before the request could be completed (a
+    /// refresh could not start safely, or RD had not answered in time).
+    #[error("the request could not be completed before the invocation ends")]
+    OutOfTime,
 }
 
 /// Request headers that never go to RD: the caller's credentials and cookies,
@@ -165,6 +173,15 @@ fn retry_after(headers: &HeaderMap, now_ms: i64) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or_default())
 }
 
+/// The time limits of one request, on the service clock (ms since the epoch).
+#[derive(Clone, Copy, Debug)]
+struct Times {
+    /// No retry pause may end after this (the retry budget, or the invocation).
+    retry_until_ms: i64,
+    /// No attempt may run past this (the invocation's end, less a margin).
+    finish_by_ms: Option<i64>,
+}
+
 /// The proxy's collaborators. Cheap to clone.
 #[derive(Clone)]
 pub struct ProxyService {
@@ -192,7 +209,15 @@ impl ProxyService {
         id: &ConnectionId,
         request: ProxyRequest,
     ) -> Result<Proxied, ProxyFailure> {
-        let (cached, mut refreshed) = self.token(id).await?;
+        let finish_by_ms = request.finish_by_ms;
+        // One retry budget for the whole request (both sends, a refresh between),
+        // never past the invocation.
+        let retry_until_ms = {
+            let budget_end =
+                self.engine.clock.now_ms() + self.settings.retry_budget.as_millis() as i64;
+            finish_by_ms.map_or(budget_end, |end| end.min(budget_end))
+        };
+        let (cached, mut refreshed) = self.token(id, finish_by_ms).await?;
         let limit = cached
             .rate_limit_per_minute
             .or(self.settings.rate_limit_per_minute);
@@ -207,14 +232,18 @@ impl ProxyService {
             body: request.body,
             access_token: cached.token,
         };
-        let mut proxied = self.send(id, &upstream, idempotent, limit).await?;
+        let times = Times {
+            retry_until_ms,
+            finish_by_ms,
+        };
+        let mut proxied = self.send(id, &upstream, idempotent, limit, times).await?;
         if proxied.response.status == StatusCode::UNAUTHORIZED {
             // Every 401 alike (Marketing may say "expired" only in a remapped
             // header; CRM says nothing): refresh, then try exactly once more.
             let refused = upstream.access_token.clone();
-            upstream.access_token = self.replace_refused(id, refused).await?;
+            upstream.access_token = self.replace_refused(id, refused, finish_by_ms).await?;
             refreshed = true;
-            let again = self.send(id, &upstream, idempotent, limit).await?;
+            let again = self.send(id, &upstream, idempotent, limit, times).await?;
             proxied = Proxied {
                 retries: proxied.retries + again.retries,
                 upstream: proxied.upstream + again.upstream,
@@ -227,7 +256,11 @@ impl ProxyService {
 
     /// A usable access token for `id`: cached, stored, or refreshed now. Says
     /// whether a refresh happened.
-    async fn token(&self, id: &ConnectionId) -> Result<(CachedToken, bool), ProxyFailure> {
+    async fn token(
+        &self,
+        id: &ConnectionId,
+        finish_by_ms: Option<i64>,
+    ) -> Result<(CachedToken, bool), ProxyFailure> {
         let now = self.engine.clock.now();
         if let Some(cached) = self.tokens.get(id, now) {
             return Ok((cached, false));
@@ -243,7 +276,11 @@ impl ProxyService {
             return Ok((CachedToken::of(&connection), false));
         }
         // Expiring or expired: the protocol refreshes it (or says why not).
-        let refreshed = self.refresh(id, RefreshRequest::default()).await?;
+        let request = RefreshRequest {
+            finish_by_ms,
+            ..RefreshRequest::default()
+        };
+        let refreshed = self.refresh(id, request).await?;
         Ok((CachedToken::of(&refreshed), true))
     }
 
@@ -253,9 +290,14 @@ impl ProxyService {
         &self,
         id: &ConnectionId,
         refused: AccessToken,
+        finish_by_ms: Option<i64>,
     ) -> Result<AccessToken, ProxyFailure> {
         self.tokens.forget(id);
-        let connection = self.refresh(id, RefreshRequest::rejected(refused)).await?;
+        let request = RefreshRequest {
+            finish_by_ms,
+            ..RefreshRequest::rejected(refused)
+        };
+        let connection = self.refresh(id, request).await?;
         Ok(connection.tokens.access_token)
     }
 
@@ -290,6 +332,8 @@ impl ProxyService {
                 | RefreshFailure::NotProcessed { until }
                 | RefreshFailure::Ambiguous { until },
             ) => Err(wait_until(until)),
+            // Too little of the invocation was left to refresh safely.
+            Err(RefreshFailure::OutOfTime) => Err(ProxyFailure::OutOfTime),
             Err(e) => {
                 tracing::warn!(connection_id = %id, error = %e, "no token for a proxied request");
                 Err(ProxyFailure::Unavailable {
@@ -300,15 +344,17 @@ impl ProxyService {
     }
 
     /// Sends with the connection's budget taken before each attempt, retrying what
-    /// may be retried within the retry budget.
+    /// may be retried until the request's retry budget ends; no attempt runs past
+    /// the invocation.
     async fn send(
         &self,
         id: &ConnectionId,
         request: &UpstreamRequest,
         idempotent: bool,
         limit: Option<u32>,
+        times: Times,
     ) -> Result<Proxied, ProxyFailure> {
-        let started = Instant::now();
+        let clock = &self.engine.clock;
         let mut waited = Duration::ZERO;
         let mut retries = 0;
         let mut pauses = ExponentialBuilder::default()
@@ -320,7 +366,16 @@ impl ProxyService {
         loop {
             self.take_budget(id, limit).await?;
             let attempt = Instant::now();
-            let result = self.upstream.send(request).await;
+            let result = match times.finish_by_ms {
+                None => self.upstream.send(request).await,
+                Some(end) => {
+                    let left = Duration::from_millis((end - clock.now_ms()).max(0) as u64);
+                    match tokio::time::timeout(left, self.upstream.send(request)).await {
+                        Ok(result) => result,
+                        Err(_) => return Err(ProxyFailure::OutOfTime),
+                    }
+                }
+            };
             waited += attempt.elapsed();
             let (retryable, hint) = match &result {
                 Ok(r) => (
@@ -335,10 +390,13 @@ impl ProxyService {
             };
             let pause = pauses.next().map(|p| p.max(hint.unwrap_or_default()));
             match pause {
-                // Saturating: RD's Retry-After may be any number of seconds.
+                // Checked: RD's Retry-After may be any number of seconds.
                 Some(pause)
                     if retryable
-                        && started.elapsed().saturating_add(pause) < self.settings.retry_budget =>
+                        && i64::try_from(pause.as_millis())
+                            .ok()
+                            .and_then(|p| clock.now_ms().checked_add(p))
+                            .is_some_and(|resume| resume < times.retry_until_ms) =>
                 {
                     retries += 1;
                     tokio::time::sleep(pause).await;

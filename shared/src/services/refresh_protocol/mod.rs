@@ -55,7 +55,7 @@ use rand::Rng;
 
 pub use backoff::delay_after;
 pub use deadline::Deadline;
-pub use settings::{LeaseTiming, LeaseTooShort, RefreshSettings};
+pub use settings::{CLAIM_ALLOWANCE, LeaseTiming, LeaseTooShort, RefreshSettings};
 
 use crate::clock::{Clock, Timestamp};
 use crate::domain::{
@@ -97,8 +97,10 @@ pub struct RefreshRequest {
     /// Why the refresh is asked for.
     pub trigger: RefreshTrigger,
     /// Milliseconds since the epoch by which everything this refresh starts must be
-    /// over (a Lambda's deadline): no lease is claimed, and no other holder waited
-    /// for, past it.
+    /// over (a Lambda's deadline, less a margin to answer): no other holder is
+    /// waited for past it, and no lease is claimed unless the token call and the
+    /// commit fit before it; the holder's own deadline is the earlier of it and
+    /// its lease's.
     pub finish_by_ms: Option<i64>,
 }
 
@@ -419,7 +421,18 @@ impl RefreshEngine {
         // round trip costs comes out of the holder's time, never another worker's.
         let sent_ms = self.clock.now_ms();
         let lease_end_ms = sent_ms + self.settings.lease().as_millis() as i64;
-        if finish_by_ms.is_some_and(|end| lease_end_ms > end) {
+        // The holder works to the earlier of its lease (less the skew allowance)
+        // and the caller's end (a Lambda invocation): everything after RD's answer
+        // must be over before either. No lease is claimed unless the token call
+        // and the commit still fit once the claim is made.
+        let skew_ms = self.settings.clock_skew().as_millis() as i64;
+        let holder_end_ms = finish_by_ms.map_or(lease_end_ms - skew_ms, |end| {
+            end.min(lease_end_ms - skew_ms)
+        });
+        let needed = self.settings.token_timeout()
+            + self.settings.commit_budget()
+            + settings::CLAIM_ALLOWANCE;
+        if holder_end_ms - sent_ms < needed.as_millis() as i64 {
             return Err(ClaimError::OutOfTime);
         }
         let lease = Lease {
@@ -437,8 +450,7 @@ impl RefreshEngine {
         };
         // Conditional on the version read and on no live lease being stored.
         let connection = self.store.claim_lease(&claimed, sent_ms).await?;
-        let deadline =
-            Deadline::at(lease_end_ms, self.clock.clone()).earlier_by(self.settings.clock_skew());
+        let deadline = Deadline::at(holder_end_ms, self.clock.clone());
         Ok(Claim {
             connection,
             lease,
