@@ -157,6 +157,10 @@ impl Config {
                 reason: "must be below 14, RD's idle limit for CRM refresh tokens".to_owned(),
             });
         }
+        if get("FUNCTION_TIMEOUT_SECONDS").is_some() {
+            let timeout = Duration::from_secs(positive("FUNCTION_TIMEOUT_SECONDS", 1)?);
+            check_fits_invocation(&refresh, timeout)?;
+        }
         let refresh_concurrency = positive("REFRESH_CONCURRENCY", 32)? as usize;
         let proxy = ProxySettings {
             rate_limit_per_minute: match get("PROXY_RATE_LIMIT_PER_MINUTE").as_deref() {
@@ -223,6 +227,35 @@ fn parse_origins(list: &str) -> Result<Vec<Origin>, ConfigError> {
         .filter(|s| !s.is_empty())
         .map(|s| parse_http_url("ALLOWED_RETURN_ORIGINS", s).map(|u| u.origin()))
         .collect()
+}
+
+/// What a refresh needs of an invocation before it may claim: the token call,
+/// the commit budget, the claim itself and the margin kept to answer.
+pub fn refresh_needs(refresh: &RefreshSettings) -> Duration {
+    refresh.token_timeout()
+        + refresh.commit_budget()
+        + crate::services::refresh_protocol::CLAIM_ALLOWANCE
+        + Duration::from_millis(crate::inbound::http::ANSWER_MARGIN_MS as u64)
+}
+
+/// Refuses a function timeout (`FUNCTION_TIMEOUT_SECONDS`, the template's
+/// `Timeout`) in which no refresh could ever start: every one would end
+/// `out_of_time`, silently.
+fn check_fits_invocation(refresh: &RefreshSettings, timeout: Duration) -> Result<(), ConfigError> {
+    let needs = refresh_needs(refresh);
+    if timeout <= needs {
+        return Err(ConfigError::Invalid {
+            name: "FUNCTION_TIMEOUT_SECONDS",
+            reason: format!(
+                "the function's timeout ({timeout:?}) must exceed the RD token timeout ({:?}) plus the commit budget ({:?}) plus {:?} for the claim and {}ms to answer, or no refresh can ever start",
+                refresh.token_timeout(),
+                refresh.commit_budget(),
+                crate::services::refresh_protocol::CLAIM_ALLOWANCE,
+                crate::inbound::http::ANSWER_MARGIN_MS,
+            ),
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -328,6 +361,23 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn refuses_a_function_timeout_no_refresh_fits_in() {
+        // T 10 s + commit budget 10 s + 0.5 s claim + 0.5 s to answer = 21 s.
+        for (timeout, ok) in [("20", false), ("21", false), ("22", true), ("29", true)] {
+            let mut pairs = MINIMAL.to_vec();
+            pairs.push(("FUNCTION_TIMEOUT_SECONDS", timeout));
+            let result = Config::from_lookup(lookup(&pairs));
+            assert_eq!(result.is_ok(), ok, "{timeout}: {result:?}");
+            if let Err(ConfigError::Invalid { name, reason }) = result {
+                assert_eq!(name, "FUNCTION_TIMEOUT_SECONDS");
+                for value in ["10s", "500ms"] {
+                    assert!(reason.contains(value), "{value} named in {reason}");
+                }
+            }
+        }
     }
 
     #[test]

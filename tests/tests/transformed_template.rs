@@ -141,6 +141,65 @@ fn role_actions(template: &Value, role: &str) -> Vec<String> {
     actions
 }
 
+/// A template value as a function would read it: literals as they are, a
+/// parameter's reference as its default, anything else (a resource's name or
+/// ARN) as a placeholder.
+fn resolved(template: &Value, value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Object(o) if o.contains_key("Ref") => {
+            let name = o["Ref"].as_str().expect("a name");
+            match &template["Parameters"][name]["Default"] {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => format!("placeholder-{name}"),
+            }
+        }
+        _ => "placeholder".to_owned(),
+    }
+}
+
+/// Every function's environment, as deployed, is one its configuration accepts,
+/// and says the function's real timeout: a timeout no refresh fits in (or one
+/// the function was not told) fails here, not on the first 401 in production.
+#[test]
+fn every_function_starts_with_its_deployed_environment_and_timeout() {
+    let template = transformed();
+    let functions = resources_of_type(&template, "AWS::Lambda::Function");
+    assert_eq!(functions.len(), 3);
+    for (name, function) in &functions {
+        let props = &function["Properties"];
+        let variables = props["Environment"]["Variables"]
+            .as_object()
+            .expect("variables");
+        let env: std::collections::HashMap<String, String> = variables
+            .iter()
+            .map(|(k, v)| (k.clone(), resolved(&template, v)))
+            .collect();
+        let timeout = props["Timeout"].as_u64().expect("a timeout");
+        assert_eq!(
+            env.get("FUNCTION_TIMEOUT_SECONDS").map(String::as_str),
+            Some(timeout.to_string().as_str()),
+            "{name}: FUNCTION_TIMEOUT_SECONDS is its Timeout"
+        );
+        let config = connector::config::Config::from_lookup(|key| env.get(key).cloned())
+            .unwrap_or_else(|e| panic!("{name} would not start: {e}"));
+        let needs = connector::config::refresh_needs(&config.refresh);
+        assert!(
+            std::time::Duration::from_secs(timeout) > needs,
+            "{name}: {timeout} s cannot fit a refresh ({needs:?})"
+        );
+        if *name == "TokenRefresherFunction" {
+            // A run starts a refresh only while a whole lease fits.
+            assert!(
+                std::time::Duration::from_secs(timeout) > config.refresh.lease() * 2,
+                "{name}: room for more than one lease"
+            );
+        }
+    }
+}
+
 #[test]
 fn each_function_has_only_the_permissions_its_routes_need() {
     let template = transformed();
