@@ -82,6 +82,7 @@ fn admit(
 ) -> Result<(), AccessRefusal> {
     let mut state = sandbox.lock();
     state.stats.api_calls += 1;
+    state.last_api_bearer = Some(bearer(headers));
     if let Some((status, retry_after)) = state.api_faults.pop_front() {
         return Err(AccessRefusal::Fault(status, retry_after));
     }

@@ -316,6 +316,11 @@ impl Sandbox {
         self.lock().stats.clone()
     }
 
+    /// The bearer token the last API call carried.
+    pub fn last_api_bearer(&self) -> Option<String> {
+        self.lock().last_api_bearer.clone()
+    }
+
     /// Token-endpoint calls that presented `refresh_token`.
     pub fn refresh_calls_for(&self, refresh_token: &str) -> u64 {
         let fingerprint = model::fingerprint(refresh_token);

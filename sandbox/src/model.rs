@@ -160,6 +160,9 @@ pub struct State {
     /// Answers the API routes play instead of answering normally: (status,
     /// `Retry-After` seconds).
     pub api_faults: VecDeque<(u16, Option<u64>)>,
+    /// The bearer token of the last API call (tests check which grant's token
+    /// a proxy sent).
+    pub last_api_bearer: Option<String>,
 }
 
 /// The SHA-256 fingerprint (16 hex digits) by which [`Stats`] key refresh tokens.
@@ -194,6 +197,7 @@ impl State {
             presenting: HashMap::new(),
             marketing_rolls: false,
             api_faults: VecDeque::new(),
+            last_api_bearer: None,
         }
     }
 

@@ -40,6 +40,10 @@ const PROXY_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 const TOKEN_CACHE_ENTRIES: NonZeroUsize = NonZeroUsize::new(10_000).expect("non-zero");
 /// A cached token is used only while it has more than this to live.
 const TOKEN_CACHE_MARGIN_SECONDS: i64 = 60;
+/// With the rate budget off, how long a proxy instance trusts a cached token
+/// before reading the store again: the longest another instance may still send
+/// the token of a grant that a delete or a reconnect ended.
+pub const TOKEN_RECHECK_WITHOUT_BUDGET_SECONDS: i64 = 5;
 
 /// What differs from host to host: where state lives, where events go, the clock.
 #[derive(Clone)]
@@ -222,6 +226,12 @@ impl Assembly {
         &self.settings
     }
 
+    /// The parts it was assembled from (another assembly of the same parts is
+    /// another instance of the service over the same state).
+    pub fn parts(&self) -> &Parts {
+        &self.parts
+    }
+
     /// The connect flow.
     pub fn connect_service(&self) -> ConnectService {
         let p = &self.parts;
@@ -252,10 +262,15 @@ impl Assembly {
             connections: self.parts.connections.clone(),
             engine: self.refresh_engine(),
             upstream: Arc::new(upstream),
-            tokens: Arc::new(TokenCache::new(
-                TOKEN_CACHE_ENTRIES,
-                TOKEN_CACHE_MARGIN_SECONDS,
-            )),
+            tokens: Arc::new({
+                let cache = TokenCache::new(TOKEN_CACHE_ENTRIES, TOKEN_CACHE_MARGIN_SECONDS);
+                // Without the budget's per-request write, nothing else would
+                // notice another instance's delete or reconnect.
+                match self.settings.proxy.rate_limit_per_minute {
+                    Some(_) => cache,
+                    None => cache.rechecking_every(TOKEN_RECHECK_WITHOUT_BUDGET_SECONDS),
+                }
+            }),
             budget: Some(self.parts.rate_budget.clone()),
             settings: self.settings.proxy.clone(),
         };

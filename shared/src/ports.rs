@@ -376,45 +376,30 @@ pub trait RdApi: Send + Sync {
 pub enum BudgetDecision {
     /// Within the budget; counted.
     Allowed,
-    /// The budget for the current window is spent; try again after this long.
+    /// The budget is spent for now; try again after this long.
     Exhausted {
-        /// Until the window ends.
+        /// Until the next request would pass.
         retry_after: std::time::Duration,
     },
+    /// The connection no longer holds the access token the request would carry
+    /// (refreshed elsewhere, connected again, or deleted): nothing was counted,
+    /// and the token must not be sent.
+    TokenReplaced,
 }
 
-/// A minute of the rate budget's clock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MinuteWindow {
-    /// When it began (ms since the epoch, a whole minute).
-    pub start_ms: i64,
-}
-
-impl MinuteWindow {
-    /// Time left in the window at `now_ms` (at least a second: an honest
-    /// `Retry-After` in whole seconds).
-    pub fn remaining(self, now_ms: i64) -> std::time::Duration {
-        let left_ms = (self.start_ms + 60_000 - now_ms).max(0) as u64;
-        std::time::Duration::from_secs(left_ms.div_ceil(1000).max(1))
-    }
-}
-
-/// The minute `now_ms` falls in.
-pub fn minute_window(now_ms: i64) -> MinuteWindow {
-    MinuteWindow {
-        start_ms: now_ms - now_ms.rem_euclid(60_000),
-    }
-}
-
-/// Requests per connection per minute, counted where every proxy instance sees
-/// them (the connections table in AWS).
+/// Each connection's requests to RD, paced where every proxy instance sees them
+/// (on the connection's item in AWS): never more than the budget in any 60 s
+/// ([`crate::domain::RequestPace`]).
 #[async_trait]
 pub trait RateBudget: Send + Sync {
-    /// Counts one request of `connection` against `limit` per minute, unless the
-    /// minute's budget is spent.
+    /// Counts one request of `connection` against `limit` in any 60 s, unless
+    /// the budget is spent, and only while the connection still holds
+    /// `access_token`: the one write that counts the request also proves the
+    /// token is the current grant's, on every instance, at no extra call.
     async fn take(
         &self,
         connection: &ConnectionId,
+        access_token: &AccessToken,
         limit: u32,
         now_ms: i64,
     ) -> Result<BudgetDecision, StoreError>;

@@ -47,11 +47,14 @@ impl RateBudget for CountedBudget {
     async fn take(
         &self,
         connection: &ConnectionId,
+        access_token: &AccessToken,
         limit: u32,
         now_ms: i64,
     ) -> Result<BudgetDecision, StoreError> {
         self.writes.fetch_add(1, Ordering::Relaxed);
-        self.inner.take(connection, limit, now_ms).await
+        self.inner
+            .take(connection, access_token, limit, now_ms)
+            .await
     }
 }
 

@@ -11,14 +11,14 @@ use connector::domain::{
 use connector::outbound::memory::{MemoryRescueQueue, MemoryStore};
 use connector::outbound::rescue_queue::SqsRescueQueue;
 use connector::ports::{
-    ConnectionStore, ListQuery, RescueQueue, RescuedPair, RunLock, SessionError, SessionStore,
-    StoreError,
+    BudgetDecision, ConnectionStore, ListQuery, RateBudget, RescueQueue, RescuedPair, RunLock,
+    SessionError, SessionStore, StoreError,
 };
 use connector::secret::{AccessToken, ExposeSecret, RefreshToken};
 use integration_tests::moto;
 
-trait Store: ConnectionStore + SessionStore + RunLock + 'static {}
-impl<T: ConnectionStore + SessionStore + RunLock + 'static> Store for T {}
+trait Store: ConnectionStore + SessionStore + RunLock + RateBudget + 'static {}
+impl<T: ConnectionStore + SessionStore + RunLock + RateBudget + 'static> Store for T {}
 
 fn pair(tag: &str) -> TokenPair {
     TokenPair {
@@ -409,6 +409,60 @@ async fn settings_and_versioned_writes_touch_only_their_own(store: Arc<impl Stor
     );
 }
 
+/// The budget paces requests (a burst, then one per emission) and counts one
+/// only while the connection holds the token the request would carry; the
+/// protocol's writes leave the pace alone.
+async fn the_budget_paces_and_checks_the_token(store: Arc<impl Store>) {
+    let c = store
+        .create(&connection("budgeted"))
+        .await
+        .expect("created");
+    let token = c.tokens.access_token.clone();
+    let now = 1_000_000;
+    let take = |token: AccessToken, at: i64| {
+        let store = store.clone();
+        let id = c.id.clone();
+        async move { store.take(&id, &token, 10, at).await.expect("answered") }
+    };
+    // A budget of 10: a burst of 2, then one each 6,667 ms.
+    assert_eq!(take(token.clone(), now).await, BudgetDecision::Allowed);
+    assert_eq!(take(token.clone(), now).await, BudgetDecision::Allowed);
+    assert!(matches!(
+        take(token.clone(), now).await,
+        BudgetDecision::Exhausted { .. }
+    ));
+    // A versioned write in between keeps the pace.
+    let mut next = c.clone();
+    next.status_reason = Some("x".to_owned());
+    store.update(&next).await.expect("updated");
+    assert!(matches!(
+        take(token.clone(), now + 1_000).await,
+        BudgetDecision::Exhausted { .. }
+    ));
+    assert_eq!(
+        take(token.clone(), now + 6_667).await,
+        BudgetDecision::Allowed
+    );
+    // Idle for long: a burst again.
+    assert_eq!(
+        take(token.clone(), now + 600_000).await,
+        BudgetDecision::Allowed
+    );
+    assert_eq!(
+        take(AccessToken::new("at-someone-else"), now + 700_000).await,
+        BudgetDecision::TokenReplaced
+    );
+    store.delete(&c.id).await.expect("deleted");
+    assert_eq!(
+        take(token, now + 800_000).await,
+        BudgetDecision::TokenReplaced
+    );
+    assert!(
+        store.get(&c.id).await.expect("read").is_none(),
+        "nothing created"
+    );
+}
+
 async fn a_live_lease_cannot_be_claimed_but_an_expired_one_can(store: Arc<impl Store>) {
     let mut c = connection("claimed");
     c.lease = Some(Lease {
@@ -676,4 +730,5 @@ contract!(
     connections_list_in_pages_and_those_needing_a_person_by_status,
     one_run_holds_the_run_lock_until_it_expires_or_is_given_back,
     settings_and_versioned_writes_touch_only_their_own,
+    the_budget_paces_and_checks_the_token,
 );

@@ -4,6 +4,7 @@ mod connection;
 mod due;
 mod product;
 mod rd_path;
+mod request_pace;
 mod session;
 mod token_grant;
 
@@ -14,5 +15,6 @@ pub use connection::{
 pub use due::DuePolicy;
 pub use product::{Product, UnknownProduct};
 pub use rd_path::{PathRefused, PathTemplate, RdPath};
+pub use request_pace::{BUDGET_WINDOW_MS, Pace, RequestPace};
 pub use session::{CONNECT_SESSION_TTL_SECONDS, ConnectSession, SessionId, session_nonce};
 pub use token_grant::{IssuedTokens, TokenCallError};

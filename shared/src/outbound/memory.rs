@@ -13,6 +13,7 @@ use crate::ports::{
     ConnectionStore, ListPage, ListQuery, ReceivedRescue, RescueQueue, RescuedPair, SessionError,
     SessionStore, StoreError,
 };
+use crate::secret::AccessToken;
 
 /// Connections and sessions in memory, behind locks.
 #[derive(Debug, Default)]
@@ -20,7 +21,8 @@ pub struct MemoryStore {
     connections: Mutex<HashMap<ConnectionId, Connection>>,
     sessions: Mutex<HashMap<String, ConnectSession>>,
     states: Mutex<HashMap<String, SessionId>>,
-    requests: Mutex<HashMap<(ConnectionId, i64), u32>>,
+    /// Each connection's request pace: its theoretical arrival time (ms).
+    requests: Mutex<HashMap<ConnectionId, i64>>,
     run_lock: Mutex<Option<(String, i64)>>,
     due_policy: DuePolicy,
 }
@@ -126,6 +128,8 @@ impl ConnectionStore for MemoryStore {
 
     async fn delete(&self, id: &ConnectionId) -> Result<bool, StoreError> {
         let mut connections = self.connections.lock().map_err(|_| poisoned())?;
+        // The pace lives on the connection's item in DynamoDB: it goes with it.
+        self.requests.lock().map_err(|_| poisoned())?.remove(id);
         Ok(connections.remove(id).is_some())
     }
 
@@ -359,23 +363,27 @@ impl crate::ports::RateBudget for MemoryStore {
     async fn take(
         &self,
         connection: &ConnectionId,
+        access_token: &AccessToken,
         limit: u32,
         now_ms: i64,
     ) -> Result<crate::ports::BudgetDecision, StoreError> {
-        let window = crate::ports::minute_window(now_ms);
-        let mut requests = self.requests.lock().map_err(|_| poisoned())?;
-        // Earlier minutes are of no use any more.
-        requests.retain(|(_, start), _| *start >= window.start_ms);
-        let count = requests
-            .entry((connection.clone(), window.start_ms))
-            .or_default();
-        if *count >= limit {
-            return Ok(crate::ports::BudgetDecision::Exhausted {
-                retry_after: window.remaining(now_ms),
-            });
+        use crate::domain::{Pace, RequestPace};
+        use crate::ports::BudgetDecision;
+        let connections = self.connections.lock().map_err(|_| poisoned())?;
+        let holds_token = connections
+            .get(connection)
+            .is_some_and(|c| c.tokens.access_token == *access_token);
+        if !holds_token {
+            return Ok(BudgetDecision::TokenReplaced);
         }
-        *count += 1;
-        Ok(crate::ports::BudgetDecision::Allowed)
+        let mut arrivals = self.requests.lock().map_err(|_| poisoned())?;
+        match RequestPace::of(limit).meet(arrivals.get(connection).copied(), now_ms) {
+            Pace::Allowed { next_tat_ms } => {
+                arrivals.insert(connection.clone(), next_tat_ms);
+                Ok(BudgetDecision::Allowed)
+            }
+            Pace::TooSoon { retry_after } => Ok(BudgetDecision::Exhausted { retry_after }),
+        }
     }
 }
 

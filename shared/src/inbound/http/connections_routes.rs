@@ -199,7 +199,10 @@ pub async fn update(
         .await
     {
         Ok(Some(stored)) => {
-            state.proxy.tokens.put(&stored);
+            state
+                .proxy
+                .tokens
+                .put(&stored, state.proxy.engine.clock.now());
             Json(view(&stored)).into_response()
         }
         Ok(None) => not_found(),
@@ -227,7 +230,10 @@ pub async fn refresh(
                 }
                 Refreshed::Restored(_) => "restored_from_rescue",
             };
-            state.proxy.tokens.put(r.connection());
+            state
+                .proxy
+                .tokens
+                .put(r.connection(), state.proxy.engine.clock.now());
             (StatusCode::OK, what, Some(r.connection().clone()))
         }
         Err(RefreshFailure::NotFound) => return not_found(),

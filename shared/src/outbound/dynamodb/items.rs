@@ -50,14 +50,6 @@ pub(super) fn run_lock_key() -> Item {
     ])
 }
 
-/// One connection's request count in the minute starting at `window_start_ms`.
-pub(super) fn rate_key(id: &ConnectionId, window_start_ms: i64) -> Item {
-    HashMap::from([
-        (PARTITION_KEY.to_owned(), s(format!("RATE#{id}"))),
-        (SORT_KEY.to_owned(), s(format!("MINUTE#{window_start_ms}"))),
-    ])
-}
-
 pub(super) fn state_key(state_hash: &str) -> Item {
     HashMap::from([
         (PARTITION_KEY.to_owned(), s(format!("STATE#{state_hash}"))),
@@ -140,6 +132,10 @@ pub(super) fn versioned_update(
     }
     (expression, names, values)
 }
+
+/// The request budget's theoretical arrival time (ms) on a connection item:
+/// written only by the rate budget, never by the protocol's writes.
+pub(super) const BUDGET_TAT: &str = "budget_tat_ms";
 
 /// The kind of a connection item (its list-index partition).
 pub(super) const CONNECTION_KIND: &str = "connection";

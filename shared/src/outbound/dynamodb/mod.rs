@@ -21,6 +21,7 @@ use aws_sdk_dynamodb::types::{
 use crate::clock::Timestamp;
 use crate::domain::{ConnectSession, Connection, ConnectionId, DuePolicy, SessionId};
 use crate::ports::{ConnectionStore, ListPage, ListQuery, SessionError, SessionStore, StoreError};
+use crate::secret::{AccessToken, ExposeSecret};
 use items::{connection_key, session_key};
 use schema::{DUE_AT, DUE_INDEX, DUE_SHARD};
 
@@ -649,52 +650,117 @@ impl DynamoStore {
     }
 }
 
-/// How long after its minute began a rate-budget item may be removed: the
-/// minute and five more (nothing reads a past minute's count).
-const RATE_ITEM_RETENTION_SECONDS: i64 = 60 + 300;
-
-/// Each connection's request count per minute, in the connections table: one
-/// conditional `ADD` per request (the count never passes the limit), an item per
-/// connection and minute that TTL may remove five minutes after its minute.
+/// Each connection's pace ([`crate::domain::RequestPace`]) on the connection's
+/// own item: one conditional `UpdateItem` of its `budget_tat_ms` per request,
+/// conditioned also on the access token the request would carry, so that a
+/// token replaced on any instance (a refresh, a reconnect, a delete) is never
+/// sent again. The protocol's writes leave the attribute alone.
 #[async_trait]
 impl crate::ports::RateBudget for DynamoStore {
     async fn take(
         &self,
         connection: &ConnectionId,
+        access_token: &AccessToken,
         limit: u32,
         now_ms: i64,
     ) -> Result<crate::ports::BudgetDecision, StoreError> {
-        let window = crate::ports::minute_window(now_ms);
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(items::rate_key(connection, window.start_ms)))
-            .update_expression("ADD requests :one SET #ttl = :ttl")
-            .condition_expression("attribute_not_exists(requests) OR requests < :limit")
-            .expression_attribute_names("#ttl", schema::TTL_ATTRIBUTE)
-            .expression_attribute_values(":one", AttributeValue::N("1".to_owned()))
-            .expression_attribute_values(":limit", AttributeValue::N(limit.to_string()))
-            .expression_attribute_values(
-                ":ttl",
-                AttributeValue::N(
-                    (window.start_ms / 1000 + RATE_ITEM_RETENTION_SECONDS).to_string(),
-                ),
-            )
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(crate::ports::BudgetDecision::Allowed),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(crate::ports::BudgetDecision::Exhausted {
-                    retry_after: window.remaining(now_ms),
-                })
+        use crate::domain::{Pace, RequestPace};
+        use crate::ports::BudgetDecision;
+        let pace = RequestPace::of(limit);
+        let n = |v: i64| AttributeValue::N(v.to_string());
+        // Conflicts only when another instance moves the same arrival time
+        // between our two writes; a few rounds settle it.
+        for _ in 0..4 {
+            // Busy: the arrival time is ahead of now, and within the tolerance.
+            let busy = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(connection_key(connection)))
+                .update_expression("SET #tat = #tat + :emission")
+                .condition_expression("#token = :token AND #tat >= :now AND #tat <= :latest")
+                .expression_attribute_names("#tat", items::BUDGET_TAT)
+                .expression_attribute_names("#token", "access_token")
+                .expression_attribute_values(":emission", n(pace.emission_ms))
+                .expression_attribute_values(":now", n(now_ms))
+                .expression_attribute_values(":latest", n(now_ms + pace.tolerance_ms))
+                .expression_attribute_values(
+                    ":token",
+                    AttributeValue::S(access_token.expose_secret().to_owned()),
+                )
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .send()
+                .await;
+            let stored = match busy {
+                Ok(_) => return Ok(BudgetDecision::Allowed),
+                Err(err) => match err.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
+                        failed.item().cloned()
+                    }
+                    _ => return Err(unavailable(&err)),
+                },
+            };
+            let Some(stored) = stored else {
+                return Ok(BudgetDecision::TokenReplaced);
+            };
+            let holds_token = matches!(
+                stored.get("access_token"),
+                Some(AttributeValue::S(t)) if t.as_str() == access_token.expose_secret()
+            );
+            if !holds_token {
+                return Ok(BudgetDecision::TokenReplaced);
             }
-            Err(e) => Err(unavailable(&e)),
+            let tat = match stored.get(items::BUDGET_TAT) {
+                Some(AttributeValue::N(v)) => v.parse::<i64>().ok(),
+                _ => None,
+            };
+            match pace.meet(tat, now_ms) {
+                Pace::TooSoon { retry_after } if tat.is_some_and(|t| t >= now_ms) => {
+                    return Ok(BudgetDecision::Exhausted { retry_after });
+                }
+                Pace::TooSoon { .. } => continue,
+                Pace::Allowed { next_tat_ms } if tat.is_none_or(|t| t < now_ms) => {
+                    // Idle: the arrival time fell behind now (or was never set).
+                    let idle = self
+                        .client
+                        .update_item()
+                        .table_name(&self.table)
+                        .set_key(Some(connection_key(connection)))
+                        .update_expression("SET #tat = :next")
+                        .condition_expression(
+                            "#token = :token AND (attribute_not_exists(#tat) OR #tat < :now)",
+                        )
+                        .expression_attribute_names("#tat", items::BUDGET_TAT)
+                        .expression_attribute_names("#token", "access_token")
+                        .expression_attribute_values(":next", n(next_tat_ms))
+                        .expression_attribute_values(":now", n(now_ms))
+                        .expression_attribute_values(
+                            ":token",
+                            AttributeValue::S(access_token.expose_secret().to_owned()),
+                        )
+                        .send()
+                        .await;
+                    match idle {
+                        Ok(_) => return Ok(BudgetDecision::Allowed),
+                        Err(err)
+                            if err
+                                .as_service_error()
+                                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                        {
+                            continue;
+                        }
+                        Err(err) => return Err(unavailable(&err)),
+                    }
+                }
+                // Moved by another instance since: look again.
+                Pace::Allowed { .. } => continue,
+            }
         }
+        Err(StoreError::Unavailable(
+            "the request budget kept moving under concurrent requests".to_owned(),
+        ))
     }
 }
 

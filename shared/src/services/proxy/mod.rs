@@ -218,7 +218,7 @@ impl ProxyService {
             finish_by_ms.map_or(budget_end, |end| end.min(budget_end))
         };
         let (cached, mut refreshed) = self.token(id, finish_by_ms).await?;
-        let limit = cached
+        let mut limit = cached
             .rate_limit_per_minute
             .or(self.settings.rate_limit_per_minute);
         let idempotent = matches!(
@@ -236,14 +236,18 @@ impl ProxyService {
             retry_until_ms,
             finish_by_ms,
         };
-        let mut proxied = self.send(id, &upstream, idempotent, limit, times).await?;
+        let mut proxied = self
+            .send(id, &mut upstream, idempotent, &mut limit, times)
+            .await?;
         if proxied.response.status == StatusCode::UNAUTHORIZED {
             // Every 401 alike (Marketing may say "expired" only in a remapped
             // header; CRM says nothing): refresh, then try exactly once more.
             let refused = upstream.access_token.clone();
             upstream.access_token = self.replace_refused(id, refused, finish_by_ms).await?;
             refreshed = true;
-            let again = self.send(id, &upstream, idempotent, limit, times).await?;
+            let again = self
+                .send(id, &mut upstream, idempotent, &mut limit, times)
+                .await?;
             proxied = Proxied {
                 retries: proxied.retries + again.retries,
                 upstream: proxied.upstream + again.upstream,
@@ -272,7 +276,7 @@ impl ProxyService {
             .ok_or(ProxyFailure::NotFound)?;
         usable_status(&connection)?;
         if self.tokens.usable(&connection, now) {
-            self.tokens.put(&connection);
+            self.tokens.put(&connection, now);
             return Ok((CachedToken::of(&connection), false));
         }
         // Expiring or expired: the protocol refreshes it (or says why not).
@@ -317,7 +321,7 @@ impl ProxyService {
                 | Refreshed::ByOtherWorker(c)
                 | Refreshed::Restored(c),
             ) => {
-                self.tokens.put(&c);
+                self.tokens.put(&c, self.engine.clock.now());
                 Ok(c)
             }
             Err(RefreshFailure::NotFound) => Err(ProxyFailure::NotFound),
@@ -349,9 +353,9 @@ impl ProxyService {
     async fn send(
         &self,
         id: &ConnectionId,
-        request: &UpstreamRequest,
+        request: &mut UpstreamRequest,
         idempotent: bool,
-        limit: Option<u32>,
+        limit: &mut Option<u32>,
         times: Times,
     ) -> Result<Proxied, ProxyFailure> {
         let clock = &self.engine.clock;
@@ -364,13 +368,14 @@ impl ProxyService {
             .with_jitter()
             .build();
         loop {
-            self.take_budget(id, limit).await?;
+            self.take_budget(id, request, limit, times.finish_by_ms)
+                .await?;
             let attempt = Instant::now();
             let result = match times.finish_by_ms {
-                None => self.upstream.send(request).await,
+                None => self.upstream.send(&*request).await,
                 Some(end) => {
                     let left = Duration::from_millis((end - clock.now_ms()).max(0) as u64);
-                    match tokio::time::timeout(left, self.upstream.send(request)).await {
+                    match tokio::time::timeout(left, self.upstream.send(&*request)).await {
                         Ok(result) => result,
                         Err(_) => return Err(ProxyFailure::OutOfTime),
                     }
@@ -413,20 +418,51 @@ impl ProxyService {
         }
     }
 
-    /// Takes one request from the connection's budget: its own limit, else the
-    /// deployment's; nothing when the deployment turned the budget off.
-    async fn take_budget(&self, id: &ConnectionId, limit: Option<u32>) -> Result<(), ProxyFailure> {
-        let (Some(budget), Some(_), Some(limit)) =
-            (&self.budget, self.settings.rate_limit_per_minute, limit)
-        else {
+    /// Takes one request from the connection's budget (its own limit, else the
+    /// deployment's; nothing when the deployment turned the budget off), only
+    /// while the store still holds the token `request` carries. When it does
+    /// not (refreshed elsewhere, connected again, deleted), the token is read
+    /// again and `request` carries the new one, or the connection is gone.
+    async fn take_budget(
+        &self,
+        id: &ConnectionId,
+        request: &mut UpstreamRequest,
+        limit: &mut Option<u32>,
+        finish_by_ms: Option<i64>,
+    ) -> Result<(), ProxyFailure> {
+        let Some(budget) = &self.budget else {
             return Ok(());
         };
-        match budget.take(id, limit, self.engine.clock.now_ms()).await? {
-            BudgetDecision::Allowed => Ok(()),
-            BudgetDecision::Exhausted { retry_after } => {
-                Err(ProxyFailure::RateLimited { retry_after })
+        if self.settings.rate_limit_per_minute.is_none() {
+            return Ok(());
+        }
+        for _ in 0..3 {
+            let Some(per_minute) = *limit else {
+                return Ok(());
+            };
+            let now_ms = self.engine.clock.now_ms();
+            match budget
+                .take(id, &request.access_token, per_minute, now_ms)
+                .await?
+            {
+                BudgetDecision::Allowed => return Ok(()),
+                BudgetDecision::Exhausted { retry_after } => {
+                    return Err(ProxyFailure::RateLimited { retry_after });
+                }
+                BudgetDecision::TokenReplaced => {
+                    self.tokens.forget(id);
+                    let (current, _) = self.token(id, finish_by_ms).await?;
+                    request.access_token = current.token;
+                    *limit = current
+                        .rate_limit_per_minute
+                        .or(self.settings.rate_limit_per_minute);
+                }
             }
         }
+        // The token kept changing under us: say so rather than send a stale one.
+        Err(ProxyFailure::Unavailable {
+            retry_after: Duration::from_secs(1),
+        })
     }
 }
 

@@ -2,6 +2,13 @@
 //! from the store per request. An entry is used only while its token has more
 //! than a safety margin to live; RD refusing it (a 401) replaces it through the
 //! refresh protocol. Bounded: the least recently used entry goes first.
+//!
+//! A grant that ended (a delete, a reconnect) must not be used again by a warm
+//! instance. With the rate budget on, every request's budget write checks that
+//! the store still holds the cached token. With it off, nothing is written per
+//! request, so an entry is trusted for at most [`TokenCache::rechecking_every`]
+//! before the store is read again: the bound on how long another instance may
+//! still send an ended grant's token.
 
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
@@ -18,6 +25,8 @@ struct Entry {
     version: u64,
     expires_at: Timestamp,
     rate_limit_per_minute: Option<u32>,
+    /// When the store last confirmed it.
+    read_at: Timestamp,
 }
 
 /// What the proxy needs of a connection for one request.
@@ -43,6 +52,7 @@ impl CachedToken {
 pub struct TokenCache {
     entries: Mutex<LruCache<ConnectionId, Entry>>,
     margin_seconds: i64,
+    recheck_seconds: Option<i64>,
 }
 
 impl std::fmt::Debug for TokenCache {
@@ -60,6 +70,16 @@ impl TokenCache {
         Self {
             entries: Mutex::new(LruCache::new(capacity)),
             margin_seconds,
+            recheck_seconds: None,
+        }
+    }
+
+    /// The same cache, trusting an entry for at most `seconds` after the store
+    /// gave it (used when no per-request write checks the token).
+    pub fn rechecking_every(self, seconds: i64) -> Self {
+        Self {
+            recheck_seconds: Some(seconds),
+            ..self
         }
     }
 
@@ -67,10 +87,17 @@ impl TokenCache {
     pub fn get(&self, id: &ConnectionId, now: Timestamp) -> Option<CachedToken> {
         let mut entries = self.entries.lock().ok()?;
         match entries.get(id) {
-            Some(e) if e.expires_at > now.plus_seconds(self.margin_seconds) => Some(CachedToken {
-                token: e.token.clone(),
-                rate_limit_per_minute: e.rate_limit_per_minute,
-            }),
+            Some(e)
+                if e.expires_at > now.plus_seconds(self.margin_seconds)
+                    && self
+                        .recheck_seconds
+                        .is_none_or(|after| now < e.read_at.plus_seconds(after)) =>
+            {
+                Some(CachedToken {
+                    token: e.token.clone(),
+                    rate_limit_per_minute: e.rate_limit_per_minute,
+                })
+            }
             Some(_) => {
                 entries.pop(id);
                 None
@@ -84,8 +111,9 @@ impl TokenCache {
         connection.tokens.access_expires_at > now.plus_seconds(self.margin_seconds)
     }
 
-    /// Keeps `connection`'s token, unless a newer version is cached already.
-    pub fn put(&self, connection: &Connection) {
+    /// Keeps `connection`'s token as read from the store at `now`, unless a
+    /// newer version is cached already.
+    pub fn put(&self, connection: &Connection, now: Timestamp) {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
@@ -102,6 +130,7 @@ impl TokenCache {
                 version: connection.version,
                 expires_at: connection.tokens.access_expires_at,
                 rate_limit_per_minute: connection.rate_limit_per_minute,
+                read_at: now,
             },
         );
     }

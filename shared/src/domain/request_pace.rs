@@ -1,0 +1,137 @@
+//! How fast a connection's requests may go to RD: never more than its budget B
+//! in any 60 s, however they fall across minute boundaries (RD does not
+//! document its window; a sliding one is assumed).
+//!
+//! The generic cell rate algorithm (GCRA) with one number of state, the
+//! theoretical arrival time `tat`: a request at `now` conforms when
+//! `tat - tolerance <= now`, and moves `tat` to `max(tat, now) + emission`.
+//! At most `b = tolerance / emission + 1` requests pass at once, then one per
+//! `emission`; in any half-open window of length W at most
+//! `ceil(W / emission) + b - 1` pass. With `b = max(1, B / 5)` and
+//! `emission = ceil(60 s / (B - b + 1))` that is at most B in any 60 s: a fifth
+//! of the budget at once, and a steady `B - b + 1` a minute after it.
+
+use std::time::Duration;
+
+/// The sliding window every budget is counted over.
+pub const BUDGET_WINDOW_MS: i64 = 60_000;
+
+/// The pace of a budget of `limit` requests in any 60 s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestPace {
+    /// Time between requests once the burst is spent (ms).
+    pub emission_ms: i64,
+    /// How far ahead of `now` the arrival time may run (ms): the burst.
+    pub tolerance_ms: i64,
+}
+
+/// What a request meets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pace {
+    /// It may go; the arrival time becomes `next_tat_ms`.
+    Allowed {
+        /// The new theoretical arrival time.
+        next_tat_ms: i64,
+    },
+    /// Not yet: the first moment it would pass is `retry_after` away.
+    TooSoon {
+        /// Until then.
+        retry_after: Duration,
+    },
+}
+
+impl RequestPace {
+    /// The pace of `limit` (at least 1) requests in any 60 s.
+    pub fn of(limit: u32) -> Self {
+        let limit = i64::from(limit.max(1));
+        let burst = (limit / 5).max(1);
+        let emission_ms = (BUDGET_WINDOW_MS + (limit - burst)) / (limit - burst + 1);
+        Self {
+            emission_ms,
+            tolerance_ms: (burst - 1) * emission_ms,
+        }
+    }
+
+    /// Whether a request at `now_ms` conforms, given the stored arrival time
+    /// (`None`: no request yet).
+    pub fn meet(self, tat_ms: Option<i64>, now_ms: i64) -> Pace {
+        let tat = tat_ms.unwrap_or(now_ms).max(now_ms);
+        let earliest = tat - self.tolerance_ms;
+        if earliest > now_ms {
+            let wait_ms = u64::try_from(earliest - now_ms).unwrap_or(0);
+            return Pace::TooSoon {
+                // Whole seconds, at least one: an honest `Retry-After`.
+                retry_after: Duration::from_secs(wait_ms.div_ceil(1000).max(1)),
+            };
+        }
+        Pace::Allowed {
+            next_tat_ms: tat + self.emission_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Requests every `step_ms` (as fast as a caller may try) for ten minutes:
+    /// no 60 s window ever holds more than the limit, and the steady rate is
+    /// what the module says.
+    #[test]
+    fn no_sixty_seconds_hold_more_than_the_budget() {
+        for limit in [1, 2, 3, 5, 7, 10, 60, 119, 120, 500, 10_000] {
+            let pace = RequestPace::of(limit);
+            let mut tat = None;
+            let mut passed = Vec::new();
+            let step_ms = 7;
+            let mut now = 1_000_000;
+            while now < 1_000_000 + 10 * BUDGET_WINDOW_MS {
+                if let Pace::Allowed { next_tat_ms } = pace.meet(tat, now) {
+                    tat = Some(next_tat_ms);
+                    passed.push(now);
+                }
+                now += step_ms;
+            }
+            let mut first = 0;
+            for (last, at) in passed.iter().enumerate() {
+                while passed[first] <= at - BUDGET_WINDOW_MS {
+                    first += 1;
+                }
+                let in_window = last - first + 1;
+                assert!(
+                    in_window <= limit as usize,
+                    "limit {limit}: {in_window} in the 60 s ending at {at}"
+                );
+            }
+            let burst = (i64::from(limit) / 5).max(1);
+            let steady_per_minute = i64::from(limit) - burst + 1;
+            assert!(
+                passed.len() as i64 >= 9 * steady_per_minute,
+                "limit {limit}: only {} in ten minutes",
+                passed.len()
+            );
+        }
+    }
+
+    #[test]
+    fn a_spent_burst_says_when_the_next_request_passes() {
+        let pace = RequestPace::of(120);
+        let mut tat = None;
+        for _ in 0..24 {
+            match pace.meet(tat, 0) {
+                Pace::Allowed { next_tat_ms } => tat = Some(next_tat_ms),
+                other => panic!("the burst is 24: {other:?}"),
+            }
+        }
+        assert_eq!(
+            pace.meet(tat, 0),
+            Pace::TooSoon {
+                retry_after: Duration::from_secs(1)
+            }
+        );
+        assert!(matches!(
+            pace.meet(tat, pace.emission_ms),
+            Pace::Allowed { .. }
+        ));
+    }
+}
