@@ -5,12 +5,14 @@
 pub mod apigw;
 pub mod app;
 pub mod aws_faults;
+pub mod iam_moto;
 pub mod instrumented;
 pub mod local_run;
 pub mod logs;
 pub mod moto;
 pub mod refresh_app;
 pub mod runtime_api;
+pub mod sam_template;
 pub mod webdriver;
 
 /// RD Station's endpoints on a running sandbox.

@@ -15,6 +15,26 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::{Notify, watch};
 
+/// The function's deployable artifact from `sam build` when `LAMBDA_ARTIFACTS`
+/// names its build directory (`make test` sets it: the very `bootstrap` a deploy
+/// uploads), else `target/<profile>/<name>` beside this test's executable.
+pub fn artifact(name: &str) -> std::path::PathBuf {
+    if let Some(artifacts) = std::env::var_os("LAMBDA_ARTIFACTS") {
+        let function = match name {
+            "oauth-callback" => "OAuthCallbackFunction",
+            "api-proxy" => "ApiProxyFunction",
+            "token-refresher" => "TokenRefresherFunction",
+            other => panic!("no function builds {other}"),
+        };
+        let path = std::path::PathBuf::from(artifacts)
+            .join(function)
+            .join("bootstrap");
+        assert!(path.exists(), "{} is not built (sam build)", path.display());
+        return path;
+    }
+    crate::local_run::workspace_binary(name)
+}
+
 /// A command that runs a function's `binary` as Lambda would under `api`, with
 /// a deployed function's environment: a fresh table, secret (the sandbox's app
 /// credentials) and rescue queue on moto, and `rd` as RD Station. Callers add
@@ -66,6 +86,8 @@ pub enum Outcome {
 
 #[derive(Default)]
 struct Inner {
+    /// The function's timeout: each invocation's deadline is this after it starts.
+    timeout_ms: std::sync::atomic::AtomicU64,
     events: Mutex<VecDeque<(String, String)>>,
     arrived: Notify,
     outcomes: Mutex<Vec<(String, Outcome)>>,
@@ -81,8 +103,14 @@ pub struct RuntimeApi {
 }
 
 impl RuntimeApi {
-    /// Starts on a free loopback port.
+    /// Starts on a free loopback port, for a function whose timeout is 30 s.
     pub async fn start() -> Self {
+        Self::with_timeout(Duration::from_secs(30)).await
+    }
+
+    /// Starts on a free loopback port, for a function whose timeout is `timeout`
+    /// (each invocation's deadline).
+    pub async fn with_timeout(timeout: Duration) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("loopback");
@@ -92,6 +120,10 @@ impl RuntimeApi {
             done: Arc::new(watch::channel(0).0),
             address,
         };
+        api.inner.timeout_ms.store(
+            u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let router = Router::new()
             .route("/2018-06-01/runtime/invocation/next", get(next))
             .route(
@@ -147,7 +179,14 @@ async fn next(State(api): State<RuntimeApi>) -> Response {
         if let Some((id, body)) = queued {
             let deadline = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() + 30_000)
+                .map(|d| {
+                    d.as_millis()
+                        + u128::from(
+                            api.inner
+                                .timeout_ms
+                                .load(std::sync::atomic::Ordering::Relaxed),
+                        )
+                })
                 .unwrap_or_default();
             let mut headers = HeaderMap::new();
             let mut put = |name: &'static str, value: String| {

@@ -2,34 +2,15 @@
 //! API emulator on loopback, with real API Gateway v2 and EventBridge events,
 //! against moto and the RD Station sandbox.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use integration_tests::apigw::{self, EventRequest};
-use integration_tests::runtime_api::{Outcome, RuntimeApi, function_command};
+use integration_tests::runtime_api::{Outcome, RuntimeApi, artifact, function_command};
 use rd_sandbox::{Sandbox, SandboxConfig};
 use serde_json::{Value, json};
 use std::process::Child;
 
 const PUBLIC_BASE_URL: &str = "https://connect.example.com";
-
-/// The function's deployable artifact from `sam build` when `LAMBDA_ARTIFACTS`
-/// names its build directory (`make test` sets it: the very `bootstrap` a deploy
-/// uploads), else `target/<profile>/<name>` beside this test's executable.
-fn binary(name: &str) -> PathBuf {
-    if let Some(artifacts) = std::env::var_os("LAMBDA_ARTIFACTS") {
-        let function = match name {
-            "oauth-callback" => "OAuthCallbackFunction",
-            "api-proxy" => "ApiProxyFunction",
-            "token-refresher" => "TokenRefresherFunction",
-            other => panic!("no function builds {other}"),
-        };
-        let path = PathBuf::from(artifacts).join(function).join("bootstrap");
-        assert!(path.exists(), "{} is not built (sam build)", path.display());
-        return path;
-    }
-    integration_tests::local_run::workspace_binary(name)
-}
 
 struct Function {
     api: RuntimeApi,
@@ -50,7 +31,7 @@ async fn start(name: &str) -> (Function, rd_sandbox::RunningSandbox) {
         .await
         .expect("sandbox");
     let api = RuntimeApi::start().await;
-    let process = function_command(&binary(name), name, &api, &sandbox)
+    let process = function_command(&artifact(name), name, &api, &sandbox)
         .await
         .env("PUBLIC_BASE_URL", PUBLIC_BASE_URL)
         .env("RUST_LOG", "info")

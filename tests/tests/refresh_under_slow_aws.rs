@@ -278,7 +278,7 @@ async fn a_grant_rejected_after_a_concurrent_reconnect_returns_the_reconnected_p
 }
 
 #[tokio::test]
-async fn a_run_never_claims_a_lease_that_outlives_its_invocation() {
+async fn a_run_never_works_past_its_invocation() {
     let app = RefreshApp::start_with(slow_settings()).await;
     let mut ids = Vec::new();
     for i in 0..3 {
@@ -321,15 +321,15 @@ async fn a_run_never_claims_a_lease_that_outlives_its_invocation() {
     let returned_at = app.clock.now_ms();
     let lease_ends = app.store.claimed_lease_ends();
     assert!(!lease_ends.is_empty(), "{summary:?}");
-    // The handler keeps one second back to report the run.
-    let finish_by = deadline - 1_000;
-    for end in &lease_ends {
-        assert!(
-            *end <= finish_by,
-            "a lease claimed by the run ends {} ms too late",
-            end - finish_by
-        );
-    }
+    // A lease may run past the invocation; the work under it may not: each
+    // holder works to the earlier of its lease and the run's finish line (one
+    // second before the deadline, kept to report), and the handler returns only
+    // once every refresh it started is over.
+    assert!(
+        returned_at <= deadline,
+        "the run returned {} ms after its invocation ended",
+        returned_at - deadline
+    );
     assert!(summary.left_for_next_run >= 1, "{summary:?}");
     for id in &ids {
         let c = app.stored(id).await;

@@ -1,0 +1,407 @@
+//! Each function's deployable artifact, under the Lambda Runtime API emulator,
+//! against a moto that enforces IAM (`iam_moto`): the function runs as a user
+//! allowed exactly the actions its role in the SAM-transformed template allows,
+//! through its happy path and its fault paths. Anything the code calls that the
+//! role does not grant is refused by moto with `AccessDenied` naming the action,
+//! and the run fails with the function's log lines that say so.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use connector::clock::{Clock, SystemClock, Timestamp};
+use connector::domain::{Connection, ConnectionId, ConnectionStatus, Product, TokenPair};
+use connector::outbound::dynamodb::DynamoStore;
+use connector::outbound::rescue_queue::SqsRescueQueue;
+use connector::ports::{ConnectionStore, RescueQueue, RescuedPair};
+use connector::secret::{AccessToken, ExposeSecret, RefreshToken};
+use integration_tests::apigw::{self, Answer, EventRequest};
+use integration_tests::app::Browser;
+use integration_tests::iam_moto::{Deployed, IamMoto};
+use integration_tests::runtime_api::{Outcome, RuntimeApi, artifact};
+use integration_tests::sam_template::{role_actions, transformed};
+use rd_sandbox::{RunningSandbox, Sandbox, SandboxConfig, SandboxProduct};
+use serde_json::{Value, json};
+
+const PUBLIC_BASE_URL: &str = "https://connect.example.com";
+
+/// One function running as its role on an IAM-enforcing moto.
+struct Run {
+    moto: IamMoto,
+    deployed: Deployed,
+    sandbox: RunningSandbox,
+    api: RuntimeApi,
+    process: Child,
+    log: PathBuf,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+        integration_tests::logs::record_secrets_for_suite_scan(
+            &self.sandbox.sandbox.issued_secrets(),
+        );
+    }
+}
+
+impl Run {
+    /// Starts `function` (its Lambda timeout `timeout`) as a user allowed what
+    /// `role` allows.
+    async fn start(function: &str, role: &str, timeout: Duration) -> Self {
+        let config = SandboxConfig::default();
+        let sandbox = Sandbox::new(config.clone())
+            .spawn_local()
+            .await
+            .expect("sandbox");
+        let moto = IamMoto::start().await;
+        let deployed = moto
+            .deploy(&integration_tests::app::credentials_json(&config))
+            .await;
+        let actions = role_actions(&transformed(), role);
+        let key = moto.user_allowed(function, &actions).await;
+        moto.enforce().await;
+        let api = RuntimeApi::with_timeout(timeout).await;
+        let dir = std::env::var_os("TEST_LOG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(std::env::temp_dir);
+        let log =
+            dir.join(integration_tests::moto::unique_name(&format!("iam-{function}")) + ".log");
+        let out = std::fs::File::create(&log).expect("log file");
+        let process = Command::new(artifact(function))
+            .env("AWS_LAMBDA_RUNTIME_API", &api.address)
+            .env("AWS_LAMBDA_FUNCTION_NAME", function)
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+            .env("AWS_ENDPOINT_URL", &moto.endpoint)
+            .env("AWS_ACCESS_KEY_ID", &key.id)
+            .env("AWS_SECRET_ACCESS_KEY", &key.secret)
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_REGION", "us-east-1")
+            .env("CONNECTIONS_TABLE", &deployed.table)
+            .env("CLIENT_CREDENTIALS_SECRET", &deployed.secret)
+            .env("RESCUE_QUEUE_URL", &deployed.queue)
+            .env("EVENT_BUS_NAME", &deployed.bus)
+            .env("PUBLIC_BASE_URL", PUBLIC_BASE_URL)
+            .env("RDSTATION_API_URL", sandbox.base_url.as_str())
+            .env(
+                "RDSTATION_MARKETING_AUTHORIZE_URL",
+                sandbox.url("/auth/dialog").as_str(),
+            )
+            .env(
+                "RDSTATION_CRM_AUTHORIZE_URL",
+                sandbox.url("/oauth/authorize").as_str(),
+            )
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("the function starts");
+        Self {
+            moto,
+            deployed,
+            sandbox,
+            api,
+            process,
+            log,
+        }
+    }
+
+    /// The store, as the admin sees it.
+    fn store(&self) -> DynamoStore {
+        DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(&self.moto.sdk(&self.moto.admin)),
+            &self.deployed.table,
+        )
+    }
+
+    /// The rescue queue, as the admin sees it.
+    fn rescues(&self) -> SqsRescueQueue {
+        SqsRescueQueue::new(
+            aws_sdk_sqs::Client::new(&self.moto.sdk(&self.moto.admin)),
+            &self.deployed.queue,
+        )
+    }
+
+    async fn invoke(&self, event: Value) -> Value {
+        match self.api.invoke(&event, Duration::from_secs(60)).await {
+            Outcome::Response(body) => body,
+            Outcome::Error(error) => panic!("the function failed: {error}"),
+        }
+    }
+
+    /// An API Gateway request, answered.
+    async fn send(&self, request: &EventRequest<'_>) -> Answer {
+        let answer = self.invoke(request.event()).await;
+        apigw::answer_of(serde_json::from_value(answer).expect("an API Gateway answer"))
+    }
+
+    /// A connection stored as the connect flow would store it, with a pair the
+    /// sandbox issued; its access token expires `expires_in` from now.
+    async fn seed(&self, id: &str, product: Product, expires_in: i64) -> Connection {
+        let sandbox_product = match product {
+            Product::Marketing => SandboxProduct::Marketing,
+            Product::Crm => SandboxProduct::Crm,
+        };
+        let (access, refresh, _) = self.sandbox.sandbox.issue_pair(sandbox_product);
+        let now = SystemClock.now();
+        let connection = Connection::connected(
+            ConnectionId::parse(id).expect("valid"),
+            product,
+            TokenPair {
+                access_token: AccessToken::new(access),
+                refresh_token: RefreshToken::new(refresh),
+                access_expires_at: Timestamp(now.0 + expires_in),
+            },
+            now,
+        );
+        self.store().create(&connection).await.expect("seeded")
+    }
+
+    /// Fails naming every refusal the function met.
+    fn assert_nothing_refused(&self) {
+        let log = std::fs::read_to_string(&self.log).expect("the function's log");
+        let refused: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                l.contains("AccessDenied")
+                    || l.contains("not authorized to perform")
+                    || l.contains("InvalidClientTokenId")
+                    || l.contains("SignatureDoesNotMatch")
+            })
+            .collect();
+        assert!(
+            refused.is_empty(),
+            "the role refused what the code calls:\n{}",
+            refused.join("\n")
+        );
+    }
+}
+
+fn iam(method: &'static str, path: &str) -> EventRequest<'static> {
+    EventRequest::new(
+        apigw::IAM_AUTHORIZED,
+        method,
+        Box::leak(path.to_owned().into_boxed_str()),
+    )
+}
+
+#[tokio::test]
+async fn the_api_function_runs_on_exactly_its_role() {
+    let run = Run::start("api-proxy", "ApiProxyFunctionRole", Duration::from_secs(29)).await;
+    run.seed("crm-live", Product::Crm, 7_200).await;
+    run.seed("mkt-gone", Product::Marketing, 86_400).await;
+    let revoked = run.seed("crm-revoked", Product::Crm, -10).await;
+    assert!(
+        run.sandbox
+            .sandbox
+            .revoke(revoked.tokens.refresh_token.expose_secret())
+    );
+
+    // A proxied call (token read, budget written), then RD's 401 (a refresh).
+    let echo = "/proxy/crm-live/crm/v2/echo";
+    assert_eq!(run.send(&iam("GET", echo)).await.status, 200);
+    run.sandbox.sandbox.advance_clock(7_300);
+    let tokens = run.sandbox.sandbox.stats().token_calls;
+    let answer = run.send(&iam("GET", echo)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(run.sandbox.sandbox.stats().token_calls, tokens + 1);
+    // A dead grant: needs_reauth, and its event.
+    let answer = run
+        .send(&iam("GET", "/proxy/crm-revoked/crm/v2/echo"))
+        .await;
+    assert_eq!(answer.status, 409, "{}", answer.text());
+    // The connections API: pages, the attention index, a setting, a forced
+    // refresh, a delete with RD's revoke.
+    let mut seen = 0;
+    let mut query = "limit=1".to_owned();
+    loop {
+        let mut request = iam("GET", "/connections");
+        request.query = Box::leak(query.clone().into_boxed_str());
+        let page = run.send(&request).await;
+        assert_eq!(page.status, 200, "{}", page.text());
+        let json = page.json();
+        seen += json["connections"].as_array().expect("a list").len();
+        match json["next_cursor"].as_str() {
+            Some(cursor) => query = format!("limit=1&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, 3);
+    let mut attention = iam("GET", "/connections");
+    attention.query = "status=needs_reauth";
+    assert_eq!(
+        run.send(&attention).await.json()["connections"][0]["connection_id"],
+        "crm-revoked"
+    );
+    let mut patch = iam("PATCH", "/connections/crm-live");
+    patch.headers.push(("content-type", "application/json"));
+    patch.body = Some(
+        json!({"rate_limit_per_minute": 60})
+            .to_string()
+            .into_bytes(),
+    );
+    assert_eq!(run.send(&patch).await.status, 200);
+    assert_eq!(
+        run.send(&iam("POST", "/connections/crm-live/refresh"))
+            .await
+            .status,
+        200
+    );
+    let deleted = run.send(&iam("DELETE", "/connections/mkt-gone")).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text());
+    assert_eq!(deleted.json()["revoked_at_rd"], "revoked");
+
+    // A commit that fails (the connection deleted while RD answers): the pair
+    // goes to the rescue queue.
+    run.sandbox
+        .sandbox
+        .set_token_latency(Duration::from_millis(500));
+    let calls = run.sandbox.sandbox.stats().token_calls;
+    let refresh = iam("POST", "/connections/crm-live/refresh").event();
+    let api = run.api.clone();
+    let forced = tokio::spawn(async move { api.invoke(&refresh, Duration::from_secs(60)).await });
+    run.sandbox.sandbox.wait_for_token_calls(calls + 1).await;
+    run.store()
+        .delete(&ConnectionId::parse("crm-live").expect("valid"))
+        .await
+        .expect("deleted");
+    let _ = forced.await.expect("answered");
+    let waiting = run.rescues().receive_rescues(10).await.expect("readable");
+    assert_eq!(waiting.len(), 1, "the rotated pair was put aside");
+    run.assert_nothing_refused();
+}
+
+#[tokio::test]
+async fn the_refresher_runs_on_exactly_its_role() {
+    let run = Run::start(
+        "token-refresher",
+        "TokenRefresherFunctionRole",
+        Duration::from_secs(300),
+    )
+    .await;
+    // Due: its access token expires within the refresh margin.
+    run.seed("due", Product::Crm, 60).await;
+    // Possibly lost, with its rotated pair waiting: restored.
+    let lost = run.seed("lost", Product::Crm, 7_200).await;
+    let marked = Connection {
+        status: ConnectionStatus::PossiblyLost,
+        status_reason: Some("commit_failed".to_owned()),
+        ..lost.clone()
+    };
+    run.store().update(&marked).await.expect("marked");
+    let (access, refresh, _) = run.sandbox.sandbox.issue_pair(SandboxProduct::Crm);
+    let pair = |id: &str, spent: &Connection| RescuedPair {
+        connection_id: ConnectionId::parse(id).expect("valid"),
+        lease_id: "lease".to_owned(),
+        tokens: TokenPair {
+            access_token: AccessToken::new(access.clone()),
+            refresh_token: RefreshToken::new(refresh.clone()),
+            access_expires_at: Timestamp(SystemClock.now().0 + 7_200),
+        },
+        spent_refresh_token: spent.tokens.refresh_token.fingerprint(),
+        replaced_access_token: spent.tokens.access_token.fingerprint(),
+        rescued_at: SystemClock.now(),
+    };
+    run.rescues()
+        .put_rescue(&pair("lost", &lost))
+        .await
+        .expect("queued");
+    // A pair whose connection cannot be read (a corrupt item): handed back to
+    // the queue at once (sqs:ChangeMessageVisibility).
+    aws_sdk_dynamodb::Client::new(&run.moto.sdk(&run.moto.admin))
+        .put_item()
+        .table_name(&run.deployed.table)
+        .item(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("CONN#corrupt".to_owned()),
+        )
+        .item(
+            "sk",
+            aws_sdk_dynamodb::types::AttributeValue::S("CONN".to_owned()),
+        )
+        .item(
+            "kind",
+            aws_sdk_dynamodb::types::AttributeValue::S("connection".to_owned()),
+        )
+        .send()
+        .await
+        .expect("put");
+    run.rescues()
+        .put_rescue(&pair("corrupt", &lost))
+        .await
+        .expect("queued");
+
+    let event: Value =
+        serde_json::from_str(include_str!("../fixtures/eventbridge/scheduled-event.json"))
+            .expect("event");
+    let summary = run.invoke(event).await;
+    assert_eq!(summary["refreshed"], 1, "{summary}");
+    assert_eq!(summary["restored_from_rescue"], 1, "{summary}");
+    assert_eq!(summary["shard_errors"], 0, "{summary}");
+    let restored = run
+        .store()
+        .get(&ConnectionId::parse("lost").expect("valid"))
+        .await
+        .expect("read")
+        .expect("present");
+    assert_eq!(restored.status, ConnectionStatus::Active);
+    let log = std::fs::read_to_string(&run.log).expect("log");
+    assert!(
+        log.contains("could not restore a rescued pair"),
+        "the corrupt connection's pair met its fault path"
+    );
+    run.assert_nothing_refused();
+}
+
+#[tokio::test]
+async fn the_callback_function_runs_on_exactly_its_role() {
+    let run = Run::start(
+        "oauth-callback",
+        "OAuthCallbackFunctionRole",
+        Duration::from_secs(29),
+    )
+    .await;
+    let mut open = iam("POST", "/connect/sessions");
+    open.body = Some(
+        json!({"connection_id": "via-consent", "product": "crm"})
+            .to_string()
+            .into_bytes(),
+    );
+    let opened = run.send(&open).await;
+    assert_eq!(opened.status, 201, "{}", opened.text());
+    let connect_url =
+        url::Url::parse(opened.json()["connect_url"].as_str().expect("url")).expect("a URL");
+    let browser = Browser::default();
+    let mut link = EventRequest::new(apigw::BROWSER, "GET", connect_url.path());
+    link.cookies = browser.cookies();
+    let redirected = run.send(&link).await;
+    assert_eq!(redirected.status, 302, "{}", redirected.text());
+    browser.keep(&redirected);
+    let consent = url::Url::parse(&redirected.location()).expect("consent URL");
+    let query: std::collections::HashMap<String, String> =
+        consent.query_pairs().into_owned().collect();
+    let code = run
+        .sandbox
+        .sandbox
+        .approve_consent(SandboxProduct::Crm, &query["redirect_uri"]);
+    let back = format!(
+        "code={code}&state={}",
+        url::form_urlencoded::byte_serialize(query["state"].as_bytes()).collect::<String>()
+    );
+    let mut callback = EventRequest::new(apigw::BROWSER, "GET", "/oauth/callback");
+    callback.cookies = browser.cookies();
+    callback.query = &back;
+    callback.headers.push(("accept", "application/json"));
+    let answer = run.send(&callback).await;
+    assert!(answer.status < 400, "{}: {}", answer.status, answer.text());
+    let stored = run
+        .store()
+        .get(&ConnectionId::parse("via-consent").expect("valid"))
+        .await
+        .expect("read")
+        .expect("connected");
+    assert_eq!(stored.status, ConnectionStatus::Active);
+    run.assert_nothing_refused();
+}
