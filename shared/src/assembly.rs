@@ -32,7 +32,9 @@ use crate::ports::{
 use crate::services::caller_policy::CallerPolicy;
 use crate::services::connect::{ConnectService, PublicBase};
 use crate::services::proxy::{ProxyService, ProxySettings, TokenCache};
-use crate::services::refresh_protocol::{RefreshEngine, RefreshSettings};
+use crate::services::refresh_protocol::{
+    AWS_ATTEMPT_TIMEOUT, AWS_OPERATION_TIMEOUT, RefreshEngine, RefreshSettings,
+};
 
 /// The hard timeout of one proxied call to RD's API.
 const PROXY_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -311,10 +313,12 @@ impl Assembly {
 /// deadline as well (see `refresh_protocol::Deadline`); these bounds keep one SDK
 /// call, retries included, well inside a lease.
 pub async fn sdk_config() -> aws_config::SdkConfig {
+    // The operation timeout bounds how late a write abandoned by its caller may
+    // land: takeovers wait it out (RefreshSettings::late_write_bound).
     let timeouts = aws_config::timeout::TimeoutConfig::builder()
         .connect_timeout(Duration::from_secs(2))
-        .operation_attempt_timeout(Duration::from_secs(3))
-        .operation_timeout(Duration::from_secs(8))
+        .operation_attempt_timeout(AWS_ATTEMPT_TIMEOUT)
+        .operation_timeout(AWS_OPERATION_TIMEOUT)
         .build();
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .timeout_config(timeouts)

@@ -35,11 +35,33 @@ impl OneShot {
     }
 
     async fn play(&self) {
-        let delay = self.0.lock().expect("lock").take();
+        let delay = self.take();
         if let Some(delay) = delay {
             tokio::time::sleep(delay).await;
         }
     }
+
+    fn take(&self) -> Option<Duration> {
+        self.0.lock().expect("lock").take()
+    }
+}
+
+/// Runs `write` `delay` from now in a task of its own, and waits for it: a
+/// caller that gives up first (its deadline came) abandons the wait, not the
+/// write, which lands late as an abandoned AWS write may. `landed` counts it.
+async fn land_late<T: Send + 'static>(
+    delay: Duration,
+    landed: Arc<tokio::sync::watch::Sender<u64>>,
+    write: impl std::future::Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let result = write.await;
+        landed.send_modify(|n| *n += 1);
+        result
+    })
+    .await
+    .unwrap_or_else(|e| Err(StoreError::Unavailable(e.to_string())))
 }
 
 fn throttled() -> StoreError {
@@ -67,6 +89,10 @@ pub struct InstrumentedStore {
     slow_claim_answer: Arc<OneShot>,
     slow_commit: Arc<OneShot>,
     slow_update: Arc<OneShot>,
+    late_commit: Arc<OneShot>,
+    late_update: Arc<OneShot>,
+    /// Late writes landed so far (see [`InstrumentedStore::land_late_next_commit`]).
+    pub landed_late: Arc<tokio::sync::watch::Sender<u64>>,
     claims: Arc<tokio::sync::watch::Sender<u64>>,
     lease_ends: Arc<Mutex<Vec<i64>>>,
 }
@@ -84,6 +110,9 @@ impl InstrumentedStore {
             slow_claim_answer: Arc::default(),
             slow_commit: Arc::default(),
             slow_update: Arc::default(),
+            late_commit: Arc::default(),
+            late_update: Arc::default(),
+            landed_late: Arc::new(tokio::sync::watch::channel(0).0),
             claims: Arc::new(tokio::sync::watch::channel(0).0),
             lease_ends: Arc::default(),
         }
@@ -110,6 +139,25 @@ impl InstrumentedStore {
     /// is made.
     pub fn slow_next_update(&self, delay: Duration) {
         self.slow_update.set(delay);
+    }
+
+    /// The next write under a lease (a commit) is made `delay` from now, whether
+    /// or not its caller is still waiting then.
+    pub fn land_late_next_commit(&self, delay: Duration) {
+        self.late_commit.set(delay);
+    }
+
+    /// The next plain update (a status write) is made `delay` from now, whether or
+    /// not its caller is still waiting then.
+    pub fn land_late_next_update(&self, delay: Duration) {
+        self.late_update.set(delay);
+    }
+
+    /// Resolves once at least `count` late writes have landed (this store's and
+    /// any queue sharing `landed_late`).
+    pub async fn wait_for_late_landings(&self, count: u64) {
+        let mut watch = self.landed_late.subscribe();
+        let _ = watch.wait_for(|n| *n >= count).await;
     }
 
     /// Resolves once at least `count` lease claims have landed.
@@ -151,6 +199,14 @@ impl ConnectionStore for InstrumentedStore {
     }
 
     async fn update(&self, connection: &Connection) -> Result<Connection, StoreError> {
+        if let Some(delay) = self.late_update.take() {
+            self.write();
+            let (inner, c) = (self.inner.clone(), connection.clone());
+            return land_late(delay, self.landed_late.clone(), async move {
+                inner.update(&c).await
+            })
+            .await;
+        }
         self.slow_update.play().await;
         self.write();
         if self.fail_updates.load(Ordering::SeqCst) {
@@ -198,6 +254,14 @@ impl ConnectionStore for InstrumentedStore {
         connection: &Connection,
         lease_id: &str,
     ) -> Result<Connection, StoreError> {
+        if let Some(delay) = self.late_commit.take() {
+            self.write();
+            let (inner, c, lease) = (self.inner.clone(), connection.clone(), lease_id.to_owned());
+            return land_late(delay, self.landed_late.clone(), async move {
+                inner.update_holding_lease(&c, &lease).await
+            })
+            .await;
+        }
         self.slow_commit.play().await;
         self.write();
         if self.fail_commits.load(Ordering::SeqCst) {
@@ -236,6 +300,8 @@ pub struct InstrumentedQueue {
     /// While true, every put fails as an unreachable SQS would.
     pub fail_puts: Arc<AtomicBool>,
     received: Arc<tokio::sync::watch::Sender<u64>>,
+    late_put: Arc<OneShot>,
+    landed_late: Arc<std::sync::Mutex<Option<Arc<tokio::sync::watch::Sender<u64>>>>>,
 }
 
 impl InstrumentedQueue {
@@ -245,7 +311,20 @@ impl InstrumentedQueue {
             inner: Arc::new(inner),
             fail_puts: Arc::default(),
             received: Arc::new(tokio::sync::watch::channel(0).0),
+            late_put: Arc::default(),
+            landed_late: Arc::default(),
         }
+    }
+
+    /// The next put is made `delay` from now, whether or not its caller is still
+    /// waiting then; its landing counts in `landed` (a store's `landed_late`).
+    pub fn land_late_next_put(
+        &self,
+        delay: Duration,
+        landed: Arc<tokio::sync::watch::Sender<u64>>,
+    ) {
+        self.late_put.set(delay);
+        *self.landed_late.lock().expect("lock") = Some(landed);
     }
 
     /// Resolves once at least `count` pairs have been received (by any drain).
@@ -263,6 +342,21 @@ impl InstrumentedQueue {
 #[async_trait]
 impl RescueQueue for InstrumentedQueue {
     async fn put_rescue(&self, rescue: &RescuedPair) -> Result<(), StoreError> {
+        if let Some(delay) = self.late_put.take() {
+            let landed = self
+                .landed_late
+                .lock()
+                .expect("lock")
+                .clone()
+                .unwrap_or_else(|| Arc::new(tokio::sync::watch::channel(0).0));
+            let (inner, rescue) = (self.inner.clone(), rescue.clone());
+            return land_late(
+                delay,
+                landed,
+                async move { inner.put_rescue(&rescue).await },
+            )
+            .await;
+        }
         if self.fail_puts.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable(
                 "rescue queue: injected by the test".to_owned(),

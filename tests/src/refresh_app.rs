@@ -12,6 +12,7 @@ use connector::outbound::credentials::SecretsManagerCredentials;
 use connector::outbound::dynamodb::DynamoStore;
 use connector::outbound::events::RecordingPublisher;
 use connector::outbound::memory::MemoryStore;
+use connector::outbound::rescue_queue::SqsRescueQueue;
 use connector::ports::{ClientCredentials, ConnectionStore, EventKind, ServiceEvent};
 use connector::secret::{AccessToken, AuthCode, ClientSecret, ExposeSecret, RefreshToken};
 use connector::services::caller_policy::CallerPolicy;
@@ -49,20 +50,30 @@ pub struct RefreshApp {
     pub sandbox_config: SandboxConfig,
     /// The credentials secret on moto.
     pub secret_name: String,
+    /// The connections table on moto.
+    pub table_name: String,
+    /// The rescue queue on moto.
+    pub queue_url: String,
 }
 
 /// Protocol timing for tests: T = 500 ms, commit budget 700 ms, skew allowance
 /// 200 ms, L = 2 s (short, so held calls and dead holders play out quickly), and
-/// accepted by the same check the service applies; RD-like backoff otherwise.
+/// accepted by the same check the service applies; a dead holder's late writes
+/// are waited out for 1 s after its lease; RD-like backoff otherwise.
 pub fn test_settings() -> RefreshSettings {
-    RefreshSettings::new(LeaseTiming {
+    let mut settings = RefreshSettings::new(LeaseTiming {
         token_timeout: Duration::from_millis(500),
         commit_budget: Duration::from_millis(700),
         lease: Duration::from_secs(2),
         clock_skew: Duration::from_millis(200),
     })
-    .expect("valid timing")
+    .expect("valid timing");
+    settings.late_write_bound = LATE_WRITE_BOUND;
+    settings
 }
+
+/// How long after a dead holder's lease its writes may still land, in tests.
+pub const LATE_WRITE_BOUND: Duration = Duration::from_secs(1);
 
 /// The sandbox product matching a service product.
 pub fn sandbox_product(product: Product) -> SandboxProduct {
@@ -93,8 +104,11 @@ impl RefreshApp {
             .await
             .expect("sandbox");
         let table = table.with_due_policy(settings.due.clone());
+        let table_name = table.table().to_owned();
         let store = InstrumentedStore::new(table.clone());
-        let rescues = InstrumentedQueue::new(moto::fresh_rescue_queue().await);
+        let queue = moto::fresh_rescue_queue().await;
+        let queue_url = queue.queue_url().to_owned();
+        let rescues = InstrumentedQueue::new(queue);
         let secret_name = moto::create_secret(&crate::app::credentials_json(&sandbox_config)).await;
         let credentials = SlowCredentials::new(SecretsManagerCredentials::new(
             moto::secretsmanager().await,
@@ -140,7 +154,40 @@ impl RefreshApp {
             clock,
             sandbox_config,
             secret_name,
+            table_name,
+            queue_url,
         }
+    }
+
+    /// Another instance of the service over the same table, queue and secret, as
+    /// a second Lambda environment would be: SDK clients, rescue gate, credential
+    /// cache and engine of its own (no test instrumentation), the same clock and
+    /// event recorder.
+    pub async fn second_instance(&self) -> RefreshEngine {
+        let sdk = moto::sdk_config().await;
+        let store = Arc::new(
+            DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &self.table_name)
+                .with_due_policy(self.assembly.settings().refresh.due.clone()),
+        );
+        let parts = Parts {
+            connections: store.clone(),
+            sessions: Arc::new(MemoryStore::new()),
+            rescues: Arc::new(SqsRescueQueue::new(
+                aws_sdk_sqs::Client::new(sdk),
+                &self.queue_url,
+            )),
+            credentials: Arc::new(SecretsManagerCredentials::new(
+                aws_sdk_secretsmanager::Client::new(sdk),
+                &self.secret_name,
+            )),
+            events: self.events.clone(),
+            clock: Arc::new(self.clock.clone()),
+            rate_budget: store.clone(),
+            run_lock: store,
+        };
+        Assembly::new(parts, self.assembly.settings().clone())
+            .expect("client")
+            .refresh_engine()
     }
 
     /// Connects `id` for `product` as the connect flow would: a code from the

@@ -15,7 +15,7 @@ use connector::secret::ExposeSecret;
 use connector::services::refresh_protocol::{
     LeaseTiming, RefreshFailure, RefreshRequest, RefreshSettings, Refreshed,
 };
-use integration_tests::refresh_app::RefreshApp;
+use integration_tests::refresh_app::{LATE_WRITE_BOUND, RefreshApp};
 use lambda_runtime::{Context, LambdaEvent};
 
 /// Seconds until a fresh CRM pair (2 h) is inside the 15-minute margin.
@@ -28,13 +28,15 @@ const RD_LATENCY: Duration = Duration::from_millis(800);
 /// T = 1 s, commit budget 1 s, skew allowance 0.5 s, L = 3 s: accepted by the
 /// same check the service applies at load.
 fn slow_settings() -> RefreshSettings {
-    RefreshSettings::new(LeaseTiming {
+    let mut settings = RefreshSettings::new(LeaseTiming {
         token_timeout: Duration::from_secs(1),
         commit_budget: Duration::from_secs(1),
         lease: Duration::from_secs(3),
         clock_skew: Duration::from_millis(500),
     })
-    .expect("a timing the service accepts")
+    .expect("a timing the service accepts");
+    settings.late_write_bound = LATE_WRITE_BOUND;
+    settings
 }
 
 async fn due_crm_connection(app: &RefreshApp, id: &str) -> String {
@@ -105,9 +107,17 @@ async fn a_claim_answered_past_its_lease_does_not_call_rd() {
     app.store.slow_next_claim_answer(PAST_THE_LEASE);
     let first = spawn_refresh(&app, "slow-claim");
     app.store.wait_for_claims(1).await;
-    // Waits for the first worker's lease, then takes it once it has expired.
+    // Waits for the first worker's lease; once it has expired, the first
+    // worker's writes may still land (it may have rotated, for all the second
+    // knows): it backs off until they would have, then takes over.
     let second = app.refresh("slow-claim", RefreshRequest::default()).await;
+    assert!(
+        matches!(second, Err(RefreshFailure::BackingOff { .. })),
+        "{second:?}"
+    );
     let first = first.await.expect("joined");
+    app.advance(LATE_WRITE_BOUND.as_secs() as i64);
+    let second = app.refresh("slow-claim", RefreshRequest::default()).await;
 
     assert!(matches!(second, Ok(Refreshed::Rotated(_))), "{second:?}");
     assert!(matches!(first, Err(RefreshFailure::OutOfTime)), "{first:?}");
@@ -162,6 +172,53 @@ async fn a_commit_slowed_past_the_lease_is_rescued_before_the_lease_ends() {
     }
     assert_single_spend(&app, "slow-commit", calls + 1).await;
     assert!(app.rescues.peek().await.is_empty());
+}
+
+/// The probe of a holder whose commit, rescue put and status write are each
+/// abandoned at its deadline and applied by AWS afterwards (2.5 s after being
+/// sent; the lease is 3 s, the late-write bound 3 s). A second instance (its own
+/// clients and gate) arrives as the lease ends: it must neither look for a
+/// rescued pair nor present the token before the holder's writes could have
+/// landed; once they have, it finds the connection refreshed, the spent token
+/// having been presented once. (Before: it took over at the lease's end, found
+/// no pair yet, and presented the spent token: the connection's only hope was
+/// the late put and the next run.)
+#[tokio::test]
+async fn a_holder_whose_writes_land_after_its_lease_is_not_taken_over_too_soon() {
+    let mut settings = slow_settings();
+    settings.late_write_bound = Duration::from_secs(3);
+    let app = RefreshApp::start_with(settings).await;
+    let spent = due_crm_connection(&app, "late-writes").await;
+    let calls = app.sandbox.sandbox.stats().token_calls;
+    let other = app.second_instance().await;
+
+    let late = Duration::from_millis(2_500);
+    app.store.land_late_next_commit(late);
+    app.rescues
+        .land_late_next_put(late, app.store.landed_late.clone());
+    app.store.land_late_next_update(late);
+    let holder = app.refresh("late-writes", RefreshRequest::default()).await;
+    assert!(holder.is_err(), "every write was abandoned: {holder:?}");
+    // Arrives while the lease is live: waits for it, then for the late writes.
+    let id = ConnectionId::parse("late-writes").expect("valid");
+    let early = other.refresh(&id, RefreshRequest::default()).await;
+    assert!(
+        matches!(early, Err(RefreshFailure::BackingOff { .. })),
+        "{early:?}"
+    );
+    assert_eq!(
+        app.sandbox.sandbox.refresh_calls_for(&spent),
+        1,
+        "the spent token was presented again"
+    );
+    // The three late writes land; the bound passes.
+    app.store.wait_for_late_landings(3).await;
+    app.advance(3);
+    let later = other.refresh(&id, RefreshRequest::default()).await;
+    assert!(later.is_ok(), "{later:?}");
+    app.run().await;
+    assert_eq!(app.sandbox.sandbox.refresh_calls_for(&spent), 1);
+    assert_single_spend(&app, "late-writes", calls + 1).await;
 }
 
 /// Commit and status write both fail: the item is left `active` with the spent

@@ -28,6 +28,11 @@ impl SqsRescueQueue {
             queue_url: queue_url.into(),
         }
     }
+
+    /// The queue's URL.
+    pub fn queue_url(&self) -> &str {
+        &self.queue_url
+    }
 }
 
 /// The message body. Only this module sees the tokens in plain text.

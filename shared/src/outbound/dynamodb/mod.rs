@@ -53,6 +53,11 @@ impl DynamoStore {
         }
     }
 
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
     /// Keys of every item in one due-index partition due at or before `now`.
     async fn query_due_keys(
         &self,

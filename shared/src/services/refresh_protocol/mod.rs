@@ -11,6 +11,11 @@
 //!    queue at once), RD is not called either: the token may be spent. Looks at the
 //!    queue go one at a time in a process ([`RefreshEngine::rescue_gate`]), and a
 //!    refresh that looked holds the gate until its lease is claimed.
+//!    A worker taking over from a holder that may have rotated (an expired lease
+//!    whose intent names the stored token) first waits out the holder's late
+//!    writes: until the lease's end plus [`RefreshSettings::late_write_bound`]
+//!    it backs off, since a commit, rescued pair or status write the holder gave
+//!    up on may still land ([`RefreshFailure::BackingOff`]).
 //! 2. Read the client credentials, *then* claim a lease with one conditional write
 //!    (the version read, and no live lease), recording the intent: the fingerprint
 //!    of the refresh token about to be spent. The lease runs L from the moment the
@@ -55,7 +60,10 @@ use rand::Rng;
 
 pub use backoff::delay_after;
 pub use deadline::Deadline;
-pub use settings::{CLAIM_ALLOWANCE, LeaseTiming, LeaseTooShort, RefreshSettings};
+pub use settings::{
+    AWS_ATTEMPT_TIMEOUT, AWS_OPERATION_TIMEOUT, CLAIM_ALLOWANCE, LeaseTiming, LeaseTooShort,
+    RefreshSettings,
+};
 
 use crate::clock::{Clock, Timestamp};
 use crate::domain::{
@@ -365,6 +373,13 @@ impl RefreshEngine {
             // (nor hold the rescue gate below).
             let credentials = self.credentials.credentials(current.product).await?;
             let mut held_gate = None;
+            if let Some(until) = self.late_writes_may_land(&current, now_ms) {
+                // The previous holder may have rotated and given up on its writes
+                // (commit, rescued pair, status) at its deadline; AWS may still
+                // apply them. Neither a look for its pair nor RD before they land.
+                tracing::info!(connection_id = %id, "waiting out a previous holder's late writes");
+                return Err(RefreshFailure::BackingOff { until });
+            }
             if intent_names_current_token(&current) {
                 // Taking over from a holder that may have been issued a new pair and
                 // failed to store it: if it saved the pair, that pair is the
@@ -457,6 +472,18 @@ impl RefreshEngine {
             ambiguous_history,
             deadline,
         })
+    }
+
+    /// Until when a takeover must wait, if `current` was left by a holder whose
+    /// lease ended less than the late-write bound ago with an intent naming the
+    /// stored token (it may have rotated, and its writes may still land).
+    fn late_writes_may_land(&self, current: &Connection, now_ms: i64) -> Option<Timestamp> {
+        let lease = current.lease.as_ref()?;
+        if !intent_names_current_token(current) {
+            return None;
+        }
+        let safe_ms = lease.deadline_ms + self.settings.late_write_bound.as_millis() as i64;
+        (now_ms < safe_ms).then(|| Timestamp(safe_ms.div_euclid(1000) + 1))
     }
 
     /// Whether the holder may still call RD: the call and everything after it must

@@ -22,6 +22,16 @@ pub struct LeaseTiming {
     pub clock_skew: Duration,
 }
 
+/// The longest one call to AWS may take, retries included: every AWS client of
+/// the service is built with it as its operation timeout (each attempt 3 s).
+/// A write its caller gave up on may still land at AWS, but within this of
+/// being sent or never: the bound a takeover waits out (see
+/// [`RefreshSettings::late_write_bound`]).
+pub const AWS_OPERATION_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// The longest one attempt of an AWS call may take.
+pub const AWS_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// What a lease must hold beyond T, the commit budget and the skew allowance:
 /// the claim's own round trip and the look for a rescued pair both come out of
 /// the lease before RD may be called. A lease of exactly T + commit budget +
@@ -58,6 +68,11 @@ pub struct RefreshSettings {
     /// Consecutive failures without a clear answer after which a connection is
     /// flagged `refresh_failing` (it stays active; see the module docs).
     pub failing_after: u32,
+    /// How long after a holder's lease ended its abandoned writes (its commit,
+    /// its rescued pair, its status) may still land: a worker taking over from a
+    /// holder that may have rotated waits this out before it looks for a rescued
+    /// pair or presents the token. [`AWS_OPERATION_TIMEOUT`] in a deployment.
+    pub late_write_bound: Duration,
 }
 
 /// Timing that would let two workers hold one refresh token at once.
@@ -91,6 +106,7 @@ impl RefreshSettings {
             ambiguous_retry_min: Duration::from_secs(60),
             wait_step: (Duration::from_millis(25), Duration::from_millis(500)),
             failing_after: 6,
+            late_write_bound: AWS_OPERATION_TIMEOUT,
         }
     }
 
