@@ -146,6 +146,7 @@ impl Run {
         };
         let (access, refresh, _) = self.sandbox.sandbox.issue_pair(sandbox_product);
         let now = SystemClock.now();
+        // Connected ten minutes ago: a 401 to its token is not to a pair just issued.
         let connection = Connection::connected(
             ConnectionId::parse(id).expect("valid"),
             product,
@@ -154,7 +155,7 @@ impl Run {
                 refresh_token: RefreshToken::new(refresh),
                 access_expires_at: Timestamp(now.0 + expires_in),
             },
-            now,
+            Timestamp(now.0 - 600),
         );
         self.store().create(&connection).await.expect("seeded")
     }

@@ -157,6 +157,9 @@ async fn a_token_expired_at_rd_is_refreshed_once_and_the_call_retried_once() {
     assert_eq!(call(&router, "GET", &path, "").await.status, 200);
     // RD's clock passes the token's expiry; the service still thinks it is fresh.
     app.sandbox.sandbox.advance_clock(7_300);
+    // A refusal of a pair issued moments ago is not expiry: time passes for us too.
+    app.clock
+        .advance(connector::services::proxy::REFUSAL_COOLDOWN_SECONDS);
     let (tokens, api) = (
         app.sandbox.sandbox.stats().token_calls,
         app.sandbox.sandbox.stats().api_calls,
@@ -167,11 +170,28 @@ async fn a_token_expired_at_rd_is_refreshed_once_and_the_call_retried_once() {
     assert_eq!(stats.token_calls, tokens + 1, "exactly one refresh");
     assert_eq!(stats.api_calls, api + 2, "the 401 and one retry");
 
-    // A second 401 goes back to the caller as it is.
+    // A 401 to the pair just issued goes back to the caller as it is, with no
+    // rotation (it is not expiry). (Before: every 401 rotated the pair again.)
+    let (tokens, api) = (
+        app.sandbox.sandbox.stats().token_calls,
+        app.sandbox.sandbox.stats().api_calls,
+    );
+    let answer = call(&router, "GET", &path, "status=401").await;
+    assert_eq!(answer.status, 401);
+    assert_eq!(app.sandbox.sandbox.stats().api_calls, api + 1);
+    assert_eq!(
+        app.sandbox.sandbox.stats().token_calls,
+        tokens,
+        "no rotation"
+    );
+    // Later, a 401 refreshes once; a second 401 goes back as it is.
+    app.clock
+        .advance(connector::services::proxy::REFUSAL_COOLDOWN_SECONDS);
     let api = app.sandbox.sandbox.stats().api_calls;
     let answer = call(&router, "GET", &path, "status=401").await;
     assert_eq!(answer.status, 401);
     assert_eq!(app.sandbox.sandbox.stats().api_calls, api + 2);
+    assert_eq!(app.sandbox.sandbox.stats().token_calls, tokens + 1);
     assert_no_secret_in(&app, &[&answer]);
 }
 
@@ -192,6 +212,9 @@ async fn a_401_with_too_little_invocation_left_claims_no_lease() {
     assert_eq!(call(&router, "GET", &path, "").await.status, 200);
     // RD's clock passes the token's expiry; the service still thinks it is fresh.
     app.sandbox.sandbox.advance_clock(7_300);
+    // A refusal of a pair issued moments ago is not expiry: time passes for us too.
+    app.clock
+        .advance(connector::services::proxy::REFUSAL_COOLDOWN_SECONDS);
     let before = app.stored("late").await;
     let tokens = app.sandbox.sandbox.stats().token_calls;
     let ending_in = |ms: i64| {
@@ -265,6 +288,9 @@ async fn fifty_callers_meeting_a_401_together_cost_one_token_call() {
     let path = echo_path(Product::Crm, "crowd");
     assert_eq!(call(&router, "GET", &path, "").await.status, 200);
     app.sandbox.sandbox.advance_clock(7_300);
+    // A refusal of a pair issued moments ago is not expiry: time passes for us too.
+    app.clock
+        .advance(connector::services::proxy::REFUSAL_COOLDOWN_SECONDS);
     let tokens = app.sandbox.sandbox.stats().token_calls;
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..50 {
@@ -295,6 +321,8 @@ async fn a_stale_cached_token_after_another_instance_refreshed_costs_no_token_ca
     assert_eq!(refreshed.status, 200, "{}", refreshed.text());
     // ...and RD then refuses the first instance's cached token.
     app.sandbox.sandbox.advance_clock(200);
+    app.clock
+        .advance(connector::services::proxy::REFUSAL_COOLDOWN_SECONDS);
     let tokens = app.sandbox.sandbox.stats().token_calls;
     let answer = call(&first, "GET", &path, "").await;
     assert_eq!(answer.status, 200, "{}", answer.text());
@@ -459,6 +487,30 @@ fn busiest_minute(accepted: &[i64]) -> usize {
 /// Four instances, 200 requests at once: the burst (a fifth of RD's 120) passes,
 /// the rest get our 429 with an honest `Retry-After`, and RD sees only what
 /// passed.
+/// One product's token on the other product's API: RD would refuse it with a
+/// 401 every time, each costing a refresh. Refused here, RD not called.
+/// (Before: a token call per request.)
+#[tokio::test]
+async fn a_call_to_the_other_products_api_is_refused_without_a_token_call() {
+    let app = RefreshApp::start().await;
+    app.connect("crm-only", Product::Crm).await;
+    app.connect("mkt-only", Product::Marketing).await;
+    let router = instance(&app);
+    let before = app.sandbox.sandbox.stats();
+    for path in [
+        "/proxy/crm-only/platform/contacts",
+        "/proxy/crm-only/PLATFORM/contacts/email:a@b.com",
+        "/proxy/mkt-only/crm/v2/contacts",
+    ] {
+        let answer = call(&router, "GET", path, "").await;
+        assert_eq!(answer.status, 400, "{path}: {}", answer.text());
+        assert_eq!(answer.error_code(), "wrong_product");
+    }
+    let after = app.sandbox.sandbox.stats();
+    assert_eq!(after.api_calls, before.api_calls);
+    assert_eq!(after.token_calls, before.token_calls);
+}
+
 #[tokio::test]
 async fn the_rate_budget_holds_across_instances() {
     let app = RefreshApp::start().await;

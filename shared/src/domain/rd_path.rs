@@ -129,6 +129,18 @@ impl RdPath {
         })
     }
 
+    /// Whether the path is on the other product's API than `product`'s: RD
+    /// serves Marketing under `platform/` and CRM v2 under `crm/`, and one
+    /// product's token is refused (a 401) by the other's API every time.
+    pub fn belongs_to_other_product_than(&self, product: crate::domain::Product) -> bool {
+        let first = self.path.split('/').next().unwrap_or_default();
+        let other = match product {
+            crate::domain::Product::Marketing => "crm",
+            crate::domain::Product::Crm => "platform",
+        };
+        first.eq_ignore_ascii_case(other)
+    }
+
     /// What a log line may show of this path (see [`PathTemplate`]).
     pub fn template(&self) -> PathTemplate<'_> {
         PathTemplate(&self.path)

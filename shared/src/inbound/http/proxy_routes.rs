@@ -196,6 +196,17 @@ fn failure_response(failure: ProxyFailure) -> Response {
             )
             .into_response()
         }
+        ProxyFailure::WrongProduct { product } => {
+            let (mine, other) = match product {
+                crate::domain::Product::Marketing => ("Marketing", "CRM (crm/…)"),
+                crate::domain::Product::Crm => ("CRM", "Marketing (platform/…)"),
+            };
+            ApiError::bad_request(
+                "wrong_product",
+                format!("this is a {mine} connection; RD Station's {other} API needs a connection of that product"),
+            )
+            .into_response()
+        }
         ProxyFailure::OutOfTime => {
             tracing::warn!("a proxied request ran out of its invocation's time");
             ApiError::new(

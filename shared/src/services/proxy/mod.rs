@@ -126,6 +126,12 @@ pub enum ProxyFailure {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The path is on the other product's API: its token would be refused.
+    #[error("the path is on another product's API than the connection's ({product})")]
+    WrongProduct {
+        /// The connection's product.
+        product: crate::domain::Product,
+    },
     /// The invocation would end before the request could be completed (a
     /// refresh could not start safely, or RD had not answered in time).
     #[error("the request could not be completed before the invocation ends")]
@@ -173,6 +179,10 @@ fn retry_after(headers: &HeaderMap, now_ms: i64) -> Option<Duration> {
     Some(at.duration_since(now).unwrap_or_default())
 }
 
+/// A 401 to a token whose pair RD issued less than this long ago (seconds) is
+/// passed back to the caller rather than answered with another rotation.
+pub const REFUSAL_COOLDOWN_SECONDS: i64 = 60;
+
 /// The time limits of one request, on the service clock (ms since the epoch).
 #[derive(Clone, Copy, Debug)]
 struct Times {
@@ -218,6 +228,14 @@ impl ProxyService {
             finish_by_ms.map_or(budget_end, |end| end.min(budget_end))
         };
         let (cached, mut refreshed) = self.token(id, finish_by_ms).await?;
+        if request.path.belongs_to_other_product_than(cached.product) {
+            // RD would answer 401 to every such call, and each 401 would cost a
+            // refresh: refuse it here, without calling RD.
+            return Err(ProxyFailure::WrongProduct {
+                product: cached.product,
+            });
+        }
+        let issued_at = cached.issued_at;
         let mut limit = cached
             .rate_limit_per_minute
             .or(self.settings.rate_limit_per_minute);
@@ -239,9 +257,13 @@ impl ProxyService {
         let mut proxied = self
             .send(id, &mut upstream, idempotent, &mut limit, times)
             .await?;
-        if proxied.response.status == StatusCode::UNAUTHORIZED {
+        let fresh = self.engine.clock.now().0 - issued_at.0 < REFUSAL_COOLDOWN_SECONDS;
+        if proxied.response.status == StatusCode::UNAUTHORIZED && !fresh {
             // Every 401 alike (Marketing may say "expired" only in a remapped
             // header; CRM says nothing): refresh, then try exactly once more.
+            // Not for a pair issued moments ago: RD refusing it is not expiry
+            // (a revoked app, a permission), and another rotation would not help;
+            // its 401 goes back to the caller.
             let refused = upstream.access_token.clone();
             upstream.access_token = self.replace_refused(id, refused, finish_by_ms).await?;
             refreshed = true;

@@ -16,7 +16,7 @@ use std::sync::Mutex;
 use lru::LruCache;
 
 use crate::clock::Timestamp;
-use crate::domain::{Connection, ConnectionId};
+use crate::domain::{Connection, ConnectionId, Product};
 use crate::secret::AccessToken;
 
 #[derive(Clone)]
@@ -25,6 +25,8 @@ struct Entry {
     version: u64,
     expires_at: Timestamp,
     rate_limit_per_minute: Option<u32>,
+    product: Product,
+    issued_at: Timestamp,
     /// When the store last confirmed it.
     read_at: Timestamp,
 }
@@ -36,6 +38,10 @@ pub struct CachedToken {
     pub token: AccessToken,
     /// The connection's own request budget, if it has one.
     pub rate_limit_per_minute: Option<u32>,
+    /// Which API the token is for.
+    pub product: Product,
+    /// When RD issued the pair the token belongs to.
+    pub issued_at: Timestamp,
 }
 
 impl CachedToken {
@@ -44,6 +50,8 @@ impl CachedToken {
         Self {
             token: connection.tokens.access_token.clone(),
             rate_limit_per_minute: connection.rate_limit_per_minute,
+            product: connection.product,
+            issued_at: connection.refresh_token_issued_at,
         }
     }
 }
@@ -96,6 +104,8 @@ impl TokenCache {
                 Some(CachedToken {
                     token: e.token.clone(),
                     rate_limit_per_minute: e.rate_limit_per_minute,
+                    product: e.product,
+                    issued_at: e.issued_at,
                 })
             }
             Some(_) => {
@@ -130,6 +140,8 @@ impl TokenCache {
                 version: connection.version,
                 expires_at: connection.tokens.access_expires_at,
                 rate_limit_per_minute: connection.rate_limit_per_minute,
+                product: connection.product,
+                issued_at: connection.refresh_token_issued_at,
                 read_at: now,
             },
         );
