@@ -221,6 +221,42 @@ async fn a_holder_whose_writes_land_after_its_lease_is_not_taken_over_too_soon()
     assert_single_spend(&app, "late-writes", calls + 1).await;
 }
 
+/// A possibly lost connection whose pair another look restores while this
+/// refresh waits for the rescue gate: the refresh reports the connection as it
+/// is stored then (active), not as it read it before waiting, so a run's
+/// summary (which feeds the "connections need a person" alarm) does not count
+/// it as lost. (Before: PossiblyLost with the stale read.)
+#[tokio::test]
+async fn a_connection_restored_by_another_look_is_not_reported_lost() {
+    let app = RefreshApp::start().await;
+    app.connect("found-meanwhile", Product::Crm).await;
+    app.advance(CRM_NEARLY_EXPIRED);
+    app.store.fail_commits.store(true, Ordering::SeqCst);
+    let outcome = app
+        .refresh("found-meanwhile", RefreshRequest::default())
+        .await;
+    app.store.fail_commits.store(false, Ordering::SeqCst);
+    assert!(
+        matches!(outcome, Err(RefreshFailure::PossiblyLost(_))),
+        "{outcome:?}"
+    );
+    assert_eq!(app.rescues.peek().await.len(), 1);
+    // A drain takes the pair and restores it slowly, holding the gate.
+    app.store.slow_next_update(Duration::from_millis(500));
+    let engine = app.engine.clone();
+    let drain = tokio::spawn(async move { engine.drain_rescues().await });
+    app.rescues.wait_for_received(1).await;
+    let refreshed = app
+        .refresh("found-meanwhile", RefreshRequest::default())
+        .await;
+    let drained = drain.await.expect("joined");
+    assert_eq!(drained.restored.len(), 1);
+    assert!(
+        matches!(refreshed, Ok(Refreshed::ByOtherWorker(ref c)) if c.status == ConnectionStatus::Active),
+        "{refreshed:?}"
+    );
+}
+
 /// Commit and status write both fail: the item is left `active` with the spent
 /// token and an expired lease whose intent names it.
 async fn rotate_with_table_unavailable(app: &RefreshApp, id: &str) -> String {

@@ -323,7 +323,16 @@ impl RefreshEngine {
                     return match self.restore_rescued(id).await {
                         RescueCheck::Restored(restored) => Ok(Refreshed::Restored(*restored)),
                         RescueCheck::NoneWaiting | RescueCheck::Unsure => {
-                            Err(RefreshFailure::PossiblyLost(Box::new(current)))
+                            // Another look (a drain that held the pair while this one
+                            // waited for the gate) may have restored it meanwhile:
+                            // what counts is the connection as stored now.
+                            match self.store.get(id).await? {
+                                Some(now) if now.status == ConnectionStatus::Active => {
+                                    Ok(Refreshed::ByOtherWorker(now))
+                                }
+                                Some(now) => Err(RefreshFailure::PossiblyLost(Box::new(now))),
+                                None => Err(RefreshFailure::NotFound),
+                            }
                         }
                     };
                 }
