@@ -164,9 +164,16 @@ impl RefreshApp {
     /// cache and engine of its own (no test instrumentation), the same clock and
     /// event recorder.
     pub async fn second_instance(&self) -> RefreshEngine {
+        let dynamodb = aws_sdk_dynamodb::Client::new(moto::sdk_config().await);
+        self.instance_on(dynamodb).await.refresh_engine()
+    }
+
+    /// Another instance (see [`RefreshApp::second_instance`]) whose DynamoDB
+    /// client is `dynamodb` (one reaching moto through a fault-injecting proxy).
+    pub async fn instance_on(&self, dynamodb: aws_sdk_dynamodb::Client) -> Assembly {
         let sdk = moto::sdk_config().await;
         let store = Arc::new(
-            DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), &self.table_name)
+            DynamoStore::new(dynamodb, &self.table_name)
                 .with_due_policy(self.assembly.settings().refresh.due.clone()),
         );
         let parts = Parts {
@@ -185,9 +192,7 @@ impl RefreshApp {
             rate_budget: store.clone(),
             run_lock: store,
         };
-        Assembly::new(parts, self.assembly.settings().clone())
-            .expect("client")
-            .refresh_engine()
+        Assembly::new(parts, self.assembly.settings().clone()).expect("client")
     }
 
     /// Connects `id` for `product` as the connect flow would: a code from the

@@ -58,10 +58,12 @@ async fn fifty_concurrent_refreshes_and_a_run_spend_the_token_once(product: Prod
     let before = app.connect("race", product).await;
     app.advance(nearly_expired(product));
     let calls_before = app.sandbox.sandbox.stats().token_calls;
+    // Two instances, as two Lambda environments: own SDK clients, own gate.
+    let engines = [app.engine.clone(), app.second_instance().await];
 
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..50 {
-        let engine = app.engine.clone();
+    for i in 0..50 {
+        let engine = engines[i % 2].clone();
         let id = before.id.clone();
         tasks.spawn(async move {
             engine
@@ -139,10 +141,12 @@ async fn a_held_call_is_never_doubled_and_a_later_attempt_succeeds(product: Prod
     assert!(stored.intent.as_ref().is_some_and(|i| i.ambiguous));
     assert_eq!(stored.status, ConnectionStatus::Active);
 
-    // While it is held, nobody presents the token again: not callers, not a run.
+    // While it is held, nobody presents the token again: not callers (on this
+    // instance or another), not a run.
+    let engines = [app.engine.clone(), app.second_instance().await];
     let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..10 {
-        let engine = app.engine.clone();
+    for i in 0..10 {
+        let engine = engines[i % 2].clone();
         let id = before.id.clone();
         tasks.spawn(async move { engine.refresh(&id, RefreshRequest::default()).await });
     }
@@ -288,7 +292,16 @@ async fn failed_commits_go_to_a_rescue_item_and_the_next_run_restores_them() {
     assert_eq!(lost[0].reason, "commit_failed");
 
     app.store.fail_commits.store(false, Ordering::SeqCst);
-    let summary = app.run().await;
+    // The next run is another instance's (its own clients and gate).
+    let other = app.second_instance().await;
+    let summary = connector::services::scheduled_refresh::run(
+        &other,
+        &connector::services::scheduled_refresh::RunLimits {
+            concurrency: 32,
+            finish_by_ms: None,
+        },
+    )
+    .await;
     assert_eq!(summary.restored_from_rescue, 1);
     let after = app.stored("rescued").await;
     assert_eq!(after.status, ConnectionStatus::Active);
@@ -298,7 +311,7 @@ async fn failed_commits_go_to_a_rescue_item_and_the_next_run_restores_them() {
     assert!(app.usable("rescued").await);
     // The restored refresh token is alive: it refreshes.
     assert!(matches!(
-        app.refresh("rescued", RefreshRequest::forced()).await,
+        other.refresh(&before.id, RefreshRequest::forced()).await,
         Ok(Refreshed::Rotated(_))
     ));
 }

@@ -38,6 +38,26 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rd_sandbox::{Fault, SandboxProduct};
 
+/// The soak's protocol timing: the tests' T (500 ms), with a 2 s commit budget
+/// and a 3.5 s lease. moto serves one request at a time and parses an
+/// `UpdateItem` expression (every versioned write, every budget write) in
+/// tens of milliseconds, several times a `PutItem`: with the tests' 700 ms
+/// budget, the harness's own queueing, not an injected fault, timed commits
+/// and rescue puts out. Real DynamoDB answers either in milliseconds.
+fn soak_settings() -> connector::services::refresh_protocol::RefreshSettings {
+    let mut settings = connector::services::refresh_protocol::RefreshSettings::new(
+        connector::services::refresh_protocol::LeaseTiming {
+            token_timeout: Duration::from_millis(500),
+            commit_budget: Duration::from_secs(2),
+            lease: Duration::from_millis(3_500),
+            clock_skew: Duration::from_millis(200),
+        },
+    )
+    .expect("valid timing");
+    settings.late_write_bound = test_settings().late_write_bound;
+    settings
+}
+
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -97,7 +117,7 @@ async fn ninety_days_of_faults_lose_no_connection_that_could_be_kept() {
         .endpoint_url(&aws.endpoint)
         .build();
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(through_faults), &table);
-    let app = RefreshApp::start_on(test_settings(), store).await;
+    let app = RefreshApp::start_on(soak_settings(), store).await;
     let rd = &app.sandbox.sandbox;
     // Short lives, so that 90 days hold many refreshes: CRM 2 days, Marketing 3.
     rd.set_access_ttl(SandboxProduct::Crm, 2 * 86_400);
@@ -113,10 +133,20 @@ async fn ninety_days_of_faults_lose_no_connection_that_could_be_kept() {
         app.connect(&id, product).await;
         connections.push((id, product));
     }
-    // Two proxy instances, each with its own token cache.
+    // A second instance of the service, as a second Lambda environment: its own
+    // SDK clients (DynamoDB through the same faults), rescue gate and engine.
+    let other = app
+        .instance_on(aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(moto::sdk_config().await)
+                .endpoint_url(&aws.endpoint)
+                .build(),
+        ))
+        .await;
+    let engines = [app.engine.clone(), other.refresh_engine()];
+    // Two proxy instances, one on each instance of the service.
     let routers = [
         api_proxy_router(app.assembly.api_state().expect("state")),
-        api_proxy_router(app.assembly.api_state().expect("state")),
+        api_proxy_router(other.api_state().expect("state")),
     ];
 
     let mut tally = Tally::default();
@@ -199,23 +229,34 @@ async fn ninety_days_of_faults_lose_no_connection_that_could_be_kept() {
         let started = std::time::Instant::now();
         match rng.random_range(0..10) {
             0 => {
-                // Two runs of the engine at once (no run lock between them), racing
-                // for the same due connections.
-                tokio::join!(app.run(), app.run());
+                // Two runs at once, one on each instance (no run lock between
+                // them), racing for the same due connections.
+                let limits = RunLimits {
+                    concurrency: 32,
+                    finish_by_ms: None,
+                };
+                tokio::join!(
+                    scheduled_refresh::run(&engines[0], &limits),
+                    scheduled_refresh::run(&engines[1], &limits)
+                );
                 tally.runs += 2;
                 tally.double_runs += 1;
             }
             1 => {
                 let limits = RunLimits {
                     concurrency: 32,
-                    finish_by_ms: Some(app.clock.now_ms() + 2_500),
+                    finish_by_ms: Some(app.clock.now_ms() + 5_000),
                 };
-                scheduled_refresh::run(&app.engine, &limits).await;
+                scheduled_refresh::run(&engines[rng.random_range(0..2)], &limits).await;
                 tally.runs += 1;
                 tally.cut_off_runs += 1;
             }
             _ => {
-                app.run().await;
+                let limits = RunLimits {
+                    concurrency: 32,
+                    finish_by_ms: None,
+                };
+                scheduled_refresh::run(&engines[rng.random_range(0..2)], &limits).await;
                 tally.runs += 1;
             }
         }

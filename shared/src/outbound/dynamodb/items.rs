@@ -80,6 +80,11 @@ pub(super) fn session_id_from_state_item(item: &Item) -> Result<SessionId, Store
 /// alone; the protocol's versioned writes never touch them.
 pub(super) const SETTINGS_ATTRIBUTES: [&str; 1] = ["rate_limit_per_minute"];
 
+/// Attributes written once, when the connection is created, and never changed:
+/// a versioned write leaves them out (a shorter update; a connection id keeps
+/// its product).
+pub(super) const IMMUTABLE_ATTRIBUTES: [&str; 4] = [KIND, "connection_id", "product", "created_at"];
+
 /// Attributes a connection item may lack (settings aside): a versioned write
 /// removes those the connection it writes does not have.
 pub(super) const OPTIONAL_ATTRIBUTES: [&str; 10] = [
@@ -104,7 +109,11 @@ pub(super) fn versioned_update(
     policy: &DuePolicy,
 ) -> (String, HashMap<String, String>, Item) {
     let mut item = connection_item(c, policy);
-    for key in [PARTITION_KEY, SORT_KEY].iter().chain(&SETTINGS_ATTRIBUTES) {
+    for key in [PARTITION_KEY, SORT_KEY]
+        .iter()
+        .chain(&SETTINGS_ATTRIBUTES)
+        .chain(&IMMUTABLE_ATTRIBUTES)
+    {
         item.remove(*key);
     }
     let mut names = HashMap::new();

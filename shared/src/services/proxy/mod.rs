@@ -333,6 +333,7 @@ impl ProxyService {
         request: RefreshRequest,
     ) -> Result<Connection, ProxyFailure> {
         let now = self.engine.clock.now();
+        let finish_by_ms = request.finish_by_ms;
         let wait_until = |until: crate::clock::Timestamp| ProxyFailure::Unavailable {
             retry_after: Duration::from_secs((until.0 - now.0).max(1) as u64),
         };
@@ -358,8 +359,11 @@ impl ProxyService {
                 | RefreshFailure::NotProcessed { until }
                 | RefreshFailure::Ambiguous { until },
             ) => Err(wait_until(until)),
-            // Too little of the invocation was left to refresh safely.
-            Err(RefreshFailure::OutOfTime) => Err(ProxyFailure::OutOfTime),
+            // Too little of the invocation was left to refresh safely; without an
+            // invocation's end, too little of a lease (a slow claim): try again.
+            Err(RefreshFailure::OutOfTime) if finish_by_ms.is_some() => {
+                Err(ProxyFailure::OutOfTime)
+            }
             Err(e) => {
                 tracing::warn!(connection_id = %id, error = %e, "no token for a proxied request");
                 Err(ProxyFailure::Unavailable {
