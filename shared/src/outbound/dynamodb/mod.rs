@@ -147,6 +147,18 @@ fn decode_cursor(
         .collect())
 }
 
+/// The conflict a failed condition means, with the item DynamoDB returned (the
+/// current one), or the error reading it.
+fn conflict(id: ConnectionId, current: Option<&HashMap<String, AttributeValue>>) -> StoreError {
+    match current.map(items::connection_from_item).transpose() {
+        Ok(current) => StoreError::Conflict {
+            id,
+            current: current.map(Box::new),
+        },
+        Err(e) => e,
+    }
+}
+
 fn unavailable<E>(err: &E) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error,
@@ -203,15 +215,7 @@ impl DynamoStore {
             },
             Err(err) => match err.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
-                    let current = failed
-                        .item()
-                        .map(items::connection_from_item)
-                        .transpose()?
-                        .map(Box::new);
-                    Err(StoreError::Conflict {
-                        id: stored.id,
-                        current,
-                    })
+                    Err(conflict(stored.id, failed.item()))
                 }
                 _ => Err(unavailable(&err)),
             },
@@ -284,15 +288,7 @@ impl DynamoStore {
             Ok(_) => Ok(stored),
             Err(err) => match err.as_service_error() {
                 Some(PutItemError::ConditionalCheckFailedException(failed)) => {
-                    let current = failed
-                        .item()
-                        .map(items::connection_from_item)
-                        .transpose()?
-                        .map(Box::new);
-                    Err(StoreError::Conflict {
-                        id: stored.id,
-                        current,
-                    })
+                    Err(conflict(stored.id, failed.item()))
                 }
                 _ => Err(unavailable(&err)),
             },
