@@ -54,15 +54,29 @@ pub async fn function_command(
     ))
     .await;
     let queue = crate::moto::create_queue(None).await;
+    deployed_command(binary, name, api, rd, &table, &secret, &queue)
+}
+
+/// A command that runs a function's `binary` as Lambda would under `api`, over
+/// the given `table`, `secret` and rescue `queue`, with `rd` as RD Station.
+pub fn deployed_command(
+    binary: &std::path::Path,
+    name: &str,
+    api: &RuntimeApi,
+    rd: &rd_sandbox::RunningSandbox,
+    table: &str,
+    secret: &str,
+    queue: &str,
+) -> std::process::Command {
     let mut command = std::process::Command::new(binary);
     command
         .env("AWS_LAMBDA_RUNTIME_API", &api.address)
         .env("AWS_LAMBDA_FUNCTION_NAME", name)
         .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-        .env("CONNECTIONS_TABLE", &table)
-        .env("CLIENT_CREDENTIALS_SECRET", &secret)
-        .env("RESCUE_QUEUE_URL", &queue)
+        .env("CONNECTIONS_TABLE", table)
+        .env("CLIENT_CREDENTIALS_SECRET", secret)
+        .env("RESCUE_QUEUE_URL", queue)
         .env("RDSTATION_API_URL", rd.base_url.as_str())
         .env(
             "RDSTATION_MARKETING_AUTHORIZE_URL",

@@ -6,7 +6,7 @@
 //! and the run fails with the function's log lines that say so.
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use connector::clock::{Clock, SystemClock, Timestamp};
@@ -18,7 +18,7 @@ use connector::secret::{AccessToken, ExposeSecret, RefreshToken};
 use integration_tests::apigw::{self, Answer, EventRequest};
 use integration_tests::app::Browser;
 use integration_tests::iam_moto::{Deployed, IamMoto};
-use integration_tests::runtime_api::{Outcome, RuntimeApi, artifact};
+use integration_tests::runtime_api::{Outcome, RuntimeApi, artifact, deployed_command};
 use integration_tests::sam_template::{role_actions, transformed};
 use rd_sandbox::{RunningSandbox, Sandbox, SandboxConfig, SandboxProduct};
 use serde_json::{Value, json};
@@ -68,36 +68,28 @@ impl Run {
         let log =
             dir.join(integration_tests::moto::unique_name(&format!("iam-{function}")) + ".log");
         let out = std::fs::File::create(&log).expect("log file");
-        let process = Command::new(artifact(function))
-            .env("AWS_LAMBDA_RUNTIME_API", &api.address)
-            .env("AWS_LAMBDA_FUNCTION_NAME", function)
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
-            .env("AWS_ENDPOINT_URL", &moto.endpoint)
-            .env("AWS_ACCESS_KEY_ID", &key.id)
-            .env("AWS_SECRET_ACCESS_KEY", &key.secret)
-            .env_remove("AWS_SESSION_TOKEN")
-            .env_remove("AWS_PROFILE")
-            .env("AWS_REGION", "us-east-1")
-            .env("CONNECTIONS_TABLE", &deployed.table)
-            .env("CLIENT_CREDENTIALS_SECRET", &deployed.secret)
-            .env("RESCUE_QUEUE_URL", &deployed.queue)
-            .env("EVENT_BUS_NAME", &deployed.bus)
-            .env("PUBLIC_BASE_URL", PUBLIC_BASE_URL)
-            .env("RDSTATION_API_URL", sandbox.base_url.as_str())
-            .env(
-                "RDSTATION_MARKETING_AUTHORIZE_URL",
-                sandbox.url("/auth/dialog").as_str(),
-            )
-            .env(
-                "RDSTATION_CRM_AUTHORIZE_URL",
-                sandbox.url("/oauth/authorize").as_str(),
-            )
-            .env("RUST_LOG", "info")
-            .stdout(out.try_clone().expect("log file"))
-            .stderr(Stdio::from(out))
-            .spawn()
-            .expect("the function starts");
+        let process = deployed_command(
+            &artifact(function),
+            function,
+            &api,
+            &sandbox,
+            &deployed.table,
+            &deployed.secret,
+            &deployed.queue,
+        )
+        .env("AWS_ENDPOINT_URL", &moto.endpoint)
+        .env("AWS_ACCESS_KEY_ID", &key.id)
+        .env("AWS_SECRET_ACCESS_KEY", &key.secret)
+        .env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE")
+        .env("AWS_REGION", "us-east-1")
+        .env("EVENT_BUS_NAME", &deployed.bus)
+        .env("PUBLIC_BASE_URL", PUBLIC_BASE_URL)
+        .env("RUST_LOG", "info")
+        .stdout(out.try_clone().expect("log file"))
+        .stderr(Stdio::from(out))
+        .spawn()
+        .expect("the function starts");
         Self {
             moto,
             deployed,
