@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use connector::assembly::{Parts, sdk_config};
+use connector::assembly::{Parts, s3_client, sdk_config};
 use connector::config::{DEFAULT_CRM_AUTHORIZE_URL, DEFAULT_MARKETING_AUTHORIZE_URL};
 use connector::outbound::credentials::CredentialSet;
 use connector::outbound::dynamodb::{DynamoStore, schema};
-use connector::outbound::memory::MemoryRescueQueue;
+use connector::outbound::memory::MemoryRescueStore;
 use connector::outbound::rdstation::RdStationEndpoints;
-use connector::outbound::rescue_queue::SqsRescueQueue;
-use connector::ports::RescueQueue;
+use connector::outbound::rescue_store::S3RescueStore;
+use connector::ports::RescueStore;
 use connector::secret::ClientSecret;
 use rd_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
 use tokio::net::TcpListener;
@@ -124,10 +124,11 @@ pub fn rd_target(sandbox_listener: TcpListener, redirect_uri: &str) -> anyhow::R
     })
 }
 
-/// The store and queue: in memory, unless `CONNECTIONS_TABLE` names a DynamoDB
-/// table (reached through the standard AWS configuration: `AWS_ENDPOINT_URL` for
-/// moto, credentials and region for AWS; created if missing), and
-/// `RESCUE_QUEUE_URL` an SQS queue. Returns the parts and a line for the banner.
+/// The store and rescue store: in memory, unless `CONNECTIONS_TABLE` names a
+/// DynamoDB table (reached through the standard AWS configuration:
+/// `AWS_ENDPOINT_URL` for moto, credentials and region for AWS; created if
+/// missing), and `RESCUE_BUCKET` an S3 bucket. Returns the parts and a line for
+/// the banner.
 ///
 /// # Errors
 /// A table that cannot be described or created.
@@ -142,13 +143,13 @@ pub async fn parts(credentials: CredentialSet) -> anyhow::Result<(Parts, String)
     let client = aws_sdk_dynamodb::Client::new(&sdk);
     let created = ensure_table(&client, &table).await?;
     let store = Arc::new(DynamoStore::new(client, &table));
-    let (rescues, queue): (Arc<dyn RescueQueue>, String) = match var("RESCUE_QUEUE_URL") {
-        Some(url) => (
-            Arc::new(SqsRescueQueue::new(aws_sdk_sqs::Client::new(&sdk), &url)),
-            format!("SQS queue {url}"),
+    let (rescues, where_rescued): (Arc<dyn RescueStore>, String) = match var("RESCUE_BUCKET") {
+        Some(bucket) => (
+            Arc::new(S3RescueStore::new(s3_client(&sdk), &bucket)),
+            format!("S3 bucket {bucket}"),
         ),
         None => (
-            Arc::new(MemoryRescueQueue::default()),
+            Arc::new(MemoryRescueStore::default()),
             "in memory".to_owned(),
         ),
     };
@@ -159,7 +160,7 @@ pub async fn parts(credentials: CredentialSet) -> anyhow::Result<(Parts, String)
     let created = if created { ", created now" } else { "" };
     Ok((
         parts,
-        format!("DynamoDB table {table} on {endpoint}{created}; rescue queue {queue}"),
+        format!("DynamoDB table {table} on {endpoint}{created}; rescued pairs {where_rescued}"),
     ))
 }
 

@@ -21,13 +21,14 @@ use crate::inbound::schedule::Refresher;
 use crate::outbound::credentials::{CredentialSet, SecretsManagerCredentials, StaticCredentials};
 use crate::outbound::dynamodb::DynamoStore;
 use crate::outbound::events::{EventBridgePublisher, LogPublisher};
-use crate::outbound::memory::{MemoryRescueQueue, MemoryStore};
+use crate::outbound::legacy_rescue_queue::SqsLegacyRescueQueue;
+use crate::outbound::memory::{MemoryRescueStore, MemoryStore};
 use crate::outbound::rdstation::api_client::RdApiClient;
 use crate::outbound::rdstation::{ClientBuildError, RdStationClient, RdStationEndpoints};
-use crate::outbound::rescue_queue::SqsRescueQueue;
+use crate::outbound::rescue_store::S3RescueStore;
 use crate::ports::{
-    ConnectionStore, CredentialSource, EventPublisher, RateBudget, RescueQueue, RunLock,
-    SessionStore, TokenEndpoint,
+    ConnectionStore, CredentialSource, EventPublisher, LegacyRescueQueue, RateBudget, RescueStore,
+    RunLock, SessionStore, TokenEndpoint,
 };
 use crate::services::caller_policy::CallerPolicy;
 use crate::services::connect::{ConnectService, PublicBase};
@@ -55,7 +56,7 @@ pub struct Parts {
     /// Connect sessions.
     pub sessions: Arc<dyn SessionStore>,
     /// Pairs whose commit failed.
-    pub rescues: Arc<dyn RescueQueue>,
+    pub rescues: Arc<dyn RescueStore>,
     /// RD Station app credentials.
     pub credentials: Arc<dyn CredentialSource>,
     /// Where events go.
@@ -70,12 +71,12 @@ pub struct Parts {
 
 impl Parts {
     /// Parts over one `store` holding connections, sessions, rate budgets and the
-    /// run lock, with `rescues` as the rescue queue, fixed app `credentials`,
+    /// run lock, with `rescues` as the rescue store, fixed app `credentials`,
     /// events written to the log and the system clock: a host without AWS around
     /// it (`make run`, tests).
     pub fn on_one_store<S>(
         store: Arc<S>,
-        rescues: Arc<dyn RescueQueue>,
+        rescues: Arc<dyn RescueStore>,
         credentials: CredentialSet,
     ) -> Self
     where
@@ -94,11 +95,11 @@ impl Parts {
     }
 
     /// Everything in memory ([`Parts::on_one_store`] over a [`MemoryStore`] and a
-    /// [`MemoryRescueQueue`]): gone when the process ends.
+    /// [`MemoryRescueStore`]): gone when the process ends.
     pub fn in_memory(credentials: CredentialSet) -> Self {
         Self::on_one_store(
             Arc::new(MemoryStore::new()),
-            Arc::new(MemoryRescueQueue::default()),
+            Arc::new(MemoryRescueStore::default()),
             credentials,
         )
     }
@@ -146,10 +147,10 @@ pub enum AssemblyError {
     /// The RD Station HTTP client could not be built.
     #[error(transparent)]
     Client(#[from] ClientBuildError),
-    /// `RESCUE_QUEUE_URL` is not set: a refresh must have somewhere to save a
-    /// pair whose commit failed.
-    #[error("missing environment variable RESCUE_QUEUE_URL")]
-    NoRescueQueue,
+    /// `RESCUE_BUCKET` is not set: a refresh must have somewhere to save a pair
+    /// whose commit failed.
+    #[error("missing environment variable RESCUE_BUCKET")]
+    NoRescueBucket,
 }
 
 /// The services, assembled from one host's parts and the shared settings.
@@ -158,8 +159,8 @@ pub struct Assembly {
     parts: Parts,
     settings: Settings,
     token_endpoint: Arc<dyn TokenEndpoint>,
-    /// Shared by every refresh engine built here: one process, one gate.
-    rescue_gate: Arc<tokio::sync::Mutex<()>>,
+    /// The SQS queue earlier versions rescued pairs to, while it may hold some.
+    legacy_rescues: Option<Arc<dyn LegacyRescueQueue>>,
 }
 
 impl Assembly {
@@ -175,14 +176,21 @@ impl Assembly {
             parts,
             settings,
             token_endpoint: Arc::new(client),
-            rescue_gate: Arc::default(),
+            legacy_rescues: None,
         })
+    }
+
+    /// The same, with `queue` as the rescue queue of earlier versions: each
+    /// scheduled run moves what it holds to the rescue store.
+    pub fn with_legacy_rescue_queue(mut self, queue: Arc<dyn LegacyRescueQueue>) -> Self {
+        self.legacy_rescues = Some(queue);
+        self
     }
 
     /// The parts on AWS, from a function's configuration.
     ///
     /// # Errors
-    /// [`AssemblyError`] if the client cannot be built or no rescue queue is set.
+    /// [`AssemblyError`] if the client cannot be built or no rescue bucket is set.
     pub async fn aws(config: &Config) -> Result<Self, AssemblyError> {
         let sdk = sdk_config().await;
         let store = Arc::new(
@@ -192,10 +200,10 @@ impl Assembly {
             )
             .with_due_policy(config.refresh.due.clone()),
         );
-        let queue_url = config
-            .rescue_queue_url
+        let bucket = config
+            .rescue_bucket
             .as_deref()
-            .ok_or(AssemblyError::NoRescueQueue)?;
+            .ok_or(AssemblyError::NoRescueBucket)?;
         let events: Arc<dyn EventPublisher> = match &config.event_bus_name {
             Some(bus) => Arc::new(EventBridgePublisher::new(
                 aws_sdk_eventbridge::Client::new(&sdk),
@@ -209,10 +217,7 @@ impl Assembly {
             sessions: store.clone(),
             rate_budget: store.clone(),
             run_lock: store,
-            rescues: Arc::new(SqsRescueQueue::new(
-                aws_sdk_sqs::Client::new(&sdk),
-                queue_url,
-            )),
+            rescues: Arc::new(S3RescueStore::new(s3_client(&sdk), bucket)),
             credentials: Arc::new(SecretsManagerCredentials::new(
                 aws_sdk_secretsmanager::Client::new(&sdk),
                 &config.client_credentials_secret,
@@ -220,7 +225,14 @@ impl Assembly {
             events,
             clock: Arc::new(SystemClock),
         };
-        Ok(Self::new(parts, Settings::from_config(config))?)
+        let assembly = Self::new(parts, Settings::from_config(config))?;
+        Ok(match &config.legacy_rescue_queue_url {
+            Some(url) => assembly.with_legacy_rescue_queue(Arc::new(SqsLegacyRescueQueue::new(
+                aws_sdk_sqs::Client::new(&sdk),
+                url,
+            ))),
+            None => assembly,
+        })
     }
 
     /// The settings it was assembled with.
@@ -289,6 +301,7 @@ impl Assembly {
             engine: self.refresh_engine(),
             concurrency,
             run_lock: self.parts.run_lock.clone(),
+            legacy_rescues: self.legacy_rescues.clone(),
         }
     }
 
@@ -303,9 +316,18 @@ impl Assembly {
             events: p.events.clone(),
             clock: p.clock.clone(),
             settings: self.settings.refresh.clone(),
-            rescue_gate: self.rescue_gate.clone(),
         }
     }
+}
+
+/// An S3 client on `sdk`. Path-style addressing when an endpoint is set (an S3
+/// stand-in on one host, such as moto, has no bucket subdomains); AWS's own
+/// virtual-hosted style otherwise.
+pub fn s3_client(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::config::Builder::from(sdk)
+        .force_path_style(sdk.endpoint_url().is_some())
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
 }
 
 /// The shared AWS SDK configuration, from the standard environment, with bounded

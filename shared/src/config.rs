@@ -59,9 +59,12 @@ pub struct Config {
     /// connect sessions (a trailing `*` matches a prefix); empty allows any caller
     /// the API's IAM authorizer let through.
     pub allowed_caller_arns: Vec<String>,
-    /// `RESCUE_QUEUE_URL`: the SQS queue where pairs whose commit failed wait
-    /// (required by the functions that refresh).
-    pub rescue_queue_url: Option<String>,
+    /// `RESCUE_BUCKET`: the S3 bucket where pairs whose commit failed wait
+    /// (required by every function: each one can refresh).
+    pub rescue_bucket: Option<String>,
+    /// `LEGACY_RESCUE_QUEUE_URL`: the SQS queue earlier versions rescued pairs to;
+    /// the refresher moves what it still holds to the bucket (optional).
+    pub legacy_rescue_queue_url: Option<String>,
     /// The refresh protocol's timing and due policy: `RDSTATION_TOKEN_TIMEOUT_SECONDS`
     /// (T, the hard timeout of every RD call), `REFRESH_LEASE_SECONDS`,
     /// `REFRESH_COMMIT_BUDGET_SECONDS`, `REFRESH_MARGIN_CRM_SECONDS`,
@@ -190,7 +193,8 @@ impl Config {
             },
             allowed_return_origins,
             event_bus_name: get("EVENT_BUS_NAME"),
-            rescue_queue_url: get("RESCUE_QUEUE_URL"),
+            rescue_bucket: get("RESCUE_BUCKET"),
+            legacy_rescue_queue_url: get("LEGACY_RESCUE_QUEUE_URL"),
             allowed_caller_arns: get("ALLOWED_CALLER_ARNS")
                 .map(|list| {
                     list.split(',')

@@ -1,6 +1,6 @@
 //! The roles the service needs from the outside world. Adapters in
-//! [`crate::outbound`] fill them: DynamoDB and memory for the stores, SQS and
-//! memory for the rescue queue, Secrets Manager and a fixed value for credentials,
+//! [`crate::outbound`] fill them: DynamoDB and memory for the stores, S3 and
+//! memory for the rescue store, Secrets Manager and a fixed value for credentials,
 //! EventBridge for events, RD Station's OAuth server for tokens.
 
 use async_trait::async_trait;
@@ -176,7 +176,73 @@ pub struct RescuedPair {
     pub rescued_at: Timestamp,
 }
 
-/// A rescued pair taken from the rescue queue, with the receipt that deletes it.
+impl RescuedPair {
+    /// The key this pair is found by.
+    pub fn key(&self) -> RescueKey {
+        RescueKey {
+            connection_id: self.connection_id.clone(),
+            spent_refresh_token: self.spent_refresh_token.clone(),
+            replaced_access_token: self.replaced_access_token.clone(),
+        }
+    }
+}
+
+/// What a rescued pair is found by: its connection and the fingerprints of the
+/// pair it replaced. A connection holding that pair now can ask, in one lookup,
+/// whether a pair issued in exchange for it waits ([`RescueKey::replacing`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RescueKey {
+    /// The connection.
+    pub connection_id: ConnectionId,
+    /// Fingerprint of the refresh token spent for the pair.
+    pub spent_refresh_token: String,
+    /// Fingerprint of the access token the pair replaces.
+    pub replaced_access_token: String,
+}
+
+impl RescueKey {
+    /// The key of a pair issued in exchange for the pair `connection` holds now.
+    pub fn replacing(connection: &Connection) -> Self {
+        Self {
+            connection_id: connection.id.clone(),
+            spent_refresh_token: connection.tokens.refresh_token.fingerprint(),
+            replaced_access_token: connection.tokens.access_token.fingerprint(),
+        }
+    }
+}
+
+/// One page of the keys of waiting pairs.
+#[derive(Clone, Debug, Default)]
+pub struct RescuePage {
+    /// The keys, in the store's order.
+    pub keys: Vec<RescueKey>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// Where rescued pairs wait: outside the connections table, so that the failure
+/// that stopped a commit does not also stop its rescue (an S3 bucket in AWS), and
+/// found by key: whether a pair waits for a connection is one strongly consistent
+/// read that every instance can make at once, never a drain.
+#[async_trait]
+pub trait RescueStore: Send + Sync {
+    /// Saves `rescue` under [`RescuedPair::key`] until it is deleted.
+    async fn put_rescue(&self, rescue: &RescuedPair) -> Result<(), StoreError>;
+
+    /// The pair saved under `key`, read strongly consistently: a put that has
+    /// answered is seen.
+    async fn find_rescue(&self, key: &RescueKey) -> Result<Option<RescuedPair>, StoreError>;
+
+    /// One page of the keys of every waiting pair, starting at `after` (a
+    /// [`RescuePage::next`]); for the scheduled sweep, never for a decision.
+    async fn list_rescues(&self, after: Option<&str>) -> Result<RescuePage, StoreError>;
+
+    /// Removes the pair under `key` (nothing if none is there).
+    async fn delete_rescue(&self, key: &RescueKey) -> Result<(), StoreError>;
+}
+
+/// A rescued pair received from the SQS queue earlier versions rescued to, with the
+/// receipt that deletes it.
 #[derive(Clone, Debug)]
 pub struct ReceivedRescue {
     /// The pair.
@@ -185,25 +251,15 @@ pub struct ReceivedRescue {
     pub receipt: String,
 }
 
-/// Where rescued pairs wait: outside the connections table, so that the failure
-/// that stopped a commit does not also stop its rescue (an SQS queue in AWS).
+/// The rescue queue of earlier versions, kept only until what it holds has moved to
+/// the [`RescueStore`] ([`crate::services::scheduled_refresh`] moves it).
 #[async_trait]
-pub trait RescueQueue: Send + Sync {
-    /// Saves `rescue` until it is deleted.
-    async fn put_rescue(&self, rescue: &RescuedPair) -> Result<(), StoreError>;
-
-    /// Up to `max` waiting pairs. A received pair is hidden from other receivers
-    /// until deleted or, if not deleted, until the queue's visibility timeout
-    /// passes; then it is delivered again.
+pub trait LegacyRescueQueue: Send + Sync {
+    /// Up to `max` waiting pairs, hidden from other receivers for a while.
     async fn receive_rescues(&self, max: usize) -> Result<Vec<ReceivedRescue>, StoreError>;
 
-    /// Removes a pair once it is restored or proven superseded.
+    /// Removes a pair once it is saved in the rescue store.
     async fn delete_rescue(&self, receipt: &str) -> Result<(), StoreError>;
-
-    /// Makes a received pair visible to every receiver again at once (its restore
-    /// failed): the next drain must find it, not wait out the visibility timeout
-    /// while someone decides that no pair was saved.
-    async fn return_rescue(&self, receipt: &str) -> Result<(), StoreError>;
 }
 
 /// Where connect sessions live (in the same table as connections, in production).

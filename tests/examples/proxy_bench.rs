@@ -22,7 +22,7 @@ use connector::domain::{Connection, ConnectionId, Product, TokenPair};
 use connector::inbound::http::api_proxy_router;
 use connector::outbound::credentials::{CredentialSet, StaticCredentials};
 use connector::outbound::events::RecordingPublisher;
-use connector::outbound::memory::MemoryRescueQueue;
+use connector::outbound::memory::MemoryRescueStore;
 use connector::ports::{BudgetDecision, ConnectionStore, RateBudget, StoreError};
 use connector::secret::{AccessToken, ClientSecret, ExposeSecret, RefreshToken};
 use connector::services::caller_policy::CallerPolicy;
@@ -113,7 +113,7 @@ async fn bench() {
             Parts {
                 connections: Arc::new(store.clone()),
                 sessions: Arc::new(connector::outbound::memory::MemoryStore::new()),
-                rescues: Arc::new(MemoryRescueQueue::default()),
+                rescues: Arc::new(MemoryRescueStore::default()),
                 credentials: Arc::new(StaticCredentials(credentials.clone())),
                 events: Arc::new(RecordingPublisher::new()),
                 clock: Arc::new(SystemClock),

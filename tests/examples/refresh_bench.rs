@@ -16,7 +16,7 @@ use connector::clock::{Clock, SystemClock};
 use connector::domain::{Connection, ConnectionId, Product, TokenPair};
 use connector::outbound::credentials::StaticCredentials;
 use connector::outbound::events::RecordingPublisher;
-use connector::outbound::memory::MemoryRescueQueue;
+use connector::outbound::memory::MemoryRescueStore;
 use connector::ports::ConnectionStore;
 use connector::secret::{AccessToken, RefreshToken};
 use connector::services::caller_policy::CallerPolicy;
@@ -67,9 +67,9 @@ async fn main() {
         connections: Arc::new(store.clone()),
         sessions: Arc::new(connector::outbound::memory::MemoryStore::new()),
         rescues: if in_memory {
-            Arc::new(MemoryRescueQueue::default())
+            Arc::new(MemoryRescueStore::default())
         } else {
-            Arc::new(moto::fresh_rescue_queue().await)
+            Arc::new(moto::fresh_rescue_store().await)
         },
         credentials: Arc::new(StaticCredentials(credentials)),
         events: Arc::new(RecordingPublisher::new()),

@@ -12,7 +12,7 @@ use connector::inbound::http::oauth_callback_router;
 use connector::outbound::credentials::SecretsManagerCredentials;
 use connector::outbound::dynamodb::DynamoStore;
 use connector::outbound::events::RecordingPublisher;
-use connector::outbound::memory::MemoryRescueQueue;
+use connector::outbound::memory::MemoryRescueStore;
 use connector::ports::ConnectionStore;
 use connector::services::connect::{ConnectService, PublicBase};
 use rd_sandbox::{RunningSandbox, Sandbox, SandboxConfig};
@@ -94,7 +94,7 @@ impl TestApp {
         let parts = Parts {
             connections: Arc::new(store.clone()),
             sessions: Arc::new(store.clone()),
-            rescues: Arc::new(MemoryRescueQueue::default()),
+            rescues: Arc::new(MemoryRescueStore::default()),
             credentials: Arc::new(credentials),
             events: Arc::new(RecordingPublisher::new()),
             clock: Arc::new(clock.clone()),

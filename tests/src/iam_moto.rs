@@ -4,7 +4,7 @@
 //!
 //! The set-up (an admin user, one user per function with exactly the actions
 //! its role in the SAM-transformed template allows, and the table, secret,
-//! queue and bus a deployment has) runs before enforcement is switched on
+//! bucket, legacy queue and bus a deployment has) runs before enforcement is switched on
 //! through moto's `/moto-api/reset-auth`. moto checks actions, not resources:
 //! every request it authorises names the resource `*`, so the users' policies
 //! allow their role's actions on `*`; which resources each role names is held
@@ -33,8 +33,10 @@ pub struct Deployed {
     pub table: String,
     /// The client-credentials secret's name.
     pub secret: String,
-    /// The rescue queue's URL.
-    pub queue: String,
+    /// The rescue bucket.
+    pub bucket: String,
+    /// The rescue queue of earlier versions (its URL).
+    pub legacy_queue: String,
     /// The connection-events bus.
     pub bus: String,
 }
@@ -179,7 +181,7 @@ impl IamMoto {
             .build()
     }
 
-    /// The table, secret (holding `credentials_json`), queue and bus of a
+    /// The table, secret (holding `credentials_json`), bucket, legacy queue and bus of a
     /// deployment, created by the admin.
     pub async fn deploy(&self, credentials_json: &str) -> Deployed {
         let sdk = self.sdk(&self.admin);
@@ -198,7 +200,14 @@ impl IamMoto {
             .send()
             .await
             .expect("secret");
-        let queue = aws_sdk_sqs::Client::new(&sdk)
+        let bucket = "rescues".to_owned();
+        connector::assembly::s3_client(&sdk)
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .expect("bucket");
+        let legacy_queue = aws_sdk_sqs::Client::new(&sdk)
             .create_queue()
             .queue_name("rescues")
             .send()
@@ -217,7 +226,8 @@ impl IamMoto {
         Deployed {
             table,
             secret,
-            queue,
+            bucket,
+            legacy_queue,
             bus,
         }
     }

@@ -1,6 +1,6 @@
 //! Wrappers (around the real adapters on moto in tests) that count store calls and
 //! inject the failures and slow calls the protocol must survive: failing writes,
-//! a slow read, claim, credentials read or commit, a refusing rescue queue.
+//! a slow read, claim, credentials read or commit, a refusing rescue store.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -10,10 +10,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use connector::clock::Timestamp;
 use connector::domain::{Connection, ConnectionId, Product};
-use connector::outbound::rescue_queue::SqsRescueQueue;
+use connector::outbound::rescue_store::S3RescueStore;
 use connector::ports::{
     ClientCredentials, ConnectionStore, CredentialSource, CredentialsError, ListPage, ListQuery,
-    ReceivedRescue, RescueQueue, RescuedPair, StoreError,
+    RescueKey, RescuePage, RescueStore, RescuedPair, StoreError,
 };
 
 /// Operation counts.
@@ -293,27 +293,39 @@ impl ConnectionStore for InstrumentedStore {
     }
 }
 
-/// A rescue queue (SQS on moto) whose puts can be made to fail.
+/// A rescue store (S3 on moto) whose puts can be made to fail or land late, and
+/// whose lookups can be made slow.
 #[derive(Clone)]
-pub struct InstrumentedQueue {
-    inner: Arc<SqsRescueQueue>,
-    /// While true, every put fails as an unreachable SQS would.
+pub struct InstrumentedRescues {
+    inner: Arc<S3RescueStore>,
+    /// While true, every put fails as an unreachable S3 would.
     pub fail_puts: Arc<AtomicBool>,
-    received: Arc<tokio::sync::watch::Sender<u64>>,
+    /// While true, every lookup fails as an unreachable S3 would.
+    pub fail_finds: Arc<AtomicBool>,
+    found: Arc<tokio::sync::watch::Sender<u64>>,
+    slow_find: Arc<OneShot>,
     late_put: Arc<OneShot>,
     landed_late: Arc<std::sync::Mutex<Option<Arc<tokio::sync::watch::Sender<u64>>>>>,
 }
 
-impl InstrumentedQueue {
+impl InstrumentedRescues {
     /// Wraps `inner`.
-    pub fn new(inner: SqsRescueQueue) -> Self {
+    pub fn new(inner: S3RescueStore) -> Self {
         Self {
             inner: Arc::new(inner),
             fail_puts: Arc::default(),
-            received: Arc::new(tokio::sync::watch::channel(0).0),
+            fail_finds: Arc::default(),
+            found: Arc::new(tokio::sync::watch::channel(0).0),
+            slow_find: Arc::default(),
             late_put: Arc::default(),
             landed_late: Arc::default(),
         }
+    }
+
+    /// The store underneath (another instance's clients would reach the same
+    /// bucket).
+    pub fn inner(&self) -> &S3RescueStore {
+        &self.inner
     }
 
     /// The next put is made `delay` from now, whether or not its caller is still
@@ -327,20 +339,36 @@ impl InstrumentedQueue {
         *self.landed_late.lock().expect("lock") = Some(landed);
     }
 
-    /// Resolves once at least `count` pairs have been received (by any drain).
-    pub async fn wait_for_received(&self, count: u64) {
-        let mut watch = self.received.subscribe();
+    /// The next lookup that finds a pair hands it back `delay` after reading it.
+    pub fn slow_next_find(&self, delay: Duration) {
+        self.slow_find.set(delay);
+    }
+
+    /// Resolves once at least `count` lookups have found a pair.
+    pub async fn wait_for_found(&self, count: u64) {
+        let mut watch = self.found.subscribe();
         let _ = watch.wait_for(|n| *n >= count).await;
     }
 
-    /// The pairs waiting now, left on the queue.
+    /// Every pair waiting now.
     pub async fn peek(&self) -> Vec<RescuedPair> {
-        self.inner.peek().await.expect("queue readable")
+        let page = self
+            .inner
+            .list_rescues(None)
+            .await
+            .expect("bucket listable");
+        let mut pairs = Vec::new();
+        for key in page.keys {
+            if let Some(pair) = self.inner.find_rescue(&key).await.expect("bucket readable") {
+                pairs.push(pair);
+            }
+        }
+        pairs
     }
 }
 
 #[async_trait]
-impl RescueQueue for InstrumentedQueue {
+impl RescueStore for InstrumentedRescues {
     async fn put_rescue(&self, rescue: &RescuedPair) -> Result<(), StoreError> {
         if let Some(delay) = self.late_put.take() {
             let landed = self
@@ -359,24 +387,34 @@ impl RescueQueue for InstrumentedQueue {
         }
         if self.fail_puts.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable(
-                "rescue queue: injected by the test".to_owned(),
+                "rescue store: injected by the test".to_owned(),
             ));
         }
         self.inner.put_rescue(rescue).await
     }
 
-    async fn receive_rescues(&self, max: usize) -> Result<Vec<ReceivedRescue>, StoreError> {
-        let received = self.inner.receive_rescues(max).await?;
-        self.received.send_modify(|n| *n += received.len() as u64);
-        Ok(received)
+    async fn find_rescue(&self, key: &RescueKey) -> Result<Option<RescuedPair>, StoreError> {
+        if self.fail_finds.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(
+                "rescue store: injected by the test".to_owned(),
+            ));
+        }
+        let found = self.inner.find_rescue(key).await?;
+        if found.is_some() {
+            self.found.send_modify(|n| *n += 1);
+            if let Some(delay) = self.slow_find.take() {
+                tokio::time::sleep(delay).await;
+            }
+        }
+        Ok(found)
     }
 
-    async fn delete_rescue(&self, receipt: &str) -> Result<(), StoreError> {
-        self.inner.delete_rescue(receipt).await
+    async fn list_rescues(&self, after: Option<&str>) -> Result<RescuePage, StoreError> {
+        self.inner.list_rescues(after).await
     }
 
-    async fn return_rescue(&self, receipt: &str) -> Result<(), StoreError> {
-        self.inner.return_rescue(receipt).await
+    async fn delete_rescue(&self, key: &RescueKey) -> Result<(), StoreError> {
+        self.inner.delete_rescue(key).await
     }
 }
 

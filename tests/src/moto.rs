@@ -91,11 +91,24 @@ pub async fn create_queue(visibility_seconds: Option<&str>) -> String {
         .to_owned()
 }
 
-/// A rescue queue of its own on moto, with a short visibility timeout (a pair a
-/// failed drain received comes back quickly in tests).
-pub async fn fresh_rescue_queue() -> connector::outbound::rescue_queue::SqsRescueQueue {
-    connector::outbound::rescue_queue::SqsRescueQueue::new(
-        sqs().await,
-        create_queue(Some("1")).await,
-    )
+/// An S3 client for moto (path-style, as the service builds it for an endpoint).
+pub async fn s3() -> aws_sdk_s3::Client {
+    connector::assembly::s3_client(sdk_config().await)
+}
+
+/// Creates an S3 bucket of its own on moto and returns its name.
+pub async fn create_bucket() -> String {
+    let name = unique_name("rescues");
+    s3().await
+        .create_bucket()
+        .bucket(&name)
+        .send()
+        .await
+        .expect("moto creates the bucket");
+    name
+}
+
+/// A rescue store over a bucket of its own on moto.
+pub async fn fresh_rescue_store() -> connector::outbound::rescue_store::S3RescueStore {
+    connector::outbound::rescue_store::S3RescueStore::new(s3().await, create_bucket().await)
 }

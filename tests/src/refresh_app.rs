@@ -12,7 +12,7 @@ use connector::outbound::credentials::SecretsManagerCredentials;
 use connector::outbound::dynamodb::DynamoStore;
 use connector::outbound::events::RecordingPublisher;
 use connector::outbound::memory::MemoryStore;
-use connector::outbound::rescue_queue::SqsRescueQueue;
+use connector::outbound::rescue_store::S3RescueStore;
 use connector::ports::{ClientCredentials, ConnectionStore, EventKind, ServiceEvent};
 use connector::secret::{AccessToken, AuthCode, ClientSecret, ExposeSecret, RefreshToken};
 use connector::services::caller_policy::CallerPolicy;
@@ -23,7 +23,7 @@ use connector::services::scheduled_refresh::{self, RunLimits, RunSummary};
 use rd_sandbox::{RunningSandbox, Sandbox, SandboxConfig, SandboxProduct};
 use url::Url;
 
-use crate::instrumented::{InstrumentedQueue, InstrumentedStore, SlowCredentials};
+use crate::instrumented::{InstrumentedRescues, InstrumentedStore, SlowCredentials};
 use crate::{logs, moto};
 
 const REDIRECT: &str = "https://connect.example.com/oauth/callback";
@@ -38,8 +38,8 @@ pub struct RefreshApp {
     pub engine: RefreshEngine,
     /// The store behind it.
     pub store: InstrumentedStore,
-    /// The rescue queue behind it (SQS on moto).
-    pub rescues: InstrumentedQueue,
+    /// The rescue store behind it (S3 on moto).
+    pub rescues: InstrumentedRescues,
     /// The credentials behind it (Secrets Manager on moto).
     pub credentials: SlowCredentials,
     /// The events it published.
@@ -52,8 +52,8 @@ pub struct RefreshApp {
     pub secret_name: String,
     /// The connections table on moto.
     pub table_name: String,
-    /// The rescue queue on moto.
-    pub queue_url: String,
+    /// The rescue bucket on moto.
+    pub bucket: String,
 }
 
 /// Protocol timing for tests: T = 500 ms, commit budget 700 ms, skew allowance
@@ -106,9 +106,9 @@ impl RefreshApp {
         let table = table.with_due_policy(settings.due.clone());
         let table_name = table.table().to_owned();
         let store = InstrumentedStore::new(table.clone());
-        let queue = moto::fresh_rescue_queue().await;
-        let queue_url = queue.queue_url().to_owned();
-        let rescues = InstrumentedQueue::new(queue);
+        let rescue_store = moto::fresh_rescue_store().await;
+        let bucket = rescue_store.bucket().to_owned();
+        let rescues = InstrumentedRescues::new(rescue_store);
         let secret_name = moto::create_secret(&crate::app::credentials_json(&sandbox_config)).await;
         let credentials = SlowCredentials::new(SecretsManagerCredentials::new(
             moto::secretsmanager().await,
@@ -155,12 +155,12 @@ impl RefreshApp {
             sandbox_config,
             secret_name,
             table_name,
-            queue_url,
+            bucket,
         }
     }
 
-    /// Another instance of the service over the same table, queue and secret, as
-    /// a second Lambda environment would be: SDK clients, rescue gate, credential
+    /// Another instance of the service over the same table, bucket and secret, as
+    /// a second Lambda environment would be: SDK clients, credential
     /// cache and engine of its own (no test instrumentation), the same clock and
     /// event recorder.
     pub async fn second_instance(&self) -> RefreshEngine {
@@ -179,9 +179,9 @@ impl RefreshApp {
         let parts = Parts {
             connections: store.clone(),
             sessions: Arc::new(MemoryStore::new()),
-            rescues: Arc::new(SqsRescueQueue::new(
-                aws_sdk_sqs::Client::new(sdk),
-                &self.queue_url,
+            rescues: Arc::new(S3RescueStore::new(
+                connector::assembly::s3_client(sdk),
+                &self.bucket,
             )),
             credentials: Arc::new(SecretsManagerCredentials::new(
                 aws_sdk_secretsmanager::Client::new(sdk),

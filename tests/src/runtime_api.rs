@@ -37,7 +37,7 @@ pub fn artifact(name: &str) -> std::path::PathBuf {
 
 /// A command that runs a function's `binary` as Lambda would under `api`, with
 /// a deployed function's environment: a fresh table, secret (the sandbox's app
-/// credentials) and rescue queue on moto, and `rd` as RD Station. Callers add
+/// credentials) and rescue bucket on moto, and `rd` as RD Station. Callers add
 /// what differs (`PUBLIC_BASE_URL`, log level, where output goes) and spawn it.
 pub async fn function_command(
     binary: &std::path::Path,
@@ -53,12 +53,12 @@ pub async fn function_command(
         &rd_sandbox::SandboxConfig::default(),
     ))
     .await;
-    let queue = crate::moto::create_queue(None).await;
-    deployed_command(binary, name, api, rd, &table, &secret, &queue)
+    let bucket = crate::moto::create_bucket().await;
+    deployed_command(binary, name, api, rd, &table, &secret, &bucket)
 }
 
 /// A command that runs a function's `binary` as Lambda would under `api`, over
-/// the given `table`, `secret` and rescue `queue`, with `rd` as RD Station.
+/// the given `table`, `secret` and rescue `bucket`, with `rd` as RD Station.
 pub fn deployed_command(
     binary: &std::path::Path,
     name: &str,
@@ -66,7 +66,7 @@ pub fn deployed_command(
     rd: &rd_sandbox::RunningSandbox,
     table: &str,
     secret: &str,
-    queue: &str,
+    bucket: &str,
 ) -> std::process::Command {
     let mut command = std::process::Command::new(binary);
     command
@@ -76,7 +76,7 @@ pub fn deployed_command(
         .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         .env("CONNECTIONS_TABLE", table)
         .env("CLIENT_CREDENTIALS_SECRET", secret)
-        .env("RESCUE_QUEUE_URL", queue)
+        .env("RESCUE_BUCKET", bucket)
         .env("RDSTATION_API_URL", rd.base_url.as_str())
         .env(
             "RDSTATION_MARKETING_AUTHORIZE_URL",

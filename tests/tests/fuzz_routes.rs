@@ -19,7 +19,7 @@ use axum::Router;
 use connector::assembly::{Assembly, Parts, Settings};
 use connector::inbound::http::{api_routes, connect_routes, finish};
 use connector::outbound::events::RecordingPublisher;
-use connector::outbound::memory::{MemoryRescueQueue, MemoryStore};
+use connector::outbound::memory::{MemoryRescueStore, MemoryStore};
 use connector::services::caller_policy::CallerPolicy;
 use connector::services::connect::PublicBase;
 use connector::services::proxy::ProxySettings;
@@ -56,7 +56,7 @@ fn target() -> Target {
             events: Arc::new(RecordingPublisher::new()),
             ..Parts::on_one_store(
                 store.clone(),
-                Arc::new(MemoryRescueQueue::default()),
+                Arc::new(MemoryRescueStore::default()),
                 integration_tests::sandbox_credentials(&config),
             )
         },

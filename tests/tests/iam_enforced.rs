@@ -12,8 +12,9 @@ use std::time::Duration;
 use connector::clock::{Clock, SystemClock, Timestamp};
 use connector::domain::{Connection, ConnectionId, ConnectionStatus, Product, TokenPair};
 use connector::outbound::dynamodb::DynamoStore;
-use connector::outbound::rescue_queue::SqsRescueQueue;
-use connector::ports::{ConnectionStore, RescueQueue, RescuedPair};
+use connector::outbound::legacy_rescue_queue::SqsLegacyRescueQueue;
+use connector::outbound::rescue_store::S3RescueStore;
+use connector::ports::{ConnectionStore, RescueStore, RescuedPair};
 use connector::secret::{AccessToken, ExposeSecret, RefreshToken};
 use integration_tests::apigw::{self, Answer, EventRequest};
 use integration_tests::app::Browser;
@@ -68,28 +69,33 @@ impl Run {
         let log =
             dir.join(integration_tests::moto::unique_name(&format!("iam-{function}")) + ".log");
         let out = std::fs::File::create(&log).expect("log file");
-        let process = deployed_command(
+        let mut command = deployed_command(
             &artifact(function),
             function,
             &api,
             &sandbox,
             &deployed.table,
             &deployed.secret,
-            &deployed.queue,
-        )
-        .env("AWS_ENDPOINT_URL", &moto.endpoint)
-        .env("AWS_ACCESS_KEY_ID", &key.id)
-        .env("AWS_SECRET_ACCESS_KEY", &key.secret)
-        .env_remove("AWS_SESSION_TOKEN")
-        .env_remove("AWS_PROFILE")
-        .env("AWS_REGION", "us-east-1")
-        .env("EVENT_BUS_NAME", &deployed.bus)
-        .env("PUBLIC_BASE_URL", PUBLIC_BASE_URL)
-        .env("RUST_LOG", "info")
-        .stdout(out.try_clone().expect("log file"))
-        .stderr(Stdio::from(out))
-        .spawn()
-        .expect("the function starts");
+            &deployed.bucket,
+        );
+        if function == "token-refresher" {
+            // As the template sets it: the refresher alone reads the old queue.
+            command.env("LEGACY_RESCUE_QUEUE_URL", &deployed.legacy_queue);
+        }
+        let process = command
+            .env("AWS_ENDPOINT_URL", &moto.endpoint)
+            .env("AWS_ACCESS_KEY_ID", &key.id)
+            .env("AWS_SECRET_ACCESS_KEY", &key.secret)
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env("AWS_REGION", "us-east-1")
+            .env("EVENT_BUS_NAME", &deployed.bus)
+            .env("PUBLIC_BASE_URL", PUBLIC_BASE_URL)
+            .env("RUST_LOG", "info")
+            .stdout(out.try_clone().expect("log file"))
+            .stderr(Stdio::from(out))
+            .spawn()
+            .expect("the function starts");
         Self {
             moto,
             deployed,
@@ -108,11 +114,19 @@ impl Run {
         )
     }
 
-    /// The rescue queue, as the admin sees it.
-    fn rescues(&self) -> SqsRescueQueue {
-        SqsRescueQueue::new(
+    /// The rescue store, as the admin sees it.
+    fn rescues(&self) -> S3RescueStore {
+        S3RescueStore::new(
+            connector::assembly::s3_client(&self.moto.sdk(&self.moto.admin)),
+            &self.deployed.bucket,
+        )
+    }
+
+    /// The rescue queue of earlier versions, as the admin sees it.
+    fn legacy_queue(&self) -> SqsLegacyRescueQueue {
+        SqsLegacyRescueQueue::new(
             aws_sdk_sqs::Client::new(&self.moto.sdk(&self.moto.admin)),
-            &self.deployed.queue,
+            &self.deployed.legacy_queue,
         )
     }
 
@@ -169,6 +183,23 @@ impl Run {
             "the role refused what the code calls:\n{}",
             refused.join("\n")
         );
+    }
+}
+
+/// A pair the sandbox issued (`access`, `refresh`), rescued for connection `id`
+/// in exchange for the pair `spent` holds.
+fn rescued_pair(id: &str, spent: &Connection, access: String, refresh: String) -> RescuedPair {
+    RescuedPair {
+        connection_id: ConnectionId::parse(id).expect("valid"),
+        lease_id: "lease".to_owned(),
+        tokens: TokenPair {
+            access_token: AccessToken::new(access),
+            refresh_token: RefreshToken::new(refresh),
+            access_expires_at: Timestamp(SystemClock.now().0 + 7_200),
+        },
+        spent_refresh_token: spent.tokens.refresh_token.fingerprint(),
+        replaced_access_token: spent.tokens.access_token.fingerprint(),
+        rescued_at: SystemClock.now(),
     }
 }
 
@@ -246,8 +277,36 @@ async fn the_api_function_runs_on_exactly_its_role() {
     assert_eq!(deleted.status, 200, "{}", deleted.text());
     assert_eq!(deleted.json()["revoked_at_rd"], "revoked");
 
+    // A possibly lost connection whose pair waits: a forced refresh looks it up,
+    // restores it and deletes it.
+    let lost = run.seed("crm-lost", Product::Crm, 7_200).await;
+    let marked = Connection {
+        status: ConnectionStatus::PossiblyLost,
+        status_reason: Some("commit_failed".to_owned()),
+        ..lost.clone()
+    };
+    run.store().update(&marked).await.expect("marked");
+    let (access, refresh, _) = run.sandbox.sandbox.issue_pair(SandboxProduct::Crm);
+    run.rescues()
+        .put_rescue(&rescued_pair("crm-lost", &lost, access, refresh))
+        .await
+        .expect("saved");
+    let restored = run
+        .send(&iam("POST", "/connections/crm-lost/refresh"))
+        .await;
+    assert_eq!(restored.status, 200, "{}", restored.text());
+    assert_eq!(restored.json()["outcome"], "restored_from_rescue");
+    assert!(
+        run.rescues()
+            .list_rescues(None)
+            .await
+            .expect("listable")
+            .keys
+            .is_empty()
+    );
+
     // A commit that fails (the connection deleted while RD answers): the pair
-    // goes to the rescue queue.
+    // goes to the rescue store.
     run.sandbox
         .sandbox
         .set_token_latency(Duration::from_millis(500));
@@ -261,8 +320,8 @@ async fn the_api_function_runs_on_exactly_its_role() {
         .await
         .expect("deleted");
     let _ = forced.await.expect("answered");
-    let waiting = run.rescues().receive_rescues(10).await.expect("readable");
-    assert_eq!(waiting.len(), 1, "the rotated pair was put aside");
+    let waiting = run.rescues().list_rescues(None).await.expect("listable");
+    assert_eq!(waiting.keys.len(), 1, "the rotated pair was put aside");
     run.assert_nothing_refused();
 }
 
@@ -285,24 +344,14 @@ async fn the_refresher_runs_on_exactly_its_role() {
     };
     run.store().update(&marked).await.expect("marked");
     let (access, refresh, _) = run.sandbox.sandbox.issue_pair(SandboxProduct::Crm);
-    let pair = |id: &str, spent: &Connection| RescuedPair {
-        connection_id: ConnectionId::parse(id).expect("valid"),
-        lease_id: "lease".to_owned(),
-        tokens: TokenPair {
-            access_token: AccessToken::new(access.clone()),
-            refresh_token: RefreshToken::new(refresh.clone()),
-            access_expires_at: Timestamp(SystemClock.now().0 + 7_200),
-        },
-        spent_refresh_token: spent.tokens.refresh_token.fingerprint(),
-        replaced_access_token: spent.tokens.access_token.fingerprint(),
-        rescued_at: SystemClock.now(),
-    };
-    run.rescues()
-        .put_rescue(&pair("lost", &lost))
+    let pair =
+        |id: &str, spent: &Connection| rescued_pair(id, spent, access.clone(), refresh.clone());
+    // Its pair waits on the queue of earlier versions: moved, then restored.
+    run.legacy_queue()
+        .send_as_earlier_versions_did(&pair("lost", &lost))
         .await
         .expect("queued");
-    // A pair whose connection cannot be read (a corrupt item): handed back to
-    // the queue at once (sqs:ChangeMessageVisibility).
+    // A pair whose connection cannot be read (a corrupt item): left in the store.
     aws_sdk_dynamodb::Client::new(&run.moto.sdk(&run.moto.admin))
         .put_item()
         .table_name(&run.deployed.table)
@@ -324,13 +373,14 @@ async fn the_refresher_runs_on_exactly_its_role() {
     run.rescues()
         .put_rescue(&pair("corrupt", &lost))
         .await
-        .expect("queued");
+        .expect("saved");
 
     let event: Value =
         serde_json::from_str(include_str!("../fixtures/eventbridge/scheduled-event.json"))
             .expect("event");
     let summary = run.invoke(event).await;
     assert_eq!(summary["refreshed"], 1, "{summary}");
+    assert_eq!(summary["moved_from_legacy_queue"], 1, "{summary}");
     assert_eq!(summary["restored_from_rescue"], 1, "{summary}");
     assert_eq!(summary["shard_errors"], 0, "{summary}");
     let restored = run

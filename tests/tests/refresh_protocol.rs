@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use connector::clock::Clock;
-use connector::domain::{ConnectionStatus, Product};
+use connector::domain::{ConnectionId, ConnectionStatus, Product};
 use connector::ports::EventKind;
 use connector::secret::ExposeSecret;
 use connector::services::refresh_protocol::{RefreshFailure, RefreshRequest, Refreshed};
@@ -316,7 +316,7 @@ async fn failed_commits_go_to_a_rescue_item_and_the_next_run_restores_them() {
     ));
 }
 
-/// Leaves connection `id`'s rotated pair on the rescue queue and the item's intent
+/// Leaves connection `id`'s rotated pair in the rescue store and the item's intent
 /// naming the spent refresh token: RD rotates, then the commit and the status
 /// write after it both fail. Returns the spent token's fingerprint and the
 /// rescued pairs. The store is left failing plain updates (not lease writes).
@@ -370,7 +370,7 @@ async fn a_rescued_pair_that_cannot_be_restored_yet_keeps_the_spent_token_from_r
         app.sandbox.sandbox.stats().dead_refresh_token_presentations,
         0
     );
-    // Handed back to the queue at once, not hidden for its visibility timeout.
+    // Still there for the next lookup.
     assert_eq!(app.rescues.peek().await.len(), 1);
     assert_eq!(
         app.stored("stranded").await.status,
@@ -388,30 +388,34 @@ async fn a_rescued_pair_that_cannot_be_restored_yet_keeps_the_spent_token_from_r
 }
 
 #[tokio::test]
-async fn a_takeover_waits_for_a_drain_that_holds_its_rescued_pair() {
+async fn a_takeover_on_another_instance_finds_the_pair_a_slow_sweep_holds() {
     let app = RefreshApp::start().await;
-    let (spent, _) = strand_a_rescued_pair(&app, "in-flight").await;
+    let (spent, rescued) = strand_a_rescued_pair(&app, "in-flight").await;
     app.store.fail_updates.store(false, Ordering::SeqCst);
     app.advance(10);
 
-    // Another task of the process (a run's drain) receives the pair and is slow to
-    // restore it: while it holds the pair, the queue shows nothing to anyone else.
-    app.store.slow_next_update(Duration::from_millis(500));
+    // One instance's scheduled sweep reads the pair and is slow to restore it.
+    app.rescues.slow_next_find(Duration::from_millis(1500));
     let engine = app.engine.clone();
-    let drain = tokio::spawn(async move { engine.drain_rescues().await });
-    app.rescues.wait_for_received(1).await;
-    // A refresh taking over the connection meanwhile must not conclude that no pair
-    // was saved and spend the token again.
-    let outcome = app.refresh("in-flight", RefreshRequest::default()).await;
-    let report = drain.await.expect("drain");
-    assert_eq!(report.restored.len(), 1);
-    assert!(
-        matches!(
-            outcome,
-            Ok(Refreshed::AlreadyFresh(_) | Refreshed::ByOtherWorker(_))
-        ),
-        "{outcome:?}"
-    );
+    let sweep = tokio::spawn(async move { engine.drain_rescues().await });
+    app.rescues.wait_for_found(1).await;
+    // Another instance (its own clients, no shared gate) takes the connection over
+    // meanwhile: it must find the pair by key, not conclude that none was saved
+    // and spend the token again.
+    let other = app.second_instance().await;
+    let outcome = other
+        .refresh(
+            &ConnectionId::parse("in-flight").expect("id"),
+            RefreshRequest::default(),
+        )
+        .await;
+    match &outcome {
+        Ok(Refreshed::Restored(c)) => assert_eq!(c.tokens, rescued[0].tokens),
+        other => panic!("expected the other instance to restore the pair, got {other:?}"),
+    }
+    let report = sweep.await.expect("sweep");
+    assert!(report.restored.is_empty(), "{report:?}");
+    assert_eq!(report.superseded, 1, "{report:?}");
     assert_eq!(
         presentations(&app, &spent),
         Some(1),
@@ -419,6 +423,8 @@ async fn a_takeover_waits_for_a_drain_that_holds_its_rescued_pair() {
     );
     let stored = app.stored("in-flight").await;
     assert_eq!(stored.status, ConnectionStatus::Active);
+    assert_eq!(stored.tokens, rescued[0].tokens);
+    assert!(app.rescues.peek().await.is_empty());
     assert!(app.usable("in-flight").await);
 }
 

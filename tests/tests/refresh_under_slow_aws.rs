@@ -2,7 +2,7 @@
 //! holder whose read, claim, credentials read or commit is slowed past the lease
 //! never makes RD see one refresh token presented twice at once, nor a dead one;
 //! a pair whose commit and status write both failed is restored from the rescue
-//! queue without calling RD; a scheduled run never outlives its invocation.
+//! store without calling RD; a scheduled run never outlives its invocation.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -222,7 +222,7 @@ async fn a_holder_whose_writes_land_after_its_lease_is_not_taken_over_too_soon()
 }
 
 /// A possibly lost connection whose pair another look restores while this
-/// refresh waits for the rescue gate: the refresh reports the connection as it
+/// refresh was restoring it: the refresh reports the connection as it
 /// is stored then (active), not as it read it before waiting, so a run's
 /// summary (which feeds the "connections need a person" alarm) does not count
 /// it as lost. (Before: PossiblyLost with the stale read.)
@@ -241,16 +241,22 @@ async fn a_connection_restored_by_another_look_is_not_reported_lost() {
         "{outcome:?}"
     );
     assert_eq!(app.rescues.peek().await.len(), 1);
-    // A drain takes the pair and restores it slowly, holding the gate.
-    app.store.slow_next_update(Duration::from_millis(500));
+    // A refresh finds the pair and is slow to restore it; meanwhile another
+    // instance's sweep restores it.
+    app.rescues.slow_next_find(Duration::from_millis(1500));
     let engine = app.engine.clone();
-    let drain = tokio::spawn(async move { engine.drain_rescues().await });
-    app.rescues.wait_for_received(1).await;
-    let refreshed = app
-        .refresh("found-meanwhile", RefreshRequest::default())
-        .await;
-    let drained = drain.await.expect("joined");
+    let refresh = tokio::spawn(async move {
+        engine
+            .refresh(
+                &connector::domain::ConnectionId::parse("found-meanwhile").expect("id"),
+                RefreshRequest::default(),
+            )
+            .await
+    });
+    app.rescues.wait_for_found(1).await;
+    let drained = app.second_instance().await.drain_rescues().await;
     assert_eq!(drained.restored.len(), 1);
+    let refreshed = refresh.await.expect("joined");
     assert!(
         matches!(refreshed, Ok(Refreshed::ByOtherWorker(ref c)) if c.status == ConnectionStatus::Active),
         "{refreshed:?}"
@@ -450,6 +456,7 @@ async fn a_run_whose_every_due_index_query_failed_is_a_failed_invocation() {
         engine,
         concurrency: 1,
         run_lock: std::sync::Arc::new(connector::outbound::memory::MemoryStore::new()),
+        legacy_rescues: None,
     };
     let mut context = Context::default();
     context.deadline = (app.clock.now_ms() + 60_000) as u64;

@@ -8,10 +8,10 @@ use connector::domain::{
     CONNECT_SESSION_TTL_SECONDS, ConnectSession, Connection, ConnectionId, ConnectionStatus,
     DuePolicy, Lease, Product, TokenPair,
 };
-use connector::outbound::memory::{MemoryRescueQueue, MemoryStore};
-use connector::outbound::rescue_queue::SqsRescueQueue;
+use connector::outbound::memory::{MemoryRescueStore, MemoryStore};
+use connector::outbound::rescue_store::S3RescueStore;
 use connector::ports::{
-    BudgetDecision, ConnectionStore, ListQuery, RateBudget, RescueQueue, RescuedPair, RunLock,
+    BudgetDecision, ConnectionStore, ListQuery, RateBudget, RescueStore, RescuedPair, RunLock,
     SessionError, SessionStore, StoreError,
 };
 use connector::secret::{AccessToken, ExposeSecret, RefreshToken};
@@ -632,63 +632,83 @@ async fn one_run_holds_the_run_lock_until_it_expires_or_is_given_back(store: Arc
     assert!(store.try_lock("run-c", 30_000, 15_000).await.expect("up"));
 }
 
-/// The rescue queue's contract, for the in-memory queue and SQS on moto: a pair
-/// put is received whole, hidden from other receivers while being handled,
-/// received again at once when returned, and gone once deleted.
-async fn rescue_queue_contract(queue: Arc<dyn RescueQueue>) {
-    let rescue = RescuedPair {
+/// The rescue store's contract, for the in-memory store and S3 on moto: a pair
+/// put is found whole by its key, at once and by every client; another pair of the
+/// same connection has a key of its own; listing pages name every key once; a
+/// deleted pair is gone, and deleting it again is no error.
+async fn rescue_store_contract(store: Arc<dyn RescueStore>, other_client: Arc<dyn RescueStore>) {
+    let rescue = |replaced: &str| RescuedPair {
         connection_id: ConnectionId::parse("rescued").expect("valid"),
         lease_id: "lease-r".to_owned(),
         tokens: pair("rescued"),
-        spent_refresh_token: "fingerprint-of-rt-first".to_owned(),
-        replaced_access_token: "fingerprint-of-at-first".to_owned(),
+        spent_refresh_token: "00000000000000aa".to_owned(),
+        replaced_access_token: replaced.to_owned(),
         rescued_at: Timestamp(77),
     };
-    queue.put_rescue(&rescue).await.expect("saved");
-    let received = queue.receive_rescues(10).await.expect("received");
-    assert_eq!(received.len(), 1);
-    assert_eq!(received[0].rescue, rescue);
-    assert!(
-        queue
-            .receive_rescues(10)
-            .await
-            .expect("received")
-            .is_empty(),
-        "hidden while the first receiver handles it"
-    );
-    queue
-        .return_rescue(&received[0].receipt)
-        .await
-        .expect("returned");
-    let received = queue.receive_rescues(10).await.expect("received");
+    let first = rescue("00000000000000bb");
+    let second = rescue("00000000000000cc");
+    assert_eq!(store.find_rescue(&first.key()).await.expect("up"), None);
+    store.put_rescue(&first).await.expect("saved");
+    store.put_rescue(&second).await.expect("saved");
+    // Read after write, from another client too: what a takeover on another
+    // instance relies on.
     assert_eq!(
-        received.len(),
-        1,
-        "a returned pair is received again at once"
+        other_client.find_rescue(&first.key()).await.expect("up"),
+        Some(first.clone())
     );
-    assert_eq!(received[0].rescue, rescue);
-    queue
-        .delete_rescue(&received[0].receipt)
-        .await
-        .expect("deleted");
-    assert!(
-        queue
-            .receive_rescues(10)
+    assert_eq!(
+        store.find_rescue(&second.key()).await.expect("up"),
+        Some(second.clone())
+    );
+    let mut listed = Vec::new();
+    let mut after = None;
+    loop {
+        let page = other_client
+            .list_rescues(after.as_deref())
             .await
-            .expect("received")
-            .is_empty()
+            .expect("listed");
+        listed.extend(page.keys);
+        match page.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    listed.sort();
+    let mut expected = vec![first.key(), second.key()];
+    expected.sort();
+    assert_eq!(listed, expected);
+    store.delete_rescue(&first.key()).await.expect("deleted");
+    assert_eq!(
+        other_client.find_rescue(&first.key()).await.expect("up"),
+        None
+    );
+    store
+        .delete_rescue(&first.key())
+        .await
+        .expect("deleting again is no error");
+    assert_eq!(
+        store.find_rescue(&second.key()).await.expect("up"),
+        Some(second)
     );
 }
 
 #[tokio::test]
-async fn memory_rescue_queue_contract() {
-    rescue_queue_contract(Arc::new(MemoryRescueQueue::default())).await;
+async fn memory_rescue_store_contract() {
+    let store = Arc::new(MemoryRescueStore::default());
+    rescue_store_contract(store.clone(), store).await;
 }
 
 #[tokio::test]
-async fn sqs_rescue_queue_contract() {
-    let queue = moto::create_queue(None).await;
-    rescue_queue_contract(Arc::new(SqsRescueQueue::new(moto::sqs().await, queue))).await;
+async fn s3_rescue_store_contract() {
+    let bucket = moto::create_bucket().await;
+    let client = |s3| -> Arc<dyn RescueStore> { Arc::new(S3RescueStore::new(s3, &bucket)) };
+    // The other client is another instance's: an SDK client of its own.
+    let other = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(moto::sdk_config().await)
+            .force_path_style(true)
+            .build(),
+    );
+    rescue_store_contract(client(moto::s3().await), client(other)).await;
 }
 
 macro_rules! contract {

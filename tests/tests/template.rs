@@ -152,7 +152,7 @@ fn every_required_variable_is_set_for_the_functions() {
         "RDSTATION_CRM_AUTHORIZE_URL",
         "ALLOWED_RETURN_ORIGINS",
         "ALLOWED_CALLER_ARNS",
-        "RESCUE_QUEUE_URL",
+        "RESCUE_BUCKET",
     ] {
         assert!(
             !variables[name].is_null(),
@@ -196,7 +196,10 @@ fn the_refresher_runs_on_an_eventbridge_rule_and_may_publish_events() {
         "dynamodb:Query",
         "events:PutEvents",
         "secretsmanager:GetSecretValue",
-        "sqs:SendMessage",
+        "s3:PutObject",
+        "s3:GetObject",
+        "s3:DeleteObject",
+        "s3:ListBucket",
         "sqs:ReceiveMessage",
         "sqs:DeleteMessage",
     ] {
@@ -209,15 +212,43 @@ fn the_refresher_runs_on_an_eventbridge_rule_and_may_publish_events() {
 }
 
 #[test]
-fn rescued_pairs_wait_on_an_encrypted_queue_kept_as_long_as_sqs_allows() {
+fn rescued_pairs_wait_in_a_private_encrypted_bucket_and_the_old_queue_is_kept() {
     let template = template();
-    let queue = &template["Resources"]["RescueQueue"];
+    let resources = &template["Resources"];
+    let bucket = &resources["RescueBucket"];
+    assert_eq!(bucket["Type"], "AWS::S3::Bucket");
+    assert_eq!(bucket["DeletionPolicy"], "Retain");
+    let properties = &bucket["Properties"];
+    let encryption = &properties["BucketEncryption"]["ServerSideEncryptionConfiguration"][0];
+    assert_eq!(
+        encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"],
+        "aws:kms"
+    );
+    let block = &properties["PublicAccessBlockConfiguration"];
+    for setting in [
+        "BlockPublicAcls",
+        "BlockPublicPolicy",
+        "IgnorePublicAcls",
+        "RestrictPublicBuckets",
+    ] {
+        assert_eq!(block[setting], true, "{setting}");
+    }
+    // What nobody restored goes, but only long after the alarm went off.
+    let rule = &properties["LifecycleConfiguration"]["Rules"][0];
+    assert_eq!(rule["Prefix"], "rescued/");
+    assert!(rule["ExpirationInDays"].as_u64().expect("days") >= 14);
+    let policy = resources["RescueBucketPolicy"]["Properties"]["PolicyDocument"].clone();
+    let policy = serde_json::to_string(&serde_json::to_value(policy).expect("json")).expect("text");
+    assert!(policy.contains("aws:SecureTransport"), "{policy}");
+    // The queue of earlier versions may still hold pairs: a deploy never deletes it.
+    let queue = &resources["RescueQueue"];
     assert_eq!(queue["Type"], "AWS::SQS::Queue");
-    let properties = &queue["Properties"];
-    // Encrypted under the stack's key (checked in the transformed template too).
-    assert!(!properties["KmsMasterKeyId"].is_null());
-    // 14 days, SQS's maximum: a pair must outlive any outage of the refresher.
-    assert_eq!(properties["MessageRetentionPeriod"], 1_209_600);
+    assert_eq!(queue["DeletionPolicy"], "Retain");
+    let variables = &template["Globals"]["Function"]["Environment"]["Variables"];
+    assert!(!variables["RESCUE_BUCKET"].is_null());
+    assert!(variables["LEGACY_RESCUE_QUEUE_URL"].is_null());
+    let refresher = &resources["TokenRefresherFunction"]["Properties"]["Environment"]["Variables"];
+    assert!(!refresher["LEGACY_RESCUE_QUEUE_URL"].is_null());
 }
 
 #[test]

@@ -161,11 +161,28 @@ fn each_function_has_only_the_permissions_its_routes_need() {
             *role != "OAuthCallbackFunctionRole",
             "{role}: DeleteItem"
         );
+        let rescues = actions.iter().any(|a| a == "s3:GetObject");
+        assert_eq!(
+            rescues,
+            *role != "OAuthCallbackFunctionRole",
+            "{role}: the rescue store"
+        );
+        // S3 answers a GET of a missing key 404 only to a caller allowed to list
+        // the bucket, 403 otherwise, and a 403 is never "no pair waits". moto
+        // answers 404 either way, so the IAM-enforced runs cannot see this one.
+        let lists = actions.iter().any(|a| a == "s3:ListBucket");
+        assert_eq!(lists, rescues, "{role}: s3:ListBucket");
+        // Only the refresher reads the queue of earlier versions, and nobody
+        // puts anything on it any more.
         let queue = actions.iter().any(|a| a.starts_with("sqs:"));
         assert_eq!(
             queue,
-            *role != "OAuthCallbackFunctionRole",
-            "{role}: the rescue queue"
+            *role == "TokenRefresherFunctionRole",
+            "{role}: the old queue"
+        );
+        assert!(
+            !actions.iter().any(|a| a == "sqs:SendMessage"),
+            "{role}: sends to the old queue"
         );
         assert!(
             actions.iter().any(|a| a == "kms:Decrypt"),
@@ -236,6 +253,11 @@ fn stored_secrets_are_under_the_customer_managed_key() {
     assert_eq!(r["ClientCredentialsSecret"]["Properties"]["KmsKeyId"], key);
     assert_eq!(r["ClientCredentialsSecret"]["DeletionPolicy"], "Retain");
     assert_eq!(r["RescueQueue"]["Properties"]["KmsMasterKeyId"], key);
+    assert_eq!(
+        r["RescueBucket"]["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]
+            ["ServerSideEncryptionByDefault"]["KMSMasterKeyID"],
+        key
+    );
     assert_eq!(r["AlarmTopic"]["Properties"]["KmsMasterKeyId"], key);
     assert_eq!(r["DataKey"]["Properties"]["EnableKeyRotation"], true);
     assert_eq!(r["DataKey"]["Condition"], "CreateDataKey");
@@ -252,7 +274,7 @@ fn outputs_give_a_newcomer_everything_the_first_deploy_needs() {
         "ConnectionsTableName",
         "ClientCredentialsSecretArn",
         "ConnectionEventBusName",
-        "RescueQueueUrl",
+        "RescueBucketName",
         "AlarmTopicArn",
     ] {
         assert!(outputs.contains_key(name), "output {name}");

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ports::RunLock;
+use crate::ports::{LegacyRescueQueue, RunLock};
 use crate::services::refresh_protocol::RefreshEngine;
 use crate::services::scheduled_refresh::{self, RunLimits, RunSummary};
 use aws_lambda_events::eventbridge::EventBridgeEvent;
@@ -55,6 +55,9 @@ pub struct Refresher {
     /// Keeps two runs (a late schedule, a retry) from overlapping, without
     /// reserved concurrency.
     pub run_lock: Arc<dyn RunLock>,
+    /// The SQS queue earlier versions rescued pairs to, while it may hold some:
+    /// each run first moves what it holds to the rescue store.
+    pub legacy_rescues: Option<Arc<dyn LegacyRescueQueue>>,
 }
 
 impl Refresher {
@@ -101,7 +104,16 @@ impl Refresher {
             println!("{}", summary.emf(now_ms));
             return Ok(summary);
         }
-        let summary = scheduled_refresh::run(&self.engine, &limits).await;
+        let moved = match &self.legacy_rescues {
+            Some(queue) => {
+                scheduled_refresh::move_legacy_rescues(queue.as_ref(), self.engine.rescues.as_ref())
+                    .await
+            }
+            None => scheduled_refresh::MoveReport::default(),
+        };
+        let mut summary = scheduled_refresh::run(&self.engine, &limits).await;
+        summary.moved_from_legacy_queue = moved.moved;
+        summary.errors += moved.errors;
         if let Err(e) = self.run_lock.unlock(&holder).await {
             tracing::warn!(error = %e, "could not give the run lock back; it expires");
         }

@@ -1,17 +1,16 @@
 //! An in-process store with the same conditional semantics as the DynamoDB adapter,
 //! for `make run` and unit tests. It passes the same contract tests.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
 use crate::clock::Timestamp;
 use crate::domain::{ConnectSession, Connection, ConnectionId, DuePolicy, SessionId};
 use crate::ports::{
-    ConnectionStore, ListPage, ListQuery, ReceivedRescue, RescueQueue, RescuedPair, SessionError,
-    SessionStore, StoreError,
+    ConnectionStore, ListPage, ListQuery, RescueKey, RescuePage, RescueStore, RescuedPair,
+    SessionError, SessionStore, StoreError,
 };
 use crate::secret::AccessToken;
 
@@ -272,88 +271,40 @@ impl SessionStore for MemoryStore {
     }
 }
 
-/// A rescue queue in memory with SQS's delivery semantics: a received pair is
-/// hidden until deleted or until the visibility timeout passes.
-#[derive(Debug)]
-pub struct MemoryRescueQueue {
-    messages: Mutex<Vec<QueuedRescue>>,
-    next_receipt: Mutex<u64>,
-    visibility: Duration,
-}
-
-#[derive(Debug)]
-struct QueuedRescue {
-    rescue: RescuedPair,
-    receipt: Option<String>,
-    hidden_until: Option<Instant>,
-}
-
-impl MemoryRescueQueue {
-    /// An empty queue whose received messages stay hidden for `visibility`.
-    pub fn new(visibility: Duration) -> Self {
-        Self {
-            messages: Mutex::default(),
-            next_receipt: Mutex::new(0),
-            visibility,
-        }
-    }
-}
-
-impl Default for MemoryRescueQueue {
-    /// SQS's default visibility timeout, 30 s.
-    fn default() -> Self {
-        Self::new(Duration::from_secs(30))
-    }
+/// A rescue store in memory: a map by key, read consistently like S3.
+#[derive(Debug, Default)]
+pub struct MemoryRescueStore {
+    pairs: Mutex<BTreeMap<RescueKey, RescuedPair>>,
 }
 
 #[async_trait]
-impl RescueQueue for MemoryRescueQueue {
+impl RescueStore for MemoryRescueStore {
     async fn put_rescue(&self, rescue: &RescuedPair) -> Result<(), StoreError> {
-        let mut messages = self.messages.lock().map_err(|_| poisoned())?;
-        messages.push(QueuedRescue {
-            rescue: rescue.clone(),
-            receipt: None,
-            hidden_until: None,
-        });
+        let mut pairs = self.pairs.lock().map_err(|_| poisoned())?;
+        pairs.insert(rescue.key(), rescue.clone());
         Ok(())
     }
 
-    async fn receive_rescues(&self, max: usize) -> Result<Vec<ReceivedRescue>, StoreError> {
-        let mut messages = self.messages.lock().map_err(|_| poisoned())?;
-        let mut next = self.next_receipt.lock().map_err(|_| poisoned())?;
-        let now = Instant::now();
-        let mut received = Vec::new();
-        for message in messages
-            .iter_mut()
-            .filter(|m| m.hidden_until.is_none_or(|t| t <= now))
-            .take(max)
-        {
-            *next += 1;
-            let receipt = format!("memory-receipt-{next}");
-            message.receipt = Some(receipt.clone());
-            message.hidden_until = Some(now + self.visibility);
-            received.push(ReceivedRescue {
-                rescue: message.rescue.clone(),
-                receipt,
-            });
-        }
-        Ok(received)
+    async fn find_rescue(&self, key: &RescueKey) -> Result<Option<RescuedPair>, StoreError> {
+        let pairs = self.pairs.lock().map_err(|_| poisoned())?;
+        Ok(pairs.get(key).cloned())
     }
 
-    async fn delete_rescue(&self, receipt: &str) -> Result<(), StoreError> {
-        let mut messages = self.messages.lock().map_err(|_| poisoned())?;
-        messages.retain(|m| m.receipt.as_deref() != Some(receipt));
-        Ok(())
+    async fn list_rescues(&self, after: Option<&str>) -> Result<RescuePage, StoreError> {
+        // One page holds everything: a process's memory holds few rescued pairs.
+        if after.is_some() {
+            return Err(StoreError::InvalidCursor);
+        }
+        let pairs = self.pairs.lock().map_err(|_| poisoned())?;
+        Ok(RescuePage {
+            keys: pairs.keys().cloned().collect(),
+            next: None,
+        })
     }
 
-    async fn return_rescue(&self, receipt: &str) -> Result<(), StoreError> {
-        let mut messages = self.messages.lock().map_err(|_| poisoned())?;
-        for message in messages
-            .iter_mut()
-            .filter(|m| m.receipt.as_deref() == Some(receipt))
-        {
-            message.hidden_until = None;
-        }
+    async fn delete_rescue(&self, key: &RescueKey) -> Result<(), StoreError> {
+        let mut pairs = self.pairs.lock().map_err(|_| poisoned())?;
+        pairs.remove(key);
         Ok(())
     }
 }

@@ -3,6 +3,8 @@
 pub mod credentials;
 pub mod dynamodb;
 pub mod events;
+pub mod legacy_rescue_queue;
 pub mod memory;
 pub mod rdstation;
-pub mod rescue_queue;
+pub mod rescue_body;
+pub mod rescue_store;

@@ -1,4 +1,4 @@
-//! One scheduled refresher run: restore pairs waiting on the rescue queue, find due connections on the
+//! One scheduled refresher run: restore pairs waiting in the rescue store, find due connections on the
 //! sparse due index (shard by shard, never a scan), refresh them through the
 //! protocol with bounded concurrency, and report a summary.
 
@@ -9,6 +9,7 @@ use serde::Serialize;
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 
+use crate::ports::{LegacyRescueQueue, RescueStore};
 use crate::services::refresh_protocol::{RefreshEngine, RefreshFailure, RefreshRequest, Refreshed};
 
 /// How a run is bounded.
@@ -43,6 +44,8 @@ pub struct RunSummary {
     pub possibly_lost: u64,
     /// Rescued pairs restored.
     pub restored_from_rescue: u64,
+    /// Rescued pairs moved from the SQS queue of earlier versions to the rescue store.
+    pub moved_from_legacy_queue: u64,
     /// Refreshes that met RD's refusal of our client credentials.
     pub deployment_credential_errors: u64,
     /// Not started, or given back unspent, because too little time was left.
@@ -85,6 +88,52 @@ impl RunSummary {
     pub fn due_index_unavailable(&self) -> bool {
         self.shards > 0 && self.shard_errors == self.shards
     }
+}
+
+/// Receive calls one move makes at most (10 pairs each).
+const MAX_LEGACY_BATCHES: usize = 100;
+
+/// What moving the legacy queue's pairs did.
+#[derive(Clone, Debug, Default)]
+pub struct MoveReport {
+    /// Pairs saved in the rescue store and deleted from the queue.
+    pub moved: u64,
+    /// Queue or store failures (the pairs concerned stay queued).
+    pub errors: u64,
+}
+
+/// Moves the pairs the SQS queue of earlier versions holds to the rescue store:
+/// each is saved there before its message is deleted, so a failure between the two
+/// leaves it in both (saving it twice is harmless: same key, same pair). An empty
+/// receive only ends this move; no refresh decides anything on it.
+pub async fn move_legacy_rescues(
+    queue: &dyn LegacyRescueQueue,
+    store: &dyn RescueStore,
+) -> MoveReport {
+    let mut report = MoveReport::default();
+    for _ in 0..MAX_LEGACY_BATCHES {
+        let batch = match queue.receive_rescues(10).await {
+            Ok(batch) if batch.is_empty() => break,
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::error!(error = %e, "could not read the legacy rescue queue");
+                report.errors += 1;
+                break;
+            }
+        };
+        for received in batch {
+            if let Err(e) = store.put_rescue(&received.rescue).await {
+                tracing::error!(connection_id = %received.rescue.connection_id, error = %e, "could not move a rescued pair to the rescue store; it stays queued");
+                report.errors += 1;
+                continue;
+            }
+            if let Err(e) = queue.delete_rescue(&received.receipt).await {
+                tracing::warn!(connection_id = %received.rescue.connection_id, error = %e, "could not delete a moved rescue message");
+            }
+            report.moved += 1;
+        }
+    }
+    report
 }
 
 /// Runs the refresher once. Returns only after every refresh it started has
@@ -200,7 +249,7 @@ mod tests {
         let metrics = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .expect("metrics");
-        assert_eq!(metrics.len(), 16);
+        assert_eq!(metrics.len(), 17);
         for metric in metrics {
             let name = metric["Name"].as_str().expect("name");
             assert!(doc[name].is_u64(), "{name} has a value");

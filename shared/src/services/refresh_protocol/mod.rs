@@ -5,12 +5,12 @@
 //! 1. Read the connection consistently. If its access token is newer than the one
 //!    the caller holds, or it is not due and the caller does not force, return it.
 //!    If a pair rescued from a failed commit may exist (the connection is
-//!    `possibly_lost`, or an intent still names its current refresh token), restore
-//!    it from the rescue queue without calling RD. If the queue could not be read
-//!    to its end, or a pair on it could not be restored (it is handed back to the
-//!    queue at once), RD is not called either: the token may be spent. Looks at the
-//!    queue go one at a time in a process ([`RefreshEngine::rescue_gate`]), and a
-//!    refresh that looked holds the gate until its lease is claimed.
+//!    `possibly_lost`, or an intent still names its current refresh token), look it
+//!    up in the rescue store by key (the connection and the pair it holds: one
+//!    strongly consistent read, the same from every instance) and restore it
+//!    without calling RD. If the lookup or the restore failed, RD is not called
+//!    either: the token may be spent. A pair restored by another instance meanwhile
+//!    changes the item, so the claim below fails and the loop reads again.
 //!    A worker taking over from a holder that may have rotated (an expired lease
 //!    whose intent names the stored token) first waits out the holder's late
 //!    writes: until the lease's end plus [`RefreshSettings::late_write_bound`]
@@ -26,9 +26,9 @@
 //!    client and the credentials were re-read), the time left must cover the hard
 //!    timeout T plus the commit budget C; otherwise the lease is released and RD
 //!    is not called ([`RefreshFailure::OutOfTime`]).
-//! 4. Rotated: commit the pair conditional on the lease. Failing that, put it on
-//!    the rescue queue (outside the table) and mark the connection `possibly_lost`
-//!    (`commit_failed`, or `rescue_failed` if even the queue refused it). Every
+//! 4. Rotated: commit the pair conditional on the lease. Failing that, put it in
+//!    the rescue store (outside the table) and mark the connection `possibly_lost`
+//!    (`commit_failed`, or `rescue_failed` if even the store refused it). Every
 //!    store call made under the lease (commit, rescue, status, release) retries
 //!    within, and is cut off at, the holder's deadline ([`Deadline`]).
 //! 5. Grant rejected: re-read; a newer pair stored meanwhile (a reconnect, a
@@ -73,7 +73,7 @@ use crate::domain::{
 
 use crate::ports::{
     ClientCredentials, ConnectionStore, CredentialSource, CredentialsError, EventKind,
-    EventPublisher, RescueQueue, RescuedPair, ServiceEvent, StoreError, TokenEndpoint,
+    EventPublisher, RescueKey, RescueStore, RescuedPair, ServiceEvent, StoreError, TokenEndpoint,
 };
 use crate::secret::AccessToken;
 
@@ -83,8 +83,9 @@ pub const REFRESH_FAILING: &str = "refresh_failing";
 /// How many times a restore re-reads after another writer got in first.
 const RESTORE_ATTEMPTS: usize = 5;
 
-/// How many queue batches one drain reads at most (10 pairs a batch).
-const MAX_DRAIN_BATCHES: usize = 50;
+/// How many pages of the rescue store one sweep reads at most (1,000 keys a page
+/// on S3); what is left waits for the next sweep, or is found by key.
+const MAX_DRAIN_PAGES: usize = 10;
 
 /// Why a refresh is asked for; it decides when RD is called at all.
 #[derive(Clone, Debug, Default)]
@@ -211,7 +212,7 @@ pub struct RefreshEngine {
     /// Connections.
     pub store: Arc<dyn ConnectionStore>,
     /// Pairs whose commit failed, kept outside the store.
-    pub rescues: Arc<dyn RescueQueue>,
+    pub rescues: Arc<dyn RescueStore>,
     /// RD app credentials.
     pub credentials: Arc<dyn CredentialSource>,
     /// RD Station's token endpoint; its hard timeout is the settings' token
@@ -223,12 +224,6 @@ pub struct RefreshEngine {
     pub clock: Arc<dyn Clock>,
     /// Protocol timing.
     pub settings: RefreshSettings,
-    /// One look at the rescue queue at a time in this process (share it between
-    /// every engine of a process). A drain hides the pairs it holds from other
-    /// receivers; a refresh deciding "no pair was saved for my token" must not
-    /// look while another drain of the process holds one, and keeps the gate until
-    /// its lease is claimed, so that a pair restored meanwhile makes the claim fail.
-    pub rescue_gate: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// The result of one call to RD under a lease.
@@ -253,32 +248,28 @@ struct Claim {
     deadline: Deadline,
 }
 
-/// What a look at the rescue queue found for one connection.
+/// What a lookup in the rescue store found for one connection.
 enum RescueCheck {
     /// A pair of the connection's was restored.
     Restored(Box<Connection>),
-    /// The queue was read to its end and held no pair of the connection's.
+    /// No pair waits for the pair the connection held when it was read (or one
+    /// did and the connection has moved on since: read it again).
     NoneWaiting,
-    /// The queue could not be read to its end, or a pair of the connection's could
-    /// not be restored: one may be waiting.
+    /// The lookup or the restore failed: a pair may be waiting.
     Unsure,
 }
 
-/// What one drain of the rescue queue did.
+/// What one sweep of the rescue store did.
 #[derive(Debug, Default)]
 pub struct DrainReport {
     /// Connections whose rescued pair was restored.
     pub restored: Vec<Connection>,
     /// Pairs found obsolete and deleted.
     pub superseded: u64,
-    /// Queue or store failures (the pairs concerned stay queued).
+    /// Rescue store or connection store failures (the pairs concerned stay).
     pub errors: u64,
-    /// Connections whose pair was received but could not be restored (it was
-    /// handed back to the queue).
+    /// Connections whose pair was found but could not be restored (it stays).
     pub unrestored: Vec<ConnectionId>,
-    /// Whether the queue was read until it had nothing more to give (not cut
-    /// short by an error or the batch limit).
-    pub read_to_end: bool,
 }
 
 fn lease_id() -> String {
@@ -320,12 +311,11 @@ impl RefreshEngine {
                 }
                 ConnectionStatus::PossiblyLost => {
                     // A pair saved when its commit failed brings the connection back.
-                    return match self.restore_rescued(id).await {
+                    return match self.restore_rescued(&current).await {
                         RescueCheck::Restored(restored) => Ok(Refreshed::Restored(*restored)),
                         RescueCheck::NoneWaiting | RescueCheck::Unsure => {
-                            // Another look (a drain that held the pair while this one
-                            // waited for the gate) may have restored it meanwhile:
-                            // what counts is the connection as stored now.
+                            // Another instance may have restored it meanwhile: what
+                            // counts is the connection as stored now.
                             match self.store.get(id).await? {
                                 Some(now) if now.status == ConnectionStatus::Active => {
                                     Ok(Refreshed::ByOtherWorker(now))
@@ -378,10 +368,8 @@ impl RefreshEngine {
                 // deadline, by contrast, means the holder died: it may be taken.)
                 return Err(RefreshFailure::HolderFailed);
             }
-            // Read before claiming, so a slow Secrets Manager does not eat the lease
-            // (nor hold the rescue gate below).
+            // Read before claiming, so a slow Secrets Manager does not eat the lease.
             let credentials = self.credentials.credentials(current.product).await?;
-            let mut held_gate = None;
             if let Some(until) = self.late_writes_may_land(&current, now_ms) {
                 // The previous holder may have rotated and given up on its writes
                 // (commit, rescued pair, status) at its deadline; AWS may still
@@ -392,27 +380,24 @@ impl RefreshEngine {
             if intent_names_current_token(&current) {
                 // Taking over from a holder that may have been issued a new pair and
                 // failed to store it: if it saved the pair, that pair is the
-                // connection's and the stored token is spent. Look before calling RD,
-                // and do not call it unless the look was complete: a pair that could
-                // not be read or restored just now may be this connection's. The gate
-                // stays held until the claim: no drain of this process holds a pair
-                // unseen meanwhile, and one restored before the claim makes it fail.
-                let gate = self.rescue_gate.clone().lock_owned().await;
-                match self.restore_rescued_holding_gate(id).await {
+                // connection's and the stored token is spent. Look it up before
+                // calling RD, and do not call RD unless the lookup answered: a pair
+                // that could not be read or restored just now may be this one's. Its
+                // writes have all landed or been lost by now (waited out above), so a
+                // put that answered is seen; a pair restored by another instance
+                // after this lookup changed the item, and the claim fails.
+                match self.restore_rescued(&current).await {
                     RescueCheck::Restored(restored) => return Ok(Refreshed::Restored(*restored)),
-                    RescueCheck::NoneWaiting => held_gate = Some(gate),
+                    RescueCheck::NoneWaiting => {}
                     RescueCheck::Unsure => {
-                        tracing::warn!(connection_id = %id, "the rescue queue could not be fully checked; RD was not called");
+                        tracing::warn!(connection_id = %id, "the rescue store could not be checked; RD was not called");
                         return Err(RefreshFailure::Store(StoreError::Unavailable(
-                            "the rescue queue could not be checked for a pair saved with this refresh token; RD was not called".to_owned(),
+                            "the rescue store could not be checked for a pair saved with this refresh token; RD was not called".to_owned(),
                         )));
                     }
                 }
             }
-            let claimed = self.claim(current, request.finish_by_ms).await;
-            // Claimed (or refused because the item moved on): other looks may go on.
-            drop(held_gate);
-            match claimed {
+            match self.claim(current, request.finish_by_ms).await {
                 Ok(claim) => {
                     // From here RD may rotate the token: finish in a task of its own so
                     // that a caller going away (a dropped request) cannot abandon a
@@ -702,7 +687,7 @@ impl RefreshEngine {
 
     /// Commits a rotated pair under the lease, retrying store failures until half
     /// the commit budget is left (the other half is the rescue's); on failure the
-    /// pair goes to the rescue queue.
+    /// pair goes to the rescue store.
     async fn commit(&self, claim: &Claim, pair: TokenPair) -> Result<Refreshed, RefreshFailure> {
         let committed = claim
             .connection
@@ -727,7 +712,7 @@ impl RefreshEngine {
         self.rescue(claim, pair).await
     }
 
-    /// Saves a pair whose commit failed on the rescue queue (until a quarter of the
+    /// Saves a pair whose commit failed in the rescue store (until a quarter of the
     /// commit budget is left), then marks the connection `possibly_lost`; all
     /// within the holder's deadline.
     async fn rescue(&self, claim: &Claim, pair: TokenPair) -> Result<Refreshed, RefreshFailure> {
@@ -741,7 +726,7 @@ impl RefreshEngine {
             rescued_at: self.clock.now(),
         };
         // A quarter of the commit budget stays for marking the connection, so that
-        // a queue that keeps refusing cannot leave the item silent as well.
+        // a store that keeps refusing cannot leave the item silent as well.
         let saved = claim
             .deadline
             .earlier_by(self.settings.commit_budget() / 4)
@@ -754,7 +739,7 @@ impl RefreshEngine {
                     connection_id = %c.id,
                     new_refresh_token = %rescued.tokens.refresh_token.fingerprint(),
                     error = %e,
-                    "ROTATED REFRESH TOKEN LOST: it could be neither committed nor saved on the rescue queue"
+                    "ROTATED REFRESH TOKEN LOST: it could be neither committed nor saved in the rescue store"
                 );
                 "rescue_failed"
             }
@@ -795,7 +780,7 @@ impl RefreshEngine {
                 }
                 Err(RefreshFailure::Store(StoreError::Unavailable(
                     if saved.is_ok() {
-                        "the rotated pair could not be committed; it waits on the rescue queue"
+                        "the rotated pair could not be committed; it waits in the rescue store"
                             .to_owned()
                     } else {
                         "the rotated pair could not be committed or saved".to_owned()
@@ -817,13 +802,14 @@ impl RefreshEngine {
             return Ok(Refreshed::ByOtherWorker(current));
         }
         // A pair rescued from a failed commit beats declaring the connection dead.
-        let rescued = tokio::time::timeout(claim.deadline.remaining(), self.restore_rescued(&c.id));
+        let rescued =
+            tokio::time::timeout(claim.deadline.remaining(), self.restore_rescued(&current));
         let unsure = match rescued.await {
             Ok(RescueCheck::Restored(restored)) => return Ok(Refreshed::Restored(*restored)),
             Ok(RescueCheck::NoneWaiting) => false,
             Ok(RescueCheck::Unsure) | Err(_) => true,
         };
-        // A pair that may wait on the queue unrestored keeps the connection
+        // A pair that may wait in the rescue store unrestored keeps the connection
         // recoverable: never call it revoked then.
         let (status, reason) = if claim.ambiguous_history || unsure {
             (ConnectionStatus::PossiblyLost, "lost_in_flight")
@@ -932,79 +918,82 @@ impl RefreshEngine {
         }
     }
 
-    /// Drains the rescue queue and says whether a pair of connection `id` was
-    /// restored. Every pair received is dealt with, whoever it belongs to.
-    async fn restore_rescued(&self, id: &ConnectionId) -> RescueCheck {
-        let _gate = self.rescue_gate.lock().await;
-        self.restore_rescued_holding_gate(id).await
-    }
-
-    /// [`RefreshEngine::restore_rescued`], for a caller that holds the gate.
-    async fn restore_rescued_holding_gate(&self, id: &ConnectionId) -> RescueCheck {
-        let report = self.drain_holding_gate().await;
-        // Another connection's pair failing to restore says nothing of this one's.
-        let complete = report.read_to_end && !report.unrestored.contains(id);
-        match report.restored.into_iter().rev().find(|c| &c.id == id) {
-            Some(restored) => RescueCheck::Restored(Box::new(restored)),
-            None if complete => RescueCheck::NoneWaiting,
-            None => RescueCheck::Unsure,
+    /// Looks up the pair rescued in exchange for the pair `current` holds, and
+    /// restores it if one waits.
+    async fn restore_rescued(&self, current: &Connection) -> RescueCheck {
+        let key = RescueKey::replacing(current);
+        match self.rescues.find_rescue(&key).await {
+            Ok(Some(rescued)) => match self.restore_and_delete(&rescued).await {
+                Ok(Some(restored)) => RescueCheck::Restored(Box::new(restored)),
+                // The connection moved on since it was read (another instance
+                // restored the pair, or a reconnect): the caller reads it again.
+                Ok(None) => RescueCheck::NoneWaiting,
+                Err(e) => {
+                    tracing::error!(connection_id = %current.id, error = %e, "could not restore a rescued pair; it stays in the rescue store");
+                    RescueCheck::Unsure
+                }
+            },
+            Ok(None) => RescueCheck::NoneWaiting,
+            Err(e) => {
+                tracing::error!(connection_id = %current.id, error = %e, "could not look up the rescue store");
+                RescueCheck::Unsure
+            }
         }
     }
 
-    /// Restores every pair waiting on the rescue queue (or deletes it once proven
-    /// superseded); a pair whose restore fails stays queued for the next drain.
-    pub async fn drain_rescues(&self) -> DrainReport {
-        let _gate = self.rescue_gate.lock().await;
-        self.drain_holding_gate().await
+    /// [`RefreshEngine::restore`], then deletes the pair once it is restored or
+    /// proven superseded (a failed delete leaves a superseded pair for the sweep).
+    async fn restore_and_delete(
+        &self,
+        rescued: &RescuedPair,
+    ) -> Result<Option<Connection>, StoreError> {
+        let outcome = self.restore(rescued).await?;
+        if let Err(e) = self.rescues.delete_rescue(&rescued.key()).await {
+            tracing::warn!(connection_id = %rescued.connection_id, error = %e, "could not delete a handled rescued pair");
+        }
+        Ok(outcome)
     }
 
-    /// [`RefreshEngine::drain_rescues`], for a caller that holds the gate.
-    async fn drain_holding_gate(&self) -> DrainReport {
+    /// Restores every pair waiting in the rescue store (or deletes it once proven
+    /// superseded); a pair whose restore fails stays for the next sweep. Nothing
+    /// decides on what a sweep did not find: refreshes look pairs up by key.
+    pub async fn drain_rescues(&self) -> DrainReport {
         let mut report = DrainReport::default();
-        // Pairs whose restore failed, handed back once the drain is over: handed
-        // back at once, this drain would receive them again and again.
-        let mut to_return = Vec::new();
-        for _ in 0..MAX_DRAIN_BATCHES {
-            let batch = match self.rescues.receive_rescues(10).await {
-                Ok(batch) if batch.is_empty() => {
-                    report.read_to_end = true;
-                    break;
-                }
-                Ok(batch) => batch,
+        let mut after = None;
+        for _ in 0..MAX_DRAIN_PAGES {
+            let page = match self.rescues.list_rescues(after.as_deref()).await {
+                Ok(page) => page,
                 Err(e) => {
-                    tracing::error!(error = %e, "could not read the rescue queue");
+                    tracing::error!(error = %e, "could not list the rescue store");
                     report.errors += 1;
                     break;
                 }
             };
-            for received in batch {
-                let outcome = match self.restore(&received.rescue).await {
-                    Ok(outcome) => outcome,
+            for key in page.keys {
+                let found = match self.rescues.find_rescue(&key).await {
+                    Ok(Some(found)) => found,
+                    // Restored by another instance since the listing.
+                    Ok(None) => continue,
                     Err(e) => {
-                        tracing::error!(connection_id = %received.rescue.connection_id, error = %e, "could not restore a rescued pair; it stays queued");
+                        tracing::error!(connection_id = %key.connection_id, error = %e, "could not read a rescued pair");
                         report.errors += 1;
-                        report
-                            .unrestored
-                            .push(received.rescue.connection_id.clone());
-                        to_return.push(received);
+                        report.unrestored.push(key.connection_id);
                         continue;
                     }
                 };
-                if let Err(e) = self.rescues.delete_rescue(&received.receipt).await {
-                    // Delivered again later, then found superseded and deleted.
-                    tracing::warn!(connection_id = %received.rescue.connection_id, error = %e, "could not delete a handled rescue message");
-                }
-                match outcome {
-                    Some(c) => report.restored.push(c),
-                    None => report.superseded += 1,
+                match self.restore_and_delete(&found).await {
+                    Ok(Some(c)) => report.restored.push(c),
+                    Ok(None) => report.superseded += 1,
+                    Err(e) => {
+                        tracing::error!(connection_id = %key.connection_id, error = %e, "could not restore a rescued pair; it stays in the rescue store");
+                        report.errors += 1;
+                        report.unrestored.push(key.connection_id);
+                    }
                 }
             }
-        }
-        for received in to_return {
-            // Visible again now, for the next look; failing that, after the
-            // visibility timeout.
-            if let Err(e) = self.rescues.return_rescue(&received.receipt).await {
-                tracing::warn!(connection_id = %received.rescue.connection_id, error = %e, "could not return a rescued pair to the queue");
+            match page.next {
+                Some(next) => after = Some(next),
+                None => break,
             }
         }
         report
@@ -1046,7 +1035,7 @@ impl RefreshEngine {
                 Err(e) => return Err(e),
             }
         }
-        // Written by others at every try: leave the pair queued for the next drain.
+        // Written by others at every try: leave the pair for the next lookup.
         Err(StoreError::Unavailable(
             "the connection kept changing while a rescued pair was restored".to_owned(),
         ))
