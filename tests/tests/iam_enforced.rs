@@ -166,6 +166,19 @@ impl Run {
         self.store().create(&connection).await.expect("seeded")
     }
 
+    /// A CRM connection marked `possibly_lost` (`commit_failed`), as seeded
+    /// before the mark: the pair a rescued one would replace.
+    async fn seed_possibly_lost(&self, id: &str) -> Connection {
+        let seeded = self.seed(id, Product::Crm, 7_200).await;
+        let marked = Connection {
+            status: ConnectionStatus::PossiblyLost,
+            status_reason: Some("commit_failed".to_owned()),
+            ..seeded.clone()
+        };
+        self.store().update(&marked).await.expect("marked");
+        seeded
+    }
+
     /// Fails naming every refusal the function met.
     fn assert_nothing_refused(&self) {
         let log = std::fs::read_to_string(&self.log).expect("the function's log");
@@ -279,13 +292,7 @@ async fn the_api_function_runs_on_exactly_its_role() {
 
     // A possibly lost connection whose pair waits: a forced refresh looks it up,
     // restores it and deletes it.
-    let lost = run.seed("crm-lost", Product::Crm, 7_200).await;
-    let marked = Connection {
-        status: ConnectionStatus::PossiblyLost,
-        status_reason: Some("commit_failed".to_owned()),
-        ..lost.clone()
-    };
-    run.store().update(&marked).await.expect("marked");
+    let lost = run.seed_possibly_lost("crm-lost").await;
     let (access, refresh, _) = run.sandbox.sandbox.issue_pair(SandboxProduct::Crm);
     run.rescues()
         .put_rescue(&rescued_pair("crm-lost", &lost, access, refresh))
@@ -336,13 +343,7 @@ async fn the_refresher_runs_on_exactly_its_role() {
     // Due: its access token expires within the refresh margin.
     run.seed("due", Product::Crm, 60).await;
     // Possibly lost, with its rotated pair waiting: restored.
-    let lost = run.seed("lost", Product::Crm, 7_200).await;
-    let marked = Connection {
-        status: ConnectionStatus::PossiblyLost,
-        status_reason: Some("commit_failed".to_owned()),
-        ..lost.clone()
-    };
-    run.store().update(&marked).await.expect("marked");
+    let lost = run.seed_possibly_lost("lost").await;
     let (access, refresh, _) = run.sandbox.sandbox.issue_pair(SandboxProduct::Crm);
     let pair =
         |id: &str, spent: &Connection| rescued_pair(id, spent, access.clone(), refresh.clone());

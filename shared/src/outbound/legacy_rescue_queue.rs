@@ -5,8 +5,8 @@
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
 
+use crate::outbound::aws_error::unavailable;
 use crate::outbound::rescue_body::{from_body, to_body};
 use crate::ports::{LegacyRescueQueue, ReceivedRescue, RescuedPair, StoreError};
 
@@ -41,23 +41,8 @@ impl SqsLegacyRescueQueue {
             .message_body(to_body(rescue)?)
             .send()
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| unavailable("legacy rescue queue", &e))?;
         Ok(())
-    }
-}
-
-fn unavailable<E>(err: &E) -> StoreError
-where
-    E: ProvideErrorMetadata + std::error::Error,
-{
-    match err.code() {
-        Some(code) => StoreError::Unavailable(format!(
-            "legacy rescue queue: {code}: {}",
-            err.message().unwrap_or("no message")
-        )),
-        None => {
-            StoreError::Unavailable(format!("legacy rescue queue: {}", DisplayErrorContext(err)))
-        }
     }
 }
 
@@ -72,7 +57,7 @@ impl LegacyRescueQueue for SqsLegacyRescueQueue {
             .max_number_of_messages(max.clamp(1, 10) as i32)
             .send()
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| unavailable("legacy rescue queue", &e))?;
         let mut received = Vec::new();
         for message in output.messages() {
             let (Some(body), Some(receipt)) = (message.body(), message.receipt_handle()) else {
@@ -101,7 +86,7 @@ impl LegacyRescueQueue for SqsLegacyRescueQueue {
             .receipt_handle(receipt)
             .send()
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| unavailable("legacy rescue queue", &e))?;
         Ok(())
     }
 }

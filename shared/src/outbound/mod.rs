@@ -1,5 +1,6 @@
 //! Implementations of the ports in [`crate::ports`], and the RD Station client.
 
+pub mod aws_error;
 pub mod credentials;
 pub mod dynamodb;
 pub mod events;

@@ -12,12 +12,12 @@
 
 use async_trait::async_trait;
 use aws_sdk_s3::Client;
-use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_s3::primitives::ByteStream;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::domain::ConnectionId;
+use crate::outbound::aws_error::unavailable;
 use crate::outbound::rescue_body::{from_body, to_body};
 use crate::ports::{RescueKey, RescuePage, RescueStore, RescuedPair, StoreError};
 
@@ -72,19 +72,6 @@ fn parse_object_key(object_key: &str) -> Option<RescueKey> {
     })
 }
 
-fn unavailable<E>(err: &E) -> StoreError
-where
-    E: ProvideErrorMetadata + std::error::Error,
-{
-    match err.code() {
-        Some(code) => StoreError::Unavailable(format!(
-            "rescue store: {code}: {}",
-            err.message().unwrap_or("no message")
-        )),
-        None => StoreError::Unavailable(format!("rescue store: {}", DisplayErrorContext(err))),
-    }
-}
-
 #[async_trait]
 impl RescueStore for S3RescueStore {
     async fn put_rescue(&self, rescue: &RescuedPair) -> Result<(), StoreError> {
@@ -96,7 +83,7 @@ impl RescueStore for S3RescueStore {
             .body(ByteStream::from(to_body(rescue)?.into_bytes()))
             .send()
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| unavailable("rescue store", &e))?;
         Ok(())
     }
 
@@ -115,7 +102,7 @@ impl RescueStore for S3RescueStore {
             Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
                 return Ok(None);
             }
-            Err(e) => return Err(unavailable(&e)),
+            Err(e) => return Err(unavailable("rescue store", &e)),
         };
         let body = output.body.collect().await.map_err(|e| {
             StoreError::Unavailable(format!("rescue store: reading a rescued pair: {e}"))
@@ -139,7 +126,7 @@ impl RescueStore for S3RescueStore {
             .set_continuation_token(after.map(str::to_owned))
             .send()
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| unavailable("rescue store", &e))?;
         let keys = output
             .contents()
             .iter()
@@ -171,7 +158,7 @@ impl RescueStore for S3RescueStore {
             .key(object_key(key))
             .send()
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| unavailable("rescue store", &e))?;
         Ok(())
     }
 }

@@ -11,7 +11,6 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
@@ -20,6 +19,7 @@ use aws_sdk_dynamodb::types::{
 
 use crate::clock::Timestamp;
 use crate::domain::{ConnectSession, Connection, ConnectionId, DuePolicy, SessionId};
+use crate::outbound::aws_error::unavailable;
 use crate::ports::{ConnectionStore, ListPage, ListQuery, SessionError, SessionStore, StoreError};
 use crate::secret::{AccessToken, ExposeSecret};
 use items::{connection_key, session_key};
@@ -80,7 +80,7 @@ impl DynamoStore {
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(|e| unavailable(&e))?;
+                .map_err(|e| unavailable("", &e))?;
             keys.extend(page.items().iter().cloned());
             match page.last_evaluated_key() {
                 Some(last) if !last.is_empty() => start = Some(last.clone()),
@@ -159,18 +159,6 @@ fn conflict(id: ConnectionId, current: Option<&HashMap<String, AttributeValue>>)
     }
 }
 
-fn unavailable<E>(err: &E) -> StoreError
-where
-    E: ProvideErrorMetadata + std::error::Error,
-{
-    match err.code() {
-        Some(code) => {
-            StoreError::Unavailable(format!("{code}: {}", err.message().unwrap_or("no message")))
-        }
-        None => StoreError::Unavailable(DisplayErrorContext(err).to_string()),
-    }
-}
-
 impl DynamoStore {
     /// Writes `connection` with its version bumped, only if the stored version is
     /// still `connection.version` and `extra_condition` (with `extra_values`) holds.
@@ -217,7 +205,7 @@ impl DynamoStore {
                 Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
                     Err(conflict(stored.id, failed.item()))
                 }
-                _ => Err(unavailable(&err)),
+                _ => Err(unavailable("", &err)),
             },
         }
     }
@@ -248,7 +236,7 @@ impl DynamoStore {
                     .request_items(&self.table, request)
                     .send()
                     .await
-                    .map_err(|e| unavailable(&e))?;
+                    .map_err(|e| unavailable("", &e))?;
                 for item in output
                     .responses()
                     .and_then(|r| r.get(&self.table))
@@ -290,7 +278,7 @@ impl DynamoStore {
                 Some(PutItemError::ConditionalCheckFailedException(failed)) => {
                     Err(conflict(stored.id, failed.item()))
                 }
-                _ => Err(unavailable(&err)),
+                _ => Err(unavailable("", &err)),
             },
         }
     }
@@ -307,7 +295,7 @@ impl ConnectionStore for DynamoStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| unavailable("", &e))?;
         output.item().map(items::connection_from_item).transpose()
     }
 
@@ -363,7 +351,7 @@ impl ConnectionStore for DynamoStore {
             .limit(limit)
             .send()
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| unavailable("", &e))?;
         let ids = output
             .items()
             .iter()
@@ -410,7 +398,7 @@ impl ConnectionStore for DynamoStore {
                 .transpose(),
             Err(err) => match err.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(None),
-                _ => Err(unavailable(&err)),
+                _ => Err(unavailable("", &err)),
             },
         }
     }
@@ -424,7 +412,7 @@ impl ConnectionStore for DynamoStore {
             .return_values(ReturnValue::AllOld)
             .send()
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| unavailable("", &e))?;
         Ok(output.attributes().is_some())
     }
 
@@ -481,7 +469,7 @@ impl SessionStore for DynamoStore {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| unavailable("", &e))?;
         Ok(())
     }
 
@@ -494,7 +482,7 @@ impl SessionStore for DynamoStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| unavailable("", &e))?;
         output.item().map(items::session_from_item).transpose()
     }
 
@@ -516,7 +504,7 @@ impl SessionStore for DynamoStore {
             .set_item(Some(items::state_item(state_hash, id, session.expires_at)))
             .send()
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| unavailable("", &e))?;
         self.update_open_session(
             id,
             now,
@@ -537,7 +525,7 @@ impl SessionStore for DynamoStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| unavailable(&e))?;
+            .map_err(|e| unavailable("", &e))?;
         output
             .item()
             .map(items::session_id_from_state_item)
@@ -646,7 +634,7 @@ impl DynamoStore {
             {
                 Err(SessionError::Unusable)
             }
-            Err(e) => Err(unavailable(&e).into()),
+            Err(e) => Err(unavailable("", &e).into()),
         }
     }
 }
@@ -700,7 +688,7 @@ impl crate::ports::RateBudget for DynamoStore {
                     Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
                         failed.item().cloned()
                     }
-                    _ => return Err(unavailable(&err)),
+                    _ => return Err(unavailable("", &err)),
                 },
             };
             let Some(stored) = stored else {
@@ -752,7 +740,7 @@ impl crate::ports::RateBudget for DynamoStore {
                         {
                             continue;
                         }
-                        Err(err) => return Err(unavailable(&err)),
+                        Err(err) => return Err(unavailable("", &err)),
                     }
                 }
                 // Moved by another instance since: look again.
@@ -799,7 +787,7 @@ impl crate::ports::RunLock for DynamoStore {
             {
                 Ok(false)
             }
-            Err(e) => Err(unavailable(&e)),
+            Err(e) => Err(unavailable("", &e)),
         }
     }
 
@@ -822,7 +810,7 @@ impl crate::ports::RunLock for DynamoStore {
             {
                 Ok(())
             }
-            Err(e) => Err(unavailable(&e)),
+            Err(e) => Err(unavailable("", &e)),
         }
     }
 }
