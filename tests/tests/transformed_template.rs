@@ -155,6 +155,10 @@ fn each_function_has_only_the_permissions_its_routes_need() {
             *role == "ApiProxyFunctionRole",
             "{role}: BatchGetItem"
         );
+        // Whole-item puts create connections and sessions (the callback) and take
+        // the run lock (the refresher); the API function only updates.
+        let puts = actions.iter().any(|a| a == "dynamodb:PutItem");
+        assert_eq!(puts, *role != "ApiProxyFunctionRole", "{role}: PutItem");
         let deletes = actions.iter().any(|a| a == "dynamodb:DeleteItem");
         assert_eq!(
             deletes,
