@@ -9,6 +9,7 @@ VENV_STAMP := $(VENV)/.installed-$(shell sha256sum $(REQUIREMENTS) | cut -c1-16)
 
 ## run: the service and the RD Station sandbox on localhost (in-memory store)
 run:
+	@echo "Building the local run (the first build takes a few minutes)..."
 	cargo run --quiet -p local-run
 
 ## test: install test tools, start moto on loopback, lint, run every test, stop moto

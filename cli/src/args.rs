@@ -52,7 +52,7 @@ pub enum Signing {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Connections: list, show, refresh, delete.
+    /// Connections: list, show, refresh, set a rate limit, delete.
     #[command(subcommand)]
     Connections(ConnectionsCommand),
     /// Open a connect session and print the link a person opens to connect.
@@ -64,7 +64,7 @@ pub enum Command {
 pub enum ConnectionsCommand {
     /// Every connection, or those with a status or product.
     List {
-        /// Only connections with this status (`needs_reauth` and `possibly_lost`
+        /// Only connections with this status (`needs-reauth` and `possibly-lost`
         /// are the ones that need a person).
         #[arg(long, value_enum)]
         status: Option<Status>,
@@ -81,6 +81,13 @@ pub enum ConnectionsCommand {
     Refresh {
         /// The connection id.
         id: String,
+    },
+    /// Set how many requests a minute the proxy sends to RD for one connection.
+    SetLimit {
+        /// The connection id.
+        id: String,
+        /// Requests a minute (1 to 10000), or `default` for the deployment's.
+        limit: RateLimit,
     },
     /// Revoke (Marketing) and delete a connection.
     Delete {
@@ -103,6 +110,31 @@ pub struct ConnectArgs {
     /// Where to send the person when they are done (an allowed origin).
     #[arg(long)]
     pub return_url: Option<Url>,
+}
+
+/// A per-connection rate limit as given on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RateLimit {
+    /// The deployment's limit (`PROXY_RATE_LIMIT_PER_MINUTE`).
+    Default,
+    /// This many requests a minute.
+    PerMinute(u32),
+}
+
+impl std::str::FromStr for RateLimit {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        if value == "default" {
+            return Ok(Self::Default);
+        }
+        match value.parse::<u32>() {
+            Ok(n) if n > 0 => Ok(Self::PerMinute(n)),
+            _ => Err(format!(
+                "expected a number of requests a minute (1 or more) or `default`, got `{value}`"
+            )),
+        }
+    }
 }
 
 /// A connection's status.

@@ -4,7 +4,7 @@ use http::Method;
 use serde_json::{Value, json};
 use url::form_urlencoded;
 
-use crate::args::{Command, ConnectArgs, ConnectionsCommand};
+use crate::args::{Command, ConnectArgs, ConnectionsCommand, RateLimit};
 use crate::client::{Api, CallError};
 use crate::output;
 
@@ -39,6 +39,21 @@ pub async fn run(api: &Api, command: &Command, as_json: bool) -> Result<String, 
                     Method::POST,
                     &format!("/connections/{}/refresh", segment(id)),
                     None,
+                )
+                .await?;
+            // The outcome first: it is what the operator asked.
+            Ok(shown(&value, output::outcome_then_connection(&value)))
+        }
+        Command::Connections(ConnectionsCommand::SetLimit { id, limit }) => {
+            let limit = match limit {
+                RateLimit::Default => Value::Null,
+                RateLimit::PerMinute(n) => (*n).into(),
+            };
+            let value = api
+                .call(
+                    Method::PATCH,
+                    &format!("/connections/{}", segment(id)),
+                    Some(&json!({ "rate_limit_per_minute": limit })),
                 )
                 .await?;
             Ok(shown(&value, output::fields(&value)))
@@ -102,9 +117,23 @@ async fn connect(api: &Api, args: &ConnectArgs, as_json: bool) -> Result<String,
     if let Some(url) = &args.return_url {
         body["return_url"] = url.as_str().into();
     }
-    let value = api
+    let value = match api
         .call(Method::POST, "/connect/sessions", Some(&body))
-        .await?;
+        .await
+    {
+        // The API's message names its JSON field; say it with this CLI's flag.
+        Err(CallError::Refused { status, code, .. }) if code == "connection_exists" => {
+            return Err(CallError::Refused {
+                status,
+                code,
+                message: format!(
+                    "connection {} already exists; to replace it, run again with --reconnect",
+                    args.id
+                ),
+            });
+        }
+        other => other?,
+    };
     if as_json {
         return Ok(serde_json::to_string_pretty(&value).unwrap_or_default());
     }

@@ -56,6 +56,15 @@ pub fn table(connections: &[Value]) -> String {
     out.join("\n")
 }
 
+/// A refresh's answer: its `outcome` on the first line, then the connection.
+pub fn outcome_then_connection(value: &Value) -> String {
+    let mut out = vec![format!("outcome: {}", cell(&value["outcome"]))];
+    if value["connection"].is_object() {
+        out.push(fields(&value["connection"]));
+    }
+    out.join("\n")
+}
+
 /// An object's fields as `key: value` lines (nested objects indented).
 pub fn fields(value: &Value) -> String {
     let mut out = Vec::new();

@@ -128,6 +128,7 @@ fn print_banner(base: &str, rd: &str, store: &str, every: Duration) {
         "  Refresher:       runs every {}s (REFRESH_INTERVAL_SECONDS)",
         every.as_secs()
     );
+    println!("  Operator CLI:    export RDCONN_URL={base}  then  rdconn connections list");
     println!("Stop with Ctrl-C.");
     println!();
 }

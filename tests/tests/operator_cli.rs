@@ -57,6 +57,18 @@ async fn the_cli_connects_lists_shows_refreshes_and_deletes_on_a_local_run() {
         serde_json::from_str(&stdout(&rdconn(&url, &["--json", "connections", "list"])))
             .expect("json");
     assert_eq!(listed["connections"][0]["connection_id"], "acme:crm");
+    // The banner says which RDCONN_URL reaches this run (its port is a free one).
+    let line = run.banner_line("Operator CLI:").to_owned();
+    let from_banner = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("RDCONN_URL="))
+        .expect("an RDCONN_URL in the banner");
+    let through_env = Command::new(workspace_binary("rdconn"))
+        .env("RDCONN_URL", from_banner)
+        .args(["connections", "list"])
+        .output()
+        .expect("run rdconn");
+    assert!(stdout(&through_env).contains("acme:crm"), "{line}");
     let needing_a_person = stdout(&rdconn(
         &url,
         &["connections", "list", "--status", "needs-reauth"],
@@ -75,12 +87,13 @@ async fn the_cli_connects_lists_shows_refreshes_and_deletes_on_a_local_run() {
     .expect("json");
     let before = shown["version"].as_u64().expect("version");
     let refreshed = stdout(&rdconn(&url, &["connections", "refresh", "acme:crm"]));
-    assert!(
-        refreshed
-            .lines()
-            .any(|l| l.starts_with("outcome") && l.ends_with("refreshed")),
+    // The outcome first, then the connection.
+    assert_eq!(
+        refreshed.lines().next(),
+        Some("outcome: refreshed"),
         "{refreshed}"
     );
+    assert!(refreshed.contains("connection_id"), "{refreshed}");
     let shown: Value = serde_json::from_str(&stdout(&rdconn(
         &url,
         &["--json", "connections", "show", "acme:crm"],
@@ -90,6 +103,44 @@ async fn the_cli_connects_lists_shows_refreshes_and_deletes_on_a_local_run() {
         shown["version"].as_u64().expect("version") > before,
         "{shown}"
     );
+
+    // set-limit: a number, then the deployment's default again; a bad value is
+    // refused before anything is sent.
+    stdout(&rdconn(
+        &url,
+        &["connections", "set-limit", "acme:crm", "120"],
+    ));
+    let shown: Value = serde_json::from_str(&stdout(&rdconn(
+        &url,
+        &["--json", "connections", "show", "acme:crm"],
+    )))
+    .expect("json");
+    assert_eq!(shown["rate_limit_per_minute"], 120, "{shown}");
+    stdout(&rdconn(
+        &url,
+        &["connections", "set-limit", "acme:crm", "default"],
+    ));
+    let shown: Value = serde_json::from_str(&stdout(&rdconn(
+        &url,
+        &["--json", "connections", "show", "acme:crm"],
+    )))
+    .expect("json");
+    assert!(shown["rate_limit_per_minute"].is_null(), "{shown}");
+    let zero = rdconn(&url, &["connections", "set-limit", "acme:crm", "0"]);
+    assert_eq!(zero.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&zero.stderr);
+    assert!(stderr.contains("or `default`"), "{stderr}");
+
+    // Connecting an id that exists: the hint names this CLI's flag, not the
+    // API's JSON field.
+    let exists = rdconn(&url, &["connect", "acme:crm", "--product", "crm"]);
+    assert_eq!(exists.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&exists.stderr);
+    assert!(
+        stderr.contains("409: connection_exists") && stderr.contains("--reconnect"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("\"reconnect\""), "{stderr}");
 
     // delete; then the API's error, as an error.
     stdout(&rdconn(&url, &["connections", "delete", "acme:crm"]));
@@ -145,4 +196,24 @@ async fn requests_to_a_deployed_api_are_signed_with_sigv4_for_execute_api() {
     );
     assert!(seen[0].contains_key("x-amz-date"));
     assert!(!authorization.contains("cli-test-secret"));
+}
+
+#[test]
+fn help_names_the_values_the_cli_accepts() {
+    let help = Command::new(workspace_binary("rdconn"))
+        .args(["connections", "list", "--help"])
+        .output()
+        .expect("run rdconn");
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        text.contains("`needs-reauth` and `possibly-lost`"),
+        "{text}"
+    );
+    assert!(!text.contains("needs_reauth"), "{text}");
+    let help = Command::new(workspace_binary("rdconn"))
+        .args(["connections", "set-limit", "--help"])
+        .output()
+        .expect("run rdconn");
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(text.contains("`default`"), "{text}");
 }
