@@ -370,8 +370,13 @@ async fn a_rescued_pair_that_cannot_be_restored_yet_keeps_the_spent_token_from_r
         app.sandbox.sandbox.stats().dead_refresh_token_presentations,
         0
     );
-    // Still there for the next lookup.
+    // Still there for the next lookup, and a run's sweep reports it waiting, with
+    // its age (what the rescue alarms watch).
     assert_eq!(app.rescues.peek().await.len(), 1);
+    let summary = app.run().await;
+    assert_eq!(summary.rescued_pairs_waiting, 1, "{summary:?}");
+    assert!(summary.oldest_rescued_pair_age_seconds >= 10, "{summary:?}");
+    assert_eq!(presentations(&app, &spent), Some(1));
     assert_eq!(
         app.stored("stranded").await.status,
         ConnectionStatus::Active

@@ -303,3 +303,107 @@ fn outputs_give_a_newcomer_everything_the_first_deploy_needs() {
         );
     }
 }
+
+/// Every (namespace, metric) an alarm watches, directly or in its metric math.
+fn metrics_of(alarm: &Value) -> Vec<(String, String)> {
+    let p = &alarm["Properties"];
+    let mut found = Vec::new();
+    if let (Some(ns), Some(name)) = (p["Namespace"].as_str(), p["MetricName"].as_str()) {
+        found.push((ns.to_owned(), name.to_owned()));
+    }
+    for metric in p["Metrics"].as_array().into_iter().flatten() {
+        let m = &metric["MetricStat"]["Metric"];
+        if let (Some(ns), Some(name)) = (m["Namespace"].as_str(), m["MetricName"].as_str()) {
+            found.push((ns.to_owned(), name.to_owned()));
+        }
+    }
+    found
+}
+
+#[test]
+fn every_way_a_connection_is_at_risk_has_an_alarm_the_runbook_names() {
+    let template = transformed();
+    let r = &template["Resources"];
+    for (alarm, namespace, metric) in [
+        (
+            "RescuedPairWaitingAlarm",
+            "RdStationConnections/Refresher",
+            "rescued_pairs_waiting",
+        ),
+        (
+            "OldestRescuedPairAlarm",
+            "RdStationConnections/Refresher",
+            "oldest_rescued_pair_age_seconds",
+        ),
+        ("TableThrottlesAlarm", "AWS/DynamoDB", "ReadThrottleEvents"),
+        ("TableThrottlesAlarm", "AWS/DynamoDB", "WriteThrottleEvents"),
+        ("TableSystemErrorsAlarm", "AWS/DynamoDB", "SystemErrors"),
+        ("ApiFunctionErrorsAlarm", "AWS/Lambda", "Errors"),
+        ("ApiFunctionDurationAlarm", "AWS/Lambda", "Duration"),
+        (
+            "ConnectionEventsUndeliveredAlarm",
+            "AWS/Events",
+            "FailedInvocations",
+        ),
+        (
+            "ConnectionEventsUndeliveredAlarm",
+            "AWS/SQS",
+            "ApproximateNumberOfMessagesVisible",
+        ),
+    ] {
+        let watched = metrics_of(&r[alarm]);
+        assert!(
+            watched.contains(&(namespace.to_owned(), metric.to_owned())),
+            "{alarm} watches {watched:?}, not {namespace} {metric}"
+        );
+        assert_eq!(
+            r[alarm]["Properties"]["AlarmActions"][0]["Ref"], "AlarmTopic",
+            "{alarm}"
+        );
+    }
+    // Every metric of the service's own namespace an alarm names is one the
+    // refresher emits.
+    let emf = connector::services::scheduled_refresh::RunSummary::default().emf(0);
+    let emitted: Vec<&str> = emf["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+        .as_array()
+        .expect("metrics")
+        .iter()
+        .filter_map(|m| m["Name"].as_str())
+        .collect();
+    let alarms = resources_of_type(&template, "AWS::CloudWatch::Alarm");
+    for (name, alarm) in &alarms {
+        for (namespace, metric) in metrics_of(alarm) {
+            if namespace == "RdStationConnections/Refresher" {
+                assert!(
+                    emitted.contains(&metric.as_str()),
+                    "{name} watches {metric}, which the refresher does not emit"
+                );
+            }
+        }
+    }
+    // What the alarm topic refuses is kept, and the alarm names the rule by the
+    // name the rule is given.
+    let rule = &r["ConnectionEventsRule"]["Properties"];
+    assert_eq!(
+        rule["Targets"][0]["DeadLetterConfig"]["Arn"]["Fn::GetAtt"][0],
+        "ConnectionEventsDeadLetterQueue"
+    );
+    let failed = &r["ConnectionEventsUndeliveredAlarm"]["Properties"]["Metrics"]
+        .as_array()
+        .expect("metrics")
+        .iter()
+        .find(|m| m["Id"] == "failed")
+        .expect("the failed-invocations metric")["MetricStat"]["Metric"]["Dimensions"];
+    let rule_dimension = failed
+        .as_array()
+        .expect("dimensions")
+        .iter()
+        .find(|d| d["Name"] == "RuleName")
+        .expect("RuleName");
+    assert_eq!(rule_dimension["Value"], rule["Name"]);
+    // The README's operations guide says what to do for each alarm.
+    let readme = include_str!("../../README.md");
+    for (name, _) in &alarms {
+        assert!(readme.contains(name), "README: no runbook line for {name}");
+    }
+}

@@ -46,6 +46,10 @@ pub struct RunSummary {
     pub restored_from_rescue: u64,
     /// Rescued pairs moved from the SQS queue of earlier versions to the rescue store.
     pub moved_from_legacy_queue: u64,
+    /// Rescued pairs still waiting after the run's sweep (their restore failed).
+    pub rescued_pairs_waiting: u64,
+    /// How long the oldest of those has waited, in seconds (0 when none).
+    pub oldest_rescued_pair_age_seconds: u64,
     /// Refreshes that met RD's refusal of our client credentials.
     pub deployment_credential_errors: u64,
     /// Not started, or given back unspent, because too little time was left.
@@ -75,10 +79,20 @@ impl RunSummary {
             "CloudWatchMetrics": [{
                 "Namespace": "RdStationConnections/Refresher",
                 "Dimensions": [[]],
-                "Metrics": names.iter().map(|n| serde_json::json!({"Name": n, "Unit": "Count"})).collect::<Vec<_>>(),
+                "Metrics": names.iter().map(|n| serde_json::json!({"Name": n, "Unit": unit_of(n)})).collect::<Vec<_>>(),
             }],
         });
         doc
+    }
+}
+
+/// The CloudWatch unit of the summary's field `name`: every counter is a count,
+/// an age a number of seconds.
+fn unit_of(name: &str) -> &'static str {
+    if name.ends_with("_seconds") {
+        "Seconds"
+    } else {
+        "Count"
     }
 }
 
@@ -147,6 +161,10 @@ pub async fn run(engine: &RefreshEngine, limits: &RunLimits) -> RunSummary {
         let mut s = summary.lock().await;
         s.restored_from_rescue += drained.restored.len() as u64;
         s.errors += drained.errors;
+        s.rescued_pairs_waiting = drained.waiting;
+        s.oldest_rescued_pair_age_seconds = drained
+            .oldest_waiting
+            .map_or(0, |at| (engine.clock.now().0 - at.0).max(0) as u64);
     }
 
     let now = engine.clock.now();
@@ -249,10 +267,15 @@ mod tests {
         let metrics = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .expect("metrics");
-        assert_eq!(metrics.len(), 17);
+        assert_eq!(metrics.len(), 19);
         for metric in metrics {
             let name = metric["Name"].as_str().expect("name");
             assert!(doc[name].is_u64(), "{name} has a value");
+            let expected = match name {
+                "oldest_rescued_pair_age_seconds" => "Seconds",
+                _ => "Count",
+            };
+            assert_eq!(metric["Unit"], expected, "{name}");
         }
         assert_eq!(doc["refreshed"], 2);
         assert_eq!(

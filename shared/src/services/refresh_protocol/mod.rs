@@ -270,6 +270,20 @@ pub struct DrainReport {
     pub errors: u64,
     /// Connections whose pair was found but could not be restored (it stays).
     pub unrestored: Vec<ConnectionId>,
+    /// Pairs still waiting when the sweep was over (failed reads and restores).
+    pub waiting: u64,
+    /// When the oldest of those was saved, where it could be read.
+    pub oldest_waiting: Option<Timestamp>,
+}
+
+impl DrainReport {
+    /// Counts a pair that stays in the store, saved at `rescued_at` if known.
+    fn still_waiting(&mut self, rescued_at: Option<Timestamp>) {
+        self.waiting += 1;
+        if let Some(at) = rescued_at {
+            self.oldest_waiting = Some(self.oldest_waiting.map_or(at, |oldest| oldest.min(at)));
+        }
+    }
 }
 
 fn lease_id() -> String {
@@ -978,6 +992,7 @@ impl RefreshEngine {
                         tracing::error!(connection_id = %key.connection_id, error = %e, "could not read a rescued pair");
                         report.errors += 1;
                         report.unrestored.push(key.connection_id);
+                        report.still_waiting(None);
                         continue;
                     }
                 };
@@ -988,6 +1003,7 @@ impl RefreshEngine {
                         tracing::error!(connection_id = %key.connection_id, error = %e, "could not restore a rescued pair; it stays in the rescue store");
                         report.errors += 1;
                         report.unrestored.push(key.connection_id);
+                        report.still_waiting(Some(found.rescued_at));
                     }
                 }
             }
