@@ -106,26 +106,18 @@ async fn the_cli_connects_lists_shows_refreshes_and_deletes_on_a_local_run() {
 
     // set-limit: a number, then the deployment's default again; a bad value is
     // refused before anything is sent.
-    stdout(&rdconn(
-        &url,
-        &["connections", "set-limit", "acme:crm", "120"],
-    ));
-    let shown: Value = serde_json::from_str(&stdout(&rdconn(
-        &url,
-        &["--json", "connections", "show", "acme:crm"],
-    )))
-    .expect("json");
-    assert_eq!(shown["rate_limit_per_minute"], 120, "{shown}");
-    stdout(&rdconn(
-        &url,
-        &["connections", "set-limit", "acme:crm", "default"],
-    ));
-    let shown: Value = serde_json::from_str(&stdout(&rdconn(
-        &url,
-        &["--json", "connections", "show", "acme:crm"],
-    )))
-    .expect("json");
-    assert!(shown["rate_limit_per_minute"].is_null(), "{shown}");
+    for (given, stored) in [("120", Value::from(120)), ("default", Value::Null)] {
+        stdout(&rdconn(
+            &url,
+            &["connections", "set-limit", "acme:crm", given],
+        ));
+        let shown: Value = serde_json::from_str(&stdout(&rdconn(
+            &url,
+            &["--json", "connections", "show", "acme:crm"],
+        )))
+        .expect("json");
+        assert_eq!(shown["rate_limit_per_minute"], stored, "{given}: {shown}");
+    }
     let zero = rdconn(&url, &["connections", "set-limit", "acme:crm", "0"]);
     assert_eq!(zero.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&zero.stderr);
