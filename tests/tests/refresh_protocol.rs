@@ -10,9 +10,9 @@ use connector::domain::{ConnectionId, ConnectionStatus, Product};
 use connector::ports::EventKind;
 use connector::secret::ExposeSecret;
 use connector::services::refresh_protocol::{
-    LeaseTiming, RefreshFailure, RefreshRequest, RefreshSettings, Refreshed,
+    RefreshFailure, RefreshRequest, RefreshSettings, Refreshed,
 };
-use integration_tests::refresh_app::{RefreshApp, test_settings};
+use integration_tests::refresh_app::{RefreshApp, crowd_settings, test_settings};
 use rd_sandbox::Fault;
 
 /// Seconds until a fresh CRM pair (2 h) is inside the 15-minute margin.
@@ -60,23 +60,8 @@ for_rolling_products!(fifty_concurrent_refreshes_and_a_run_spend_the_token_once:
     fifty_concurrent_refreshes_and_a_run_spend_a_crm_token_once,
     fifty_concurrent_refreshes_and_a_run_spend_a_rolling_marketing_token_once);
 
-/// The tests' timing with a 2 s commit budget and a 3.5 s lease, as the soak has:
-/// moto serves one request at a time, and fifty waiting callers' reads queue the
-/// holder's commit behind them for longer than the tests' 700 ms budget allows
-/// (DynamoDB serves them side by side). What the race proves is the single spend,
-/// not the budget.
-fn crowd_settings() -> RefreshSettings {
-    let mut settings = RefreshSettings::new(LeaseTiming {
-        token_timeout: Duration::from_millis(500),
-        commit_budget: Duration::from_secs(2),
-        lease: Duration::from_millis(3_500),
-        clock_skew: Duration::from_millis(200),
-    })
-    .expect("valid timing");
-    settings.late_write_bound = integration_tests::refresh_app::LATE_WRITE_BOUND;
-    settings
-}
-
+/// With [`crowd_settings`]: fifty waiting callers' reads queue the holder's
+/// commit behind them on moto.
 async fn fifty_concurrent_refreshes_and_a_run_spend_the_token_once(product: Product) {
     let app = rolling_app_with(product, crowd_settings()).await;
     let before = app.connect("race", product).await;

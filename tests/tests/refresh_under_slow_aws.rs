@@ -15,7 +15,7 @@ use connector::secret::ExposeSecret;
 use connector::services::refresh_protocol::{
     LeaseTiming, RefreshFailure, RefreshRequest, RefreshSettings, Refreshed,
 };
-use integration_tests::refresh_app::{LATE_WRITE_BOUND, RefreshApp};
+use integration_tests::refresh_app::{LATE_WRITE_BOUND, RefreshApp, settings_for};
 use lambda_runtime::{Context, LambdaEvent};
 
 /// Seconds until a fresh CRM pair (2 h) is inside the 15-minute margin.
@@ -28,15 +28,12 @@ const RD_LATENCY: Duration = Duration::from_millis(800);
 /// T = 1 s, commit budget 1 s, skew allowance 0.5 s, L = 3 s: accepted by the
 /// same check the service applies at load.
 fn slow_settings() -> RefreshSettings {
-    let mut settings = RefreshSettings::new(LeaseTiming {
+    settings_for(LeaseTiming {
         token_timeout: Duration::from_secs(1),
         commit_budget: Duration::from_secs(1),
         lease: Duration::from_secs(3),
         clock_skew: Duration::from_millis(500),
     })
-    .expect("a timing the service accepts");
-    settings.late_write_bound = LATE_WRITE_BOUND;
-    settings
 }
 
 async fn due_crm_connection(app: &RefreshApp, id: &str) -> String {

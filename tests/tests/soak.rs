@@ -33,30 +33,10 @@ use connector::services::scheduled_refresh::{self, RunLimits};
 use integration_tests::apigw::{self, EventRequest};
 use integration_tests::aws_faults::{ALL_FAULTS, AwsFaultProxy};
 use integration_tests::moto;
-use integration_tests::refresh_app::{RefreshApp, test_settings};
+use integration_tests::refresh_app::{RefreshApp, crowd_settings};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rd_sandbox::{Fault, SandboxProduct};
-
-/// The soak's protocol timing: the tests' T (500 ms), with a 2 s commit budget
-/// and a 3.5 s lease. moto serves one request at a time and parses an
-/// `UpdateItem` expression (every versioned write, every budget write) in
-/// tens of milliseconds, several times a `PutItem`: with the tests' 700 ms
-/// budget, the harness's own queueing, not an injected fault, timed commits
-/// and rescue puts out. Real DynamoDB answers either in milliseconds.
-fn soak_settings() -> connector::services::refresh_protocol::RefreshSettings {
-    let mut settings = connector::services::refresh_protocol::RefreshSettings::new(
-        connector::services::refresh_protocol::LeaseTiming {
-            token_timeout: Duration::from_millis(500),
-            commit_budget: Duration::from_secs(2),
-            lease: Duration::from_millis(3_500),
-            clock_skew: Duration::from_millis(200),
-        },
-    )
-    .expect("valid timing");
-    settings.late_write_bound = test_settings().late_write_bound;
-    settings
-}
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -117,7 +97,7 @@ async fn ninety_days_of_faults_lose_no_connection_that_could_be_kept() {
         .endpoint_url(&aws.endpoint)
         .build();
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::from_conf(through_faults), &table);
-    let app = RefreshApp::start_on(soak_settings(), store).await;
+    let app = RefreshApp::start_on(crowd_settings(), store).await;
     let rd = &app.sandbox.sandbox;
     // Short lives, so that 90 days hold many refreshes: CRM 2 days, Marketing 3.
     rd.set_access_ttl(SandboxProduct::Crm, 2 * 86_400);
