@@ -3,32 +3,77 @@
 
 use axum::Router;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use connector::domain::{ConnectionId, Product};
+use connector::inbound::http::{Language, Pages, escape};
 use connector::services::connect::ConnectService;
 use serde::Deserialize;
 use serde_json::json;
 
-pub fn routes(service: ConnectService) -> Router {
+/// What the local pages need.
+#[derive(Clone)]
+struct Local {
+    service: ConnectService,
+    pages: Pages,
+    /// Origins the start page's form may lead to: the run's own, then RD's
+    /// consent pages (the policy's `form-action` covers the redirects too).
+    consent_origins: Vec<String>,
+}
+
+/// The local run's own routes: `/` (a start page), `/dev/connect` (what its form
+/// sends) and `/dev/connections/{id}` (what was stored).
+pub fn routes(service: ConnectService, pages: Pages, consent_origins: Vec<String>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/dev/connect", get(start))
         .route("/dev/connections/{id}", get(show))
-        .with_state(service)
+        .with_state(Local {
+            service,
+            pages,
+            consent_origins,
+        })
 }
 
-async fn index() -> Html<&'static str> {
-    Html(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>RD Station connections (local)</title></head>\
-         <body style=\"font-family:sans-serif;max-width:40em;margin:4em auto\">\
-         <h1>RD Station connections: local run</h1>\
-         <p>Connect an account on the RD Station sandbox; the connection is kept in memory.</p>\
-         <form action=\"/dev/connect\"><label>Connection id <input name=\"connection_id\" value=\"demo-crm\"></label> \
-         <select name=\"product\"><option value=\"crm\">CRM</option><option value=\"marketing\">Marketing</option></select> \
-         <button>Connect</button></form>\
-         <p>Then see it at <code>/dev/connections/&lt;id&gt;</code>.</p></body></html>",
+async fn index(State(local): State<Local>, headers: HeaderMap) -> Response {
+    let language = Language::of(&headers);
+    let (title, intro, id_label, product_label, connect, then) = match language {
+        Language::Portuguese => (
+            "Conexões do RD Station: execução local",
+            "Conecte uma conta no sandbox do RD Station. A conexão fica guardada em memória.",
+            "Id da conexão",
+            "Produto",
+            "Conectar",
+            "Depois, veja o que foi guardado em",
+        ),
+        Language::English => (
+            "RD Station connections: local run",
+            "Connect an account on the RD Station sandbox. The connection is kept in memory.",
+            "Connection id",
+            "Product",
+            "Connect",
+            "Then see what was stored at",
+        ),
+    };
+    let body = format!(
+        "<p>{intro}</p>\
+         <form action=\"/dev/connect\" method=\"get\">\
+         <label>{id_label} <input name=\"connection_id\" value=\"demo-crm\" required></label>\
+         <label>{product_label} <select name=\"product\">\
+         <option value=\"crm\">RD Station CRM</option>\
+         <option value=\"marketing\">RD Station Marketing</option></select></label>\
+         <button type=\"submit\">{connect}</button></form>\
+         <p>{then} <code>/dev/connections/&lt;id&gt;</code>.</p>",
+        intro = escape(intro),
+        then = escape(then),
+    );
+    local.pages.document(
+        language,
+        StatusCode::OK,
+        title,
+        &body,
+        &local.consent_origins,
     )
 }
 
@@ -38,17 +83,18 @@ struct StartQuery {
     product: String,
 }
 
-async fn start(State(service): State<ConnectService>, Query(q): Query<StartQuery>) -> Response {
+async fn start(State(local): State<Local>, Query(q): Query<StartQuery>) -> Response {
     let Ok(product) = q.product.parse::<Product>() else {
         return (StatusCode::BAD_REQUEST, "product must be crm or marketing").into_response();
     };
     // The local page connects or replaces: reconnecting is what a developer clicking
     // "Connect" twice means.
     // The local run always has a fixed base.
-    let Some(base) = service.public_base.resolve(None) else {
+    let Some(base) = local.service.public_base.resolve(None) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "no public base URL").into_response();
     };
-    match service
+    match local
+        .service
         .open_session(&q.connection_id, product, None, true, &base)
         .await
     {
@@ -57,11 +103,11 @@ async fn start(State(service): State<ConnectService>, Query(q): Query<StartQuery
     }
 }
 
-async fn show(State(service): State<ConnectService>, Path(id): Path<String>) -> Response {
+async fn show(State(local): State<Local>, Path(id): Path<String>) -> Response {
     let Ok(id) = ConnectionId::parse(&id) else {
         return (StatusCode::BAD_REQUEST, "invalid connection id").into_response();
     };
-    match service.connections.get(&id).await {
+    match local.service.connections.get(&id).await {
         Ok(Some(c)) => axum::Json(json!({
             "connection_id": c.id,
             "product": c.product,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use connector::assembly::{Assembly, Settings};
 use connector::clock::{Clock, SystemClock};
-use connector::inbound::http::{InvocationDeadline, api_routes, connect_routes, finish};
+use connector::inbound::http::{InvocationDeadline, Pages, api_routes, connect_routes, finish};
 use connector::services::caller_policy::CallerPolicy;
 use connector::services::connect::PublicBase;
 use connector::services::refresh_protocol::RefreshSettings;
@@ -87,11 +87,21 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     let service = assembly.connect_service();
+    let pages = Pages::new(connector::config::brand_from_lookup(|name| {
+        std::env::var(name).ok()
+    })?);
+    let consent_origins = [
+        &rd.endpoints.crm_authorize,
+        &rd.endpoints.marketing_authorize,
+    ]
+    .map(|url| url.origin().ascii_serialization())
+    .to_vec();
     // One router for everything: routes merged first, finished once.
     let app = finish(
-        connect_routes(service.clone())
+        connect_routes(service.clone(), pages.clone())
             .merge(api_routes(assembly.api_state()?))
-            .merge(dev_pages::routes(service)),
+            .merge(dev_pages::routes(service, pages.clone(), consent_origins)),
+        pages,
     )
     .layer(axum::middleware::map_request(with_deadline));
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use url::{Origin, Url};
 
 use crate::domain::DuePolicy;
+use crate::inbound::http::{Brand, BrandError, SupportContact};
 use crate::outbound::rdstation::RdStationEndpoints;
 use crate::services::proxy::ProxySettings;
 use crate::services::refresh_protocol::{LeaseTiming, RefreshSettings};
@@ -33,6 +34,47 @@ pub enum ConfigError {
         /// What is wrong with it.
         reason: String,
     },
+}
+
+/// The operator's brand from `BRAND_NAME`, `BRAND_SUPPORT_CONTACT`,
+/// `BRAND_LOGO_URL` and `BRAND_ACCENT_COLOR` (see [`Config::brand`]); the local
+/// run reads it the same way.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the first setting that is set and unusable.
+pub fn brand_from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Brand, ConfigError> {
+    let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+    Ok(Brand {
+        name: brand_setting("BRAND_NAME", get("BRAND_NAME"), Brand::name)?,
+        support: brand_setting(
+            "BRAND_SUPPORT_CONTACT",
+            get("BRAND_SUPPORT_CONTACT"),
+            SupportContact::parse,
+        )?,
+        logo: brand_setting("BRAND_LOGO_URL", get("BRAND_LOGO_URL"), Brand::logo)?,
+        accent: brand_setting(
+            "BRAND_ACCENT_COLOR",
+            get("BRAND_ACCENT_COLOR"),
+            Brand::accent,
+        )?
+        .unwrap_or_else(|| Brand::default().accent),
+    })
+}
+
+/// A brand setting, checked when it is set.
+fn brand_setting<T>(
+    name: &'static str,
+    value: Option<String>,
+    check: fn(&str) -> Result<T, BrandError>,
+) -> Result<Option<T>, ConfigError> {
+    value
+        .map(|v| {
+            check(&v).map_err(|e| ConfigError::Invalid {
+                name,
+                reason: format!("expected {e}"),
+            })
+        })
+        .transpose()
 }
 
 /// The service's configuration.
@@ -76,6 +118,11 @@ pub struct Config {
     pub proxy: ProxySettings,
     /// `REFRESH_CONCURRENCY`: refreshes in flight at once in one refresher run.
     pub refresh_concurrency: usize,
+    /// The operator's brand on the pages a person sees: `BRAND_NAME`,
+    /// `BRAND_SUPPORT_CONTACT` (an e-mail address or an https URL),
+    /// `BRAND_LOGO_URL` (https) and `BRAND_ACCENT_COLOR` (`#rrggbb`); all
+    /// optional.
+    pub brand: Brand,
 }
 
 impl Config {
@@ -165,6 +212,7 @@ impl Config {
             check_fits_invocation(&refresh, timeout)?;
         }
         let refresh_concurrency = positive("REFRESH_CONCURRENCY", 32)? as usize;
+        let brand = brand_from_lookup(&lookup)?;
         let proxy = ProxySettings {
             rate_limit_per_minute: match get("PROXY_RATE_LIMIT_PER_MINUTE").as_deref() {
                 Some("off") => None,
@@ -207,6 +255,7 @@ impl Config {
             refresh,
             proxy,
             refresh_concurrency,
+            brand,
         })
     }
 }
@@ -281,6 +330,35 @@ mod tests {
         ("CONNECTIONS_TABLE", "connections"),
         ("CLIENT_CREDENTIALS_SECRET", "rd/creds"),
     ];
+
+    #[test]
+    fn the_brand_is_optional_and_checked_when_set() {
+        let config = Config::from_lookup(lookup(&MINIMAL)).expect("valid");
+        assert_eq!(config.brand, Brand::default());
+        let mut pairs = MINIMAL.to_vec();
+        pairs.extend([
+            ("BRAND_NAME", "Acme Vendas"),
+            ("BRAND_SUPPORT_CONTACT", "suporte@acme.com.br"),
+            ("BRAND_LOGO_URL", "https://cdn.acme.com.br/logo.png"),
+            ("BRAND_ACCENT_COLOR", "#0A7B3E"),
+        ]);
+        let brand = Config::from_lookup(lookup(&pairs)).expect("valid").brand;
+        assert_eq!(brand.name.as_deref(), Some("Acme Vendas"));
+        assert_eq!(brand.accent, "#0a7b3e");
+        for (name, bad) in [
+            ("BRAND_SUPPORT_CONTACT", "call us"),
+            ("BRAND_LOGO_URL", "http://cdn.acme.com.br/logo.png"),
+            ("BRAND_ACCENT_COLOR", "green"),
+        ] {
+            let mut pairs = MINIMAL.to_vec();
+            pairs.push((name, bad));
+            let error = Config::from_lookup(lookup(&pairs)).expect_err(name);
+            assert!(
+                matches!(error, ConfigError::Invalid { name: n, .. } if n == name),
+                "{error}"
+            );
+        }
+    }
 
     #[test]
     fn without_a_public_base_url_the_request_domain_is_the_base() {

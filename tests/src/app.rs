@@ -124,7 +124,8 @@ impl TestApp {
             connector::services::connect::redirect_uri(&base),
             redirect_uri
         );
-        let router = oauth_callback_router(service.clone());
+        let router =
+            oauth_callback_router(service.clone(), connector::inbound::http::Pages::default());
         let browser = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .build()
@@ -273,6 +274,16 @@ impl TestApp {
         if !accept_html {
             request.headers.push(("accept", "application/json"));
         }
+        self.send(&request).await
+    }
+
+    /// `browser` follows a redirect our router answered (a `Location` on this
+    /// service), keeping its cookies and asking for a page.
+    pub async fn follow_in(&self, browser: &Browser, redirect: &Answer) -> Answer {
+        let location = Url::parse(&redirect.location()).expect("location");
+        assert!(location.as_str().starts_with(&self.base_url), "{location}");
+        let mut request = EventRequest::new(apigw::BROWSER, "GET", location.path());
+        request.cookies = browser.cookies();
         self.send(&request).await
     }
 

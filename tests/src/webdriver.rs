@@ -58,8 +58,14 @@ impl ChromeDriver {
     }
 
     /// A fresh headless browser (empty profile, no background network: this
-    /// machine reaches nothing but loopback).
+    /// machine reaches nothing but loopback) that asks for pages in English.
     pub async fn browser(&self) -> Browser {
+        self.browser_speaking("en-US,en").await
+    }
+
+    /// A fresh headless browser whose `Accept-Language` is `languages` (as a
+    /// person's language settings make it, e.g. `pt-BR,pt`).
+    pub async fn browser_speaking(&self, languages: &str) -> Browser {
         let args = [
             "--headless",
             "--no-sandbox",
@@ -72,12 +78,19 @@ impl ChromeDriver {
             "--disable-dev-shm-usage",
             "--window-size=1000,700",
         ];
+        let first = languages.split(',').next().unwrap_or(languages);
+        let lang = format!("--lang={first}");
+        let args: Vec<&str> = args.iter().copied().chain([lang.as_str()]).collect();
         let created = self
             .http
             .post(format!("{}/session", self.base))
             .json(&json!({"capabilities": {"alwaysMatch": {
                 "browserName": "chrome",
-                "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
+                "goog:chromeOptions": {
+                    "binary": "/usr/bin/chromium",
+                    "args": args,
+                    "prefs": {"intl.accept_languages": languages},
+                },
             }}}))
             .send()
             .await
@@ -213,6 +226,30 @@ impl Browser {
     /// The text a person sees on the page (`innerText`: rendered, not markup).
     pub async fn visible_text(&self) -> String {
         self.script_text("return document.body.innerText")
+            .await
+            .unwrap_or_else(|error| panic!("webdriver /execute/sync: {error}"))
+    }
+
+    /// Reloads the page, as a person pressing F5 does.
+    pub async fn reload(&self) {
+        self.command(reqwest::Method::POST, "/refresh", Some(json!({})))
+            .await;
+    }
+
+    /// The computed value of the CSS `property` of the first element `css`
+    /// selects: whether the page's style applied under its policy.
+    pub async fn style_of(&self, css: &str, property: &str) -> String {
+        let script = format!(
+            "return getComputedStyle(document.querySelector({css:?})).getPropertyValue({property:?})"
+        );
+        self.script_text(&script)
+            .await
+            .unwrap_or_else(|error| panic!("webdriver /execute/sync: {error}"))
+    }
+
+    /// The page's `lang` attribute.
+    pub async fn language(&self) -> String {
+        self.script_text("return document.documentElement.lang")
             .await
             .unwrap_or_else(|error| panic!("webdriver /execute/sync: {error}"))
     }

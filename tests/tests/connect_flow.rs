@@ -93,16 +93,36 @@ async fn browsers_get_a_page_and_callers_with_return_url_get_a_redirect() {
     let path = app.connect_path("page", "crm", None).await;
     let back = app.decide(&app.consent_url(&path).await, "allow").await;
     let answer = app.callback(&back, true).await;
-    assert_eq!(answer.status, 200);
-    assert!(
-        answer.headers["content-type"]
-            .to_str()
-            .expect("ascii")
-            .starts_with("text/html")
-    );
-    assert!(answer.text().contains("connected"));
-    assert_eq!(answer.headers["referrer-policy"], "no-referrer");
-    assert_eq!(answer.headers["cache-control"], "no-store");
+    // The browser is sent on to a result URL without the code and state, so a
+    // reload shows the success instead of replaying the callback.
+    assert_eq!(answer.status, 303, "{}", answer.text());
+    let location = answer.location();
+    assert!(location.ends_with("/done"), "{location}");
+    assert!(!location.contains("code") && !location.contains("state"));
+    for _reload in 0..2 {
+        let page = app.follow_in(&app.person, &answer).await;
+        assert_eq!(page.status, 200);
+        assert!(
+            page.headers["content-type"]
+                .to_str()
+                .expect("ascii")
+                .starts_with("text/html")
+        );
+        assert!(
+            page.text()
+                .contains("A conta do RD Station CRM agora está conectada como"),
+            "{}",
+            page.text()
+        );
+        assert_eq!(page.headers["referrer-policy"], "no-referrer");
+        assert_eq!(page.headers["cache-control"], "no-store");
+    }
+    // Only the browser that completed the flow sees its result.
+    let stranger = app
+        .follow_in(&integration_tests::app::Browser::default(), &answer)
+        .await;
+    assert_eq!(stranger.status, 404);
+    assert!(stranger.text().contains("não é mais exibido"));
 
     let return_url = format!("{RETURN_ORIGIN}/integrations/rd?tenant=7");
     let path = app
@@ -176,7 +196,7 @@ async fn replayed_state_is_refused_and_changes_nothing() {
         .send(&EventRequest::new(apigw::BROWSER, "GET", &path))
         .await;
     assert_eq!(reopen.status, 400);
-    assert!(reopen.text().contains("already used"));
+    assert!(reopen.text().contains("já foi usado"), "{}", reopen.text());
     app.assert_no_secret_logged();
 }
 
@@ -526,7 +546,11 @@ async fn the_connect_link_binds_the_session_to_the_browser_that_opened_it() {
     let other = integration_tests::app::Browser::default();
     let refused = app.open_link_in(&other, &path).await;
     assert_eq!(refused.status, 403);
-    assert!(refused.text().contains("another browser"));
+    assert!(
+        refused.text().contains("outro navegador"),
+        "{}",
+        refused.text()
+    );
     assert!(refused.headers.get("set-cookie").is_none());
     let mut json = EventRequest::new(apigw::BROWSER, "GET", &path);
     json.headers.push(("accept", "application/json"));
@@ -552,7 +576,11 @@ async fn a_forwarded_consent_url_connects_nothing() {
     let back = app.decide(&consent, "allow").await;
     let answer = app.callback_in(&victim, &back, true).await;
     assert_eq!(answer.status, 400);
-    assert!(answer.text().contains("another browser"));
+    assert!(
+        answer.text().contains("outro navegador"),
+        "{}",
+        answer.text()
+    );
     let answer = app.callback_in(&victim, &back, false).await;
     assert_eq!(answer.error_code(), "invalid_state");
     assert!(app.stored("forwarded").await.is_none());
@@ -618,7 +646,10 @@ async fn opening_a_session_needs_an_iam_caller() {
     service.caller_policy = connector::services::caller_policy::CallerPolicy::Iam {
         allowed_arns: vec!["arn:aws:sts::123456789012:assumed-role/other-role/*".to_owned()],
     };
-    let router = connector::inbound::http::oauth_callback_router(service.clone());
+    let router = connector::inbound::http::oauth_callback_router(
+        service.clone(),
+        connector::inbound::http::Pages::default(),
+    );
     let mut signed = EventRequest::new(apigw::IAM_AUTHORIZED, "POST", "/connect/sessions");
     signed.body = Some(
         json!({"connection_id": "listed", "product": "crm"})
@@ -631,7 +662,10 @@ async fn opening_a_session_needs_an_iam_caller() {
             "arn:aws:sts::123456789012:assumed-role/integration-worker/*".to_owned(),
         ],
     };
-    let router = connector::inbound::http::oauth_callback_router(service);
+    let router = connector::inbound::http::oauth_callback_router(
+        service,
+        connector::inbound::http::Pages::default(),
+    );
     assert_eq!(apigw::send(&router, &signed).await.status, 201);
 }
 
@@ -640,7 +674,9 @@ async fn every_answer_is_nosniff_and_pages_have_a_strict_policy() {
     let app = TestApp::start().await;
     let path = app.connect_path("headers", "crm", None).await;
     let back = app.decide(&app.consent_url(&path).await, "allow").await;
-    let page = app.callback(&back, true).await;
+    let done = app.callback(&back, true).await;
+    assert_eq!(done.status, 303);
+    let page = app.follow_in(&app.person, &done).await;
     assert_eq!(page.status, 200);
     assert_eq!(page.headers["x-content-type-options"], "nosniff");
     let policy = page.headers["content-security-policy"]
@@ -662,4 +698,37 @@ async fn every_answer_is_nosniff_and_pages_have_a_strict_policy() {
         .send(&EventRequest::new(apigw::BROWSER, "GET", "/nowhere"))
         .await;
     assert_eq!(unknown.headers["x-content-type-options"], "nosniff");
+}
+
+#[tokio::test]
+async fn unknown_paths_answer_a_page_to_a_browser_and_json_to_a_client() {
+    let app = TestApp::start().await;
+    let page = app
+        .send(&EventRequest::new(apigw::BROWSER, "GET", "/conect/typo"))
+        .await;
+    assert_eq!(page.status, 404);
+    assert!(
+        page.text().contains("Página não encontrada"),
+        "{}",
+        page.text()
+    );
+    let mut english = EventRequest::new(apigw::BROWSER, "GET", "/conect/typo");
+    english
+        .headers
+        .push(("accept-language", "en-GB,en;q=0.9,pt;q=0.5"));
+    assert!(app.send(&english).await.text().contains("Page not found"));
+    let mut client = EventRequest::new(apigw::BROWSER, "GET", "/conect/typo");
+    client.headers.push(("accept", "application/json"));
+    let json = app.send(&client).await;
+    assert_eq!(
+        (json.status, json.error_code()),
+        (404, "not_found".to_owned())
+    );
+    // Browsers ask for an icon on every page, with an Accept that names images.
+    let mut icon = EventRequest::new(apigw::BROWSER, "GET", "/favicon.ico");
+    icon.headers
+        .push(("accept", "image/avif,image/webp,*/*;q=0.8"));
+    let icon = app.send(&icon).await;
+    assert_eq!(icon.status, 204);
+    assert!(icon.text().is_empty());
 }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
 use connector::assembly::{Assembly, Parts, Settings};
-use connector::inbound::http::{api_routes, connect_routes, finish};
+use connector::inbound::http::{Pages, api_routes, connect_routes, finish};
 use connector::outbound::events::RecordingPublisher;
 use connector::outbound::memory::{MemoryRescueStore, MemoryStore};
 use connector::services::caller_policy::CallerPolicy;
@@ -77,8 +77,9 @@ fn target() -> Target {
     )
     .expect("assembly");
     let router = finish(
-        connect_routes(assembly.connect_service())
+        connect_routes(assembly.connect_service(), Pages::default())
             .merge(api_routes(assembly.api_state().expect("api state"))),
+        Pages::default(),
     );
     Target {
         runtime,

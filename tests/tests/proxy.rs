@@ -992,9 +992,14 @@ async fn the_connect_and_api_routes_merge_into_one_service_as_make_run_serves_th
     let app = RefreshApp::start().await;
     app.connect("merged", Product::Crm).await;
     let router = connector::inbound::http::finish(
-        connector::inbound::http::connect_routes(app.assembly.connect_service()).merge(
-            connector::inbound::http::api_routes(app.assembly.api_state().expect("client")),
-        ),
+        connector::inbound::http::connect_routes(
+            app.assembly.connect_service(),
+            connector::inbound::http::Pages::default(),
+        )
+        .merge(connector::inbound::http::api_routes(
+            app.assembly.api_state().expect("client"),
+        )),
+        connector::inbound::http::Pages::default(),
     );
     let proxied = call(&router, "GET", "/proxy/merged/crm/v2/contacts", "").await;
     assert_eq!(proxied.status, 200, "{}", proxied.text());

@@ -6,12 +6,12 @@
 use connector::assembly::Assembly;
 use connector::config::Config;
 use connector::inbound::apigw;
-use connector::inbound::http::oauth_callback_router;
+use connector::inbound::http::{Pages, oauth_callback_router};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     connector::telemetry::init();
     let config = Config::from_env()?;
     let service = Assembly::aws(&config).await?.connect_service();
-    apigw::run(oauth_callback_router(service)).await
+    apigw::run(oauth_callback_router(service, Pages::new(config.brand))).await
 }

@@ -99,6 +99,16 @@ fn connect_url(base: &Url, id: &SessionId) -> Url {
     url
 }
 
+/// Where the browser that completed session `id` is sent to see the result: a
+/// URL that carries no code or state, so reloading it shows the result again
+/// instead of replaying the callback.
+pub fn result_url(base: &Url, id: &SessionId) -> Url {
+    let mut url = connect_url(base, id);
+    let path = format!("{}/done", url.path());
+    url.set_path(&path);
+    url
+}
+
 /// Why a connect session could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenSessionError {
@@ -351,6 +361,36 @@ impl ConnectService {
             &state,
         );
         Ok((consent_url, binding))
+    }
+
+    /// The connection session `session_id` made, as the browser holding `binding`
+    /// may see it again: only for a completed session bound to that browser,
+    /// and only while a connection with that id and product exists. `None`
+    /// otherwise, without saying which condition failed.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the session or the connection cannot be read.
+    pub async fn completed_connection(
+        &self,
+        session_id: &str,
+        binding: Option<BrowserBinding>,
+    ) -> Result<Option<Connection>, StoreError> {
+        let (Some(id), Some(binding)) = (SessionId::parse(session_id), binding) else {
+            return Ok(None);
+        };
+        let Some(session) = self.sessions.get_session(&id).await? else {
+            return Ok(None);
+        };
+        let this_browser =
+            session.browser_hash.as_deref() == Some(state_hash(binding.expose_secret()).as_str());
+        if !(session.completed && this_browser) {
+            return Ok(None);
+        }
+        let connection = self.connections.get(&session.connection_id).await?;
+        // A connection made after this session (by a later link) is not this
+        // session's result.
+        Ok(connection
+            .filter(|c| c.product == session.product && c.connected_at >= session.created_at))
     }
 
     /// Handles RD's redirect back, from the browser holding `binding`: completes

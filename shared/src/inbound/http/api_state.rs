@@ -47,3 +47,10 @@ impl ApiState {
             })
     }
 }
+
+// Only IAM-signed callers reach the API routes, so their pages carry no brand.
+impl axum::extract::FromRef<ApiState> for super::pages::Pages {
+    fn from_ref(_: &ApiState) -> Self {
+        Self::default()
+    }
+}

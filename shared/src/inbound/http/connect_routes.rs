@@ -14,13 +14,34 @@ use url::Url;
 use super::api_state::iam_caller;
 use super::binding_cookie;
 use super::error::ApiError;
-use super::pages::{error_response, found, page, private, wants_html};
+use super::pages::{Notice, Pages, found, private, wants_html};
 use super::path_param::PathParam;
 use crate::domain::{ConnectSession, Connection, Product};
 use crate::services::connect::{
     BeginConsentError, CallbackQuery, CallbackRejected, ConnectFailure, ConnectService,
-    OpenSessionError,
+    OpenSessionError, result_url,
 };
+
+/// What the connect routes share: the service and the pages.
+#[derive(Clone)]
+pub struct ConnectState {
+    /// The connect flow.
+    pub service: ConnectService,
+    /// The pages a person sees.
+    pub pages: Pages,
+}
+
+impl axum::extract::FromRef<ConnectState> for ConnectService {
+    fn from_ref(state: &ConnectState) -> Self {
+        state.service.clone()
+    }
+}
+
+impl axum::extract::FromRef<ConnectState> for Pages {
+    fn from_ref(state: &ConnectState) -> Self {
+        state.pages.clone()
+    }
+}
 
 #[derive(Deserialize)]
 struct OpenSessionRequest {
@@ -158,13 +179,14 @@ fn open_session_error(err: OpenSessionError) -> ApiError {
 /// answers 302 to RD's consent page with a fresh, opaque `state`.
 pub async fn redirect_to_consent(
     State(service): State<ConnectService>,
+    State(pages): State<Pages>,
     PathParam(session): PathParam,
     extensions: Extensions,
     headers: HeaderMap,
 ) -> Response {
     let base = match public_base(&service, &extensions) {
         Ok(base) => base,
-        Err(e) => return private(error_response(&headers, e)),
+        Err(e) => return private(pages.error(&headers, e, &Notice::Unavailable)),
     };
     let binding = binding_cookie::from_request(&headers);
     let response = match service.begin_consent(&session, binding, &base).await {
@@ -175,33 +197,37 @@ pub async fn redirect_to_consent(
             }
             response
         }
-        Err(BeginConsentError::SessionUnusable) => error_response(
+        Err(BeginConsentError::SessionUnusable) => pages.error(
             &headers,
             ApiError::bad_request(
                 "invalid_session",
                 "this connect link is unknown, expired or already used; ask for a new one",
             ),
+            &Notice::InvalidSession,
         ),
-        Err(BeginConsentError::OtherBrowser) => error_response(
+        Err(BeginConsentError::OtherBrowser) => pages.error(
             &headers,
             ApiError::new(
                 StatusCode::FORBIDDEN,
                 "session_in_another_browser",
                 "this connect link was opened in another browser; finish there, or ask for a new link",
             ),
+            &Notice::OtherBrowser,
         ),
         Err(BeginConsentError::Credentials(e)) => {
             tracing::error!(error = %e, "no client credentials for the consent redirect");
-            error_response(
+            pages.error(
                 &headers,
                 ApiError::internal(StatusCode::INTERNAL_SERVER_ERROR, "credentials_unavailable"),
+                &Notice::NotConfigured,
             )
         }
         Err(BeginConsentError::Store(e)) => {
             tracing::error!(error = %e, "could not bind a state to the connect session");
-            error_response(
+            pages.error(
                 &headers,
                 ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+                &Notice::Unavailable,
             )
         }
     };
@@ -211,34 +237,38 @@ pub async fn redirect_to_consent(
 /// `GET /oauth/callback?code&state` (or `?error&state`): completes the session.
 pub async fn oauth_callback(
     State(service): State<ConnectService>,
+    State(pages): State<Pages>,
     query: Result<Query<CallbackQuery>, QueryRejection>,
     extensions: Extensions,
     headers: HeaderMap,
 ) -> Response {
     let Ok(Query(query)) = query else {
-        return private(error_response(
+        return private(pages.error(
             &headers,
             ApiError::bad_request("invalid_request", "the callback query is malformed"),
+            &Notice::MalformedCallback,
         ));
     };
     let base = match public_base(&service, &extensions) {
         Ok(base) => base,
-        Err(e) => return private(error_response(&headers, e)),
+        Err(e) => return private(pages.error(&headers, e, &Notice::Unavailable)),
     };
     let binding = binding_cookie::from_request(&headers);
     let response = match service.complete_callback(query, binding, &base).await {
-        Err(CallbackRejected::InvalidState) => error_response(
+        Err(CallbackRejected::InvalidState) => pages.error(
             &headers,
             ApiError::bad_request(
                 "invalid_state",
-                "this sign-in is unknown, expired, already used or was started in another browser; start the connection again from its link",
+                "the state is unknown, expired, already used or was issued to another browser; start the connection again from its link",
             ),
+            &Notice::InvalidState,
         ),
         Err(CallbackRejected::Store(e)) => {
             tracing::error!(error = %e, "could not check the callback state");
-            error_response(
+            pages.error(
                 &headers,
                 ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+                &Notice::Unavailable,
             )
         }
         Ok(outcome) => match outcome.result {
@@ -249,7 +279,7 @@ pub async fn oauth_callback(
                     version = connection.version,
                     "connection stored"
                 );
-                connected_response(&headers, &outcome.session, &connection)
+                connected_response(&headers, &outcome.session, &connection, &base)
             }
             Err(failure) => {
                 tracing::warn!(
@@ -259,7 +289,7 @@ pub async fn oauth_callback(
                     error = %failure,
                     "connect flow ended without a connection"
                 );
-                failed_response(&headers, &outcome.session, &failure)
+                failed_response(&pages, &headers, &outcome.session, &failure)
             }
         },
     };
@@ -274,21 +304,69 @@ fn return_to(session: &ConnectSession, pairs: &[(&str, &str)]) -> Option<Respons
     Some(found(url.as_str()))
 }
 
-fn connected_response(headers: &HeaderMap, session: &ConnectSession, c: &Connection) -> Response {
+/// `GET /connect/{session}/done`: the result of a completed connect flow, for
+/// the browser that completed it (its binding cookie), so reloading the page
+/// after a success shows the success again.
+pub async fn connection_result(
+    State(service): State<ConnectService>,
+    State(pages): State<Pages>,
+    PathParam(session): PathParam,
+    headers: HeaderMap,
+) -> Response {
+    let binding = binding_cookie::from_request(&headers);
+    let response = match service.completed_connection(&session, binding).await {
+        Ok(Some(connection)) if wants_html(&headers) => pages.notice(
+            &headers,
+            StatusCode::OK,
+            &Notice::Connected {
+                product: connection.product,
+                connection_id: connection.id,
+            },
+        ),
+        Ok(Some(connection)) => connected_json(&connection),
+        Ok(None) => pages.error(
+            &headers,
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "result_not_shown",
+                "a connect flow's result is shown only to the browser that completed it, while its session lasts",
+            ),
+            &Notice::ResultGone,
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "could not read a connect flow's result");
+            pages.error(
+                &headers,
+                ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+                &Notice::Unavailable,
+            )
+        }
+    };
+    private(response)
+}
+
+/// A success sends the person to the operator's app when the session names one;
+/// a browser otherwise goes once more to the result page (a URL without the code
+/// and state, so a reload shows the success instead of replaying the callback);
+/// an API client gets JSON.
+fn connected_response(
+    headers: &HeaderMap,
+    session: &ConnectSession,
+    c: &Connection,
+    base: &Url,
+) -> Response {
     if let Some(redirect) = return_to(session, &[("status", "connected")]) {
         return redirect;
     }
     if wants_html(headers) {
-        return page(
-            StatusCode::OK,
-            "RD Station connected",
-            &format!(
-                "The RD Station {} account is connected as \"{}\". You can close this page.",
-                product_name(c.product),
-                c.id
-            ),
-        );
+        let mut response = found(result_url(base, &session.id).as_str());
+        *response.status_mut() = StatusCode::SEE_OTHER;
+        return response;
     }
+    connected_json(c)
+}
+
+fn connected_json(c: &Connection) -> Response {
     let mut response = Json(json!({
         "status": "connected",
         "connection_id": c.id,
@@ -303,6 +381,7 @@ fn connected_response(headers: &HeaderMap, session: &ConnectSession, c: &Connect
 }
 
 fn failed_response(
+    pages: &Pages,
     headers: &HeaderMap,
     session: &ConnectSession,
     failure: &ConnectFailure,
@@ -311,46 +390,47 @@ fn failed_response(
     if let Some(redirect) = return_to(session, &[("status", "error"), ("reason", reason)]) {
         return redirect;
     }
-    let (status, message) = match failure {
+    let (status, message, notice) = match failure {
         ConnectFailure::ConsentDenied(_) => (
             StatusCode::BAD_REQUEST,
-            "Access was not granted on RD Station, so nothing was connected.",
+            "access was not granted on RD Station, so nothing was connected",
+            Notice::ConsentDenied,
         ),
         ConnectFailure::MissingCode => (
             StatusCode::BAD_REQUEST,
-            "RD Station sent no authorization code; start the connection again.",
+            "RD Station sent no authorization code; start the connection again",
+            Notice::MissingCode,
         ),
         ConnectFailure::CodeRejected(_) => (
             StatusCode::BAD_REQUEST,
-            "RD Station says the authorization expired or was already used; start the connection again.",
+            "RD Station says the authorization expired or was already used; start the connection again",
+            Notice::CodeRejected,
         ),
         ConnectFailure::ProductMismatch { .. } => (
             StatusCode::CONFLICT,
-            "This connection id already belongs to the other RD Station product.",
+            "this connection id already belongs to the other RD Station product",
+            Notice::ProductMismatch,
         ),
         ConnectFailure::ConnectionExists(_) => (
             StatusCode::CONFLICT,
-            "This connection already exists and the link was not made to replace it.",
+            "this connection already exists and the session was not opened to replace it",
+            Notice::ConnectionExists,
         ),
         ConnectFailure::ClientRejected(_) | ConnectFailure::RdUnavailable(_) => (
             StatusCode::BAD_GATEWAY,
-            "RD Station could not complete the connection; try again in a few minutes.",
+            "RD Station could not complete the connection; try again in a few minutes",
+            Notice::RdUnavailable,
         ),
         ConnectFailure::Credentials(_) => (
             StatusCode::INTERNAL_SERVER_ERROR,
-            "The service is not configured for this RD Station product.",
+            "the service is not configured for this RD Station product",
+            Notice::NotConfigured,
         ),
         ConnectFailure::Store(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "The connection could not be saved; try again in a few minutes.",
+            "the connection could not be saved; try again in a few minutes",
+            Notice::NotSaved,
         ),
     };
-    error_response(headers, ApiError::new(status, reason, message))
-}
-
-fn product_name(product: Product) -> &'static str {
-    match product {
-        Product::Marketing => "Marketing",
-        Product::Crm => "CRM",
-    }
+    pages.error(headers, ApiError::new(status, reason, message), &notice)
 }

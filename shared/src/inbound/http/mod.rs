@@ -13,11 +13,15 @@ mod proxy_routes;
 
 pub use api_state::ApiState;
 pub use binding_cookie::COOKIE_NAME as BINDING_COOKIE;
+pub use connect_routes::ConnectState;
 pub use connections_routes::view as connection_view;
 pub use invocation::{ANSWER_MARGIN_MS, FinishBy, InvocationDeadline};
+pub use pages::{Brand, BrandError, Language, Notice, Pages, SupportContact, escape};
 pub use proxy_routes::MAX_BODY_BYTES;
 
 use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 
 use crate::services::connect::ConnectService;
@@ -30,15 +34,20 @@ use error::ApiError;
 /// | POST | `/connect/sessions` | open a connect session |
 /// | GET | `/connect/{session}` | redirect a person to RD's consent page |
 /// | GET | `/oauth/callback` | RD's redirect back: exchange the code, store the connection |
-pub fn connect_routes(service: ConnectService) -> Router {
+/// | GET | `/connect/{session}/done` | the result, for the browser that completed the flow |
+pub fn connect_routes(service: ConnectService, pages: Pages) -> Router {
     Router::new()
         .route("/connect/sessions", post(connect_routes::open_session))
         .route(
             "/connect/{session}",
             get(connect_routes::redirect_to_consent),
         )
+        .route(
+            "/connect/{session}/done",
+            get(connect_routes::connection_result),
+        )
         .route("/oauth/callback", get(connect_routes::oauth_callback))
-        .with_state(service)
+        .with_state(ConnectState { service, pages })
 }
 
 /// The API function's routes (IAM in the template; the handlers check the caller
@@ -69,22 +78,36 @@ pub fn api_routes(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Routes made into a service's whole router: JSON 404 and 405 for everything
-/// else, `nosniff` on every answer and the strict policy on pages. Merge routes
-/// first (a router with a fallback cannot be merged), then finish once.
-pub fn finish(routes: Router) -> Router {
+/// Routes made into a service's whole router: for every other path a page to a
+/// browser and JSON 404 to anything else, 204 for `/favicon.ico` (browsers ask for
+/// it on every page, and do not say they want a page), JSON 405 for a known path
+/// with another method, `nosniff` on every answer and a strict policy on pages.
+/// Merge routes first (a router with a fallback cannot be merged), then finish
+/// once.
+pub fn finish(routes: Router, pages: Pages) -> Router {
     routes
-        .fallback(|| async { ApiError::not_found() })
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .fallback(move |headers: HeaderMap| async move { not_found(&pages, &headers) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(axum::middleware::map_response(pages::protective_headers))
 }
 
-/// The callback function's whole router.
-pub fn oauth_callback_router(service: ConnectService) -> Router {
-    finish(connect_routes(service))
+fn not_found(pages: &Pages, headers: &HeaderMap) -> Response {
+    if pages::wants_html(headers) {
+        pages.notice(headers, StatusCode::NOT_FOUND, &Notice::NotFound)
+    } else {
+        ApiError::not_found().into_response()
+    }
 }
 
-/// The API function's whole router.
+/// The callback function's whole router. Its API routes also take every path no
+/// other route serves (a person's mistyped link), so its pages answer them.
+pub fn oauth_callback_router(service: ConnectService, pages: Pages) -> Router {
+    finish(connect_routes(service, pages.clone()), pages)
+}
+
+/// The API function's whole router. Only IAM-signed callers reach it, so its
+/// pages (for a path no route serves) carry no brand.
 pub fn api_proxy_router(state: ApiState) -> Router {
-    finish(api_routes(state))
+    finish(api_routes(state), Pages::default())
 }
