@@ -95,7 +95,8 @@ fn the_table_uses_the_schema_the_code_defines() {
     assert_eq!(properties["BillingMode"], "PAY_PER_REQUEST");
 }
 
-/// Each `HttpApi` event of a function: (method, path, authorizer), sorted.
+/// Each `HttpApi` event of a function: (method, path, authorizer), sorted; an
+/// event without a path is API Gateway's `$default` route.
 fn routes_of(function: &Value) -> Vec<(String, String, String)> {
     let mut routes: Vec<(String, String, String)> = function["Properties"]["Events"]
         .as_mapping()
@@ -104,8 +105,8 @@ fn routes_of(function: &Value) -> Vec<(String, String, String)> {
         .map(|event| {
             let p = &event["Properties"];
             (
-                p["Method"].as_str().expect("method").to_owned(),
-                p["Path"].as_str().expect("path").to_owned(),
+                p["Method"].as_str().unwrap_or("ANY").to_owned(),
+                p["Path"].as_str().unwrap_or("$default").to_owned(),
                 p["Auth"]["Authorizer"]
                     .as_str()
                     .expect("authorizer")
@@ -128,7 +129,9 @@ fn the_callback_function_serves_every_route_with_the_right_auth() {
     assert_eq!(
         routes_of(function),
         [
+            ("ANY".into(), "$default".into(), "NONE".into()),
             ("GET".into(), "/connect/{session}".into(), "NONE".into()),
+            ("GET".into(), "/connect/{session}/done".into(), "NONE".into()),
             ("GET".into(), "/oauth/callback".into(), "NONE".into()),
             ("POST".into(), "/connect/sessions".into(), "AWS_IAM".into()),
         ]

@@ -34,9 +34,19 @@ fn routes(template: &Value) -> Vec<(String, String, String, String)> {
 }
 
 #[test]
-fn only_the_two_browser_routes_are_public_and_each_route_reaches_its_function() {
+fn only_the_browser_routes_are_public_and_each_route_reaches_its_function() {
     let template = transformed();
+    // The public routes are the ones a person's browser follows, plus the
+    // $default route (every path no other route matches), which reaches the
+    // callback function: its fallback answers a page or a JSON 404 and serves no
+    // API route, so no unsigned request reaches the connections API.
     let expected = [
+        (
+            "$default",
+            "x-amazon-apigateway-any-method",
+            "NONE",
+            "OAuthCallbackFunction",
+        ),
         (
             "/connect/sessions",
             "post",
@@ -44,6 +54,12 @@ fn only_the_two_browser_routes_are_public_and_each_route_reaches_its_function() 
             "OAuthCallbackFunction",
         ),
         ("/connect/{session}", "get", "NONE", "OAuthCallbackFunction"),
+        (
+            "/connect/{session}/done",
+            "get",
+            "NONE",
+            "OAuthCallbackFunction",
+        ),
         ("/connections", "get", "AWS_IAM", "ApiProxyFunction"),
         ("/connections/{id}", "delete", "AWS_IAM", "ApiProxyFunction"),
         ("/connections/{id}", "get", "AWS_IAM", "ApiProxyFunction"),
