@@ -131,7 +131,11 @@ fn the_callback_function_serves_every_route_with_the_right_auth() {
         [
             ("ANY".into(), "$default".into(), "NONE".into()),
             ("GET".into(), "/connect/{session}".into(), "NONE".into()),
-            ("GET".into(), "/connect/{session}/done".into(), "NONE".into()),
+            (
+                "GET".into(),
+                "/connect/{session}/done".into(),
+                "NONE".into()
+            ),
             ("GET".into(), "/oauth/callback".into(), "NONE".into()),
             ("POST".into(), "/connect/sessions".into(), "AWS_IAM".into()),
         ]
