@@ -19,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod inbound;
+pub mod metrics;
 pub mod outbound;
 pub mod ports;
 pub mod secret;

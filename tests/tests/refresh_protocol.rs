@@ -459,6 +459,10 @@ async fn a_revoked_grant_needs_reauth_after_one_call_and_is_left_alone() {
     assert_eq!(summary.due, 2);
     assert_eq!(summary.needs_reauth, 2);
     assert_eq!(
+        summary.connections_needing_reauth, 0,
+        "the gauge is counted as the run starts"
+    );
+    assert_eq!(
         app.sandbox.sandbox.stats().token_calls - calls,
         2,
         "one call each"
@@ -478,6 +482,9 @@ async fn a_revoked_grant_needs_reauth_after_one_call_and_is_left_alone() {
         summary.due, 0,
         "needs_reauth connections leave the due index"
     );
+    // ...and stay on the dashboard's gauge, counted on the attention index.
+    assert_eq!(summary.connections_needing_reauth, 2);
+    assert_eq!(summary.connections_possibly_lost, 0);
     assert_eq!(app.sandbox.sandbox.stats().token_calls - calls, 2);
 }
 

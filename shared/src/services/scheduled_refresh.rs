@@ -9,7 +9,8 @@ use serde::Serialize;
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::ports::{LegacyRescueQueue, RescueStore};
+use crate::domain::ConnectionStatus;
+use crate::ports::{LegacyRescueQueue, ListQuery, RescueStore};
 use crate::services::refresh_protocol::{RefreshEngine, RefreshFailure, RefreshRequest, Refreshed};
 
 /// How a run is bounded.
@@ -42,6 +43,11 @@ pub struct RunSummary {
     pub needs_reauth: u64,
     /// Newly or already possibly lost.
     pub possibly_lost: u64,
+    /// Connections in `needs_reauth` when the run started, counted on the
+    /// attention index (up to [`MAX_COUNTED`]): the dashboard's gauge.
+    pub connections_needing_reauth: u64,
+    /// Connections in `possibly_lost` when the run started, counted likewise.
+    pub connections_possibly_lost: u64,
     /// Rescued pairs restored.
     pub restored_from_rescue: u64,
     /// Rescued pairs moved from the SQS queue of earlier versions to the rescue store.
@@ -77,7 +83,7 @@ impl RunSummary {
         doc["_aws"] = serde_json::json!({
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
-                "Namespace": "RdStationConnections/Refresher",
+                "Namespace": crate::metrics::REFRESHER_NAMESPACE,
                 "Dimensions": [[]],
                 "Metrics": names.iter().map(|n| serde_json::json!({"Name": n, "Unit": unit_of(n)})).collect::<Vec<_>>(),
             }],
@@ -101,6 +107,33 @@ impl RunSummary {
     /// query failed): a failed run, whatever else it did.
     pub fn due_index_unavailable(&self) -> bool {
         self.shards > 0 && self.shard_errors == self.shards
+    }
+}
+
+/// The most connections of one status a run counts: a gauge that reads "at
+/// least 2,000" past that costs no more than twenty queries a run.
+pub const MAX_COUNTED: u64 = 2_000;
+
+/// Connections with `status`, on the attention index (no scan), up to
+/// [`MAX_COUNTED`].
+async fn count_with_status(
+    engine: &RefreshEngine,
+    status: ConnectionStatus,
+) -> Result<u64, crate::ports::StoreError> {
+    let mut query = ListQuery {
+        status: Some(status),
+        product: None,
+        cursor: None,
+        limit: 100,
+    };
+    let mut counted = 0;
+    loop {
+        let page = engine.store.list(&query).await?;
+        counted += page.connections.len() as u64;
+        match page.next_cursor {
+            Some(cursor) if counted < MAX_COUNTED => query.cursor = Some(cursor),
+            _ => return Ok(counted.min(MAX_COUNTED)),
+        }
     }
 }
 
@@ -165,6 +198,26 @@ pub async fn run(engine: &RefreshEngine, limits: &RunLimits) -> RunSummary {
         s.oldest_rescued_pair_age_seconds = drained
             .oldest_waiting
             .map_or(0, |at| (engine.clock.now().0 - at.0).max(0) as u64);
+    }
+
+    for status in [
+        ConnectionStatus::NeedsReauth,
+        ConnectionStatus::PossiblyLost,
+    ] {
+        match count_with_status(engine, status).await {
+            Ok(count) => {
+                let mut s = summary.lock().await;
+                if status == ConnectionStatus::NeedsReauth {
+                    s.connections_needing_reauth = count;
+                } else {
+                    s.connections_possibly_lost = count;
+                }
+            }
+            Err(e) => {
+                tracing::error!(status = ?status, error = %e, "could not count connections by status");
+                summary.lock().await.errors += 1;
+            }
+        }
     }
 
     let now = engine.clock.now();
@@ -267,7 +320,7 @@ mod tests {
         let metrics = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .expect("metrics");
-        assert_eq!(metrics.len(), 19);
+        assert_eq!(metrics.len(), 21);
         for metric in metrics {
             let name = metric["Name"].as_str().expect("name");
             assert!(doc[name].is_u64(), "{name} has a value");

@@ -31,8 +31,35 @@ fn split(raw_path: &str) -> Option<(&str, &str)> {
     raw_path.strip_prefix("/proxy/")?.split_once('/')
 }
 
-/// The handler.
-pub async fn proxy(State(state): State<ApiState>, request: Request) -> Response {
+/// The handler, measured: one EMF document per request (see
+/// [`crate::metrics::ProxiedRequest`]).
+pub async fn proxy(state: State<ApiState>, request: Request) -> Response {
+    let started = std::time::Instant::now();
+    let response = forward(state, request).await;
+    let status = response.status();
+    let rd_answered = response.extensions().get::<RdAnswered>().map(|a| a.0);
+    let ours = rd_answered.is_none();
+    crate::metrics::emit(
+        crate::metrics::PROXY_NAMESPACE,
+        &crate::metrics::ProxiedRequest {
+            latency: started.elapsed(),
+            rd_latency: rd_answered,
+            throttled_by_us: ours && status == StatusCode::TOO_MANY_REQUESTS,
+            throttled_by_rd: !ours && status == StatusCode::TOO_MANY_REQUESTS,
+            failed: ours && status.is_server_error(),
+        }
+        .metrics(),
+    );
+    response
+}
+
+/// On a response (never sent): RD answered it, after this long.
+#[derive(Clone, Copy)]
+struct RdAnswered(std::time::Duration);
+
+/// The request forwarded to RD (RD's answer, marked [`RdAnswered`]), or our
+/// refusal.
+async fn forward(State(state): State<ApiState>, request: Request) -> Response {
     if let Err(refused) = state.check_caller(request.extensions()) {
         return refused.into_response();
     }
@@ -126,6 +153,9 @@ pub async fn proxy(State(state): State<ApiState>, request: Request) -> Response 
             let mut response = Response::new(Body::from(proxied.response.body));
             *response.status_mut() = proxied.response.status;
             *response.headers_mut() = proxied.response.headers;
+            response
+                .extensions_mut()
+                .insert(RdAnswered(proxied.upstream));
             return response;
         }
         Err(failure) => failure_response(failure),

@@ -229,7 +229,21 @@ impl RdStationClient {
         url
     }
 
+    /// One call to the token endpoint, measured (see [`crate::metrics::token_call`]).
     async fn token_call(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<IssuedTokens, TokenCallError> {
+        let started = std::time::Instant::now();
+        let result = self.unmeasured_token_call(request).await;
+        crate::metrics::emit(
+            crate::metrics::TOKEN_CALL_NAMESPACE,
+            &crate::metrics::token_call(started.elapsed(), result.is_err()),
+        );
+        result
+    }
+
+    async fn unmeasured_token_call(
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<IssuedTokens, TokenCallError> {
