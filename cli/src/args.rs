@@ -1,6 +1,6 @@
 //! The command line: what an operator can ask of the service.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use url::Url;
 
 /// Operate RD Station connections through the service's API.
@@ -36,6 +36,56 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Parses the process's arguments (and exits on bad ones or on `--help`)
+    /// with the global options described once, in `rdconn --help`: each
+    /// subcommand still accepts them but names them in one line of its help.
+    pub fn parse_with_globals_described_once() -> Self {
+        let matches = Self::command_with_globals_described_once().get_matches();
+        Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
+    /// The command tree [`Cli::parse_with_globals_described_once`] parses.
+    pub fn command_with_globals_described_once() -> clap::Command {
+        let command = Self::command();
+        let globals: Vec<clap::Arg> = command
+            .get_arguments()
+            .filter(|arg| arg.is_global_set())
+            .cloned()
+            .collect();
+        hide_below(command, &globals)
+    }
+}
+
+/// `command` whose subcommands (at any depth) hold hidden copies of
+/// `globals`: clap copies a global option into a subcommand only where the
+/// subcommand has none of that id, so a hidden copy is still accepted there but
+/// left out of its help, which names the global options in one line instead.
+fn hide_below(command: clap::Command, globals: &[clap::Arg]) -> clap::Command {
+    let names: Vec<String> = command
+        .get_subcommands()
+        .map(|sub| sub.get_name().to_owned())
+        .collect();
+    let named: Vec<String> = globals
+        .iter()
+        .filter_map(|arg| arg.get_long())
+        .map(|long| format!("--{long}"))
+        .collect();
+    let note = format!(
+        "Global options, accepted here too (see `rdconn --help`): {}.",
+        named.join(", ")
+    );
+    names.into_iter().fold(command, |command, name| {
+        command.mut_subcommand(name, |sub| {
+            let sub = globals
+                .iter()
+                .fold(sub, |sub, arg| sub.arg(arg.clone().hide(true)))
+                .after_help(note.clone());
+            hide_below(sub, globals)
+        })
+    })
 }
 
 /// When requests are signed.

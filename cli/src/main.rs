@@ -6,15 +6,13 @@ mod commands;
 mod output;
 mod signing;
 
-use clap::Parser;
-
 use args::{Cli, Signing};
 use client::{Api, is_loopback};
 use signing::Signer;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_with_globals_described_once();
     let sign = match cli.sign {
         Signing::Always => true,
         Signing::Never => false,

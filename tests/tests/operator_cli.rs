@@ -209,3 +209,48 @@ fn help_names_the_values_the_cli_accepts() {
     let text = String::from_utf8_lossy(&help.stdout);
     assert!(text.contains("`default`"), "{text}");
 }
+
+#[test]
+fn global_options_are_described_once_in_the_top_help() {
+    let help = |args: &[&str]| {
+        let out = Command::new(workspace_binary("rdconn"))
+            .args(args)
+            .output()
+            .expect("run rdconn");
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let top = help(&["--help"]);
+    for described in [
+        "--url <URL>",
+        "RDCONN_URL",
+        "--json",
+        "--sign <SIGN>",
+        "--region <REGION>",
+    ] {
+        assert!(top.contains(described), "{described} in:\n{top}");
+    }
+    for command in [
+        &["connections", "--help"][..],
+        &["connections", "list", "--help"],
+        &["connections", "set-limit", "--help"],
+        &["connect", "--help"],
+    ] {
+        let text = help(command);
+        assert!(!text.contains("--sign <SIGN>"), "{command:?}:\n{text}");
+        assert!(!text.contains("RDCONN_URL"), "{command:?}:\n{text}");
+        assert!(
+            text.contains("Global options, accepted here too (see `rdconn --help`): --url, --json, --sign, --region."),
+            "{command:?}:\n{text}"
+        );
+    }
+    // Still accepted after a command: a bad value is refused by the option's parser.
+    let out = Command::new(workspace_binary("rdconn"))
+        .args(["connections", "list", "--sign", "sometimes"])
+        .output()
+        .expect("run rdconn");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("[possible values: auto, always, never]")
+    );
+}
