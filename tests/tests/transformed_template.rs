@@ -296,6 +296,7 @@ fn outputs_give_a_newcomer_everything_the_first_deploy_needs() {
         "ConnectionEventBusName",
         "RescueBucketName",
         "AlarmTopicArn",
+        "DashboardUrl",
     ] {
         assert!(outputs.contains_key(name), "output {name}");
     }
@@ -421,5 +422,167 @@ fn every_way_a_connection_is_at_risk_has_an_alarm_the_runbook_names() {
     let readme = include_str!("../../README.md");
     for (name, _) in &alarms {
         assert!(readme.contains(name), "README: no runbook line for {name}");
+    }
+}
+
+/// Every (namespace, metric) the code emits as EMF, with the dimension sets it
+/// declares: the refresher's run summary, a forwarded proxied request (which
+/// carries every proxy metric) and a call to RD's token endpoint.
+fn emitted_metrics() -> Vec<(String, String, Value)> {
+    use connector::metrics::{
+        PROXY_NAMESPACE, ProxiedRequest, TOKEN_CALL_NAMESPACE, document, token_call,
+    };
+    use std::time::Duration;
+    let proxied = ProxiedRequest {
+        rd_latency: Some(Duration::from_millis(1)),
+        ..ProxiedRequest::default()
+    };
+    let documents = [
+        connector::services::scheduled_refresh::RunSummary::default().emf(0),
+        document(PROXY_NAMESPACE, 0, &proxied.metrics()),
+        document(
+            TOKEN_CALL_NAMESPACE,
+            0,
+            &token_call(Duration::from_millis(1), false),
+        ),
+    ];
+    let mut emitted = Vec::new();
+    for doc in &documents {
+        let declared = &doc["_aws"]["CloudWatchMetrics"][0];
+        let namespace = declared["Namespace"].as_str().expect("namespace");
+        for metric in declared["Metrics"].as_array().expect("metrics") {
+            emitted.push((
+                namespace.to_owned(),
+                metric["Name"].as_str().expect("name").to_owned(),
+                declared["Dimensions"].clone(),
+            ));
+        }
+    }
+    emitted
+}
+
+/// The dashboard's body: a JSON document once `Fn::Sub` has filled in its
+/// `${...}` references (which all sit inside JSON strings).
+fn dashboard_body(template: &Value) -> Value {
+    let dashboards = resources_of_type(template, "AWS::CloudWatch::Dashboard");
+    assert_eq!(dashboards.len(), 1, "one dashboard");
+    let body = dashboards[0].1["Properties"]["DashboardBody"]["Fn::Sub"]
+        .as_str()
+        .expect("the body is one Fn::Sub string");
+    serde_json::from_str(body).expect("the dashboard's body is JSON")
+}
+
+#[test]
+fn the_dashboard_shows_what_the_code_emits_and_every_alarm() {
+    let template = transformed();
+    let body = dashboard_body(&template);
+    let widgets = body["widgets"].as_array().expect("widgets");
+    let emitted = emitted_metrics();
+    // Each metric line is [namespace, name, (dimension name, value)*, options?].
+    let mut shown = Vec::new();
+    for widget in widgets.iter().filter(|w| w["type"] == "metric") {
+        let p = &widget["properties"];
+        assert!(p["region"].is_string(), "{}: no region", p["title"]);
+        for line in p["metrics"].as_array().expect("metric lines") {
+            let parts = line.as_array().expect("a metric line");
+            let strings: Vec<&str> = parts.iter().filter_map(Value::as_str).collect();
+            let namespace = strings[0];
+            let name = strings[1];
+            let dimensions = &strings[2..];
+            assert_eq!(
+                dimensions.len() % 2,
+                0,
+                "{namespace} {name}: {dimensions:?}"
+            );
+            if namespace.starts_with("RdStationConnections/") {
+                let found = emitted
+                    .iter()
+                    .find(|(ns, n, _)| ns == namespace && n == name)
+                    .unwrap_or_else(|| {
+                        panic!("the dashboard shows {namespace} {name}, which no code emits")
+                    });
+                // The code emits every metric without dimensions (the
+                // deployment's total); a dimension here would match no data.
+                assert_eq!(found.2, serde_json::json!([[]]), "{name}");
+                assert!(dimensions.is_empty(), "{namespace} {name}: {dimensions:?}");
+            } else {
+                assert!(
+                    namespace.starts_with("AWS/"),
+                    "unknown namespace {namespace}"
+                );
+            }
+            shown.push((namespace.to_owned(), name.to_owned()));
+        }
+    }
+    // What the issue asks an operator to see: connections by status, refresh
+    // outcomes, token-call latency, proxy requests, latency and 429s (ours and
+    // RD's), the rescue store's depth and age.
+    for (namespace, name) in [
+        (
+            "RdStationConnections/Refresher",
+            "connections_needing_reauth",
+        ),
+        (
+            "RdStationConnections/Refresher",
+            "connections_possibly_lost",
+        ),
+        ("RdStationConnections/Refresher", "refreshed"),
+        ("RdStationConnections/Refresher", "ambiguous"),
+        ("RdStationConnections/Refresher", "needs_reauth"),
+        ("RdStationConnections/Refresher", "possibly_lost"),
+        ("RdStationConnections/Refresher", "errors"),
+        ("RdStationConnections/TokenCalls", "token_call_ms"),
+        ("RdStationConnections/TokenCalls", "token_call_failed"),
+        ("RdStationConnections/Proxy", "requests"),
+        ("RdStationConnections/Proxy", "latency_ms"),
+        ("RdStationConnections/Proxy", "rd_latency_ms"),
+        ("RdStationConnections/Proxy", "throttled_by_us"),
+        ("RdStationConnections/Proxy", "throttled_by_rd"),
+        ("RdStationConnections/Proxy", "failed"),
+        ("RdStationConnections/Refresher", "rescued_pairs_waiting"),
+        (
+            "RdStationConnections/Refresher",
+            "oldest_rescued_pair_age_seconds",
+        ),
+    ] {
+        assert!(
+            shown.contains(&(namespace.to_owned(), name.to_owned())),
+            "the dashboard does not show {namespace} {name}"
+        );
+    }
+    // The alarm widget holds every alarm of the template, and only those.
+    let alarm_widgets: Vec<&Value> = widgets.iter().filter(|w| w["type"] == "alarm").collect();
+    assert_eq!(alarm_widgets.len(), 1, "one alarm-status widget");
+    let mut on_dashboard: Vec<String> = alarm_widgets[0]["properties"]["alarms"]
+        .as_array()
+        .expect("alarms")
+        .iter()
+        .map(|arn| {
+            let arn = arn.as_str().expect("an ARN");
+            arn.strip_prefix("${")
+                .and_then(|a| a.strip_suffix(".Arn}"))
+                .unwrap_or_else(|| panic!("{arn} is not an alarm of the template"))
+                .to_owned()
+        })
+        .collect();
+    on_dashboard.sort();
+    let mut alarms: Vec<String> = resources_of_type(&template, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .map(|(name, _)| name.to_owned())
+        .collect();
+    alarms.sort();
+    assert_eq!(on_dashboard, alarms);
+    // Every custom metric an alarm watches is emitted too.
+    for (name, alarm) in resources_of_type(&template, "AWS::CloudWatch::Alarm") {
+        for (namespace, metric) in metrics_of(alarm) {
+            if namespace.starts_with("RdStationConnections/") {
+                assert!(
+                    emitted
+                        .iter()
+                        .any(|(ns, n, _)| *ns == namespace && *n == metric),
+                    "{name} watches {namespace} {metric}, which no code emits"
+                );
+            }
+        }
     }
 }
