@@ -16,8 +16,8 @@ pub fn may_record(metadata: &Metadata<'_>) -> bool {
     *metadata.level() != Level::TRACE || metadata.target().starts_with(env!("CARGO_CRATE_NAME"))
 }
 
-/// The level asked for: `AWS_LAMBDA_LOG_LEVEL` (Lambda's `ApplicationLogLevel`),
-/// else `RUST_LOG`, else INFO.
+/// The level asked for when `RUST_LOG` holds no directive: `AWS_LAMBDA_LOG_LEVEL`
+/// (Lambda's `ApplicationLogLevel`), else INFO.
 fn requested_level(lookup: impl Fn(&str) -> Option<String>) -> LevelFilter {
     lookup("AWS_LAMBDA_LOG_LEVEL")
         .or_else(|| lookup("RUST_LOG"))
@@ -26,8 +26,11 @@ fn requested_level(lookup: impl Fn(&str) -> Option<String>) -> LevelFilter {
 }
 
 /// Installs the process's subscriber: JSON lines when `AWS_LAMBDA_LOG_FORMAT` is
-/// `JSON` (as the template sets it), plain text otherwise; `RUST_LOG` directives
-/// apply on top of the requested level; [`may_record`] guards it all.
+/// `JSON` (as the template sets it), plain text otherwise; `RUST_LOG`'s
+/// directives decide what is recorded when it holds any (the template sets it to
+/// the `LogLevel` parameter, while Lambda's own filter stays at INFO or below so
+/// that metric lines, which carry no level, pass it), else the requested level;
+/// [`may_record`] guards it all.
 pub fn init() {
     let lookup = |name: &str| std::env::var(name).ok();
     let filter = EnvFilter::builder()

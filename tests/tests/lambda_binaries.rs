@@ -169,3 +169,51 @@ async fn the_api_proxy_binary_checks_the_path_the_caller_sent() {
     }
     assert_eq!(sandbox.sandbox.stats().token_calls, 0);
 }
+
+/// The api-proxy binary as the template configures it at `LogLevel: warn`
+/// (Lambda's JSON format, its filter at INFO, `RUST_LOG=warn`): each proxied
+/// request prints its metrics as one EMF line on stdout, with no `level` (Lambda
+/// reads it as INFO, which its filter passes), and the process keeps its own INFO
+/// lines to itself.
+#[tokio::test]
+async fn the_api_proxy_binary_prints_a_metric_line_per_request() {
+    let sandbox = Sandbox::new(SandboxConfig::default())
+        .spawn_local()
+        .await
+        .expect("sandbox");
+    let api = RuntimeApi::start().await;
+    let process = function_command(&artifact("api-proxy"), "api-proxy", &api, &sandbox)
+        .await
+        .env("AWS_LAMBDA_LOG_FORMAT", "JSON")
+        .env("AWS_LAMBDA_LOG_LEVEL", "INFO")
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the function starts");
+    let mut function = Function { api, process };
+    let (status, code) = proxy_answer(&function, "/proxy/nobody/crm/v2/contacts", "").await;
+    assert_eq!((status, code.as_str()), (404, "connection_not_found"));
+    let mut stdout = function.process.stdout.take().expect("stdout");
+    let _ = function.process.kill();
+    let _ = function.process.wait();
+    let mut printed = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut printed).expect("stdout");
+    let documents: Vec<Value> = printed
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|doc| doc.get("_aws").is_some())
+        .collect();
+    assert_eq!(documents.len(), 1, "one metric line per request: {printed}");
+    let doc = &documents[0];
+    let declared = &doc["_aws"]["CloudWatchMetrics"][0];
+    assert_eq!(declared["Namespace"], connector::metrics::PROXY_NAMESPACE);
+    assert_eq!(declared["Dimensions"], json!([[]]));
+    assert_eq!(doc["requests"], 1.0);
+    assert_eq!(doc["failed"], 0.0, "a 404 to the caller is not our failure");
+    assert!(doc["latency_ms"].is_number(), "{doc}");
+    assert!(doc.get("level").is_none(), "{doc}");
+    assert!(
+        !printed.contains("proxied request not forwarded"),
+        "RUST_LOG=warn keeps INFO lines out: {printed}"
+    );
+}

@@ -380,6 +380,31 @@ fn logs_are_kept_for_a_set_time_at_the_level_asked_for() {
             Some("LogLevel"),
             "{function}: the Lambda log level follows LogLevel"
         );
+        assert_eq!(
+            intrinsic(
+                &template["Globals"]["Function"]["Environment"]["Variables"]["RUST_LOG"],
+                "Ref"
+            )
+            .and_then(Value::as_str),
+            Some("LogLevel"),
+            "the functions filter their own lines by LogLevel"
+        );
+    }
+    // Lambda reads a JSON line without a "level" (every EMF metric line) as INFO,
+    // and its filter drops what is less severe than its level: at WARN or ERROR
+    // the metrics, and every alarm on them, would go silent.
+    let levels = template["Mappings"]["LogLevels"]
+        .as_mapping()
+        .expect("the LogLevels mapping");
+    let parameter_values = template["Parameters"]["LogLevel"]["AllowedValues"]
+        .as_sequence()
+        .expect("LogLevel's values");
+    for value in parameter_values {
+        let lambda = levels[value]["Lambda"].as_str().expect("a Lambda level");
+        assert!(
+            ["TRACE", "DEBUG", "INFO"].contains(&lambda),
+            "LogLevel {value:?}: Lambda's filter at {lambda} drops the metric lines"
+        );
     }
 }
 
