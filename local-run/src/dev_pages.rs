@@ -6,7 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
-use connector::domain::{ConnectionId, Product};
+use connector::domain::{ConnectionId, Product, TenantId};
 use connector::inbound::http::{Language, Pages, escape};
 use connector::services::connect::ConnectService;
 use serde::Deserialize;
@@ -93,9 +93,14 @@ async fn start(State(local): State<Local>, Query(q): Query<StartQuery>) -> Respo
     let Some(base) = local.service.public_base.resolve(None) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "no public base URL").into_response();
     };
+    let tenant = TenantId::default_tenant();
+    let exists = match ConnectionId::parse_in(&tenant, &q.connection_id) {
+        Ok(id) => matches!(local.service.connections.get(&id).await, Ok(Some(_))),
+        Err(_) => false,
+    };
     match local
         .service
-        .open_session(&q.connection_id, product, None, true, &base)
+        .open_session(&tenant, &q.connection_id, product, None, exists, &base)
         .await
     {
         Ok((_, connect_url)) => Redirect::to(connect_url.as_str()).into_response(),
@@ -104,12 +109,12 @@ async fn start(State(local): State<Local>, Query(q): Query<StartQuery>) -> Respo
 }
 
 async fn show(State(local): State<Local>, Path(id): Path<String>) -> Response {
-    let Ok(id) = ConnectionId::parse(&id) else {
+    let Ok(id) = ConnectionId::in_default_tenant(&id) else {
         return (StatusCode::BAD_REQUEST, "invalid connection id").into_response();
     };
     match local.service.connections.get(&id).await {
         Ok(Some(c)) => axum::Json(json!({
-            "connection_id": c.id,
+            "connection_id": c.id.name(),
             "product": c.product,
             "status": c.status,
             "status_reason": c.status_reason,

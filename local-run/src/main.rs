@@ -12,6 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use connector::assembly::{Assembly, Settings};
 use connector::clock::{Clock, SystemClock};
+use connector::domain::TenantId;
 use connector::inbound::http::{InvocationDeadline, Pages, api_routes, connect_routes, finish};
 use connector::services::caller_policy::CallerPolicy;
 use connector::services::connect::PublicBase;
@@ -70,19 +71,26 @@ async fn main() -> anyhow::Result<()> {
         // No API Gateway here to check SigV4: anyone on this machine may call.
         caller_policy: CallerPolicy::LocalUnauthenticated,
         proxy: connector::services::proxy::ProxySettings::default(),
+        tenancy: Default::default(),
     };
     let assembly = Assembly::new(parts, settings)?;
     let engine = assembly.refresh_engine();
+    let tenants = assembly.parts().tenants.clone();
     // The scheduled refresher, as EventBridge would run it in AWS.
     let every = Duration::from_secs(env_u16("REFRESH_INTERVAL_SECONDS", 60)?.into());
     tokio::spawn(async move {
-        let limits = RunLimits {
-            concurrency: 32,
-            finish_by_ms: None,
-        };
         let mut ticks = tokio::time::interval(every);
         loop {
             ticks.tick().await;
+            let mut counted_tenants = vec![TenantId::default_tenant()];
+            if let Ok(configured) = tenants.tenants().await {
+                counted_tenants.extend(configured.iter().map(|(t, _)| t.clone()));
+            }
+            let limits = RunLimits {
+                concurrency: 32,
+                finish_by_ms: None,
+                counted_tenants,
+            };
             scheduled_refresh::run(&engine, &limits).await;
         }
     });

@@ -16,6 +16,8 @@ use url::Origin;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::config::DEFAULT_TENANT_CACHE_SECONDS;
+use crate::domain::PrincipalPattern;
 use crate::inbound::http::ApiState;
 use crate::inbound::schedule::Refresher;
 use crate::outbound::credentials::{CredentialSet, SecretsManagerCredentials, StaticCredentials};
@@ -28,7 +30,7 @@ use crate::outbound::rdstation::{ClientBuildError, RdStationClient, RdStationEnd
 use crate::outbound::rescue_store::S3RescueStore;
 use crate::ports::{
     ConnectionStore, CredentialSource, EventPublisher, LegacyRescueQueue, RateBudget, RescueStore,
-    RunLock, SessionStore, TokenEndpoint,
+    RunLock, SessionStore, TenantRegistry, TokenEndpoint,
 };
 use crate::services::caller_policy::CallerPolicy;
 use crate::services::connect::{ConnectService, PublicBase};
@@ -36,6 +38,7 @@ use crate::services::proxy::{ProxyService, ProxySettings, TokenCache};
 use crate::services::refresh_protocol::{
     AWS_ATTEMPT_TIMEOUT, AWS_OPERATION_TIMEOUT, RefreshEngine, RefreshSettings,
 };
+use crate::services::tenancy::Tenancy;
 
 /// The hard timeout of one proxied call to RD's API.
 const PROXY_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -67,6 +70,8 @@ pub struct Parts {
     pub rate_budget: Arc<dyn RateBudget>,
     /// Keeps scheduled runs from overlapping.
     pub run_lock: Arc<dyn RunLock>,
+    /// The tenants and the principals acting in each.
+    pub tenants: Arc<dyn TenantRegistry>,
 }
 
 impl Parts {
@@ -80,13 +85,14 @@ impl Parts {
         credentials: CredentialSet,
     ) -> Self
     where
-        S: ConnectionStore + SessionStore + RateBudget + RunLock + 'static,
+        S: ConnectionStore + SessionStore + RateBudget + RunLock + TenantRegistry + 'static,
     {
         Self {
             connections: store.clone(),
             sessions: store.clone(),
             rate_budget: store.clone(),
-            run_lock: store,
+            run_lock: store.clone(),
+            tenants: store,
             rescues,
             credentials: Arc::new(StaticCredentials(credentials)),
             events: Arc::new(LogPublisher),
@@ -118,6 +124,8 @@ pub struct Settings {
     pub allowed_return_origins: Vec<Origin>,
     /// Who may open connect sessions and call the API.
     pub caller_policy: CallerPolicy,
+    /// Who acts as an operator, and how long a read of the tenants is used.
+    pub tenancy: TenancySettings,
     /// The proxy's behaviour.
     pub proxy: ProxySettings,
 }
@@ -136,7 +144,30 @@ impl Settings {
             caller_policy: CallerPolicy::Iam {
                 allowed_arns: config.allowed_caller_arns.clone(),
             },
+            tenancy: TenancySettings {
+                operators: config.operator_arns.clone(),
+                cache_seconds: config.tenant_cache_seconds,
+            },
             proxy: config.proxy.clone(),
+        }
+    }
+}
+
+/// Who acts as an operator, and how long a read of the tenants is used.
+#[derive(Clone, Debug)]
+pub struct TenancySettings {
+    /// `OPERATOR_ARNS`.
+    pub operators: Vec<PrincipalPattern>,
+    /// `TENANT_CACHE_SECONDS`.
+    pub cache_seconds: u32,
+}
+
+impl Default for TenancySettings {
+    /// No operator; the tenants read again after the default time.
+    fn default() -> Self {
+        Self {
+            operators: Vec::new(),
+            cache_seconds: DEFAULT_TENANT_CACHE_SECONDS,
         }
     }
 }
@@ -216,7 +247,8 @@ impl Assembly {
             connections: store.clone(),
             sessions: store.clone(),
             rate_budget: store.clone(),
-            run_lock: store,
+            run_lock: store.clone(),
+            tenants: store,
             rescues: Arc::new(S3RescueStore::new(s3_client(&sdk), bucket)),
             credentials: Arc::new(SecretsManagerCredentials::new(
                 aws_sdk_secretsmanager::Client::new(&sdk),
@@ -257,8 +289,20 @@ impl Assembly {
             clock: p.clock.clone(),
             public_base: self.settings.public_base.clone(),
             allowed_return_origins: self.settings.allowed_return_origins.clone(),
-            caller_policy: self.settings.caller_policy.clone(),
+            tenancy: self.tenancy(),
         }
+    }
+
+    /// Who may call in which tenant (each call a resolution with its own cache
+    /// of the tenants: one per service built, as one per Lambda instance).
+    pub fn tenancy(&self) -> Tenancy {
+        Tenancy::new(
+            self.settings.caller_policy.clone(),
+            self.settings.tenancy.operators.clone(),
+            self.parts.tenants.clone(),
+            self.parts.clock.clone(),
+            i64::from(self.settings.tenancy.cache_seconds) * 1_000,
+        )
     }
 
     /// The API function's state: the proxy (with a token cache of its own) and the
@@ -291,7 +335,7 @@ impl Assembly {
         Ok(ApiState {
             proxy,
             token_endpoint: self.token_endpoint.clone(),
-            caller_policy: self.settings.caller_policy.clone(),
+            tenancy: self.tenancy(),
         })
     }
 
@@ -302,6 +346,7 @@ impl Assembly {
             concurrency,
             run_lock: self.parts.run_lock.clone(),
             legacy_rescues: self.legacy_rescues.clone(),
+            tenants: self.parts.tenants.clone(),
         }
     }
 

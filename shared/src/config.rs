@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use url::{Origin, Url};
 
-use crate::domain::DuePolicy;
+use crate::domain::{DuePolicy, PrincipalPattern};
 use crate::inbound::http::{Brand, BrandError, SupportContact};
 use crate::outbound::rdstation::RdStationEndpoints;
 use crate::services::proxy::ProxySettings;
@@ -19,6 +19,9 @@ pub const DEFAULT_MARKETING_AUTHORIZE_URL: &str = "https://api.rd.services/auth/
 pub const DEFAULT_CRM_AUTHORIZE_URL: &str = "https://accounts.rdstation.com/oauth/authorize";
 /// How long a call to RD's token endpoint may take, by default.
 pub const DEFAULT_TOKEN_TIMEOUT_SECONDS: u64 = 10;
+
+/// How long an instance uses the tenant registry it read, by default.
+pub const DEFAULT_TENANT_CACHE_SECONDS: u32 = 30;
 
 /// Why configuration could not be loaded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -101,6 +104,14 @@ pub struct Config {
     /// connect sessions (a trailing `*` matches a prefix); empty allows any caller
     /// the API's IAM authorizer let through.
     pub allowed_caller_arns: Vec<String>,
+    /// `OPERATOR_ARNS`: comma-separated IAM principals (a trailing `*` matches a
+    /// prefix) that act as operators: they manage tenants and see and act in
+    /// every tenant. Empty: nobody does.
+    pub operator_arns: Vec<PrincipalPattern>,
+    /// `TENANT_CACHE_SECONDS` (default 30): how long an instance uses the
+    /// tenant registry it read, the longest a change of a tenant's principals
+    /// takes to apply everywhere.
+    pub tenant_cache_seconds: u32,
     /// `RESCUE_BUCKET`: the S3 bucket where pairs whose commit failed wait
     /// (required by every function: each one can refresh).
     pub rescue_bucket: Option<String>,
@@ -252,6 +263,33 @@ impl Config {
                         .collect()
                 })
                 .unwrap_or_default(),
+            operator_arns: get("OPERATOR_ARNS")
+                .map(|list| {
+                    list.split(',')
+                        .map(str::trim)
+                        .filter(|a| !a.is_empty())
+                        .map(|a| {
+                            PrincipalPattern::parse(a).map_err(|e| ConfigError::Invalid {
+                                name: "OPERATOR_ARNS",
+                                reason: e.to_string(),
+                            })
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                })
+                .transpose()?
+                .unwrap_or_default(),
+            tenant_cache_seconds: match get("TENANT_CACHE_SECONDS") {
+                None => DEFAULT_TENANT_CACHE_SECONDS,
+                Some(v) => {
+                    v.parse()
+                        .ok()
+                        .filter(|n| *n <= 3_600)
+                        .ok_or_else(|| ConfigError::Invalid {
+                            name: "TENANT_CACHE_SECONDS",
+                            reason: "a whole number of seconds from 0 to 3600".to_owned(),
+                        })?
+                }
+            },
             refresh,
             proxy,
             refresh_concurrency,

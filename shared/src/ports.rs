@@ -12,7 +12,7 @@ use url::Url;
 use crate::clock::Timestamp;
 use crate::domain::{
     ConnectSession, Connection, ConnectionId, ConnectionStatus, IssuedTokens, Product, RdPath,
-    SessionId, TokenCallError, TokenPair,
+    SessionId, TenantId, Tenants, TokenCallError, TokenPair,
 };
 use crate::secret::{AccessToken, AuthCode, ClientSecret, RefreshToken, StateToken};
 
@@ -44,6 +44,8 @@ pub enum StoreError {
 /// Which connections to list.
 #[derive(Clone, Debug, Default)]
 pub struct ListQuery {
+    /// The tenant whose connections are listed (one per query).
+    pub tenant: TenantId,
     /// Only this status. `needs_reauth` and `possibly_lost` (the connections that
     /// need a person) are found on a sparse index, without a scan.
     pub status: Option<ConnectionStatus>,
@@ -153,6 +155,19 @@ pub trait ConnectionStore: Send + Sync {
     /// # Errors
     /// [`StoreError::InvalidCursor`] for a cursor this store did not hand out.
     async fn list(&self, query: &ListQuery) -> Result<ListPage, StoreError>;
+}
+
+/// Where the tenants and the principals acting in each are kept: one record,
+/// read consistently, replaced only at the version read.
+#[async_trait]
+pub trait TenantRegistry: Send + Sync {
+    /// The tenants as last written (version 0 and none when never written).
+    async fn tenants(&self) -> Result<Tenants, StoreError>;
+
+    /// Stores `tenants` if the stored version is still `tenants.version`, and
+    /// returns them as stored (`version + 1`); `None` when another write came
+    /// first.
+    async fn replace_tenants(&self, tenants: &Tenants) -> Result<Option<Tenants>, StoreError>;
 }
 
 /// A rotated pair saved aside because committing it to the connection failed, so

@@ -119,6 +119,7 @@ async fn bench() {
                 clock: Arc::new(SystemClock),
                 rate_budget: budget.clone(),
                 run_lock: Arc::new(connector::outbound::memory::MemoryStore::new()),
+                tenants: Arc::new(connector::outbound::memory::MemoryStore::new()),
             },
             Settings {
                 rdstation: integration_tests::sandbox_endpoints(&sandbox),
@@ -133,6 +134,7 @@ async fn bench() {
                     rate_limit_per_minute: rate_limit,
                     ..ProxySettings::default()
                 },
+                tenancy: Default::default(),
             },
         )
         .expect("client")
@@ -141,7 +143,7 @@ async fn bench() {
     let (access, refresh, expires_in) = sandbox.sandbox.issue_pair(SandboxProduct::Crm);
     let now = SystemClock.now();
     let connection = Connection::connected(
-        ConnectionId::parse("bench").expect("valid"),
+        ConnectionId::in_default_tenant("bench").expect("valid"),
         Product::Crm,
         TokenPair {
             access_token: AccessToken::new(access),

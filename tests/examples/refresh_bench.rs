@@ -76,6 +76,7 @@ async fn main() {
         clock: Arc::new(SystemClock),
         rate_budget: Arc::new(connector::outbound::memory::MemoryStore::new()),
         run_lock: Arc::new(connector::outbound::memory::MemoryStore::new()),
+        tenants: Arc::new(connector::outbound::memory::MemoryStore::new()),
     };
     let engine = Assembly::new(
         parts,
@@ -88,6 +89,7 @@ async fn main() {
             allowed_return_origins: Vec::new(),
             caller_policy: CallerPolicy::LocalUnauthenticated,
             proxy: connector::services::proxy::ProxySettings::default(),
+            tenancy: Default::default(),
         },
     )
     .expect("client")
@@ -109,7 +111,7 @@ async fn main() {
             Product::Marketing => SandboxProduct::Marketing,
         });
         let connection = Connection::connected(
-            ConnectionId::parse(&format!("bench-{i:05}")).expect("valid"),
+            ConnectionId::in_default_tenant(&format!("bench-{i:05}")).expect("valid"),
             product,
             TokenPair {
                 access_token: AccessToken::new(access),
@@ -140,6 +142,7 @@ async fn main() {
         &RunLimits {
             concurrency: CONCURRENCY,
             finish_by_ms: None,
+            counted_tenants: vec![connector::domain::TenantId::default_tenant()],
         },
     )
     .await;

@@ -29,6 +29,8 @@ pub struct EventRequest<'a> {
     pub base64: bool,
     /// Cookies (`name=value`) added to the fixture's, in API Gateway's `cookies` list.
     pub cookies: Vec<String>,
+    /// The IAM principal the authorizer vouched for, in place of the fixture's.
+    pub caller: Option<&'a str>,
 }
 
 impl<'a> EventRequest<'a> {
@@ -43,7 +45,14 @@ impl<'a> EventRequest<'a> {
             body: None,
             base64: false,
             cookies: Vec::new(),
+            caller: None,
         }
+    }
+
+    /// The same request, signed by the IAM principal `arn`.
+    pub fn by(mut self, arn: &'a str) -> Self {
+        self.caller = Some(arn);
+        self
     }
 
     /// The API Gateway event JSON.
@@ -57,6 +66,9 @@ impl<'a> EventRequest<'a> {
         event["requestContext"]["routeKey"] = route_key.into();
         event["requestContext"]["http"]["method"] = self.method.into();
         event["requestContext"]["http"]["path"] = self.path.into();
+        if let Some(arn) = self.caller {
+            event["requestContext"]["authorizer"]["iam"]["userArn"] = arn.into();
+        }
         for (name, value) in &self.headers {
             event["headers"][*name] = (*value).into();
         }

@@ -100,6 +100,7 @@ impl TestApp {
             clock: Arc::new(clock.clone()),
             rate_budget: Arc::new(connector::outbound::memory::MemoryStore::new()),
             run_lock: Arc::new(connector::outbound::memory::MemoryStore::new()),
+            tenants: Arc::new(store.clone()),
         };
         let settings = Settings {
             rdstation: crate::sandbox_endpoints(&sandbox),
@@ -112,6 +113,7 @@ impl TestApp {
                 allowed_arns: Vec::new(),
             },
             proxy: connector::services::proxy::ProxySettings::default(),
+            tenancy: Default::default(),
         };
         let service = Assembly::new(parts, settings)
             .expect("client")
@@ -308,7 +310,7 @@ impl TestApp {
     /// The stored connection.
     pub async fn stored(&self, id: &str) -> Option<Connection> {
         self.store
-            .get(&ConnectionId::parse(id).expect("valid id"))
+            .get(&ConnectionId::in_default_tenant(id).expect("valid id"))
             .await
             .expect("store reads")
     }

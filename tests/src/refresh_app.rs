@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use connector::assembly::{Assembly, Parts, Settings};
 use connector::clock::{Clock, OffsetClock};
-use connector::domain::{Connection, ConnectionId, Product, TokenPair};
+use connector::domain::{Connection, ConnectionId, Product, TenantId, TokenPair};
 use connector::outbound::credentials::SecretsManagerCredentials;
 use connector::outbound::dynamodb::DynamoStore;
 use connector::outbound::events::RecordingPublisher;
@@ -146,7 +146,8 @@ impl RefreshApp {
             events: events.clone(),
             clock: Arc::new(clock.clone()),
             rate_budget: Arc::new(table.clone()),
-            run_lock: Arc::new(table),
+            run_lock: Arc::new(table.clone()),
+            tenants: Arc::new(table),
         };
         let assembly = Assembly::new(
             parts,
@@ -161,6 +162,7 @@ impl RefreshApp {
                     allowed_arns: Vec::new(),
                 },
                 proxy: connector::services::proxy::ProxySettings::default(),
+                tenancy: Default::default(),
             },
         )
         .expect("client");
@@ -212,7 +214,8 @@ impl RefreshApp {
             events: self.events.clone(),
             clock: Arc::new(self.clock.clone()),
             rate_budget: store.clone(),
-            run_lock: store,
+            run_lock: store.clone(),
+            tenants: store,
         };
         Assembly::new(parts, self.assembly.settings().clone()).expect("client")
     }
@@ -220,6 +223,12 @@ impl RefreshApp {
     /// Connects `id` for `product` as the connect flow would: a code from the
     /// sandbox, exchanged, stored as a new connection.
     pub async fn connect(&self, id: &str, product: Product) -> Connection {
+        self.connect_in(&TenantId::default_tenant(), id, product)
+            .await
+    }
+
+    /// A connection `id` of `tenant`, made as [`RefreshApp::connect`] makes one.
+    pub async fn connect_in(&self, tenant: &TenantId, id: &str, product: Product) -> Connection {
         let app = match product {
             Product::Marketing => &self.sandbox_config.marketing,
             Product::Crm => &self.sandbox_config.crm,
@@ -241,8 +250,12 @@ impl RefreshApp {
             .expect("exchange");
         let now = self.clock.now();
         let pair = issued.into_pair(product, None, now).expect("pair");
-        let connection =
-            Connection::connected(ConnectionId::parse(id).expect("valid"), product, pair, now);
+        let connection = Connection::connected(
+            ConnectionId::parse_in(tenant, id).expect("valid"),
+            product,
+            pair,
+            now,
+        );
         self.store.create(&connection).await.expect("stored")
     }
 
@@ -277,7 +290,7 @@ impl RefreshApp {
     /// The stored connection.
     pub async fn stored(&self, id: &str) -> Connection {
         self.store
-            .get(&ConnectionId::parse(id).expect("valid"))
+            .get(&ConnectionId::in_default_tenant(id).expect("valid"))
             .await
             .expect("read")
             .expect("present")
@@ -290,7 +303,10 @@ impl RefreshApp {
         request: RefreshRequest,
     ) -> Result<Refreshed, RefreshFailure> {
         self.engine
-            .refresh(&ConnectionId::parse(id).expect("valid"), request)
+            .refresh(
+                &ConnectionId::in_default_tenant(id).expect("valid"),
+                request,
+            )
             .await
     }
 
@@ -304,7 +320,7 @@ impl RefreshApp {
         self.sandbox.sandbox.set_token_latency(latency);
         let calls = self.sandbox.sandbox.stats().token_calls;
         let engine = self.engine.clone();
-        let id = ConnectionId::parse(id).expect("valid");
+        let id = ConnectionId::in_default_tenant(id).expect("valid");
         let task =
             tokio::spawn(async move { engine.refresh(&id, RefreshRequest::default()).await });
         self.sandbox.sandbox.wait_for_token_calls(calls + 1).await;
@@ -318,6 +334,7 @@ impl RefreshApp {
             &RunLimits {
                 concurrency: 32,
                 finish_by_ms: None,
+                counted_tenants: vec![TenantId::default_tenant()],
             },
         )
         .await

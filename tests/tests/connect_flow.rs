@@ -483,7 +483,7 @@ async fn a_return_url_cannot_split_the_redirect() {
             Url::parse(RETURN_ORIGIN).expect("url").origin()
         );
         app.store
-            .delete(&connector::domain::ConnectionId::parse("split").expect("id"))
+            .delete(&connector::domain::ConnectionId::in_default_tenant("split").expect("id"))
             .await
             .expect("delete");
     }
@@ -643,7 +643,7 @@ async fn opening_a_session_needs_an_iam_caller() {
 
     // An allow-list admits matching principals only.
     let mut service = app.service.clone();
-    service.caller_policy = connector::services::caller_policy::CallerPolicy::Iam {
+    service.tenancy.policy = connector::services::caller_policy::CallerPolicy::Iam {
         allowed_arns: vec!["arn:aws:sts::123456789012:assumed-role/other-role/*".to_owned()],
     };
     let router = connector::inbound::http::oauth_callback_router(
@@ -657,7 +657,7 @@ async fn opening_a_session_needs_an_iam_caller() {
             .into_bytes(),
     );
     assert_eq!(apigw::send(&router, &signed).await.status, 403);
-    service.caller_policy = connector::services::caller_policy::CallerPolicy::Iam {
+    service.tenancy.policy = connector::services::caller_policy::CallerPolicy::Iam {
         allowed_arns: vec![
             "arn:aws:sts::123456789012:assumed-role/integration-worker/*".to_owned(),
         ],

@@ -68,7 +68,7 @@ async fn events_land_on_the_bus_with_their_detail() {
     publisher
         .publish(&ServiceEvent {
             kind: EventKind::ConnectionPossiblyLost,
-            connection_id: Some(ConnectionId::parse("acme:crm").expect("valid")),
+            connection_id: Some(ConnectionId::in_default_tenant("acme:crm").expect("valid")),
             product: Some(Product::Crm),
             reason: "lost_in_flight".to_owned(),
         })
@@ -121,7 +121,7 @@ async fn a_missing_bus_is_an_error() {
     let result = publisher
         .publish(&ServiceEvent {
             kind: EventKind::ConnectionRecovered,
-            connection_id: Some(ConnectionId::parse("x").expect("valid")),
+            connection_id: Some(ConnectionId::in_default_tenant("x").expect("valid")),
             product: Some(Product::Marketing),
             reason: "restored_from_rescue".to_owned(),
         })

@@ -73,6 +73,7 @@ fn target() -> Target {
                 allowed_arns: Vec::new(),
             },
             proxy: ProxySettings::default(),
+            tenancy: Default::default(),
         },
     )
     .expect("assembly");

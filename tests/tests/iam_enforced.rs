@@ -154,7 +154,7 @@ impl Run {
         let now = SystemClock.now();
         // Connected ten minutes ago: a 401 to its token is not to a pair just issued.
         let connection = Connection::connected(
-            ConnectionId::parse(id).expect("valid"),
+            ConnectionId::in_default_tenant(id).expect("valid"),
             product,
             TokenPair {
                 access_token: AccessToken::new(access),
@@ -203,7 +203,7 @@ impl Run {
 /// in exchange for the pair `spent` holds.
 fn rescued_pair(id: &str, spent: &Connection, access: String, refresh: String) -> RescuedPair {
     RescuedPair {
-        connection_id: ConnectionId::parse(id).expect("valid"),
+        connection_id: ConnectionId::in_default_tenant(id).expect("valid"),
         lease_id: "lease".to_owned(),
         tokens: TokenPair {
             access_token: AccessToken::new(access),
@@ -323,7 +323,7 @@ async fn the_api_function_runs_on_exactly_its_role() {
     let forced = tokio::spawn(async move { api.invoke(&refresh, Duration::from_secs(60)).await });
     run.sandbox.sandbox.wait_for_token_calls(calls + 1).await;
     run.store()
-        .delete(&ConnectionId::parse("crm-live").expect("valid"))
+        .delete(&ConnectionId::in_default_tenant("crm-live").expect("valid"))
         .await
         .expect("deleted");
     let _ = forced.await.expect("answered");
@@ -386,7 +386,7 @@ async fn the_refresher_runs_on_exactly_its_role() {
     assert_eq!(summary["shard_errors"], 0, "{summary}");
     let restored = run
         .store()
-        .get(&ConnectionId::parse("lost").expect("valid"))
+        .get(&ConnectionId::in_default_tenant("lost").expect("valid"))
         .await
         .expect("read")
         .expect("present");
@@ -442,7 +442,7 @@ async fn the_callback_function_runs_on_exactly_its_role() {
     assert!(answer.status < 400, "{}: {}", answer.status, answer.text());
     let stored = run
         .store()
-        .get(&ConnectionId::parse("via-consent").expect("valid"))
+        .get(&ConnectionId::in_default_tenant("via-consent").expect("valid"))
         .await
         .expect("read")
         .expect("connected");

@@ -60,6 +60,7 @@ async fn site() -> Site {
             allowed_return_origins: Vec::new(),
             caller_policy: CallerPolicy::LocalUnauthenticated,
             proxy: ProxySettings::default(),
+            tenancy: Default::default(),
         },
     )
     .expect("assembly");
@@ -79,7 +80,14 @@ impl Site {
     async fn link(&self, id: &str) -> String {
         let (_, url) = self
             .service
-            .open_session(id, connector::domain::Product::Crm, None, false, &self.base)
+            .open_session(
+                &connector::domain::TenantId::default_tenant(),
+                id,
+                connector::domain::Product::Crm,
+                None,
+                false,
+                &self.base,
+            )
             .await
             .expect("session");
         url.to_string()

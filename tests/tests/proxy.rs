@@ -807,7 +807,7 @@ async fn deleting_during_a_refresh_does_not_bring_the_connection_back() {
     assert!(
         app.engine
             .store
-            .get(&connector::domain::ConnectionId::parse("deleted").expect("valid"))
+            .get(&connector::domain::ConnectionId::in_default_tenant("deleted").expect("valid"))
             .await
             .expect("read")
             .is_none()

@@ -308,6 +308,7 @@ async fn failed_commits_go_to_a_rescue_item_and_the_next_run_restores_them() {
         &connector::services::scheduled_refresh::RunLimits {
             concurrency: 32,
             finish_by_ms: None,
+            counted_tenants: vec![connector::domain::TenantId::default_tenant()],
         },
     )
     .await;
@@ -419,7 +420,7 @@ async fn a_takeover_on_another_instance_finds_the_pair_a_slow_sweep_holds() {
     let other = app.second_instance().await;
     let outcome = other
         .refresh(
-            &ConnectionId::parse("in-flight").expect("id"),
+            &ConnectionId::in_default_tenant("in-flight").expect("id"),
             RefreshRequest::default(),
         )
         .await;
@@ -598,7 +599,7 @@ async fn refused_client_credentials_leave_connections_active_with_one_event_a_ru
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..10 {
         let engine = app.engine.clone();
-        let id = connector::domain::ConnectionId::parse("creds-0").expect("valid");
+        let id = connector::domain::ConnectionId::in_default_tenant("creds-0").expect("valid");
         tasks.spawn(async move { engine.refresh(&id, RefreshRequest::default()).await });
     }
     let results = tasks.join_all().await;
@@ -860,7 +861,7 @@ async fn refreshes_that_keep_failing_are_flagged_but_never_marked_dead() {
     let failing = app.events_of(EventKind::ConnectionRefreshFailing);
     assert_eq!(failing.len(), 1, "one event when the threshold is crossed");
     assert_eq!(
-        failing[0].connection_id.as_ref().map(|c| c.as_str()),
+        failing[0].connection_id.as_ref().map(|c| c.name()),
         Some("flaky")
     );
 

@@ -48,7 +48,7 @@ fn spawn_refresh(
     id: &str,
 ) -> tokio::task::JoinHandle<Result<Refreshed, RefreshFailure>> {
     let engine = app.engine.clone();
-    let id = ConnectionId::parse(id).expect("valid");
+    let id = ConnectionId::in_default_tenant(id).expect("valid");
     tokio::spawn(async move { engine.refresh(&id, RefreshRequest::default()).await })
 }
 
@@ -197,7 +197,7 @@ async fn a_holder_whose_writes_land_after_its_lease_is_not_taken_over_too_soon()
     let holder = app.refresh("late-writes", RefreshRequest::default()).await;
     assert!(holder.is_err(), "every write was abandoned: {holder:?}");
     // Arrives while the lease is live: waits for it, then for the late writes.
-    let id = ConnectionId::parse("late-writes").expect("valid");
+    let id = ConnectionId::in_default_tenant("late-writes").expect("valid");
     let early = other.refresh(&id, RefreshRequest::default()).await;
     assert!(
         matches!(early, Err(RefreshFailure::BackingOff { .. })),
@@ -245,7 +245,7 @@ async fn a_connection_restored_by_another_look_is_not_reported_lost() {
     let refresh = tokio::spawn(async move {
         engine
             .refresh(
-                &connector::domain::ConnectionId::parse("found-meanwhile").expect("id"),
+                &connector::domain::ConnectionId::in_default_tenant("found-meanwhile").expect("id"),
                 RefreshRequest::default(),
             )
             .await
@@ -454,6 +454,7 @@ async fn a_run_whose_every_due_index_query_failed_is_a_failed_invocation() {
         concurrency: 1,
         run_lock: std::sync::Arc::new(connector::outbound::memory::MemoryStore::new()),
         legacy_rescues: None,
+        tenants: std::sync::Arc::new(connector::outbound::memory::MemoryStore::new()),
     };
     let mut context = Context::default();
     context.deadline = (app.clock.now_ms() + 60_000) as u64;

@@ -214,6 +214,7 @@ async fn ninety_days_of_faults_lose_no_connection_that_could_be_kept() {
                 let limits = RunLimits {
                     concurrency: 32,
                     finish_by_ms: None,
+                    counted_tenants: vec![connector::domain::TenantId::default_tenant()],
                 };
                 tokio::join!(
                     scheduled_refresh::run(&engines[0], &limits),
@@ -226,6 +227,7 @@ async fn ninety_days_of_faults_lose_no_connection_that_could_be_kept() {
                 let limits = RunLimits {
                     concurrency: 32,
                     finish_by_ms: Some(app.clock.now_ms() + 5_000),
+                    counted_tenants: vec![connector::domain::TenantId::default_tenant()],
                 };
                 scheduled_refresh::run(&engines[rng.random_range(0..2)], &limits).await;
                 tally.runs += 1;
@@ -235,6 +237,7 @@ async fn ninety_days_of_faults_lose_no_connection_that_could_be_kept() {
                 let limits = RunLimits {
                     concurrency: 32,
                     finish_by_ms: None,
+                    counted_tenants: vec![connector::domain::TenantId::default_tenant()],
                 };
                 scheduled_refresh::run(&engines[rng.random_range(0..2)], &limits).await;
                 tally.runs += 1;

@@ -30,7 +30,7 @@ fn pair(tag: &str) -> TokenPair {
 
 fn connection(id: &str) -> Connection {
     Connection::connected(
-        ConnectionId::parse(id).expect("valid"),
+        ConnectionId::in_default_tenant(id).expect("valid"),
         Product::Crm,
         pair("first"),
         Timestamp(1_000),
@@ -45,7 +45,7 @@ async fn create_then_get_round_trips(store: Arc<impl Store>) {
     assert_eq!(read, created);
     assert!(
         store
-            .get(&ConnectionId::parse("absent").expect("valid"))
+            .get(&ConnectionId::in_default_tenant("absent").expect("valid"))
             .await
             .expect("read")
             .is_none()
@@ -122,7 +122,7 @@ async fn update_of_missing_is_conflict_without_item(store: Arc<impl Store>) {
     }
     assert!(
         store
-            .get(&ConnectionId::parse("never-created").expect("valid"))
+            .get(&ConnectionId::in_default_tenant("never-created").expect("valid"))
             .await
             .expect("read")
             .is_none()
@@ -159,7 +159,7 @@ async fn concurrent_writers_from_one_read_have_one_winner(store: Arc<impl Store>
 
 fn session(now: Timestamp) -> ConnectSession {
     ConnectSession::new(
-        ConnectionId::parse("acme:mkt").expect("valid"),
+        ConnectionId::in_default_tenant("acme:mkt").expect("valid"),
         Product::Marketing,
         Some("https://app.example.com/done".parse().expect("url")),
         now,
@@ -394,7 +394,10 @@ async fn settings_and_versioned_writes_touch_only_their_own(store: Arc<impl Stor
     assert_eq!(cleared.rate_limit_per_minute, None);
     assert!(
         store
-            .set_rate_limit(&ConnectionId::parse("absent").expect("valid"), Some(1))
+            .set_rate_limit(
+                &ConnectionId::in_default_tenant("absent").expect("valid"),
+                Some(1)
+            )
             .await
             .expect("answered")
             .is_none(),
@@ -402,7 +405,7 @@ async fn settings_and_versioned_writes_touch_only_their_own(store: Arc<impl Stor
     );
     assert!(
         store
-            .get(&ConnectionId::parse("absent").expect("valid"))
+            .get(&ConnectionId::in_default_tenant("absent").expect("valid"))
             .await
             .expect("read")
             .is_none()
@@ -563,7 +566,7 @@ async fn connections_list_in_pages_and_those_needing_a_person_by_status(store: A
             .await
             .expect("page");
         assert!(page.connections.len() <= 2);
-        seen.extend(page.connections.iter().map(|c| c.id.as_str().to_owned()));
+        seen.extend(page.connections.iter().map(|c| c.id.name().to_owned()));
         cursor = page.next_cursor;
         if cursor.is_none() {
             break;
@@ -583,7 +586,7 @@ async fn connections_list_in_pages_and_those_needing_a_person_by_status(store: A
     let mut ids: Vec<_> = attention
         .connections
         .iter()
-        .map(|c| c.id.as_str().to_owned())
+        .map(|c| c.id.name().to_owned())
         .collect();
     ids.sort();
     assert_eq!(ids, ["listed-1", "listed-3"]);
@@ -638,7 +641,7 @@ async fn one_run_holds_the_run_lock_until_it_expires_or_is_given_back(store: Arc
 /// deleted pair is gone, and deleting it again is no error.
 async fn rescue_store_contract(store: Arc<dyn RescueStore>, other_client: Arc<dyn RescueStore>) {
     let rescue = |replaced: &str| RescuedPair {
-        connection_id: ConnectionId::parse("rescued").expect("valid"),
+        connection_id: ConnectionId::in_default_tenant("rescued").expect("valid"),
         lease_id: "lease-r".to_owned(),
         tokens: pair("rescued"),
         spent_refresh_token: "00000000000000aa".to_owned(),

@@ -159,6 +159,8 @@ fn every_required_variable_is_set_for_the_functions() {
         "RDSTATION_CRM_AUTHORIZE_URL",
         "ALLOWED_RETURN_ORIGINS",
         "ALLOWED_CALLER_ARNS",
+        "OPERATOR_ARNS",
+        "TENANT_CACHE_SECONDS",
         "RESCUE_BUCKET",
     ] {
         assert!(
@@ -259,7 +261,7 @@ fn rescued_pairs_wait_in_a_private_encrypted_bucket_and_the_old_queue_is_kept() 
 }
 
 #[test]
-fn the_api_function_serves_the_proxy_and_connections_routes_behind_iam() {
+fn the_api_function_serves_the_proxy_connections_and_tenants_routes_behind_iam() {
     let template = template();
     let function = &template["Resources"]["ApiProxyFunction"];
     assert_eq!(
@@ -272,10 +274,13 @@ fn the_api_function_serves_the_proxy_and_connections_routes_behind_iam() {
         [
             ("ANY".into(), "/proxy/{connection_id}/{path+}".into(), iam()),
             ("DELETE".into(), "/connections/{id}".into(), iam()),
+            ("DELETE".into(), "/tenants/{tenant}".into(), iam()),
             ("GET".into(), "/connections".into(), iam()),
             ("GET".into(), "/connections/{id}".into(), iam()),
+            ("GET".into(), "/tenants".into(), iam()),
             ("PATCH".into(), "/connections/{id}".into(), iam()),
             ("POST".into(), "/connections/{id}/refresh".into(), iam()),
+            ("PUT".into(), "/tenants/{tenant}".into(), iam()),
         ]
     );
     // Its timeout (under API Gateway's 30 s) is checked on the transformed template.

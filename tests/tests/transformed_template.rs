@@ -77,6 +77,9 @@ fn only_the_browser_routes_are_public_and_each_route_reaches_its_function() {
             "AWS_IAM",
             "ApiProxyFunction",
         ),
+        ("/tenants", "get", "AWS_IAM", "ApiProxyFunction"),
+        ("/tenants/{tenant}", "delete", "AWS_IAM", "ApiProxyFunction"),
+        ("/tenants/{tenant}", "put", "AWS_IAM", "ApiProxyFunction"),
     ];
     let expected: Vec<_> = expected
         .iter()

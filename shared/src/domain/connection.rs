@@ -3,16 +3,21 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::Product;
+use super::{Product, TenantId};
 use crate::clock::Timestamp;
 use crate::secret::{AccessToken, RefreshToken};
 
-/// The caller-chosen name of a connection: 1 to 128 characters from `[A-Za-z0-9._:-]`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
-pub struct ConnectionId(String);
+/// A connection's identity: the tenant it belongs to and the name the caller
+/// chose for it (1 to 128 characters from `[A-Za-z0-9._:-]`). Two tenants may
+/// each have a connection of the same name without meeting: everything keyed
+/// by a connection (the store, caches, the rescue store) is keyed by both.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId {
+    tenant: TenantId,
+    name: String,
+}
 
-/// Why a string is not a valid [`ConnectionId`].
+/// Why a string is not a valid connection name.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConnectionIdError {
     /// The id was empty.
@@ -27,38 +32,62 @@ pub enum ConnectionIdError {
 }
 
 impl ConnectionId {
-    /// Validates `value` as a connection id.
-    pub fn parse(value: &str) -> Result<Self, ConnectionIdError> {
-        if value.is_empty() {
+    /// Validates `name` as the name of a connection of `tenant`.
+    ///
+    /// # Errors
+    /// [`ConnectionIdError`] when `name` is not a valid name.
+    pub fn parse_in(tenant: &TenantId, name: &str) -> Result<Self, ConnectionIdError> {
+        if name.is_empty() {
             return Err(ConnectionIdError::Empty);
         }
-        if value.len() > 128 {
+        if name.len() > 128 {
             return Err(ConnectionIdError::TooLong);
         }
         let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-');
-        if !value.chars().all(allowed) {
+        if !name.chars().all(allowed) {
             return Err(ConnectionIdError::InvalidCharacter);
         }
-        Ok(Self(value.to_owned()))
+        Ok(Self {
+            tenant: tenant.clone(),
+            name: name.to_owned(),
+        })
     }
 
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// Validates `name` as the name of a connection of the default tenant (a
+    /// deployment without tenants, `make run`'s pages, tests).
+    ///
+    /// # Errors
+    /// [`ConnectionIdError`] when `name` is not a valid name.
+    pub fn in_default_tenant(name: &str) -> Result<Self, ConnectionIdError> {
+        Self::parse_in(&TenantId::default_tenant(), name)
+    }
+
+    /// The tenant the connection belongs to.
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    /// The tenant, unless it is the default one: what answers and events name,
+    /// so that a deployment without tenants answers exactly as before them.
+    pub fn named_tenant(&self) -> Option<&TenantId> {
+        (!self.tenant.is_default()).then_some(&self.tenant)
+    }
+
+    /// The caller's name for the connection, unique within its tenant.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 }
 
-impl FromStr for ConnectionId {
-    type Err = ConnectionIdError;
-
-    fn from_str(value: &str) -> Result<Self, Self::Err> {
-        Self::parse(value)
-    }
-}
-
+/// The name alone for the default tenant's connections (as before tenants),
+/// `tenant/name` for the others'.
 impl fmt::Display for ConnectionId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        if self.tenant.is_default() {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}/{}", self.tenant, self.name)
+        }
     }
 }
 
@@ -244,14 +273,14 @@ mod tests {
     #[test]
     fn accepts_the_documented_alphabet() {
         for ok in ["a", "acme:crm-1", "Tenant_9.prod", &"x".repeat(128)] {
-            assert!(ConnectionId::parse(ok).is_ok(), "{ok}");
+            assert!(ConnectionId::in_default_tenant(ok).is_ok(), "{ok}");
         }
     }
 
     #[test]
     fn debug_output_never_shows_the_tokens() {
         let c = Connection::connected(
-            ConnectionId::parse("c").expect("valid"),
+            ConnectionId::in_default_tenant("c").expect("valid"),
             Product::Crm,
             TokenPair {
                 access_token: AccessToken::new("at-super-secret"),
@@ -267,14 +296,17 @@ mod tests {
 
     #[test]
     fn rejects_everything_else() {
-        assert_eq!(ConnectionId::parse(""), Err(ConnectionIdError::Empty));
         assert_eq!(
-            ConnectionId::parse(&"x".repeat(129)),
+            ConnectionId::in_default_tenant(""),
+            Err(ConnectionIdError::Empty)
+        );
+        assert_eq!(
+            ConnectionId::in_default_tenant(&"x".repeat(129)),
             Err(ConnectionIdError::TooLong)
         );
         for bad in ["a b", "a/b", "é", "a#b", "CONN#x"] {
             assert_eq!(
-                ConnectionId::parse(bad),
+                ConnectionId::in_default_tenant(bad),
                 Err(ConnectionIdError::InvalidCharacter),
                 "{bad}"
             );

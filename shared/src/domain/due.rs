@@ -61,7 +61,7 @@ impl DuePolicy {
         }
         let margin = self.margin(connection.product);
         let seed = hash_bytes(&[
-            connection.id.as_str().as_bytes(),
+            connection.id.to_string().as_bytes(),
             &connection.tokens.access_expires_at.0.to_be_bytes(),
         ]);
         let spread = (margin / 4).max(1);
@@ -95,7 +95,7 @@ impl DuePolicy {
 
     /// The due-index shard of a connection: a stable hash of its id.
     pub fn shard_of(&self, connection: &Connection) -> u32 {
-        let seed = hash_bytes(&[connection.id.as_str().as_bytes()]);
+        let seed = hash_bytes(&[connection.id.to_string().as_bytes()]);
         u32::from_be_bytes(seed[..4].try_into().unwrap_or_default()) % self.shards.max(1)
     }
 }
@@ -108,7 +108,7 @@ mod tests {
 
     fn connection(product: Product, expires_at: i64, issued_at: i64) -> Connection {
         let mut c = Connection::connected(
-            ConnectionId::parse("c").expect("valid"),
+            ConnectionId::in_default_tenant("c").expect("valid"),
             product,
             TokenPair {
                 access_token: AccessToken::new("a"),
@@ -167,7 +167,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for i in 0..200 {
             let mut c = connection(Product::Crm, 0, 0);
-            c.id = ConnectionId::parse(&format!("tenant-{i}")).expect("valid");
+            c.id = ConnectionId::in_default_tenant(&format!("tenant-{i}")).expect("valid");
             seen.insert(policy.shard_of(&c));
         }
         assert_eq!(seen.len(), 16);

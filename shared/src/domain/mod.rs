@@ -6,6 +6,7 @@ mod product;
 mod rd_path;
 mod request_pace;
 mod session;
+mod tenant;
 mod token_grant;
 
 pub use connection::{
@@ -17,4 +18,8 @@ pub use product::{Product, UnknownProduct};
 pub use rd_path::{PathRefused, PathTemplate, RdPath};
 pub use request_pace::{BUDGET_WINDOW_MS, Pace, RequestPace};
 pub use session::{CONNECT_SESSION_TTL_SECONDS, ConnectSession, SessionId, session_nonce};
+pub use tenant::{
+    DEFAULT_TENANT, MAX_PRINCIPALS_PER_TENANT, PrincipalPattern, PrincipalPatternError, TenantId,
+    TenantIdError, Tenants, TenantsError,
+};
 pub use token_grant::{IssuedTokens, TokenCallError};

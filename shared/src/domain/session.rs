@@ -128,7 +128,7 @@ mod tests {
 
     #[test]
     fn session_closes_after_ttl_or_use() {
-        let id = ConnectionId::parse("c1").expect("valid");
+        let id = ConnectionId::in_default_tenant("c1").expect("valid");
         let mut session = ConnectSession::new(id, Product::Crm, None, Timestamp(1000));
         assert!(session.is_open(Timestamp(1000 + CONNECT_SESSION_TTL_SECONDS - 1)));
         assert!(!session.is_open(Timestamp(1000 + CONNECT_SESSION_TTL_SECONDS)));

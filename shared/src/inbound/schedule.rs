@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::ports::{LegacyRescueQueue, RunLock};
+use crate::domain::TenantId;
+use crate::ports::{LegacyRescueQueue, RunLock, TenantRegistry};
 use crate::services::refresh_protocol::RefreshEngine;
 use crate::services::scheduled_refresh::{self, RunLimits, RunSummary};
 use aws_lambda_events::eventbridge::EventBridgeEvent;
@@ -58,9 +59,26 @@ pub struct Refresher {
     /// The SQS queue earlier versions rescued pairs to, while it may hold some:
     /// each run first moves what it holds to the rescue store.
     pub legacy_rescues: Option<Arc<dyn LegacyRescueQueue>>,
+    /// The tenants, whose connections needing a person each run counts.
+    pub tenants: Arc<dyn TenantRegistry>,
 }
 
 impl Refresher {
+    /// The default tenant and every configured one (the default alone, logged,
+    /// when the registry cannot be read: the refreshes do not depend on it).
+    async fn counted_tenants(&self) -> Vec<TenantId> {
+        let mut tenants = vec![TenantId::default_tenant()];
+        match self.tenants.tenants().await {
+            Ok(configured) => tenants.extend(configured.iter().map(|(t, _)| t.clone())),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not read the tenants; counting the default tenant's connections only")
+            }
+        }
+        tenants.sort();
+        tenants.dedup();
+        tenants
+    }
+
     /// Handles one scheduled event: runs the refresher, starting refreshes only
     /// while a whole lease fits before the invocation's deadline (less a margin to
     /// report), and returns once every started refresh is over.
@@ -80,6 +98,7 @@ impl Refresher {
             concurrency: self.concurrency,
             finish_by_ms: (context.deadline > 0)
                 .then(|| context.deadline as i64 - REPORT_MARGIN.as_millis() as i64),
+            counted_tenants: self.counted_tenants().await,
         };
         let now_ms = self.engine.clock.now_ms();
         let until_ms = limits

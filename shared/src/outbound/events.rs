@@ -14,13 +14,23 @@ use crate::ports::{EventPublisher, PublishError, ServiceEvent};
 /// The EventBridge `source` of every event.
 pub const EVENT_SOURCE: &str = "rdstation.tokens";
 
-/// The event's `detail`: connection id, product and reason; never a token.
+/// The event's `detail`: connection id, product and reason, and the tenant
+/// when it is not the default one (see `ConnectionId::named_tenant`); never a
+/// token.
 pub fn event_detail(event: &ServiceEvent) -> serde_json::Value {
-    json!({
-        "connection_id": event.connection_id,
+    let mut detail = json!({
+        "connection_id": event.connection_id.as_ref().map(|id| id.name()),
         "product": event.product,
         "reason": event.reason,
-    })
+    });
+    let tenant = event
+        .connection_id
+        .as_ref()
+        .and_then(|id| id.named_tenant());
+    if let (Some(object), Some(tenant)) = (detail.as_object_mut(), tenant) {
+        object.insert("tenant".to_owned(), tenant.as_str().into());
+    }
+    detail
 }
 
 /// Publishes to an EventBridge bus.

@@ -7,10 +7,10 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::clock::Timestamp;
-use crate::domain::{ConnectSession, Connection, ConnectionId, DuePolicy, SessionId};
+use crate::domain::{ConnectSession, Connection, ConnectionId, DuePolicy, SessionId, Tenants};
 use crate::ports::{
     ConnectionStore, ListPage, ListQuery, RescueKey, RescuePage, RescueStore, RescuedPair,
-    SessionError, SessionStore, StoreError,
+    SessionError, SessionStore, StoreError, TenantRegistry,
 };
 use crate::secret::AccessToken;
 
@@ -23,6 +23,7 @@ pub struct MemoryStore {
     /// Each connection's request pace: its theoretical arrival time (ms).
     requests: Mutex<HashMap<ConnectionId, i64>>,
     run_lock: Mutex<Option<(String, i64)>>,
+    tenants: Mutex<Tenants>,
     due_policy: DuePolicy,
 }
 
@@ -138,16 +139,17 @@ impl ConnectionStore for MemoryStore {
             .as_deref()
             .map(|c| {
                 c.strip_prefix("after:")
-                    .and_then(|id| ConnectionId::parse(id).ok())
+                    .and_then(|name| ConnectionId::parse_in(&query.tenant, name).ok())
                     .ok_or(StoreError::InvalidCursor)
             })
             .transpose()?;
         let connections = self.connections.lock().map_err(|_| poisoned())?;
         let mut ids: Vec<&ConnectionId> = connections
             .keys()
-            .filter(|id| after.as_ref().is_none_or(|a| id.as_str() > a.as_str()))
+            .filter(|id| *id.tenant() == query.tenant)
+            .filter(|id| after.as_ref().is_none_or(|a| id.name() > a.name()))
             .collect();
-        ids.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        ids.sort_by(|a, b| a.name().cmp(b.name()));
         let limit = query.limit.max(1) as usize;
         let more = ids.len() > limit;
         let looked_at = &ids[..ids.len().min(limit)];
@@ -161,7 +163,7 @@ impl ConnectionStore for MemoryStore {
         Ok(ListPage {
             connections: page,
             next_cursor: more
-                .then(|| looked_at.last().map(|id| format!("after:{}", id.as_str())))
+                .then(|| looked_at.last().map(|id| format!("after:{}", id.name())))
                 .flatten(),
         })
     }
@@ -335,6 +337,22 @@ impl crate::ports::RateBudget for MemoryStore {
             }
             Pace::TooSoon { retry_after } => Ok(BudgetDecision::Exhausted { retry_after }),
         }
+    }
+}
+
+#[async_trait]
+impl TenantRegistry for MemoryStore {
+    async fn tenants(&self) -> Result<Tenants, StoreError> {
+        Ok(self.tenants.lock().map_err(|_| poisoned())?.clone())
+    }
+
+    async fn replace_tenants(&self, tenants: &Tenants) -> Result<Option<Tenants>, StoreError> {
+        let mut stored = self.tenants.lock().map_err(|_| poisoned())?;
+        if stored.version != tenants.version {
+            return Ok(None);
+        }
+        *stored = tenants.at_version(tenants.version + 1);
+        Ok(Some(stored.clone()))
     }
 }
 

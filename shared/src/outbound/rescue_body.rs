@@ -5,12 +5,15 @@
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
-use crate::domain::{ConnectionId, TokenPair};
+use crate::domain::{ConnectionId, TenantId, TokenPair};
 use crate::ports::{RescuedPair, StoreError};
 use crate::secret::{AccessToken, ExposeSecret, RefreshToken};
 
 #[derive(Serialize, Deserialize)]
 struct Body {
+    /// Absent for the default tenant's connections (as before tenants).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tenant: Option<String>,
     connection_id: String,
     lease_id: String,
     access_token: String,
@@ -27,7 +30,9 @@ struct Body {
 /// [`StoreError::Corrupt`] if it cannot be serialised.
 pub fn to_body(r: &RescuedPair) -> Result<String, StoreError> {
     serde_json::to_string(&Body {
-        connection_id: r.connection_id.as_str().to_owned(),
+        tenant: (!r.connection_id.tenant().is_default())
+            .then(|| r.connection_id.tenant().as_str().to_owned()),
+        connection_id: r.connection_id.name().to_owned(),
         lease_id: r.lease_id.clone(),
         access_token: r.tokens.access_token.expose_secret().to_owned(),
         refresh_token: r.tokens.refresh_token.expose_secret().to_owned(),
@@ -47,8 +52,14 @@ pub fn from_body(text: &[u8]) -> Result<RescuedPair, StoreError> {
     // The serde error may quote the body: never pass it on.
     let body: Body = serde_json::from_slice(text)
         .map_err(|_| StoreError::Corrupt("a stored rescue is not a rescued pair".to_owned()))?;
+    let tenant = match &body.tenant {
+        Some(t) => {
+            TenantId::parse(t).map_err(|e| StoreError::Corrupt(format!("stored rescue: {e}")))?
+        }
+        None => TenantId::default_tenant(),
+    };
     Ok(RescuedPair {
-        connection_id: ConnectionId::parse(&body.connection_id)
+        connection_id: ConnectionId::parse_in(&tenant, &body.connection_id)
             .map_err(|e| StoreError::Corrupt(format!("stored rescue: {e}")))?,
         lease_id: body.lease_id,
         tokens: TokenPair {
@@ -69,7 +80,7 @@ mod tests {
     #[test]
     fn bodies_round_trip_and_bad_ones_do_not_echo() {
         let r = RescuedPair {
-            connection_id: ConnectionId::parse("c-1").expect("valid"),
+            connection_id: ConnectionId::in_default_tenant("c-1").expect("valid"),
             lease_id: "l".to_owned(),
             tokens: TokenPair {
                 access_token: AccessToken::new("at-secret".to_owned()),

@@ -16,7 +16,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use crate::domain::ConnectionId;
+use crate::domain::{ConnectionId, TenantId};
 use crate::outbound::aws_error::unavailable;
 use crate::outbound::rescue_body::{from_body, to_body};
 use crate::ports::{RescueKey, RescuePage, RescueStore, RescuedPair, StoreError};
@@ -49,11 +49,13 @@ impl S3RescueStore {
     }
 }
 
-/// The object key of `key`.
+/// The object key of `key`. The connection is named by its id as displayed
+/// (base64url): its name alone for the default tenant's (as before tenants),
+/// `tenant/name` for another's.
 fn object_key(key: &RescueKey) -> String {
     format!(
         "{PREFIX}{}/{}.{}",
-        URL_SAFE_NO_PAD.encode(key.connection_id.as_str()),
+        URL_SAFE_NO_PAD.encode(key.connection_id.to_string()),
         key.spent_refresh_token,
         key.replaced_access_token
     )
@@ -66,7 +68,11 @@ fn parse_object_key(object_key: &str) -> Option<RescueKey> {
     let (spent, replaced) = fingerprints.split_once('.')?;
     let id = String::from_utf8(URL_SAFE_NO_PAD.decode(id).ok()?).ok()?;
     Some(RescueKey {
-        connection_id: ConnectionId::parse(&id).ok()?,
+        connection_id: match id.split_once('/') {
+            Some((tenant, name)) => ConnectionId::parse_in(&TenantId::parse(tenant).ok()?, name),
+            None => ConnectionId::in_default_tenant(&id),
+        }
+        .ok()?,
         spent_refresh_token: spent.to_owned(),
         replaced_access_token: replaced.to_owned(),
     })
@@ -169,9 +175,16 @@ mod tests {
 
     #[test]
     fn object_keys_round_trip_and_no_id_reads_as_a_path() {
-        for id in ["c-1", "..", "tenant:a.b_c"] {
+        let acme = TenantId::parse("acme").expect("valid");
+        let ids = ["c-1", "..", "tenant:a.b_c"].into_iter().flat_map(|name| {
+            [
+                ConnectionId::in_default_tenant(name).expect("valid"),
+                ConnectionId::parse_in(&acme, name).expect("valid"),
+            ]
+        });
+        for id in ids {
             let key = RescueKey {
-                connection_id: ConnectionId::parse(id).expect("valid"),
+                connection_id: id,
                 spent_refresh_token: "0123456789abcdef".to_owned(),
                 replaced_access_token: "fedcba9876543210".to_owned(),
             };

@@ -29,6 +29,12 @@ pub enum CallerRefused {
     /// The caller is not on the allow-list.
     #[error("this IAM principal may not open connect sessions")]
     NotAllowed,
+    /// Tenants are configured and the caller's principal acts in none.
+    #[error("this IAM principal acts in no tenant; an operator adds it with rdconn tenants set")]
+    NoTenant,
+    /// The tenant registry could not be read, so the caller's tenant is unknown.
+    #[error("the tenant registry is unavailable; try again")]
+    RegistryUnavailable,
 }
 
 impl CallerPolicy {

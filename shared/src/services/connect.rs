@@ -17,7 +17,7 @@ use url::{Origin, Url};
 use crate::clock::Clock;
 use crate::domain::{
     ConnectSession, Connection, ConnectionId, ConnectionIdError, IssuedTokens, Product, SessionId,
-    TokenCallError, TokenPair,
+    TenantId, TokenCallError, TokenPair,
 };
 
 use crate::ports::{
@@ -47,8 +47,8 @@ pub struct ConnectService {
     pub public_base: PublicBase,
     /// Origins a session's `return_url` may point to.
     pub allowed_return_origins: Vec<Origin>,
-    /// Who may open connect sessions.
-    pub caller_policy: crate::services::caller_policy::CallerPolicy,
+    /// Who may open connect sessions, in which tenant.
+    pub tenancy: crate::services::tenancy::Tenancy,
 }
 
 /// Where browsers and RD are sent back to this service.
@@ -129,6 +129,10 @@ pub enum OpenSessionError {
     /// A connection with this id exists and the request did not ask to replace it.
     #[error("connection {0} exists; send \"reconnect\": true to replace it")]
     ConnectionExists(ConnectionId),
+    /// `reconnect` asked to replace a connection that does not exist (in the
+    /// caller's tenant: another tenant's is as unknown as any other).
+    #[error("no such connection to reconnect; open a session without reconnect to create it")]
+    NothingToReconnect,
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -279,13 +283,14 @@ impl ConnectService {
     /// [`OpenSessionError`] for bad input or a store failure; nothing is written then.
     pub async fn open_session(
         &self,
+        tenant: &TenantId,
         connection_id: &str,
         product: Product,
         return_url: Option<&str>,
         reconnect: bool,
         base: &Url,
     ) -> Result<(ConnectSession, Url), OpenSessionError> {
-        let connection_id = ConnectionId::parse(connection_id)?;
+        let connection_id = ConnectionId::parse_in(tenant, connection_id)?;
         let return_url = return_url
             .map(|raw| self.allowed_return_url(raw))
             .transpose()?;
@@ -299,6 +304,8 @@ impl ConnectService {
             if !reconnect {
                 return Err(OpenSessionError::ConnectionExists(connection_id));
             }
+        } else if reconnect {
+            return Err(OpenSessionError::NothingToReconnect);
         }
         let mut session = ConnectSession::new(connection_id, product, return_url, self.clock.now());
         session.reconnect = reconnect;

@@ -3,6 +3,8 @@
 
 pub mod caller_policy;
 pub mod connect;
+pub mod listing;
 pub mod proxy;
 pub mod refresh_protocol;
 pub mod scheduled_refresh;
+pub mod tenancy;

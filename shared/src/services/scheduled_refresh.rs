@@ -9,7 +9,7 @@ use serde::Serialize;
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::domain::ConnectionStatus;
+use crate::domain::{ConnectionStatus, TenantId};
 use crate::ports::{LegacyRescueQueue, ListQuery, RescueStore};
 use crate::services::refresh_protocol::{RefreshEngine, RefreshFailure, RefreshRequest, Refreshed};
 
@@ -22,6 +22,9 @@ pub struct RunLimits {
     /// over (the Lambda's deadline less a margin to report), if any. A refresh is
     /// started only while a whole lease still fits before it.
     pub finish_by_ms: Option<i64>,
+    /// The tenants whose connections needing a person the run counts: the
+    /// default tenant and every configured one.
+    pub counted_tenants: Vec<TenantId>,
 }
 
 /// What a run did; logged as JSON and emitted as CloudWatch EMF metrics.
@@ -114,27 +117,35 @@ impl RunSummary {
 /// least 2,000" past that costs no more than twenty queries a run.
 pub const MAX_COUNTED: u64 = 2_000;
 
-/// Connections with `status`, on the attention index (no scan), up to
-/// [`MAX_COUNTED`].
+/// Connections with `status` in `tenants`, on the attention index (no scan),
+/// up to [`MAX_COUNTED`] in all.
 async fn count_with_status(
     engine: &RefreshEngine,
+    tenants: &[TenantId],
     status: ConnectionStatus,
 ) -> Result<u64, crate::ports::StoreError> {
-    let mut query = ListQuery {
-        status: Some(status),
-        product: None,
-        cursor: None,
-        limit: 100,
-    };
     let mut counted = 0;
-    loop {
-        let page = engine.store.list(&query).await?;
-        counted += page.connections.len() as u64;
-        match page.next_cursor {
-            Some(cursor) if counted < MAX_COUNTED => query.cursor = Some(cursor),
-            _ => return Ok(counted.min(MAX_COUNTED)),
+    for tenant in tenants {
+        let mut query = ListQuery {
+            tenant: tenant.clone(),
+            status: Some(status),
+            product: None,
+            cursor: None,
+            limit: 100,
+        };
+        loop {
+            if counted >= MAX_COUNTED {
+                return Ok(MAX_COUNTED);
+            }
+            let page = engine.store.list(&query).await?;
+            counted += page.connections.len() as u64;
+            match page.next_cursor {
+                Some(cursor) => query.cursor = Some(cursor),
+                None => break,
+            }
         }
     }
+    Ok(counted.min(MAX_COUNTED))
 }
 
 /// Receive calls one move makes at most (10 pairs each).
@@ -204,7 +215,7 @@ pub async fn run(engine: &RefreshEngine, limits: &RunLimits) -> RunSummary {
         ConnectionStatus::NeedsReauth,
         ConnectionStatus::PossiblyLost,
     ] {
-        match count_with_status(engine, status).await {
+        match count_with_status(engine, &limits.counted_tenants, status).await {
             Ok(count) => {
                 let mut s = summary.lock().await;
                 if status == ConnectionStatus::NeedsReauth {

@@ -11,11 +11,12 @@ use serde::Deserialize;
 use serde_json::json;
 use url::Url;
 
-use super::api_state::iam_caller;
+use super::api_state::{caller_scope, tenant_of_request};
 use super::binding_cookie;
 use super::error::ApiError;
 use super::pages::{Notice, Pages, found, private, wants_html};
 use super::path_param::PathParam;
+use super::with_tenant;
 use crate::domain::{ConnectSession, Connection, Product};
 use crate::services::connect::{
     BeginConsentError, CallbackQuery, CallbackRejected, ConnectFailure, ConnectService,
@@ -63,12 +64,15 @@ pub async fn open_session(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let caller = iam_caller(extensions.get::<RequestContext>());
-    if let Err(refused) = service.caller_policy.check(caller.as_deref()) {
-        tracing::warn!(reason = %refused, "connect session refused to the caller");
-        return ApiError::new(StatusCode::FORBIDDEN, "forbidden", refused.to_string())
-            .into_response();
-    }
+    // The session belongs to the tenant the caller acts in; the callback
+    // stores the connection there.
+    let tenant = match caller_scope(&service.tenancy, &extensions)
+        .await
+        .and_then(|scope| tenant_of_request(&scope, &headers))
+    {
+        Ok(tenant) => tenant,
+        Err(refused) => return refused.into_response(),
+    };
     // The body extractor's own refusal is plain text: answer our JSON instead.
     let body = match body {
         Ok(body) => body,
@@ -117,6 +121,7 @@ pub async fn open_session(
     };
     match service
         .open_session(
+            &tenant,
             &request.connection_id,
             product,
             request.return_url.as_deref(),
@@ -126,12 +131,15 @@ pub async fn open_session(
         .await
     {
         Ok((session, connect_url)) => {
-            let body = json!({
-                "connect_url": connect_url.as_str(),
-                "expires_at": session.expires_at.to_rfc3339(),
-                "connection_id": session.connection_id,
-                "product": session.product,
-            });
+            let body = with_tenant(
+                json!({
+                    "connect_url": connect_url.as_str(),
+                    "expires_at": session.expires_at.to_rfc3339(),
+                    "connection_id": session.connection_id.name(),
+                    "product": session.product,
+                }),
+                &session.connection_id,
+            );
             private((StatusCode::CREATED, Json(body)).into_response())
         }
         Err(err) => open_session_error(err).into_response(),
@@ -168,6 +176,11 @@ fn open_session_error(err: OpenSessionError) -> ApiError {
         OpenSessionError::ConnectionExists(_) => {
             ApiError::new(StatusCode::CONFLICT, "connection_exists", err.to_string())
         }
+        OpenSessionError::NothingToReconnect => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "connection_not_found",
+            err.to_string(),
+        ),
         OpenSessionError::Store(e) => {
             tracing::error!(error = %e, "could not open a connect session");
             ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
@@ -300,7 +313,7 @@ fn return_to(session: &ConnectSession, pairs: &[(&str, &str)]) -> Option<Respons
     let mut url: Url = session.return_url.clone()?;
     url.query_pairs_mut()
         .extend_pairs(pairs)
-        .append_pair("connection_id", session.connection_id.as_str());
+        .append_pair("connection_id", session.connection_id.name());
     Some(found(url.as_str()))
 }
 
@@ -367,12 +380,15 @@ fn connected_response(
 }
 
 fn connected_json(c: &Connection) -> Response {
-    let mut response = Json(json!({
-        "status": "connected",
-        "connection_id": c.id,
-        "product": c.product,
-        "version": c.version,
-    }))
+    let mut response = Json(with_tenant(
+        json!({
+            "status": "connected",
+            "connection_id": c.id.name(),
+            "product": c.product,
+            "version": c.version,
+        }),
+        &c.id,
+    ))
     .into_response();
     response
         .headers_mut()

@@ -8,13 +8,18 @@ use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::api_state::ApiState;
+use super::api_state::{ApiState, tenant_of_request};
 use super::error::ApiError;
 use super::invocation::FinishBy;
 use super::path_param::PathParam;
-use crate::domain::{Connection, ConnectionId, ConnectionStatus, Product, TokenCallError};
+use super::with_tenant;
+use crate::domain::{
+    Connection, ConnectionId, ConnectionStatus, Product, TenantId, TokenCallError,
+};
 use crate::ports::{ListQuery, StoreError};
+use crate::services::listing::list_across;
 use crate::services::refresh_protocol::{RefreshFailure, RefreshRequest, Refreshed};
+use crate::services::tenancy::TENANT_HEADER;
 
 /// How long RD keeps an unused CRM refresh token.
 const CRM_REFRESH_IDLE_SECONDS: i64 = 14 * 86_400;
@@ -30,8 +35,8 @@ pub fn view(c: &Connection) -> Value {
         ),
         Product::Marketing => None,
     };
-    json!({
-        "connection_id": c.id,
+    let body = json!({
+        "connection_id": c.id.name(),
         "product": c.product,
         "status": c.status,
         "status_reason": c.status_reason,
@@ -44,11 +49,14 @@ pub fn view(c: &Connection) -> Value {
         "next_attempt_at": c.backoff.next_attempt_at.map(|t| t.to_rfc3339()),
         "rate_limit_per_minute": c.rate_limit_per_minute,
         "version": c.version,
-    })
+    });
+    with_tenant(body, &c.id)
 }
 
-/// The id of a `/connections/{id}` route, asked about by a caller the policy
-/// admits: the caller is checked first, so a refused one learns nothing of ids.
+/// The id of a `/connections/{id}` route in the tenant the request acts in,
+/// asked about by a caller the policy admits: the caller is checked first, so a
+/// refused one learns nothing of ids. Another tenant's connection of the same
+/// name is another id: asked for, it is as unknown as any other.
 pub struct AdmittedId(ConnectionId);
 
 impl FromRequestParts<ApiState> for AdmittedId {
@@ -58,13 +66,16 @@ impl FromRequestParts<ApiState> for AdmittedId {
         parts: &mut Parts,
         state: &ApiState,
     ) -> Result<Self, Self::Rejection> {
-        state
-            .check_caller(&parts.extensions)
+        let tenant = state
+            .acting_tenant(&parts.extensions, &parts.headers)
+            .await
             .map_err(IntoResponse::into_response)?;
         let PathParam(raw) = PathParam::from_request_parts(parts, state).await?;
-        ConnectionId::parse(&raw).map(Self).map_err(|e| {
-            ApiError::bad_request("invalid_connection_id", e.to_string()).into_response()
-        })
+        ConnectionId::parse_in(&tenant, &raw)
+            .map(Self)
+            .map_err(|e| {
+                ApiError::bad_request("invalid_connection_id", e.to_string()).into_response()
+            })
     }
 }
 
@@ -82,14 +93,23 @@ fn store_unavailable(e: &dyn std::fmt::Display) -> Response {
     ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable").into_response()
 }
 
-/// `GET /connections?status&product&cursor&limit`: a page of connections, newest
-/// cursor in `next_cursor`. `status=needs_reauth|possibly_lost` is a Query on a
-/// sparse index (the operators' "which connections need a person?").
+/// `GET /connections?status&product&cursor&limit`: a page of the connections
+/// of the tenant the request acts in, newest cursor in `next_cursor`; an
+/// operator naming no tenant pages through every tenant's.
+/// `status=needs_reauth|possibly_lost` is a Query on a sparse index (the
+/// operators' "which connections need a person?").
 pub async fn list(State(state): State<ApiState>, request: Request) -> Response {
-    if let Err(refused) = state.check_caller(request.extensions()) {
-        return refused.into_response();
-    }
+    let scope = match state.scope(request.extensions()).await {
+        Ok(scope) => scope,
+        Err(refused) => return refused.into_response(),
+    };
+    let every_tenant = scope.is_operator() && !request.headers().contains_key(TENANT_HEADER);
+    let tenant = match tenant_of_request(&scope, request.headers()) {
+        Ok(tenant) => tenant,
+        Err(refused) => return refused.into_response(),
+    };
     let mut query = ListQuery {
+        tenant,
         limit: 50,
         ..ListQuery::default()
     };
@@ -125,7 +145,21 @@ pub async fn list(State(state): State<ApiState>, request: Request) -> Response {
             }
         }
     }
-    match state.proxy.connections.list(&query).await {
+    let page = if every_tenant {
+        match state.tenancy.tenants().await {
+            Ok(tenants) => {
+                let mut names: Vec<TenantId> = tenants.iter().map(|(t, _)| t.clone()).collect();
+                names.push(TenantId::default_tenant());
+                names.sort();
+                names.dedup();
+                list_across(state.proxy.connections.as_ref(), &names, &query).await
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        state.proxy.connections.list(&query).await
+    };
+    match page {
         Ok(page) => Json(json!({
             "connections": page.connections.iter().map(view).collect::<Vec<_>>(),
             "next_cursor": page.next_cursor,
@@ -330,8 +364,11 @@ pub async fn delete(
         Ok(_) => {
             state.proxy.tokens.forget(&id);
             tracing::info!(connection_id = %id, revoked_at_rd = revoked, "connection deleted");
-            Json(json!({"connection_id": id, "deleted": true, "revoked_at_rd": revoked}))
-                .into_response()
+            Json(with_tenant(
+                json!({"connection_id": id.name(), "deleted": true, "revoked_at_rd": revoked}),
+                &id,
+            ))
+            .into_response()
         }
         Err(e) => store_unavailable(&e),
     }

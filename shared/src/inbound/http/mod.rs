@@ -10,6 +10,7 @@ mod invocation;
 mod pages;
 mod path_param;
 mod proxy_routes;
+mod tenants_routes;
 
 pub use api_state::ApiState;
 pub use binding_cookie::COOKIE_NAME as BINDING_COOKIE;
@@ -24,6 +25,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 
+use crate::domain::ConnectionId;
 use crate::services::connect::ConnectService;
 use error::ApiError;
 
@@ -61,6 +63,12 @@ pub fn connect_routes(service: ConnectService, pages: Pages) -> Router {
 /// | PATCH | `/connections/{id}` | the account's request budget a minute |
 /// | POST | `/connections/{id}/refresh` | a forced refresh through the protocol |
 /// | DELETE | `/connections/{id}` | revoke at RD (Marketing) and delete |
+/// | GET | `/tenants` | the tenants and their principals (operators only) |
+/// | PUT | `/tenants/{tenant}` | add a tenant or replace its principals (operators only) |
+/// | DELETE | `/tenants/{tenant}` | remove a tenant (operators only) |
+///
+/// Every connection route acts in the caller's tenant; an operator names
+/// another with the `x-rdconn-tenant` header.
 pub fn api_routes(state: ApiState) -> Router {
     Router::new()
         .route("/proxy/{connection_id}/{*path}", any(proxy_routes::proxy))
@@ -74,6 +82,11 @@ pub fn api_routes(state: ApiState) -> Router {
         .route(
             "/connections/{id}/refresh",
             post(connections_routes::refresh),
+        )
+        .route("/tenants", get(tenants_routes::list))
+        .route(
+            "/tenants/{tenant}",
+            axum::routing::put(tenants_routes::put).delete(tenants_routes::delete),
         )
         .with_state(state)
 }
@@ -90,6 +103,15 @@ pub fn finish(routes: Router, pages: Pages) -> Router {
         .fallback(move |headers: HeaderMap| async move { not_found(&pages, &headers) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(axum::middleware::map_response(pages::protective_headers))
+}
+
+/// `body` (a JSON object about the connection `id`) with `"tenant"` when the
+/// connection is not the default tenant's (see [`ConnectionId::named_tenant`]).
+pub(crate) fn with_tenant(mut body: serde_json::Value, id: &ConnectionId) -> serde_json::Value {
+    if let (Some(object), Some(tenant)) = (body.as_object_mut(), id.named_tenant()) {
+        object.insert("tenant".to_owned(), tenant.as_str().into());
+    }
+    body
 }
 
 fn not_found(pages: &Pages, headers: &HeaderMap) -> Response {

@@ -60,9 +60,13 @@ struct RdAnswered(std::time::Duration);
 /// The request forwarded to RD (RD's answer, marked [`RdAnswered`]), or our
 /// refusal.
 async fn forward(State(state): State<ApiState>, request: Request) -> Response {
-    if let Err(refused) = state.check_caller(request.extensions()) {
-        return refused.into_response();
-    }
+    let tenant = match state
+        .acting_tenant(request.extensions(), request.headers())
+        .await
+    {
+        Ok(tenant) => tenant,
+        Err(refused) => return refused.into_response(),
+    };
     if matches!(*request.method(), Method::TRACE | Method::CONNECT) {
         // An upstream that reflects a TRACE would hand back the bearer token.
         return ApiError::new(
@@ -80,7 +84,7 @@ async fn forward(State(state): State<ApiState>, request: Request) -> Response {
         )
         .into_response();
     };
-    let id = match ConnectionId::parse(raw_id) {
+    let id = match ConnectionId::parse_in(&tenant, raw_id) {
         Ok(id) => id,
         Err(e) => {
             return ApiError::bad_request("invalid_connection_id", e.to_string()).into_response();

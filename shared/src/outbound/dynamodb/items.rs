@@ -11,7 +11,7 @@ use super::schema::{ATTENTION, DUE_AT, DUE_SHARD, KIND, PARTITION_KEY, SORT_KEY,
 use crate::clock::Timestamp;
 use crate::domain::{
     ConnectSession, Connection, ConnectionId, ConnectionStatus, DuePolicy, Lease, Product,
-    RefreshBackoff, RefreshIntent, SessionId, TokenPair,
+    RefreshBackoff, RefreshIntent, SessionId, TenantId, TokenPair,
 };
 use crate::ports::StoreError;
 use crate::secret::{AccessToken, ExposeSecret, RefreshToken};
@@ -21,11 +21,39 @@ type Item = HashMap<String, AttributeValue>;
 /// Session items stay a day past expiry for inspection, then DynamoDB's TTL removes them.
 const SESSION_RETENTION_SECONDS: i64 = 86_400;
 
+/// A connection's key: partition `CONN#<name>` for the default tenant's (the
+/// key every connection had before tenants existed, so those need no
+/// migration), `CONN#<tenant>#<name>` for another tenant's. Neither a name nor
+/// a tenant can contain `#`, so a key reads back one way only.
 pub(super) fn connection_key(id: &ConnectionId) -> Item {
+    let partition = if id.tenant().is_default() {
+        format!("CONN#{}", id.name())
+    } else {
+        format!("CONN#{}#{}", id.tenant(), id.name())
+    };
     HashMap::from([
-        (PARTITION_KEY.to_owned(), s(format!("CONN#{id}"))),
+        (PARTITION_KEY.to_owned(), s(partition)),
         (SORT_KEY.to_owned(), s("CONN")),
     ])
+}
+
+/// `value` itself for the default tenant (as before tenants existed),
+/// `value@<tenant>` for another: how an index partition (the list index's
+/// kind, the attention index's status) is kept to one tenant.
+pub(super) fn tenant_partition(value: &str, tenant: &TenantId) -> String {
+    if tenant.is_default() {
+        value.to_owned()
+    } else {
+        format!("{value}@{tenant}")
+    }
+}
+
+/// The tenant a connection item names (items from before tenants carry none).
+fn tenant_of(item: &Item) -> Result<TenantId, StoreError> {
+    optional_string(item, TENANT)
+        .map(|t| TenantId::parse(&t).map_err(corrupt))
+        .transpose()
+        .map(Option::unwrap_or_default)
 }
 
 pub(super) fn due_shard_name(shard: u32) -> String {
@@ -83,7 +111,11 @@ pub(super) const SETTINGS_ATTRIBUTES: [&str; 1] = ["rate_limit_per_minute"];
 /// Attributes written once, when the connection is created, and never changed:
 /// a versioned write leaves them out (a shorter update; a connection id keeps
 /// its product).
-pub(super) const IMMUTABLE_ATTRIBUTES: [&str; 4] = [KIND, "connection_id", "product", "created_at"];
+pub(super) const IMMUTABLE_ATTRIBUTES: [&str; 5] =
+    [KIND, TENANT, "connection_id", "product", "created_at"];
+
+/// The tenant of a connection or session item; absent on the default tenant's.
+pub(super) const TENANT: &str = "tenant";
 
 /// Attributes a connection item may lack (settings aside): a versioned write
 /// removes those the connection it writes does not have.
@@ -152,8 +184,11 @@ pub(super) const CONNECTION_KIND: &str = "connection";
 pub(super) fn connection_item(c: &Connection, policy: &DuePolicy) -> Item {
     let mut item = connection_key(&c.id);
     item.extend([
-        (KIND.to_owned(), s(CONNECTION_KIND)),
-        ("connection_id".to_owned(), s(c.id.as_str())),
+        (
+            KIND.to_owned(),
+            s(tenant_partition(CONNECTION_KIND, c.id.tenant())),
+        ),
+        ("connection_id".to_owned(), s(c.id.name())),
         ("product".to_owned(), s(c.product.as_str())),
         ("status".to_owned(), s(c.status.as_str())),
         (
@@ -180,6 +215,9 @@ pub(super) fn connection_item(c: &Connection, policy: &DuePolicy) -> Item {
         ("connected_at".to_owned(), n(c.connected_at.0)),
         ("updated_at".to_owned(), n(c.updated_at.0)),
     ]);
+    if !c.id.tenant().is_default() {
+        item.insert(TENANT.to_owned(), s(c.id.tenant().as_str()));
+    }
     if let Some(reason) = &c.status_reason {
         item.insert("status_reason".to_owned(), s(reason));
     }
@@ -191,7 +229,10 @@ pub(super) fn connection_item(c: &Connection, policy: &DuePolicy) -> Item {
     }
     if c.status != ConnectionStatus::Active {
         // Sparse: the operators' "which connections need a person?" is a Query.
-        item.insert(ATTENTION.to_owned(), s(c.status.as_str()));
+        item.insert(
+            ATTENTION.to_owned(),
+            s(tenant_partition(c.status.as_str(), c.id.tenant())),
+        );
     }
     if let Some(lease) = &c.lease {
         item.insert("lease_id".to_owned(), s(&lease.id));
@@ -225,18 +266,25 @@ pub(super) fn connection_item(c: &Connection, policy: &DuePolicy) -> Item {
     item
 }
 
-/// The connection id in an index key's partition key (`CONN#<id>`).
+/// The connection id in an index key's partition key (see [`connection_key`]).
 pub(super) fn connection_id_from_key(item: &Item) -> Result<ConnectionId, StoreError> {
-    string(item, PARTITION_KEY)?
+    let partition = string(item, PARTITION_KEY)?;
+    let rest = partition
         .strip_prefix("CONN#")
-        .map(ConnectionId::parse)
-        .ok_or_else(|| corrupt("due-index key is not a connection"))?
-        .map_err(corrupt)
+        .ok_or_else(|| corrupt("index key is not a connection"))?;
+    match rest.split_once('#') {
+        Some((tenant, name)) => {
+            ConnectionId::parse_in(&TenantId::parse(tenant).map_err(corrupt)?, name)
+        }
+        None => ConnectionId::in_default_tenant(rest),
+    }
+    .map_err(corrupt)
 }
 
 pub(super) fn connection_from_item(item: &Item) -> Result<Connection, StoreError> {
     Ok(Connection {
-        id: ConnectionId::parse(&string(item, "connection_id")?).map_err(corrupt)?,
+        id: ConnectionId::parse_in(&tenant_of(item)?, &string(item, "connection_id")?)
+            .map_err(corrupt)?,
         product: Product::from_str(&string(item, "product")?).map_err(corrupt)?,
         status: ConnectionStatus::from_str(&string(item, "status")?).map_err(corrupt)?,
         status_reason: optional_string(item, "status_reason"),
@@ -287,10 +335,7 @@ pub(super) fn session_item(session: &ConnectSession) -> Item {
     let mut item = session_key(&session.id);
     item.extend([
         ("kind".to_owned(), s("connect_session")),
-        (
-            "connection_id".to_owned(),
-            s(session.connection_id.as_str()),
-        ),
+        ("connection_id".to_owned(), s(session.connection_id.name())),
         ("product".to_owned(), s(session.product.as_str())),
         ("created_at".to_owned(), n(session.created_at.0)),
         ("expires_at".to_owned(), n(session.expires_at.0)),
@@ -303,6 +348,12 @@ pub(super) fn session_item(session: &ConnectSession) -> Item {
             n(session.expires_at.0 + SESSION_RETENTION_SECONDS),
         ),
     ]);
+    if !session.connection_id.tenant().is_default() {
+        item.insert(
+            TENANT.to_owned(),
+            s(session.connection_id.tenant().as_str()),
+        );
+    }
     if let Some(url) = &session.return_url {
         item.insert("return_url".to_owned(), s(url.as_str()));
     }
@@ -331,7 +382,8 @@ pub(super) fn session_from_item(item: &Item) -> Result<ConnectSession, StoreErro
         .map_err(corrupt)?;
     Ok(ConnectSession {
         id,
-        connection_id: ConnectionId::parse(&string(item, "connection_id")?).map_err(corrupt)?,
+        connection_id: ConnectionId::parse_in(&tenant_of(item)?, &string(item, "connection_id")?)
+            .map_err(corrupt)?,
         product: Product::from_str(&string(item, "product")?).map_err(corrupt)?,
         return_url,
         created_at: timestamp(item, "created_at")?,
@@ -400,7 +452,7 @@ mod tests {
             access_expires_at: Timestamp(7200),
         };
         let mut c = Connection::connected(
-            ConnectionId::parse("acme:crm").expect("valid"),
+            ConnectionId::in_default_tenant("acme:crm").expect("valid"),
             Product::Crm,
             tokens,
             Timestamp(1),
@@ -447,7 +499,7 @@ mod tests {
     #[test]
     fn session_round_trips() {
         let mut session = ConnectSession::new(
-            ConnectionId::parse("c").expect("valid"),
+            ConnectionId::in_default_tenant("c").expect("valid"),
             Product::Marketing,
             Some(Url::parse("https://app.example.com/done").expect("url")),
             Timestamp(100),

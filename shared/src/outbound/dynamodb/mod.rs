@@ -6,6 +6,7 @@
 
 mod items;
 pub mod schema;
+mod tenants;
 
 use std::collections::HashMap;
 
@@ -18,7 +19,7 @@ use aws_sdk_dynamodb::types::{
 };
 
 use crate::clock::Timestamp;
-use crate::domain::{ConnectSession, Connection, ConnectionId, DuePolicy, SessionId};
+use crate::domain::{ConnectSession, Connection, ConnectionId, DuePolicy, SessionId, TenantId};
 use crate::outbound::aws_error::unavailable;
 use crate::ports::{ConnectionStore, ListPage, ListQuery, SessionError, SessionStore, StoreError};
 use crate::secret::{AccessToken, ExposeSecret};
@@ -108,13 +109,13 @@ fn encode_cursor(key: &HashMap<String, AttributeValue>) -> String {
 
 /// The start key a cursor names, for a Query on the index whose partition
 /// attribute is `partition` (asked for `value`) and whose sort attribute, if
-/// not the table's key, is `sort`. Only a connection's key in that partition
-/// passes: anything else would make DynamoDB refuse the Query (ours to answer
-/// as a 400, not a 5xx).
+/// not the table's key, is `sort`. Only the key of a connection of `tenant` in
+/// that partition passes: anything else would make DynamoDB refuse the Query
+/// (ours to answer as a 400, not a 5xx), or start another tenant's page.
 fn decode_cursor(
     cursor: &str,
-    partition: &str,
-    value: &str,
+    tenant: &TenantId,
+    (partition, value): (&str, &str),
     sort: Option<&str>,
 ) -> Result<HashMap<String, AttributeValue>, StoreError> {
     use base64::Engine;
@@ -128,23 +129,29 @@ fn decode_cursor(
         .ok_or(StoreError::InvalidCursor)?;
     let plain: HashMap<String, String> =
         serde_json::from_slice(&json).map_err(|_| StoreError::InvalidCursor)?;
-    let id = plain
-        .get(schema::PARTITION_KEY)
-        .and_then(|pk| pk.strip_prefix("CONN#"))
-        .filter(|id| ConnectionId::parse(id).is_ok())
+    let as_item: HashMap<String, AttributeValue> = plain
+        .into_iter()
+        .map(|(k, v)| (k, AttributeValue::S(v)))
+        .collect();
+    let id = items::connection_id_from_key(&as_item)
+        .ok()
+        .filter(|id| id.tenant() == tenant)
         .ok_or(StoreError::InvalidCursor)?;
+    let text = |name: &str| {
+        as_item
+            .get(name)
+            .and_then(|v| v.as_s().ok())
+            .map(String::as_str)
+    };
     let expected_keys = 3 + usize::from(sort.is_some());
-    let valid = plain.len() == expected_keys
-        && plain.get(schema::SORT_KEY).map(String::as_str) == Some("CONN")
-        && plain.get(partition).map(String::as_str) == Some(value)
-        && sort.is_none_or(|sort| plain.get(sort).map(String::as_str) == Some(id));
+    let valid = as_item.len() == expected_keys
+        && text(schema::SORT_KEY) == Some("CONN")
+        && text(partition) == Some(value)
+        && sort.is_none_or(|sort| text(sort) == Some(id.name()));
     if !valid {
         return Err(StoreError::InvalidCursor);
     }
-    Ok(plain
-        .into_iter()
-        .map(|(k, v)| (k, AttributeValue::S(v)))
-        .collect())
+    Ok(as_item)
 }
 
 /// The conflict a failed condition means, with the item DynamoDB returned (the
@@ -320,24 +327,26 @@ impl ConnectionStore for DynamoStore {
         // Both are Queries on indexes that hold connection items only (under
         // the partition value asked for), so a page's last key is always a
         // connection's: DynamoDB's `Limit` counts items before any filter.
+        // Each index partition holds one tenant's connections (see
+        // `items::tenant_partition`).
         let (index, partition, sort, value) = match needs_a_person {
             Some(status) => (
                 schema::ATTENTION_INDEX,
                 schema::ATTENTION,
                 None,
-                status.as_str(),
+                items::tenant_partition(status.as_str(), &query.tenant),
             ),
             None => (
                 schema::LIST_INDEX,
                 schema::KIND,
                 Some(schema::LIST_SORT),
-                items::CONNECTION_KIND,
+                items::tenant_partition(items::CONNECTION_KIND, &query.tenant),
             ),
         };
         let start = query
             .cursor
             .as_deref()
-            .map(|c| decode_cursor(c, partition, value, sort))
+            .map(|c| decode_cursor(c, &query.tenant, (partition, &value), sort))
             .transpose()?;
         let output = self
             .client
@@ -346,7 +355,7 @@ impl ConnectionStore for DynamoStore {
             .index_name(index)
             .key_condition_expression("#partition = :partition")
             .expression_attribute_names("#partition", partition)
-            .expression_attribute_values(":partition", AttributeValue::S(value.to_owned()))
+            .expression_attribute_values(":partition", AttributeValue::S(value))
             .set_exclusive_start_key(start)
             .limit(limit)
             .send()

@@ -157,6 +157,8 @@ fn forwardable(mut headers: HeaderMap) -> HeaderMap {
                 // Hop-by-hop in practice though no RFC lists them.
                 || n == "proxy-connection"
                 || n == "proxy-authorization"
+                // Ours: which tenant the request acts in.
+                || n == crate::services::tenancy::TENANT_HEADER
         })
         .cloned()
         .collect();
@@ -532,6 +534,7 @@ mod tests {
             ("transfer-encoding", "chunked"),
             ("content-type", "application/json"),
             ("x-custom", "kept"),
+            ("x-rdconn-tenant", "acme"),
         ] {
             headers.insert(
                 axum::http::HeaderName::from_static(name),

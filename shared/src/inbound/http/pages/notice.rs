@@ -92,8 +92,10 @@ impl Notice {
             } => wording(
                 "Your RD Station account is connected",
                 format!(
-                    "The {} account is now connected as \u{201c}{connection_id}\u{201d}.",
-                    product_name(*product)
+                    "The {} account is now connected as \u{201c}{}\u{201d}.",
+                    product_name(*product),
+                    // A person sees the name their company's systems use.
+                    connection_id.name()
                 ),
                 "You can close this page. The connection keeps working without it.",
             ),
@@ -187,8 +189,9 @@ impl Notice {
             } => wording(
                 "Sua conta do RD Station está conectada",
                 format!(
-                    "A conta do {} agora está conectada como \u{201c}{connection_id}\u{201d}.",
-                    product_name(*product)
+                    "A conta do {} agora está conectada como \u{201c}{}\u{201d}.",
+                    product_name(*product),
+                    connection_id.name()
                 ),
                 "Você já pode fechar esta página. A conexão continua funcionando sem ela.",
             ),
@@ -273,7 +276,7 @@ mod tests {
         vec![
             Notice::Connected {
                 product: Product::Crm,
-                connection_id: ConnectionId::parse("acme-1").expect("id"),
+                connection_id: ConnectionId::in_default_tenant("acme-1").expect("id"),
             },
             Notice::ConsentDenied,
             Notice::MissingCode,

@@ -1,0 +1,169 @@
+//! The tenants API, for operator principals only: which tenants exist and
+//! which IAM principals act in each. A change applies on every instance within
+//! `TENANT_CACHE_SECONDS`, without a redeploy.
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::api_state::ApiState;
+use super::error::ApiError;
+use super::path_param::PathParam;
+use crate::domain::{PrincipalPattern, TenantId, Tenants, TenantsError};
+use crate::services::tenancy::TenancyError;
+
+/// A request from an operator principal: anyone else is refused before
+/// anything is read.
+pub struct Operator;
+
+impl FromRequestParts<ApiState> for Operator {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
+        let scope = state
+            .scope(&parts.extensions)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        if scope.is_operator() {
+            Ok(Self)
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "operator_only",
+                "only an operator principal (OPERATOR_ARNS) manages tenants",
+            )
+            .into_response())
+        }
+    }
+}
+
+/// The `{tenant}` of a `/tenants/{tenant}` route.
+pub struct TenantParam(TenantId);
+
+impl FromRequestParts<ApiState> for TenantParam {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
+        let PathParam(raw) = PathParam::from_request_parts(parts, state).await?;
+        TenantId::parse(&raw)
+            .map(Self)
+            .map_err(|e| ApiError::bad_request("invalid_tenant", e.to_string()).into_response())
+    }
+}
+
+fn tenant_view(tenant: &TenantId, principals: &[PrincipalPattern]) -> Value {
+    json!({
+        "tenant": tenant,
+        "principals": principals,
+    })
+}
+
+fn tenants_view(tenants: &Tenants) -> Value {
+    json!({
+        "tenants": tenants
+            .iter()
+            .map(|(tenant, principals)| tenant_view(tenant, principals))
+            .collect::<Vec<_>>(),
+    })
+}
+
+fn unavailable(e: &dyn std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "the tenant registry failed");
+    ApiError::internal(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable").into_response()
+}
+
+/// `GET /tenants`: every configured tenant and its principals.
+pub async fn list(State(state): State<ApiState>, _: Operator) -> Response {
+    match state.tenancy.tenants().await {
+        Ok(tenants) => Json(tenants_view(&tenants)).into_response(),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// What `PUT /tenants/{tenant}` takes.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantBody {
+    /// IAM principal ARNs (a trailing `*` matches a prefix) that act in it.
+    principals: Vec<String>,
+}
+
+/// `PUT /tenants/{tenant}` `{"principals": [ARN, ...]}`: adds the tenant or
+/// replaces its principals.
+pub async fn put(
+    State(state): State<ApiState>,
+    _: Operator,
+    TenantParam(tenant): TenantParam,
+    request: Request,
+) -> Response {
+    let Ok(body) = axum::body::to_bytes(request.into_body(), 64 * 1024).await else {
+        return ApiError::bad_request("invalid_json", "the body is too large").into_response();
+    };
+    let body: TenantBody = match serde_json::from_slice(&body) {
+        Ok(body) => body,
+        Err(e) => {
+            return ApiError::bad_request(
+                "invalid_json",
+                format!("expected {{\"principals\": [\"arn:...\", ...]}}: {e}"),
+            )
+            .into_response();
+        }
+    };
+    let mut principals = Vec::with_capacity(body.principals.len());
+    for raw in &body.principals {
+        match PrincipalPattern::parse(raw) {
+            Ok(p) => principals.push(p),
+            Err(e) => {
+                return ApiError::bad_request("invalid_principal", e.to_string()).into_response();
+            }
+        }
+    }
+    match state.tenancy.set_tenant(tenant.clone(), principals).await {
+        Ok(tenants) => {
+            tracing::info!(tenant = %tenant, "tenant set");
+            let principals = tenants.principals(&tenant).unwrap_or_default();
+            Json(tenant_view(&tenant, principals)).into_response()
+        }
+        Err(TenancyError::Refused(e @ TenantsError::PrincipalTaken { .. })) => {
+            ApiError::new(StatusCode::CONFLICT, "principal_taken", e.to_string()).into_response()
+        }
+        Err(TenancyError::Refused(e @ TenantsError::TooManyPrincipals)) => {
+            ApiError::bad_request("too_many_principals", e.to_string()).into_response()
+        }
+        Err(e @ TenancyError::Contended) => {
+            ApiError::new(StatusCode::CONFLICT, "registry_contended", e.to_string()).into_response()
+        }
+        Err(TenancyError::Store(e)) => unavailable(&e),
+    }
+}
+
+/// `DELETE /tenants/{tenant}`: its principals act in no tenant any more; its
+/// connections stay (an operator still sees them and can delete them).
+pub async fn delete(
+    State(state): State<ApiState>,
+    _: Operator,
+    TenantParam(tenant): TenantParam,
+) -> Response {
+    match state.tenancy.remove_tenant(&tenant).await {
+        Ok(true) => {
+            tracing::info!(tenant = %tenant, "tenant removed");
+            Json(json!({"tenant": tenant, "removed": true})).into_response()
+        }
+        Ok(false) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "tenant_not_found",
+            "no such tenant is configured",
+        )
+        .into_response(),
+        Err(e) => unavailable(&e),
+    }
+}
