@@ -33,6 +33,12 @@ pub struct Cli {
     #[arg(long, env = "AWS_REGION", global = true)]
     pub region: Option<String>,
 
+    /// Act in this tenant (operators only; a tenant's own principal acts in
+    /// its tenant without it). Without it, an operator's `connections list`
+    /// shows every tenant's connections.
+    #[arg(long, env = "RDCONN_TENANT", global = true)]
+    pub tenant: Option<String>,
+
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -107,6 +113,31 @@ pub enum Command {
     Connections(ConnectionsCommand),
     /// Open a connect session and print the link a person opens to connect.
     Connect(ConnectArgs),
+    /// Tenants and the IAM principals that act in each (operators only).
+    #[command(subcommand)]
+    Tenants(TenantsCommand),
+}
+
+/// `tenants ...`.
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Every tenant and its principals.
+    List,
+    /// Add a tenant, or replace its principals.
+    Set {
+        /// The tenant (lower-case letters, digits and `-`).
+        name: String,
+        /// An IAM principal ARN that acts in it (a trailing `*` matches a
+        /// prefix, e.g. every session of one role); repeat for more, or give
+        /// none for a tenant only operators act in.
+        #[arg(long = "principal", value_name = "ARN")]
+        principals: Vec<String>,
+    },
+    /// Remove a tenant: its principals act in no tenant; its connections stay.
+    Remove {
+        /// The tenant.
+        name: String,
+    },
 }
 
 /// `connections ...`.

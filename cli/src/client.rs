@@ -38,7 +38,11 @@ pub struct Api {
     http: reqwest::Client,
     base: Url,
     signer: Option<Signer>,
+    tenant: Option<String>,
 }
+
+/// The header an operator names the tenant it acts in with.
+const TENANT_HEADER: &str = "x-rdconn-tenant";
 
 impl Api {
     /// Calls `base`, signing every request with `signer` when given.
@@ -47,7 +51,14 @@ impl Api {
             http: reqwest::Client::new(),
             base,
             signer,
+            tenant: None,
         }
+    }
+
+    /// The same client, acting in `tenant` on every call.
+    pub fn in_tenant(mut self, tenant: Option<String>) -> Self {
+        self.tenant = tenant;
+        self
     }
 
     /// `method path` with an optional JSON body; the answer's JSON.
@@ -68,6 +79,10 @@ impl Api {
             .method(method)
             .uri(url.as_str())
             .header("accept", "application/json");
+        if let Some(tenant) = &self.tenant {
+            // Signed with the rest: API Gateway's SigV4 check covers it.
+            request = request.header(TENANT_HEADER, tenant);
+        }
         if let Some(host) = url.host_str() {
             let host = match url.port() {
                 Some(port) => format!("{host}:{port}"),

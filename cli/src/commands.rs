@@ -4,7 +4,7 @@ use http::Method;
 use serde_json::{Value, json};
 use url::form_urlencoded;
 
-use crate::args::{Command, ConnectArgs, ConnectionsCommand, RateLimit};
+use crate::args::{Command, ConnectArgs, ConnectionsCommand, RateLimit, TenantsCommand};
 use crate::client::{Api, CallError};
 use crate::output;
 
@@ -69,6 +69,29 @@ pub async fn run(api: &Api, command: &Command, as_json: bool) -> Result<String, 
             Ok(shown(&value, output::fields(&value)))
         }
         Command::Connect(args) => connect(api, args, as_json).await,
+        Command::Tenants(TenantsCommand::List) => {
+            let value = api.call(Method::GET, "/tenants", None).await?;
+            Ok(shown(&value, output::tenants(&value)))
+        }
+        Command::Tenants(TenantsCommand::Set { name, principals }) => {
+            let value = api
+                .call(
+                    Method::PUT,
+                    &format!("/tenants/{}", segment(name)),
+                    Some(&json!({ "principals": principals })),
+                )
+                .await?;
+            Ok(shown(
+                &value,
+                output::tenants(&json!({ "tenants": [value] })),
+            ))
+        }
+        Command::Tenants(TenantsCommand::Remove { name }) => {
+            let value = api
+                .call(Method::DELETE, &format!("/tenants/{}", segment(name)), None)
+                .await?;
+            Ok(shown(&value, output::fields(&value)))
+        }
     }
 }
 

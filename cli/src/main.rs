@@ -29,7 +29,7 @@ async fn main() -> std::process::ExitCode {
     } else {
         None
     };
-    let api = Api::new(cli.url.clone(), signer);
+    let api = Api::new(cli.url.clone(), signer).in_tenant(cli.tenant.clone());
     match commands::run(&api, &cli.command, cli.json).await {
         Ok(out) => {
             println!("{out}");

@@ -14,6 +14,39 @@ const LIST_COLUMNS: [(&str, &str); 7] = [
     ("FAILURES", "consecutive_failures"),
 ];
 
+/// The default tenant's connections carry no `tenant` field.
+fn column(connection: &Value, field: &str) -> String {
+    match (field, &connection[field]) {
+        ("tenant", Value::Null) => "default".to_owned(),
+        (_, value) => cell(value),
+    }
+}
+
+/// Each tenant on a line: its name, then its principals (or that only
+/// operators act in it).
+pub fn tenants(value: &Value) -> String {
+    let listed = value["tenants"].as_array().cloned().unwrap_or_default();
+    if listed.is_empty() {
+        return "No tenants: every admitted caller acts in the default tenant.".to_owned();
+    }
+    listed
+        .iter()
+        .map(|t| {
+            let principals: Vec<String> = t["principals"]
+                .as_array()
+                .map(|ps| ps.iter().map(cell).collect())
+                .unwrap_or_default();
+            let who = if principals.is_empty() {
+                "(operators only)".to_owned()
+            } else {
+                principals.join(", ")
+            };
+            format!("{}  {who}", cell(&t["tenant"]))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn cell(value: &Value) -> String {
     match value {
         Value::Null => "-".to_owned(),
@@ -22,13 +55,20 @@ fn cell(value: &Value) -> String {
     }
 }
 
-/// Rows under a header, each column as wide as its widest cell.
+/// Rows under a header, each column as wide as its widest cell; a TENANT
+/// column first when any connection is not the default tenant's.
 pub fn table(connections: &[Value]) -> String {
+    let tenants = connections.iter().any(|c| c["tenant"].is_string());
+    let columns: Vec<(&str, &str)> = tenants
+        .then_some(("TENANT", "tenant"))
+        .into_iter()
+        .chain(LIST_COLUMNS)
+        .collect();
     let rows: Vec<Vec<String>> = connections
         .iter()
-        .map(|c| LIST_COLUMNS.iter().map(|(_, f)| cell(&c[*f])).collect())
+        .map(|c| columns.iter().map(|(_, f)| column(c, f)).collect())
         .collect();
-    let widths: Vec<usize> = LIST_COLUMNS
+    let widths: Vec<usize> = columns
         .iter()
         .enumerate()
         .map(|(i, (header, _))| {
@@ -49,9 +89,7 @@ pub fn table(connections: &[Value]) -> String {
             .trim_end()
             .to_owned()
     };
-    let mut out = vec![line(
-        LIST_COLUMNS.iter().map(|(h, _)| (*h).to_owned()).collect(),
-    )];
+    let mut out = vec![line(columns.iter().map(|(h, _)| (*h).to_owned()).collect())];
     out.extend(rows.into_iter().map(line));
     out.join("\n")
 }
@@ -106,5 +144,17 @@ mod tests {
         assert!(lines[1].starts_with("acme              crm        active"));
         assert!(lines[2].contains("needs_reauth  invalid_grant"));
         assert!(lines[1].contains(" - "));
+    }
+
+    #[test]
+    fn a_tenant_column_comes_first_when_a_connection_has_a_tenant() {
+        let out = table(&[
+            json!({"connection_id": "a", "product": "crm"}),
+            json!({"tenant": "acme", "connection_id": "b", "product": "crm"}),
+        ]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("TENANT   CONNECTION"), "{out}");
+        assert!(lines[1].starts_with("default  a"), "{out}");
+        assert!(lines[2].starts_with("acme     b"), "{out}");
     }
 }

@@ -26,17 +26,27 @@ impl Drop for Function {
 
 /// Starts `name`'s binary with a deployed function's environment on moto.
 async fn start(name: &str) -> (Function, rd_sandbox::RunningSandbox) {
+    start_with(name, &[]).await
+}
+
+/// The same, with `settings` added to the environment.
+async fn start_with(
+    name: &str,
+    settings: &[(&str, &str)],
+) -> (Function, rd_sandbox::RunningSandbox) {
     let sandbox = Sandbox::new(SandboxConfig::default())
         .spawn_local()
         .await
         .expect("sandbox");
     let api = RuntimeApi::start().await;
-    let process = function_command(&artifact(name), name, &api, &sandbox)
-        .await
+    let mut command = function_command(&artifact(name), name, &api, &sandbox).await;
+    command
         .env("PUBLIC_BASE_URL", PUBLIC_BASE_URL)
-        .env("RUST_LOG", "info")
-        .spawn()
-        .expect("the function starts");
+        .env("RUST_LOG", "info");
+    for (variable, value) in settings {
+        command.env(variable, value);
+    }
+    let process = command.spawn().expect("the function starts");
     (Function { api, process }, sandbox)
 }
 
@@ -88,6 +98,59 @@ async fn the_api_proxy_binary_answers_the_connections_api() {
     let response = invoke(&function, request.event()).await;
     assert_eq!(response["statusCode"], 403, "{response}");
     assert_eq!(sandbox.sandbox.stats().token_calls, 0);
+}
+
+/// Tenants as the deployed api-proxy reads them: an operator (OPERATOR_ARNS)
+/// adds a tenant with a PUT body; the caller mapped to it acts in it, names no
+/// other in the tenant header, and a principal mapped to none is refused.
+#[tokio::test]
+async fn the_api_proxy_binary_acts_in_the_callers_tenant() {
+    const OPERATOR: &str = "arn:aws:iam::123456789012:role/ops";
+    const ACME: &str = "arn:aws:sts::123456789012:assumed-role/acme-worker/s1";
+    let (function, _sandbox) = start_with(
+        "api-proxy",
+        &[("OPERATOR_ARNS", OPERATOR), ("TENANT_CACHE_SECONDS", "0")],
+    )
+    .await;
+    let answer = |response: Value| {
+        let status = response["statusCode"].as_i64().expect("status");
+        (status, body_of(&response))
+    };
+    let mut put = EventRequest::new(apigw::IAM_AUTHORIZED, "PUT", "/tenants/acme").by(OPERATOR);
+    put.body = Some(json!({"principals": [ACME]}).to_string().into_bytes());
+    let (status, body) = answer(invoke(&function, put.event()).await);
+    assert_eq!(
+        (status, &body["principals"]),
+        (200, &json!([ACME])),
+        "{body}"
+    );
+    // The same write from the tenant's own caller is refused.
+    let (status, body) = answer(invoke(&function, put.clone().by(ACME).event()).await);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("operator_only"))
+    );
+
+    let list = EventRequest::new(apigw::IAM_AUTHORIZED, "GET", "/connections");
+    let (status, body) = answer(invoke(&function, list.clone().by(ACME).event()).await);
+    assert_eq!((status, &body["connections"]), (200, &json!([])), "{body}");
+    let mut elsewhere = list.clone().by(ACME);
+    elsewhere.headers.push(("x-rdconn-tenant", "beta"));
+    let (status, body) = answer(invoke(&function, elsewhere.event()).await);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("operator_only"))
+    );
+    // The fixture's principal is mapped to no tenant now that one exists.
+    let (status, body) = answer(invoke(&function, list.event()).await);
+    assert_eq!((status, body["code"].as_str()), (403, Some("forbidden")));
+    let tenants = EventRequest::new(apigw::IAM_AUTHORIZED, "GET", "/tenants").by(OPERATOR);
+    let (status, body) = answer(invoke(&function, tenants.event()).await);
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["tenants"],
+        json!([{"tenant": "acme", "principals": [ACME]}])
+    );
 }
 
 #[tokio::test]

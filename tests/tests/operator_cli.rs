@@ -147,6 +147,64 @@ async fn the_cli_connects_lists_shows_refreshes_and_deletes_on_a_local_run() {
     run.stop();
 }
 
+/// An operator (the local run's caller is one) manages tenants and acts in one
+/// with `--tenant`.
+#[tokio::test]
+async fn the_cli_manages_tenants_and_acts_in_one() {
+    let run = LocalRun::start(&[("CONNECTIONS_TABLE", ""), ("RDSTATION_API_URL", "")]);
+    let url = run.base.as_str().trim_end_matches('/').to_owned();
+    let none = stdout(&rdconn(&url, &["tenants", "list"]));
+    assert!(none.starts_with("No tenants"), "{none}");
+    let principal = "arn:aws:sts::123456789012:assumed-role/acme-worker/*";
+    let set = stdout(&rdconn(
+        &url,
+        &["tenants", "set", "acme", "--principal", principal],
+    ));
+    assert_eq!(set.trim(), format!("acme  {principal}"));
+    let bad = rdconn(
+        &url,
+        &["tenants", "set", "acme", "--principal", "acme-worker"],
+    );
+    assert_eq!(bad.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("400: invalid_principal"), "{stderr}");
+
+    // A connection made in acme: the table gains a TENANT column.
+    let printed = stdout(&rdconn(
+        &url,
+        &["--tenant", "acme", "connect", "shop", "--product", "crm"],
+    ));
+    let link = printed
+        .lines()
+        .find(|l| l.starts_with("http"))
+        .expect("a link")
+        .to_owned();
+    let landed = consent_through(&run.base, &link, "crm").await;
+    assert_eq!(
+        (landed["status"].as_str(), landed["tenant"].as_str()),
+        (Some("connected"), Some("acme"))
+    );
+    let table = stdout(&rdconn(&url, &["connections", "list"]));
+    let mut lines = table.lines();
+    assert!(
+        lines.next().expect("header").starts_with("TENANT"),
+        "{table}"
+    );
+    assert!(lines.next().expect("a row").starts_with("acme"), "{table}");
+    // The id is acme's: the default tenant has no such connection.
+    stdout(&rdconn(
+        &url,
+        &["--tenant", "acme", "connections", "show", "shop"],
+    ));
+    let elsewhere = rdconn(&url, &["connections", "show", "shop"]);
+    let stderr = String::from_utf8_lossy(&elsewhere.stderr);
+    assert!(stderr.contains("404: connection_not_found"), "{stderr}");
+
+    let removed = stdout(&rdconn(&url, &["tenants", "remove", "acme"]));
+    assert!(removed.contains("removed"), "{removed}");
+    run.stop();
+}
+
 #[tokio::test]
 async fn requests_to_a_deployed_api_are_signed_with_sigv4_for_execute_api() {
     // A stand-in for API Gateway that records what arrives.
@@ -227,6 +285,8 @@ fn global_options_are_described_once_in_the_top_help() {
         "--json",
         "--sign <SIGN>",
         "--region <REGION>",
+        "--tenant <TENANT>",
+        "RDCONN_TENANT",
     ] {
         assert!(top.contains(described), "{described} in:\n{top}");
     }
@@ -235,12 +295,13 @@ fn global_options_are_described_once_in_the_top_help() {
         &["connections", "list", "--help"],
         &["connections", "set-limit", "--help"],
         &["connect", "--help"],
+        &["tenants", "set", "--help"],
     ] {
         let text = help(command);
         assert!(!text.contains("--sign <SIGN>"), "{command:?}:\n{text}");
         assert!(!text.contains("RDCONN_URL"), "{command:?}:\n{text}");
         assert!(
-            text.contains("Global options, accepted here too (see `rdconn --help`): --url, --json, --sign, --region."),
+            text.contains("Global options, accepted here too (see `rdconn --help`): --url, --json, --sign, --region, --tenant."),
             "{command:?}:\n{text}"
         );
     }

@@ -6,19 +6,22 @@ use std::sync::Arc;
 use connector::clock::Timestamp;
 use connector::domain::{
     CONNECT_SESSION_TTL_SECONDS, ConnectSession, Connection, ConnectionId, ConnectionStatus,
-    DuePolicy, Lease, Product, TokenPair,
+    DuePolicy, Lease, PrincipalPattern, Product, TenantId, Tenants, TokenPair,
 };
 use connector::outbound::memory::{MemoryRescueStore, MemoryStore};
 use connector::outbound::rescue_store::S3RescueStore;
 use connector::ports::{
     BudgetDecision, ConnectionStore, ListQuery, RateBudget, RescueStore, RescuedPair, RunLock,
-    SessionError, SessionStore, StoreError,
+    SessionError, SessionStore, StoreError, TenantRegistry,
 };
 use connector::secret::{AccessToken, ExposeSecret, RefreshToken};
 use integration_tests::moto;
 
-trait Store: ConnectionStore + SessionStore + RunLock + RateBudget + 'static {}
-impl<T: ConnectionStore + SessionStore + RunLock + RateBudget + 'static> Store for T {}
+trait Store: ConnectionStore + SessionStore + RunLock + RateBudget + TenantRegistry + 'static {}
+impl<T: ConnectionStore + SessionStore + RunLock + RateBudget + TenantRegistry + 'static> Store
+    for T
+{
+}
 
 fn pair(tag: &str) -> TokenPair {
     TokenPair {
@@ -714,6 +717,107 @@ async fn s3_rescue_store_contract() {
     rescue_store_contract(client(moto::s3().await), client(other)).await;
 }
 
+async fn the_tenant_registry_is_replaced_only_at_the_version_read(store: Arc<impl Store>) {
+    assert_eq!(store.tenants().await.expect("read"), Tenants::default());
+    let acme = TenantId::parse("acme").expect("valid");
+    let first = Tenants::default()
+        .with(
+            acme.clone(),
+            vec![PrincipalPattern::parse("arn:aws:iam::1:user/a*").expect("valid")],
+        )
+        .expect("valid");
+    let stored = store
+        .replace_tenants(&first)
+        .await
+        .expect("write")
+        .expect("the first write wins");
+    assert_eq!(stored.version, 1);
+    assert_eq!(store.tenants().await.expect("read"), stored);
+    // A second write from the same (now stale) read loses.
+    let stale = first
+        .with(TenantId::parse("beta").expect("valid"), Vec::new())
+        .expect("valid");
+    assert_eq!(store.replace_tenants(&stale).await.expect("write"), None);
+    let (without, removed) = stored.without(&acme);
+    assert!(removed);
+    let emptied = store
+        .replace_tenants(&without)
+        .await
+        .expect("write")
+        .expect("wins");
+    assert_eq!((emptied.version, emptied.is_empty()), (2, true));
+    assert_eq!(store.tenants().await.expect("read"), emptied);
+}
+
+async fn one_name_in_two_tenants_is_two_connections(store: Arc<impl Store>) {
+    let acme = TenantId::parse("acme").expect("valid");
+    let in_acme = |name: &str| {
+        let mut c = connection(name);
+        c.id = ConnectionId::parse_in(&acme, name).expect("valid");
+        c
+    };
+    let ours = store
+        .create(&connection("shared"))
+        .await
+        .expect("default's");
+    let theirs = store.create(&in_acme("shared")).await.expect("acme's");
+    store.create(&in_acme("acme-only")).await.expect("acme's");
+    assert_eq!(store.get(&ours.id).await.expect("read"), Some(ours.clone()));
+    assert_eq!(
+        store.get(&theirs.id).await.expect("read"),
+        Some(theirs.clone())
+    );
+    let names = |page: connector::ports::ListPage| -> Vec<String> {
+        let mut names: Vec<_> = page
+            .connections
+            .iter()
+            .map(|c| c.id.name().to_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let listed = |tenant: TenantId| ListQuery {
+        tenant,
+        limit: 100,
+        ..ListQuery::default()
+    };
+    assert_eq!(
+        names(
+            store
+                .list(&listed(TenantId::default_tenant()))
+                .await
+                .expect("page")
+        ),
+        ["shared"]
+    );
+    assert_eq!(
+        names(store.list(&listed(acme.clone())).await.expect("page")),
+        ["acme-only", "shared"]
+    );
+    // Another tenant's cursor starts no page here.
+    let first = store
+        .list(&ListQuery {
+            limit: 1,
+            ..listed(acme.clone())
+        })
+        .await
+        .expect("page");
+    let cursor = first.next_cursor.expect("more");
+    let foreign = store
+        .list(&ListQuery {
+            cursor: Some(cursor),
+            ..listed(TenantId::default_tenant())
+        })
+        .await;
+    assert!(
+        matches!(foreign, Err(StoreError::InvalidCursor)),
+        "{foreign:?}"
+    );
+    // Deleting one leaves the other.
+    assert!(store.delete(&theirs.id).await.expect("delete"));
+    assert_eq!(store.get(&ours.id).await.expect("read"), Some(ours));
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -754,4 +858,6 @@ contract!(
     one_run_holds_the_run_lock_until_it_expires_or_is_given_back,
     settings_and_versioned_writes_touch_only_their_own,
     the_budget_paces_and_checks_the_token,
+    the_tenant_registry_is_replaced_only_at_the_version_read,
+    one_name_in_two_tenants_is_two_connections,
 );

@@ -130,3 +130,35 @@ impl EventPublisher for RecordingPublisher {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ConnectionId, Product, TenantId};
+    use crate::ports::EventKind;
+
+    fn detail_for(id: ConnectionId) -> serde_json::Value {
+        event_detail(&ServiceEvent {
+            kind: EventKind::ConnectionNeedsReauth,
+            connection_id: Some(id),
+            product: Some(Product::Crm),
+            reason: "revoked".to_owned(),
+        })
+    }
+
+    #[test]
+    fn an_event_names_the_tenant_of_a_tenants_connection() {
+        let acme = TenantId::parse("acme").expect("valid");
+        let detail = detail_for(ConnectionId::parse_in(&acme, "c-1").expect("valid"));
+        assert_eq!(
+            detail,
+            json!({"tenant": "acme", "connection_id": "c-1", "product": "crm", "reason": "revoked"})
+        );
+        // The default tenant's, as before tenants existed.
+        let detail = detail_for(ConnectionId::in_default_tenant("c-1").expect("valid"));
+        assert_eq!(
+            detail,
+            json!({"connection_id": "c-1", "product": "crm", "reason": "revoked"})
+        );
+    }
+}

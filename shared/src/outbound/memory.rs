@@ -138,8 +138,12 @@ impl ConnectionStore for MemoryStore {
             .cursor
             .as_deref()
             .map(|c| {
+                // `after:<tenant>/<name>`: a cursor of another tenant's list
+                // starts no page of this one.
                 c.strip_prefix("after:")
-                    .and_then(|name| ConnectionId::parse_in(&query.tenant, name).ok())
+                    .and_then(|rest| rest.split_once('/'))
+                    .filter(|(tenant, _)| *tenant == query.tenant.as_str())
+                    .and_then(|(_, name)| ConnectionId::parse_in(&query.tenant, name).ok())
                     .ok_or(StoreError::InvalidCursor)
             })
             .transpose()?;
@@ -163,7 +167,11 @@ impl ConnectionStore for MemoryStore {
         Ok(ListPage {
             connections: page,
             next_cursor: more
-                .then(|| looked_at.last().map(|id| format!("after:{}", id.name())))
+                .then(|| {
+                    looked_at
+                        .last()
+                        .map(|id| format!("after:{}/{}", id.tenant(), id.name()))
+                })
                 .flatten(),
         })
     }
