@@ -91,6 +91,10 @@ impl Run {
             .env("AWS_REGION", "us-east-1")
             .env("EVENT_BUS_NAME", &deployed.bus)
             .env("PUBLIC_BASE_URL", PUBLIC_BASE_URL)
+            // An operator, and the tenants read on every request: each
+            // function's reads of them run under its role too.
+            .env("OPERATOR_ARNS", OPERATOR)
+            .env("TENANT_CACHE_SECONDS", "0")
             .env("RUST_LOG", "info")
             .stdout(out.try_clone().expect("log file"))
             .stderr(Stdio::from(out))
@@ -224,6 +228,11 @@ fn iam(method: &'static str, path: &str) -> EventRequest<'static> {
     )
 }
 
+/// The operator principal the functions are given.
+const OPERATOR: &str = "arn:aws:iam::123456789012:role/ops";
+/// The signed fixture's principal.
+const CALLER: &str = "arn:aws:sts::123456789012:assumed-role/integration-worker/session";
+
 #[tokio::test]
 async fn the_api_function_runs_on_exactly_its_role() {
     let run = Run::start("api-proxy", "ApiProxyFunctionRole", Duration::from_secs(29)).await;
@@ -329,6 +338,24 @@ async fn the_api_function_runs_on_exactly_its_role() {
     let _ = forced.await.expect("answered");
     let waiting = run.rescues().list_rescues(None).await.expect("listable");
     assert_eq!(waiting.keys.len(), 1, "the rotated pair was put aside");
+
+    // Tenants, written by an operator: today's caller kept in the default
+    // tenant, a second tenant beside it.
+    for (tenant, principal) in [
+        ("default", CALLER),
+        ("acme", "arn:aws:iam::123456789012:user/acme"),
+    ] {
+        let mut put = iam(
+            "PUT",
+            Box::leak(format!("/tenants/{tenant}").into_boxed_str()),
+        )
+        .by(OPERATOR);
+        put.body = Some(json!({"principals": [principal]}).to_string().into_bytes());
+        let answer = run.send(&put).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    let listed = run.send(&iam("GET", "/connections")).await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
     run.assert_nothing_refused();
 }
 
