@@ -152,6 +152,9 @@ pub enum ConnectionsCommand {
         /// Only connections of this product.
         #[arg(long, value_enum)]
         product: Option<Product>,
+        /// Only connections with this tag (`key=value`); repeat for more.
+        #[arg(long = "tag", value_name = "KEY=VALUE")]
+        tags: Vec<Tag>,
     },
     /// One connection's state.
     Show {
@@ -169,6 +172,14 @@ pub enum ConnectionsCommand {
         id: String,
         /// Requests a minute (1 to 10000), or `default` for the deployment's.
         limit: RateLimit,
+    },
+    /// Replace a connection's tags (none given: remove them all).
+    SetTags {
+        /// The connection id.
+        id: String,
+        /// Its tags, `key=value` each.
+        #[arg(value_name = "KEY=VALUE")]
+        tags: Vec<Tag>,
     },
     /// Revoke (Marketing) and delete a connection.
     Delete {
@@ -191,6 +202,41 @@ pub struct ConnectArgs {
     /// Where to send the person when they are done (an allowed origin).
     #[arg(long)]
     pub return_url: Option<Url>,
+    /// A tag for the connection (`key=value`; repeat for more). With
+    /// `--reconnect`, they replace the connection's tags.
+    #[arg(long = "tag", value_name = "KEY=VALUE")]
+    pub tags: Vec<Tag>,
+}
+
+/// A tag as given on the command line: `key=value`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tag {
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: String,
+}
+
+impl std::str::FromStr for Tag {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok(Self {
+                key: key.to_owned(),
+                value: value.to_owned(),
+            }),
+            _ => Err(format!("expected key=value, got `{text}`")),
+        }
+    }
+}
+
+/// `tags` as the API's JSON object.
+pub fn tags_object(tags: &[Tag]) -> serde_json::Value {
+    tags.iter()
+        .map(|t| (t.key.clone(), serde_json::Value::from(t.value.clone())))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 /// A per-connection rate limit as given on the command line.

@@ -4,7 +4,9 @@ use http::Method;
 use serde_json::{Value, json};
 use url::form_urlencoded;
 
-use crate::args::{Command, ConnectArgs, ConnectionsCommand, RateLimit, TenantsCommand};
+use crate::args::{
+    Command, ConnectArgs, ConnectionsCommand, RateLimit, Tag, TenantsCommand, tags_object,
+};
 use crate::client::{Api, CallError};
 use crate::output;
 
@@ -21,9 +23,18 @@ pub async fn run(api: &Api, command: &Command, as_json: bool) -> Result<String, 
         }
     };
     match command {
-        Command::Connections(ConnectionsCommand::List { status, product }) => {
-            let connections =
-                list(api, status.map(|s| s.as_str()), product.map(|p| p.as_str())).await?;
+        Command::Connections(ConnectionsCommand::List {
+            status,
+            product,
+            tags,
+        }) => {
+            let connections = list(
+                api,
+                status.map(|s| s.as_str()),
+                product.map(|p| p.as_str()),
+                tags,
+            )
+            .await?;
             let value = json!({ "connections": connections });
             Ok(shown(&value, output::table(&connections)))
         }
@@ -54,6 +65,16 @@ pub async fn run(api: &Api, command: &Command, as_json: bool) -> Result<String, 
                     Method::PATCH,
                     &format!("/connections/{}", segment(id)),
                     Some(&json!({ "rate_limit_per_minute": limit })),
+                )
+                .await?;
+            Ok(shown(&value, output::fields(&value)))
+        }
+        Command::Connections(ConnectionsCommand::SetTags { id, tags }) => {
+            let value = api
+                .call(
+                    Method::PATCH,
+                    &format!("/connections/{}", segment(id)),
+                    Some(&json!({ "tags": tags_object(tags) })),
                 )
                 .await?;
             Ok(shown(&value, output::fields(&value)))
@@ -100,6 +121,7 @@ async fn list(
     api: &Api,
     status: Option<&str>,
     product: Option<&str>,
+    tags: &[Tag],
 ) -> Result<Vec<Value>, CallError> {
     let mut connections = Vec::new();
     let mut cursor: Option<String> = None;
@@ -110,6 +132,9 @@ async fn list(
         }
         if let Some(product) = product {
             query.append_pair("product", product);
+        }
+        for tag in tags {
+            query.append_pair("tag", &format!("{}={}", tag.key, tag.value));
         }
         if let Some(cursor) = &cursor {
             query.append_pair("cursor", cursor);
@@ -139,6 +164,9 @@ async fn connect(api: &Api, args: &ConnectArgs, as_json: bool) -> Result<String,
     });
     if let Some(url) = &args.return_url {
         body["return_url"] = url.as_str().into();
+    }
+    if !args.tags.is_empty() {
+        body["tags"] = tags_object(&args.tags);
     }
     let value = match api
         .call(Method::POST, "/connect/sessions", Some(&body))

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use connector::domain::{ConnectionId, Product, TenantId};
 use connector::inbound::http::{Language, Pages, escape};
-use connector::services::connect::ConnectService;
+use connector::services::connect::{ConnectService, SessionRequest};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -100,7 +100,17 @@ async fn start(State(local): State<Local>, Query(q): Query<StartQuery>) -> Respo
     };
     match local
         .service
-        .open_session(&tenant, &q.connection_id, product, None, exists, &base)
+        .open_session(
+            SessionRequest {
+                tenant: &tenant,
+                connection_id: &q.connection_id,
+                product,
+                return_url: None,
+                reconnect: exists,
+                tags: None,
+            },
+            &base,
+        )
         .await
     {
         Ok((_, connect_url)) => Redirect::to(connect_url.as_str()).into_response(),

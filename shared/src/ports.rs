@@ -12,7 +12,7 @@ use url::Url;
 use crate::clock::Timestamp;
 use crate::domain::{
     ConnectSession, Connection, ConnectionId, ConnectionStatus, IssuedTokens, Product, RdPath,
-    SessionId, TenantId, Tenants, TokenCallError, TokenPair,
+    SessionId, TagFilter, Tags, TenantId, Tenants, TokenCallError, TokenPair,
 };
 use crate::secret::{AccessToken, AuthCode, ClientSecret, RefreshToken, StateToken};
 
@@ -51,6 +51,8 @@ pub struct ListQuery {
     pub status: Option<ConnectionStatus>,
     /// Only this product.
     pub product: Option<Product>,
+    /// Only connections with every one of these tags.
+    pub tags: Vec<TagFilter>,
     /// Where the previous page ended (opaque).
     pub cursor: Option<String>,
     /// At most this many items are looked at for the page.
@@ -133,6 +135,15 @@ pub trait ConnectionStore: Send + Sync {
         &self,
         id: &ConnectionId,
         rate_limit_per_minute: Option<u32>,
+    ) -> Result<Option<Connection>, StoreError>;
+
+    /// Replaces the connection's tags (a setting: the version does not move,
+    /// like [`ConnectionStore::set_rate_limit`]). `None` when there is no such
+    /// connection.
+    async fn set_tags(
+        &self,
+        id: &ConnectionId,
+        tags: &Tags,
     ) -> Result<Option<Connection>, StoreError>;
 
     /// Removes the connection; `false` if there was none. Unconditional: a refresh
@@ -528,6 +539,8 @@ pub struct ServiceEvent {
     pub product: Option<Product>,
     /// A short machine-readable reason, e.g. `lost_in_flight`.
     pub reason: String,
+    /// The connection's tags, for connection events.
+    pub tags: Tags,
 }
 
 /// Why an event could not be published.

@@ -295,6 +295,12 @@ impl TestApp {
         self.finish(&path).await
     }
 
+    /// A whole connect flow for a session opened with `body`, approved.
+    pub async fn connect_with(&self, body: serde_json::Value) -> Answer {
+        let path = self.session_path(body).await;
+        self.finish(&path).await
+    }
+
     /// A whole flow that replaces the existing connection, approved.
     pub async fn reconnect(&self, connection_id: &str, product: &str) -> Answer {
         let path = self.reconnect_path(connection_id, product).await;

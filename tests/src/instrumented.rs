@@ -224,6 +224,15 @@ impl ConnectionStore for InstrumentedStore {
         self.inner.set_rate_limit(id, rate_limit_per_minute).await
     }
 
+    async fn set_tags(
+        &self,
+        id: &ConnectionId,
+        tags: &connector::domain::Tags,
+    ) -> Result<Option<Connection>, StoreError> {
+        self.write();
+        self.inner.set_tags(id, tags).await
+    }
+
     async fn delete(&self, id: &ConnectionId) -> Result<bool, StoreError> {
         self.write();
         self.inner.delete(id).await

@@ -71,6 +71,7 @@ async fn events_land_on_the_bus_with_their_detail() {
             connection_id: Some(ConnectionId::in_default_tenant("acme:crm").expect("valid")),
             product: Some(Product::Crm),
             reason: "lost_in_flight".to_owned(),
+            tags: Default::default(),
         })
         .await
         .expect("published");
@@ -80,6 +81,21 @@ async fn events_land_on_the_bus_with_their_detail() {
             connection_id: None,
             product: None,
             reason: "invalid_client".to_owned(),
+            tags: Default::default(),
+        })
+        .await
+        .expect("published");
+
+    // A tenant's connection, tagged: the detail names both.
+    let acme = connector::domain::TenantId::parse("acme").expect("valid");
+    publisher
+        .publish(&ServiceEvent {
+            kind: EventKind::ConnectionNeedsReauth,
+            connection_id: Some(ConnectionId::parse_in(&acme, "shop").expect("valid")),
+            product: Some(Product::Marketing),
+            reason: "revoked".to_owned(),
+            tags: connector::domain::Tags::parse([("customer".to_owned(), "42".to_owned())].into())
+                .expect("valid"),
         })
         .await
         .expect("published");
@@ -97,7 +113,15 @@ async fn events_land_on_the_bus_with_their_detail() {
         .iter()
         .map(|m| serde_json::from_str(m.body().expect("body")).expect("JSON event"))
         .collect();
-    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert_eq!(bodies.len(), 3, "{bodies:?}");
+    let tagged = bodies
+        .iter()
+        .find(|b| b["detail-type"] == "ConnectionNeedsReauth")
+        .expect("needs-reauth event");
+    assert_eq!(
+        tagged["detail"],
+        serde_json::json!({"tenant": "acme", "connection_id": "shop", "product": "marketing", "reason": "revoked", "tags": {"customer": "42"}})
+    );
     let lost = bodies
         .iter()
         .find(|b| b["detail-type"] == "ConnectionPossiblyLost")
@@ -124,6 +148,7 @@ async fn a_missing_bus_is_an_error() {
             connection_id: Some(ConnectionId::in_default_tenant("x").expect("valid")),
             product: Some(Product::Marketing),
             reason: "restored_from_rescue".to_owned(),
+            tags: Default::default(),
         })
         .await;
     assert!(result.is_err());

@@ -79,6 +79,23 @@ async fn the_oauth_callback_binary_opens_a_session_for_an_iam_caller() {
             .expect("connect_url")
             .starts_with(&format!("{PUBLIC_BASE_URL}/connect/"))
     );
+    // Tags in the body: taken, or refused with a clear 400.
+    let mut tagged = request.clone();
+    tagged.body = Some(
+        json!({"connection_id": "tagged", "product": "crm", "tags": {"customer": "42"}})
+            .to_string()
+            .into_bytes(),
+    );
+    let response = invoke(&function, tagged.event()).await;
+    assert_eq!(response["statusCode"], 201, "{response}");
+    tagged.body = Some(
+        json!({"connection_id": "tagged", "product": "crm", "tags": {"a b": "x"}})
+            .to_string()
+            .into_bytes(),
+    );
+    let response = invoke(&function, tagged.event()).await;
+    assert_eq!(response["statusCode"], 400, "{response}");
+    assert_eq!(body_of(&response)["code"], "invalid_tags");
     // The same function, without an IAM identity.
     let mut anonymous = request.clone();
     anonymous.fixture = apigw::BROWSER;

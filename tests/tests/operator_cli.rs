@@ -147,6 +147,60 @@ async fn the_cli_connects_lists_shows_refreshes_and_deletes_on_a_local_run() {
     run.stop();
 }
 
+#[tokio::test]
+async fn the_cli_tags_connections_and_lists_by_tag() {
+    let run = LocalRun::start(&[("CONNECTIONS_TABLE", ""), ("RDSTATION_API_URL", "")]);
+    let url = run.base.as_str().trim_end_matches('/').to_owned();
+    for (id, customer) in [("shop-a", "42"), ("shop-b", "43")] {
+        let tag = format!("customer={customer}");
+        let printed = stdout(&rdconn(
+            &url,
+            &["connect", id, "--product", "crm", "--tag", &tag],
+        ));
+        let link = printed
+            .lines()
+            .find(|l| l.starts_with("http"))
+            .expect("a link")
+            .to_owned();
+        consent_through(&run.base, &link, "crm").await;
+    }
+    let table = stdout(&rdconn(
+        &url,
+        &["connections", "list", "--tag", "customer=42"],
+    ));
+    assert_eq!(table.lines().count(), 2, "{table}");
+    assert!(
+        table.contains("shop-a") && !table.contains("shop-b"),
+        "{table}"
+    );
+    stdout(&rdconn(
+        &url,
+        &[
+            "connections",
+            "set-tags",
+            "shop-b",
+            "customer=42",
+            "plan=pro",
+        ],
+    ));
+    let shown: Value = serde_json::from_str(&stdout(&rdconn(
+        &url,
+        &["--json", "connections", "show", "shop-b"],
+    )))
+    .expect("json");
+    assert_eq!(
+        shown["tags"],
+        serde_json::json!({"customer": "42", "plan": "pro"})
+    );
+    let bad = rdconn(&url, &["connections", "list", "--tag", "customer"]);
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "refused before anything is sent"
+    );
+    run.stop();
+}
+
 /// An operator (the local run's caller is one) manages tenants and acts in one
 /// with `--tenant`.
 #[tokio::test]

@@ -81,11 +81,14 @@ impl Site {
         let (_, url) = self
             .service
             .open_session(
-                &connector::domain::TenantId::default_tenant(),
-                id,
-                connector::domain::Product::Crm,
-                None,
-                false,
+                connector::services::connect::SessionRequest {
+                    tenant: &connector::domain::TenantId::default_tenant(),
+                    connection_id: id,
+                    product: connector::domain::Product::Crm,
+                    return_url: None,
+                    reconnect: false,
+                    tags: None,
+                },
                 &self.base,
             )
             .await

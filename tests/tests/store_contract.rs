@@ -6,7 +6,7 @@ use std::sync::Arc;
 use connector::clock::Timestamp;
 use connector::domain::{
     CONNECT_SESSION_TTL_SECONDS, ConnectSession, Connection, ConnectionId, ConnectionStatus,
-    DuePolicy, Lease, PrincipalPattern, Product, TenantId, Tenants, TokenPair,
+    DuePolicy, Lease, PrincipalPattern, Product, Tags, TenantId, Tenants, TokenPair,
 };
 use connector::outbound::memory::{MemoryRescueStore, MemoryStore};
 use connector::outbound::rescue_store::S3RescueStore;
@@ -818,6 +818,46 @@ async fn one_name_in_two_tenants_is_two_connections(store: Arc<impl Store>) {
     assert_eq!(store.get(&ours.id).await.expect("read"), Some(ours));
 }
 
+async fn tags_are_a_setting_the_versioned_writes_keep(store: Arc<impl Store>) {
+    let created = store.create(&connection("tagged")).await.expect("created");
+    let tags = Tags::parse([("customer".to_owned(), "42".to_owned())].into()).expect("valid");
+    let tagged = store
+        .set_tags(&created.id, &tags)
+        .await
+        .expect("write")
+        .expect("there");
+    assert_eq!(
+        (tagged.tags.clone(), tagged.version),
+        (tags.clone(), created.version)
+    );
+    // A versioned write from a read without the tags leaves them as stored.
+    let updated = store
+        .update(&Connection {
+            status_reason: Some("x".to_owned()),
+            ..created.clone()
+        })
+        .await
+        .expect("updated");
+    assert_eq!(updated.tags, tags);
+    assert_eq!(
+        store
+            .get(&created.id)
+            .await
+            .expect("read")
+            .expect("there")
+            .tags,
+        tags
+    );
+    let cleared = store
+        .set_tags(&created.id, &Tags::default())
+        .await
+        .expect("write")
+        .expect("there");
+    assert!(cleared.tags.is_empty());
+    let missing = ConnectionId::in_default_tenant("never-made").expect("valid");
+    assert_eq!(store.set_tags(&missing, &tags).await.expect("write"), None);
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -860,4 +900,5 @@ contract!(
     the_budget_paces_and_checks_the_token,
     the_tenant_registry_is_replaced_only_at_the_version_read,
     one_name_in_two_tenants_is_two_connections,
+    tags_are_a_setting_the_versioned_writes_keep,
 );

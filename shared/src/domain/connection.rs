@@ -3,7 +3,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Product, TenantId};
+use super::{Product, Tags, TenantId};
 use crate::clock::Timestamp;
 use crate::secret::{AccessToken, RefreshToken};
 
@@ -206,6 +206,9 @@ pub struct Connection {
     /// (RD allows 120 by default, 500 on Advanced plans); `None`: the deployment's
     /// default.
     pub rate_limit_per_minute: Option<u32>,
+    /// The caller's labels (a setting, like the rate limit: written apart from
+    /// the protocol's versioned writes).
+    pub tags: Tags,
 }
 
 impl Connection {
@@ -231,6 +234,7 @@ impl Connection {
             connected_at: now,
             updated_at: now,
             rate_limit_per_minute: None,
+            tags: Tags::default(),
         }
     }
 

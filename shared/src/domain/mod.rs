@@ -6,6 +6,7 @@ mod product;
 mod rd_path;
 mod request_pace;
 mod session;
+mod tags;
 mod tenant;
 mod token_grant;
 
@@ -18,6 +19,7 @@ pub use product::{Product, UnknownProduct};
 pub use rd_path::{PathRefused, PathTemplate, RdPath};
 pub use request_pace::{BUDGET_WINDOW_MS, Pace, RequestPace};
 pub use session::{CONNECT_SESSION_TTL_SECONDS, ConnectSession, SessionId, session_nonce};
+pub use tags::{MAX_TAG_KEY, MAX_TAG_VALUE, MAX_TAGS, TagFilter, Tags, TagsError};
 pub use tenant::{
     DEFAULT_TENANT, MAX_PRINCIPALS_PER_TENANT, PrincipalPattern, PrincipalPatternError, TenantId,
     TenantIdError, Tenants, TenantsError,

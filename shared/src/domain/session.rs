@@ -5,7 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use url::Url;
 
-use super::{ConnectionId, Product};
+use super::{ConnectionId, Product, Tags};
 use crate::clock::Timestamp;
 
 /// How long a connect session may be used, from its creation.
@@ -81,6 +81,9 @@ pub struct ConnectSession {
     pub reconnect: bool,
     /// Set once a callback has used the session.
     pub completed: bool,
+    /// Tags the connection gets (replacing its own on a reconnect); `None`:
+    /// none given.
+    pub tags: Option<Tags>,
 }
 
 impl ConnectSession {
@@ -103,6 +106,7 @@ impl ConnectSession {
             browser_hash: None,
             reconnect: false,
             completed: false,
+            tags: None,
         }
     }
 

@@ -14,9 +14,9 @@ use crate::ports::{EventPublisher, PublishError, ServiceEvent};
 /// The EventBridge `source` of every event.
 pub const EVENT_SOURCE: &str = "rdstation.tokens";
 
-/// The event's `detail`: connection id, product and reason, and the tenant
-/// when it is not the default one (see `ConnectionId::named_tenant`); never a
-/// token.
+/// The event's `detail`: connection id, product and reason, the tenant when it
+/// is not the default one (see `ConnectionId::named_tenant`) and the
+/// connection's tags when it has any; never a token.
 pub fn event_detail(event: &ServiceEvent) -> serde_json::Value {
     let mut detail = json!({
         "connection_id": event.connection_id.as_ref().map(|id| id.name()),
@@ -27,8 +27,13 @@ pub fn event_detail(event: &ServiceEvent) -> serde_json::Value {
         .connection_id
         .as_ref()
         .and_then(|id| id.named_tenant());
-    if let (Some(object), Some(tenant)) = (detail.as_object_mut(), tenant) {
-        object.insert("tenant".to_owned(), tenant.as_str().into());
+    if let Some(object) = detail.as_object_mut() {
+        if let Some(tenant) = tenant {
+            object.insert("tenant".to_owned(), tenant.as_str().into());
+        }
+        if !event.tags.is_empty() {
+            object.insert("tags".to_owned(), json!(event.tags));
+        }
     }
     detail
 }
@@ -134,7 +139,7 @@ impl EventPublisher for RecordingPublisher {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ConnectionId, Product, TenantId};
+    use crate::domain::{ConnectionId, Product, Tags, TenantId};
     use crate::ports::EventKind;
 
     fn detail_for(id: ConnectionId) -> serde_json::Value {
@@ -143,22 +148,23 @@ mod tests {
             connection_id: Some(id),
             product: Some(Product::Crm),
             reason: "revoked".to_owned(),
+            tags: Tags::parse([("customer".to_owned(), "42".to_owned())].into()).expect("valid"),
         })
     }
 
     #[test]
-    fn an_event_names_the_tenant_of_a_tenants_connection() {
+    fn an_event_names_the_tenant_of_a_tenants_connection_and_its_tags() {
         let acme = TenantId::parse("acme").expect("valid");
         let detail = detail_for(ConnectionId::parse_in(&acme, "c-1").expect("valid"));
         assert_eq!(
             detail,
-            json!({"tenant": "acme", "connection_id": "c-1", "product": "crm", "reason": "revoked"})
+            json!({"tenant": "acme", "connection_id": "c-1", "product": "crm", "reason": "revoked", "tags": {"customer": "42"}})
         );
         // The default tenant's, as before tenants existed.
         let detail = detail_for(ConnectionId::in_default_tenant("c-1").expect("valid"));
         assert_eq!(
             detail,
-            json!({"connection_id": "c-1", "product": "crm", "reason": "revoked"})
+            json!({"connection_id": "c-1", "product": "crm", "reason": "revoked", "tags": {"customer": "42"}})
         );
     }
 }

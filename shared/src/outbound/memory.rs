@@ -7,7 +7,9 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::clock::Timestamp;
-use crate::domain::{ConnectSession, Connection, ConnectionId, DuePolicy, SessionId, Tenants};
+use crate::domain::{
+    ConnectSession, Connection, ConnectionId, DuePolicy, SessionId, Tags, Tenants,
+};
 use crate::ports::{
     ConnectionStore, ListPage, ListQuery, RescueKey, RescuePage, RescueStore, RescuedPair,
     SessionError, SessionStore, StoreError, TenantRegistry,
@@ -70,6 +72,7 @@ impl MemoryStore {
                 let stored = Connection {
                     version: connection.version + 1,
                     rate_limit_per_minute: current.rate_limit_per_minute,
+                    tags: current.tags.clone(),
                     ..connection.clone()
                 };
                 connections.insert(stored.id.clone(), stored.clone());
@@ -126,6 +129,18 @@ impl ConnectionStore for MemoryStore {
         }))
     }
 
+    async fn set_tags(
+        &self,
+        id: &ConnectionId,
+        tags: &Tags,
+    ) -> Result<Option<Connection>, StoreError> {
+        let mut connections = self.connections.lock().map_err(|_| poisoned())?;
+        Ok(connections.get_mut(id).map(|c| {
+            c.tags = tags.clone();
+            c.clone()
+        }))
+    }
+
     async fn delete(&self, id: &ConnectionId) -> Result<bool, StoreError> {
         let mut connections = self.connections.lock().map_err(|_| poisoned())?;
         // The pace lives on the connection's item in DynamoDB: it goes with it.
@@ -162,6 +177,7 @@ impl ConnectionStore for MemoryStore {
             .filter_map(|id| connections.get(*id))
             .filter(|c| query.status.is_none_or(|s| c.status == s))
             .filter(|c| query.product.is_none_or(|p| c.product == p))
+            .filter(|c| query.tags.iter().all(|f| c.tags.has(&f.key, &f.value)))
             .cloned()
             .collect();
         Ok(ListPage {

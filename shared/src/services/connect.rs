@@ -17,7 +17,7 @@ use url::{Origin, Url};
 use crate::clock::Clock;
 use crate::domain::{
     ConnectSession, Connection, ConnectionId, ConnectionIdError, IssuedTokens, Product, SessionId,
-    TenantId, TokenCallError, TokenPair,
+    Tags, TenantId, TokenCallError, TokenPair,
 };
 
 use crate::ports::{
@@ -136,6 +136,23 @@ pub enum OpenSessionError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// What a caller asks for when it opens a connect session.
+#[derive(Clone, Debug)]
+pub struct SessionRequest<'a> {
+    /// The tenant the caller acts in.
+    pub tenant: &'a TenantId,
+    /// The connection's name, as the caller sent it.
+    pub connection_id: &'a str,
+    /// The product to connect.
+    pub product: Product,
+    /// Where to send the person afterwards, as the caller sent it.
+    pub return_url: Option<&'a str>,
+    /// Whether an existing connection of that id may be replaced.
+    pub reconnect: bool,
+    /// Tags for the connection (replacing its own on a reconnect), if given.
+    pub tags: Option<Tags>,
 }
 
 /// Why the redirect to RD's consent page could not be made.
@@ -283,13 +300,17 @@ impl ConnectService {
     /// [`OpenSessionError`] for bad input or a store failure; nothing is written then.
     pub async fn open_session(
         &self,
-        tenant: &TenantId,
-        connection_id: &str,
-        product: Product,
-        return_url: Option<&str>,
-        reconnect: bool,
+        request: SessionRequest<'_>,
         base: &Url,
     ) -> Result<(ConnectSession, Url), OpenSessionError> {
+        let SessionRequest {
+            tenant,
+            connection_id,
+            product,
+            return_url,
+            reconnect,
+            tags,
+        } = request;
         let connection_id = ConnectionId::parse_in(tenant, connection_id)?;
         let return_url = return_url
             .map(|raw| self.allowed_return_url(raw))
@@ -309,6 +330,7 @@ impl ConnectService {
         }
         let mut session = ConnectSession::new(connection_id, product, return_url, self.clock.now());
         session.reconnect = reconnect;
+        session.tags = tags;
         self.sessions.create_session(&session).await?;
         let connect_url = connect_url(base, &session.id);
         Ok((session, connect_url))
@@ -523,13 +545,29 @@ impl ConnectService {
                         .await
                 }
                 None => {
-                    let fresh =
-                        Connection::connected(id.clone(), session.product, pair.clone(), now);
+                    let fresh = Connection {
+                        tags: session.tags.clone().unwrap_or_default(),
+                        ..Connection::connected(id.clone(), session.product, pair.clone(), now)
+                    };
                     self.connections.create(&fresh).await
                 }
             };
             match written {
-                Ok(stored) => return Ok(stored),
+                // A reconnect's tags are a setting, written apart (the pair is
+                // stored already: a failure here costs the tags, not the pair).
+                Ok(stored) => match &session.tags {
+                    Some(tags) if stored.tags != *tags => {
+                        return match self.connections.set_tags(id, tags).await {
+                            Ok(Some(tagged)) => Ok(tagged),
+                            Ok(None) => Ok(stored),
+                            Err(e) => {
+                                tracing::warn!(connection_id = %id, error = %e, "the reconnected connection's tags could not be written");
+                                Ok(stored)
+                            }
+                        };
+                    }
+                    _ => return Ok(stored),
+                },
                 Err(StoreError::Conflict {
                     current: now_stored,
                     ..

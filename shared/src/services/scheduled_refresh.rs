@@ -130,6 +130,7 @@ async fn count_with_status(
             tenant: tenant.clone(),
             status: Some(status),
             product: None,
+            tags: Vec::new(),
             cursor: None,
             limit: 100,
         };

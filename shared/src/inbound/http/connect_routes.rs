@@ -17,10 +17,10 @@ use super::error::ApiError;
 use super::pages::{Notice, Pages, found, private, wants_html};
 use super::path_param::PathParam;
 use super::with_tenant;
-use crate::domain::{ConnectSession, Connection, Product};
+use crate::domain::{ConnectSession, Connection, Product, Tags};
 use crate::services::connect::{
     BeginConsentError, CallbackQuery, CallbackRejected, ConnectFailure, ConnectService,
-    OpenSessionError, result_url,
+    OpenSessionError, SessionRequest, result_url,
 };
 
 /// What the connect routes share: the service and the pages.
@@ -52,6 +52,8 @@ struct OpenSessionRequest {
     return_url: Option<String>,
     #[serde(default)]
     reconnect: bool,
+    #[serde(default)]
+    tags: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `POST /connect/sessions`: `{"connection_id","product","return_url"?,
@@ -115,17 +117,24 @@ pub async fn open_session(
         Ok(p) => p,
         Err(e) => return ApiError::bad_request("invalid_product", e.to_string()).into_response(),
     };
+    let tags = match request.tags.map(Tags::parse).transpose() {
+        Ok(tags) => tags,
+        Err(e) => return ApiError::bad_request("invalid_tags", e.to_string()).into_response(),
+    };
     let base = match public_base(&service, &extensions) {
         Ok(base) => base,
         Err(e) => return e.into_response(),
     };
     match service
         .open_session(
-            &tenant,
-            &request.connection_id,
-            product,
-            request.return_url.as_deref(),
-            request.reconnect,
+            SessionRequest {
+                tenant: &tenant,
+                connection_id: &request.connection_id,
+                product,
+                return_url: request.return_url.as_deref(),
+                reconnect: request.reconnect,
+                tags,
+            },
             &base,
         )
         .await

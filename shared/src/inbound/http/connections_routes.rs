@@ -14,7 +14,7 @@ use super::invocation::FinishBy;
 use super::path_param::PathParam;
 use super::with_tenant;
 use crate::domain::{
-    Connection, ConnectionId, ConnectionStatus, Product, TenantId, TokenCallError,
+    Connection, ConnectionId, ConnectionStatus, Product, TagFilter, Tags, TenantId, TokenCallError,
 };
 use crate::ports::{ListQuery, StoreError};
 use crate::services::listing::list_across;
@@ -48,6 +48,7 @@ pub fn view(c: &Connection) -> Value {
         "last_error": c.backoff.last_error,
         "next_attempt_at": c.backoff.next_attempt_at.map(|t| t.to_rfc3339()),
         "rate_limit_per_minute": c.rate_limit_per_minute,
+        "tags": c.tags,
         "version": c.version,
     });
     with_tenant(body, &c.id)
@@ -132,6 +133,12 @@ pub async fn list(State(state): State<ApiState>, request: Request) -> Response {
                 Ok(product) => query.product = Some(product),
                 Err(_) => return bad("invalid_product", "product is marketing or crm"),
             },
+            "tag" => match TagFilter::parse(&value) {
+                Ok(filter) => query.tags.push(filter),
+                Err(e) => {
+                    return bad("invalid_tag", &format!("tag is key=value: {e}"));
+                }
+            },
             "cursor" => query.cursor = Some(value.into_owned()),
             "limit" => match value.parse::<u32>() {
                 Ok(n @ 1..=100) => query.limit = n,
@@ -140,7 +147,7 @@ pub async fn list(State(state): State<ApiState>, request: Request) -> Response {
             _ => {
                 return bad(
                     "invalid_query",
-                    "known parameters: status, product, cursor, limit",
+                    "known parameters: status, product, tag, cursor, limit",
                 );
             }
         }
@@ -182,12 +189,26 @@ pub async fn show(State(state): State<ApiState>, AdmittedId(id): AdmittedId) -> 
     }
 }
 
-/// The settings a caller may change on a connection.
+/// The settings a caller may change on a connection; a field left out is left
+/// as it is.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Changes {
     /// The account's RD request budget a minute (`null`: the deployment's default).
-    rate_limit_per_minute: Option<u32>,
+    #[serde(default, deserialize_with = "present")]
+    rate_limit_per_minute: Option<Option<u32>>,
+    /// The connection's tags, all of them (`{}` removes them).
+    #[serde(default)]
+    tags: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// A field that is present, `null` or not: `Some(None)` for `null`.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(deserializer).map(Some)
 }
 
 /// The highest per-connection budget accepted (RD's Advanced plans allow 500).
@@ -209,13 +230,24 @@ pub async fn update(
         Err(e) => {
             return ApiError::bad_request(
                 "invalid_json",
-                format!("expected {{\"rate_limit_per_minute\": N or null}}: {e}"),
+                format!(
+                    "expected {{\"rate_limit_per_minute\": N or null, \"tags\": {{\"key\": \"value\"}}}}: {e}"
+                ),
             )
             .into_response();
         }
     };
+    if changes.rate_limit_per_minute.is_none() && changes.tags.is_none() {
+        return ApiError::bad_request("invalid_json", "send rate_limit_per_minute, tags, or both")
+            .into_response();
+    }
+    let tags = match changes.tags.map(Tags::parse).transpose() {
+        Ok(tags) => tags,
+        Err(e) => return ApiError::bad_request("invalid_tags", e.to_string()).into_response(),
+    };
     if changes
         .rate_limit_per_minute
+        .flatten()
         .is_some_and(|n| n == 0 || n > MAX_RATE_LIMIT)
     {
         return ApiError::bad_request(
@@ -224,14 +256,18 @@ pub async fn update(
         )
         .into_response();
     }
-    // The setting alone, without moving the version: a refresh in flight still
+    // Each setting alone, without moving the version: a refresh in flight still
     // commits (a whole-item write here used to fence it out).
-    match state
-        .proxy
-        .connections
-        .set_rate_limit(&id, changes.rate_limit_per_minute)
-        .await
-    {
+    let connections = &state.proxy.connections;
+    let mut written = Ok(None);
+    if let Some(limit) = changes.rate_limit_per_minute {
+        written = connections.set_rate_limit(&id, limit).await;
+    }
+    let limit_written = changes.rate_limit_per_minute.is_none() || matches!(written, Ok(Some(_)));
+    if let (Some(tags), true) = (&tags, limit_written) {
+        written = connections.set_tags(&id, tags).await;
+    }
+    match written {
         Ok(Some(stored)) => {
             state
                 .proxy

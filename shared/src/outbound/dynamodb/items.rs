@@ -11,7 +11,7 @@ use super::schema::{ATTENTION, DUE_AT, DUE_SHARD, KIND, PARTITION_KEY, SORT_KEY,
 use crate::clock::Timestamp;
 use crate::domain::{
     ConnectSession, Connection, ConnectionId, ConnectionStatus, DuePolicy, Lease, Product,
-    RefreshBackoff, RefreshIntent, SessionId, TenantId, TokenPair,
+    RefreshBackoff, RefreshIntent, SessionId, Tags, TenantId, TokenPair,
 };
 use crate::ports::StoreError;
 use crate::secret::{AccessToken, ExposeSecret, RefreshToken};
@@ -106,7 +106,38 @@ pub(super) fn session_id_from_state_item(item: &Item) -> Result<SessionId, Store
 /// The connection's settings: written only by a settings write
 /// ([`crate::ports::ConnectionStore::set_rate_limit`]), which leaves the version
 /// alone; the protocol's versioned writes never touch them.
-pub(super) const SETTINGS_ATTRIBUTES: [&str; 1] = ["rate_limit_per_minute"];
+pub(super) const SETTINGS_ATTRIBUTES: [&str; 2] = ["rate_limit_per_minute", TAGS];
+
+/// A connection's or session's tags: a map of strings, absent when there are none.
+pub(super) const TAGS: &str = "tags";
+
+/// `tags` as a map attribute; `None` when there are none.
+pub(super) fn tags_value(tags: &Tags) -> Option<AttributeValue> {
+    (!tags.is_empty()).then(|| {
+        AttributeValue::M(
+            tags.iter()
+                .map(|(k, v)| (k.to_owned(), AttributeValue::S(v.to_owned())))
+                .collect(),
+        )
+    })
+}
+
+/// The tags a stored item carries (none when absent).
+fn tags_of(item: &Item) -> Result<Option<Tags>, StoreError> {
+    let Some(value) = item.get(TAGS) else {
+        return Ok(None);
+    };
+    let map = value.as_m().map_err(|_| corrupt("tags"))?;
+    let plain = map
+        .iter()
+        .map(|(k, v)| {
+            v.as_s()
+                .map(|v| (k.clone(), v.clone()))
+                .map_err(|_| corrupt("a tag"))
+        })
+        .collect::<Result<_, _>>()?;
+    Tags::parse(plain).map(Some).map_err(corrupt)
+}
 
 /// Attributes written once, when the connection is created, and never changed:
 /// a versioned write leaves them out (a shorter update; a connection id keeps
@@ -221,6 +252,9 @@ pub(super) fn connection_item(c: &Connection, policy: &DuePolicy) -> Item {
     if let Some(reason) = &c.status_reason {
         item.insert("status_reason".to_owned(), s(reason));
     }
+    if let Some(tags) = tags_value(&c.tags) {
+        item.insert(TAGS.to_owned(), tags);
+    }
     if let Some(limit) = c.rate_limit_per_minute {
         item.insert(
             "rate_limit_per_minute".to_owned(),
@@ -328,6 +362,7 @@ pub(super) fn connection_from_item(item: &Item) -> Result<Connection, StoreError
             }
             _ => None,
         },
+        tags: tags_of(item)?.unwrap_or_default(),
     })
 }
 
@@ -367,6 +402,11 @@ pub(super) fn session_item(session: &ConnectSession) -> Item {
         "reconnect".to_owned(),
         AttributeValue::Bool(session.reconnect),
     );
+    if let Some(tags) = &session.tags {
+        // Present even when empty: a reconnect given no tags clears them.
+        let value = tags_value(tags).unwrap_or_else(|| AttributeValue::M(HashMap::new()));
+        item.insert(TAGS.to_owned(), value);
+    }
     item
 }
 
@@ -395,6 +435,7 @@ pub(super) fn session_from_item(item: &Item) -> Result<ConnectSession, StoreErro
             Some(AttributeValue::Bool(b)) => *b,
             _ => return Err(corrupt("completed")),
         },
+        tags: tags_of(item)?,
     })
 }
 

@@ -19,7 +19,9 @@ use aws_sdk_dynamodb::types::{
 };
 
 use crate::clock::Timestamp;
-use crate::domain::{ConnectSession, Connection, ConnectionId, DuePolicy, SessionId, TenantId};
+use crate::domain::{
+    ConnectSession, Connection, ConnectionId, DuePolicy, SessionId, Tags, TenantId,
+};
 use crate::outbound::aws_error::unavailable;
 use crate::ports::{ConnectionStore, ListPage, ListQuery, SessionError, SessionStore, StoreError};
 use crate::secret::{AccessToken, ExposeSecret};
@@ -374,6 +376,7 @@ impl ConnectionStore for DynamoStore {
             .into_iter()
             .filter(|c| query.status.is_none_or(|s| c.status == s))
             .filter(|c| query.product.is_none_or(|p| c.product == p))
+            .filter(|c| query.tags.iter().all(|f| c.tags.has(&f.key, &f.value)))
             .collect();
         Ok(ListPage {
             connections,
@@ -399,6 +402,37 @@ impl ConnectionStore for DynamoStore {
                 .update_expression("SET #limit = :limit")
                 .expression_attribute_values(":limit", AttributeValue::N(limit.to_string())),
             None => update.update_expression("REMOVE #limit"),
+        };
+        match update.send().await {
+            Ok(output) => output
+                .attributes()
+                .map(items::connection_from_item)
+                .transpose(),
+            Err(err) => match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(None),
+                _ => Err(unavailable("", &err)),
+            },
+        }
+    }
+
+    async fn set_tags(
+        &self,
+        id: &ConnectionId,
+        tags: &Tags,
+    ) -> Result<Option<Connection>, StoreError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(connection_key(id)))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#tags", items::TAGS)
+            .return_values(ReturnValue::AllNew);
+        let update = match items::tags_value(tags) {
+            Some(value) => update
+                .update_expression("SET #tags = :tags")
+                .expression_attribute_values(":tags", value),
+            None => update.update_expression("REMOVE #tags"),
         };
         match update.send().await {
             Ok(output) => output

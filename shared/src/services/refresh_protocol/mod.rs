@@ -68,7 +68,7 @@ pub use settings::{
 use crate::clock::{Clock, Timestamp};
 use crate::domain::{
     Connection, ConnectionId, ConnectionStatus, IssuedTokens, Lease, RefreshBackoff, RefreshIntent,
-    TokenCallError, TokenPair,
+    Tags, TokenCallError, TokenPair,
 };
 
 use crate::ports::{
@@ -787,6 +787,7 @@ impl RefreshEngine {
                         connection_id: Some(c.id.clone()),
                         product: Some(c.product),
                         reason: reason.to_owned(),
+                        tags: c.tags.clone(),
                     };
                     if let Err(e) = self.events.publish(&event).await {
                         tracing::error!(connection_id = %c.id, error = %e, "could not publish an event");
@@ -913,6 +914,7 @@ impl RefreshEngine {
             connection_id: Some(c.id.clone()),
             product: Some(c.product),
             reason: reason.to_owned(),
+            tags: c.tags.clone(),
         };
         if let Err(e) = self.events.publish(&event).await {
             tracing::error!(connection_id = %c.id, error = %e, "could not publish an event");
@@ -926,6 +928,7 @@ impl RefreshEngine {
             connection_id: None,
             product: None,
             reason: "invalid_client".to_owned(),
+            tags: Tags::default(),
         };
         if let Err(e) = self.events.publish(&event).await {
             tracing::error!(error = %e, "could not publish an event");
