@@ -830,24 +830,33 @@ async fn tags_are_a_setting_the_versioned_writes_keep(store: Arc<impl Store>) {
         (tagged.tags.clone(), tagged.version),
         (tags.clone(), created.version)
     );
-    // A versioned write from a read without the tags leaves them as stored.
-    let updated = store
-        .update(&Connection {
-            status_reason: Some("x".to_owned()),
-            ..created.clone()
-        })
+    // A versioned write from a read that holds older tags (or none) leaves
+    // them as stored.
+    let newer = Tags::parse([("customer".to_owned(), "43".to_owned())].into()).expect("valid");
+    store
+        .set_tags(&created.id, &newer)
         .await
-        .expect("updated");
-    assert_eq!(updated.tags, tags);
-    assert_eq!(
-        store
+        .expect("write")
+        .expect("there");
+    for read in [tagged.clone(), created.clone()] {
+        let version = store
             .get(&created.id)
             .await
             .expect("read")
             .expect("there")
-            .tags,
-        tags
-    );
+            .version;
+        let updated = store
+            .update(&Connection {
+                status_reason: Some("x".to_owned()),
+                version,
+                ..read
+            })
+            .await
+            .expect("updated");
+        assert_eq!(updated.tags, newer);
+        let stored = store.get(&created.id).await.expect("read").expect("there");
+        assert_eq!(stored.tags, newer);
+    }
     let cleared = store
         .set_tags(&created.id, &Tags::default())
         .await
