@@ -867,6 +867,48 @@ async fn tags_are_a_setting_the_versioned_writes_keep(store: Arc<impl Store>) {
     assert_eq!(store.set_tags(&missing, &tags).await.expect("write"), None);
 }
 
+async fn those_needing_a_person_are_listed_across_the_attention_shards(store: Arc<impl Store>) {
+    let mut expected = Vec::new();
+    for i in 0..20 {
+        let id = format!("stuck-{i:02}");
+        let created = store.create(&connection(&id)).await.expect("created");
+        let mut marked = created.clone();
+        marked.status = ConnectionStatus::NeedsReauth;
+        store.update(&marked).await.expect("marked");
+        expected.push(id);
+    }
+    store.create(&connection("fine")).await.expect("created");
+    let query = |limit, cursor| ListQuery {
+        status: Some(ConnectionStatus::NeedsReauth),
+        limit,
+        cursor,
+        ..ListQuery::default()
+    };
+    // One page when the limit allows it.
+    let page = store.list(&query(100, None)).await.expect("page");
+    let mut all: Vec<_> = page
+        .connections
+        .iter()
+        .map(|c| c.id.name().to_owned())
+        .collect();
+    all.sort();
+    assert_eq!(all, expected);
+    // Small pages: every one once.
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    for _ in 0..40 {
+        let page = store.list(&query(3, cursor)).await.expect("page");
+        assert!(page.connections.len() <= 3);
+        seen.extend(page.connections.iter().map(|c| c.id.name().to_owned()));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, expected);
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -910,4 +952,66 @@ contract!(
     the_tenant_registry_is_replaced_only_at_the_version_read,
     one_name_in_two_tenants_is_two_connections,
     tags_are_a_setting_the_versioned_writes_keep,
+    those_needing_a_person_are_listed_across_the_attention_shards,
 );
+
+/// A connection marked before the attention index had shards carries the
+/// status alone: it is still listed, and a write moves it to its own shard.
+#[tokio::test]
+async fn a_connection_marked_before_shards_is_still_listed() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let store = moto::fresh_store().await;
+    // "c" falls in shard 7 of 8.
+    let created = store.create(&connection("c")).await.expect("created");
+    let mut marked = created.clone();
+    marked.status = ConnectionStatus::NeedsReauth;
+    let marked = store.update(&marked).await.expect("marked");
+    let dynamodb = moto::dynamodb().await;
+    let key = |pk: &str| {
+        std::collections::HashMap::from([
+            ("pk".to_owned(), AttributeValue::S(pk.to_owned())),
+            ("sk".to_owned(), AttributeValue::S("CONN".to_owned())),
+        ])
+    };
+    let attention = || async {
+        dynamodb
+            .get_item()
+            .table_name(store.table())
+            .set_key(Some(key("CONN#c")))
+            .send()
+            .await
+            .expect("read")
+            .item()
+            .and_then(|i| i.get("attention"))
+            .and_then(|a| a.as_s().ok())
+            .cloned()
+    };
+    assert_eq!(attention().await.as_deref(), Some("needs_reauth#7"));
+    dynamodb
+        .update_item()
+        .table_name(store.table())
+        .set_key(Some(key("CONN#c")))
+        .update_expression("SET attention = :old")
+        .expression_attribute_values(":old", AttributeValue::S("needs_reauth".to_owned()))
+        .send()
+        .await
+        .expect("as before shards");
+    let listed = store
+        .list(&ListQuery {
+            status: Some(ConnectionStatus::NeedsReauth),
+            limit: 100,
+            ..ListQuery::default()
+        })
+        .await
+        .expect("page");
+    assert_eq!(listed.connections.len(), 1);
+    // The next write puts it in its shard.
+    store
+        .update(&Connection {
+            status_reason: Some("revoked".to_owned()),
+            ..marked
+        })
+        .await
+        .expect("written");
+    assert_eq!(attention().await.as_deref(), Some("needs_reauth#7"));
+}

@@ -73,6 +73,18 @@ impl ConnectionId {
         (!self.tenant.is_default()).then_some(&self.tenant)
     }
 
+    /// Which of `buckets` this connection falls in: a stable hash of the id as
+    /// displayed (so the default tenant's connections keep the buckets they
+    /// had before tenants). Spreads connections over index partitions.
+    pub fn spread(&self, buckets: u32) -> u32 {
+        use sha2::{Digest, Sha256};
+        let mut hasher = Sha256::new();
+        hasher.update(self.to_string().as_bytes());
+        hasher.update([0]);
+        let digest: [u8; 32] = hasher.finalize().into();
+        u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]) % buckets.max(1)
+    }
+
     /// The caller's name for the connection, unique within its tenant.
     pub fn name(&self) -> &str {
         &self.name

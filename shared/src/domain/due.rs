@@ -95,8 +95,7 @@ impl DuePolicy {
 
     /// The due-index shard of a connection: a stable hash of its id.
     pub fn shard_of(&self, connection: &Connection) -> u32 {
-        let seed = hash_bytes(&[connection.id.to_string().as_bytes()]);
-        u32::from_be_bytes(seed[..4].try_into().unwrap_or_default()) % self.shards.max(1)
+        connection.id.spread(self.shards)
     }
 }
 

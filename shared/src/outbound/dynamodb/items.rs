@@ -7,7 +7,9 @@ use std::str::FromStr;
 use aws_sdk_dynamodb::types::AttributeValue;
 use url::Url;
 
-use super::schema::{ATTENTION, DUE_AT, DUE_SHARD, KIND, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE};
+use super::schema::{
+    ATTENTION, ATTENTION_SHARDS, DUE_AT, DUE_SHARD, KIND, PARTITION_KEY, SORT_KEY, TTL_ATTRIBUTE,
+};
 use crate::clock::Timestamp;
 use crate::domain::{
     ConnectSession, Connection, ConnectionId, ConnectionStatus, DuePolicy, Lease, Product,
@@ -45,6 +47,18 @@ pub(super) fn tenant_partition(value: &str, tenant: &TenantId) -> String {
         value.to_owned()
     } else {
         format!("{value}@{tenant}")
+    }
+}
+
+/// The attention-index partition of a connection with `status` in `shard` of
+/// `tenant`: `needs_reauth` for shard 0 of the default tenant (the value every
+/// such connection carried before shards and tenants, so those are still
+/// found), `needs_reauth#3` for shard 3, `…@acme` for tenant acme's.
+pub(super) fn attention_partition(status: &str, shard: u32, tenant: &TenantId) -> String {
+    if shard == 0 {
+        tenant_partition(status, tenant)
+    } else {
+        tenant_partition(&format!("{status}#{shard}"), tenant)
     }
 }
 
@@ -263,9 +277,10 @@ pub(super) fn connection_item(c: &Connection, policy: &DuePolicy) -> Item {
     }
     if c.status != ConnectionStatus::Active {
         // Sparse: the operators' "which connections need a person?" is a Query.
+        let shard = c.id.spread(ATTENTION_SHARDS);
         item.insert(
             ATTENTION.to_owned(),
-            s(tenant_partition(c.status.as_str(), c.id.tenant())),
+            s(attention_partition(c.status.as_str(), shard, c.id.tenant())),
         );
     }
     if let Some(lease) = &c.lease {

@@ -109,6 +109,34 @@ fn encode_cursor(key: &HashMap<String, AttributeValue>) -> String {
     )
 }
 
+/// A cursor over `partitions` index partitions: the one to go on in and the
+/// start key there (none: from its start). A single partition's cursor is its
+/// start key alone, as before the attention index had shards.
+fn join_cursor(position: usize, inner: Option<String>, partitions: usize) -> String {
+    let inner = inner.unwrap_or_default();
+    if partitions == 1 {
+        inner
+    } else {
+        format!("s{position}:{inner}")
+    }
+}
+
+/// The partition and start key [`join_cursor`] put in `cursor`.
+fn split_cursor(cursor: &str, partitions: usize) -> Result<(usize, Option<&str>), StoreError> {
+    if partitions == 1 {
+        return Ok((0, Some(cursor)));
+    }
+    let (position, inner) = cursor
+        .strip_prefix('s')
+        .and_then(|rest| rest.split_once(':'))
+        .ok_or(StoreError::InvalidCursor)?;
+    let position: usize = position.parse().map_err(|_| StoreError::InvalidCursor)?;
+    if position >= partitions {
+        return Err(StoreError::InvalidCursor);
+    }
+    Ok((position, Some(inner).filter(|i| !i.is_empty())))
+}
+
 /// The start key a cursor names, for a Query on the index whose partition
 /// attribute is `partition` (asked for `value`) and whose sort attribute, if
 /// not the table's key, is `sort`. Only the key of a connection of `tenant` in
@@ -330,44 +358,69 @@ impl ConnectionStore for DynamoStore {
         // the partition value asked for), so a page's last key is always a
         // connection's: DynamoDB's `Limit` counts items before any filter.
         // Each index partition holds one tenant's connections (see
-        // `items::tenant_partition`).
-        let (index, partition, sort, value) = match needs_a_person {
+        // `items::tenant_partition`); the attention index has several per
+        // status, walked in turn, one per page.
+        let (index, partition, sort, values) = match needs_a_person {
             Some(status) => (
                 schema::ATTENTION_INDEX,
                 schema::ATTENTION,
                 None,
-                items::tenant_partition(status.as_str(), &query.tenant),
+                (0..schema::ATTENTION_SHARDS)
+                    .map(|shard| items::attention_partition(status.as_str(), shard, &query.tenant))
+                    .collect::<Vec<_>>(),
             ),
             None => (
                 schema::LIST_INDEX,
                 schema::KIND,
                 Some(schema::LIST_SORT),
-                items::tenant_partition(items::CONNECTION_KIND, &query.tenant),
+                vec![items::tenant_partition(
+                    items::CONNECTION_KIND,
+                    &query.tenant,
+                )],
             ),
         };
-        let start = query
-            .cursor
-            .as_deref()
-            .map(|c| decode_cursor(c, &query.tenant, (partition, &value), sort))
-            .transpose()?;
-        let output = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .index_name(index)
-            .key_condition_expression("#partition = :partition")
-            .expression_attribute_names("#partition", partition)
-            .expression_attribute_values(":partition", AttributeValue::S(value))
-            .set_exclusive_start_key(start)
-            .limit(limit)
-            .send()
-            .await
-            .map_err(|e| unavailable("", &e))?;
-        let ids = output
-            .items()
-            .iter()
-            .map(items::connection_id_from_key)
-            .collect::<Result<Vec<_>, _>>()?;
+        let (position, inner) = match query.cursor.as_deref() {
+            None => (0, None),
+            Some(cursor) => split_cursor(cursor, values.len())?,
+        };
+        // Partitions in turn until the page's limit is looked at or none is
+        // left: a page never mixes partial results of two partitions' Queries
+        // with a cursor into the first.
+        let (mut position, mut inner) = (position, inner);
+        let mut ids = Vec::new();
+        let next = loop {
+            let value = &values[position];
+            let start = inner
+                .take()
+                .map(|c| decode_cursor(c, &query.tenant, (partition, value), sort))
+                .transpose()?;
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(index)
+                .key_condition_expression("#partition = :partition")
+                .expression_attribute_names("#partition", partition)
+                .expression_attribute_values(":partition", AttributeValue::S(value.clone()))
+                .set_exclusive_start_key(start)
+                .limit(limit - ids.len() as i32)
+                .send()
+                .await
+                .map_err(|e| unavailable("", &e))?;
+            for key in output.items() {
+                ids.push(items::connection_id_from_key(key)?);
+            }
+            if let Some(key) = output.last_evaluated_key() {
+                break Some((position, Some(encode_cursor(key))));
+            }
+            position += 1;
+            if position == values.len() {
+                break None;
+            }
+            if ids.len() as i32 >= limit {
+                break Some((position, None));
+            }
+        };
         // The index is eventually consistent: each connection is read as stored
         // now, and one gone or changed since is left out rather than shown stale.
         let connections = self
@@ -380,7 +433,7 @@ impl ConnectionStore for DynamoStore {
             .collect();
         Ok(ListPage {
             connections,
-            next_cursor: output.last_evaluated_key().map(encode_cursor),
+            next_cursor: next.map(|(position, inner)| join_cursor(position, inner, values.len())),
         })
     }
 

@@ -22,9 +22,14 @@ pub const DUE_SHARD: &str = "due_shard";
 pub const DUE_AT: &str = "due_at";
 /// The sparse global secondary index of connections that need a person.
 pub const ATTENTION_INDEX: &str = "attention-index";
-/// Attention-index partition key: the status (`needs_reauth`, `possibly_lost`);
-/// only connections in those states carry it.
+/// Attention-index partition key: the status (`needs_reauth`, `possibly_lost`),
+/// its shard and tenant (see `items::attention_partition`); only connections in
+/// those states carry it.
 pub const ATTENTION: &str = "attention";
+/// Partitions of the attention index per status and tenant, so that many
+/// connections needing a person are not one hot partition. Never lower it: the
+/// connections in a shard past the new count would no longer be listed.
+pub const ATTENTION_SHARDS: u32 = 8;
 
 /// The index every connection is listed by: partition [`KIND`] (`connection`
 /// for connection items; sessions and states carry other kinds), sort
