@@ -133,7 +133,7 @@ pub enum TenantsCommand {
         #[arg(long = "principal", value_name = "ARN")]
         principals: Vec<String>,
     },
-    /// Remove a tenant: its principals act in no tenant; its connections stay.
+    /// Remove a tenant without connections: its principals act in no tenant.
     Remove {
         /// The tenant.
         name: String,

@@ -254,6 +254,14 @@ async fn the_cli_manages_tenants_and_acts_in_one() {
     let stderr = String::from_utf8_lossy(&elsewhere.stderr);
     assert!(stderr.contains("404: connection_not_found"), "{stderr}");
 
+    // A tenant with connections stays; without, it goes.
+    let kept = rdconn(&url, &["tenants", "remove", "acme"]);
+    let stderr = String::from_utf8_lossy(&kept.stderr);
+    assert!(stderr.contains("409: tenant_has_connections"), "{stderr}");
+    stdout(&rdconn(
+        &url,
+        &["--tenant", "acme", "connections", "delete", "shop"],
+    ));
     let removed = stdout(&rdconn(&url, &["tenants", "remove", "acme"]));
     assert!(removed.contains("removed"), "{removed}");
     run.stop();

@@ -237,6 +237,26 @@ async fn a_tenant_sees_and_touches_only_its_own_connections() {
         (403, "operator_only")
     );
 
+    // A tenant with connections is not removed; the default tenant's entry is.
+    let kept = send(&other, OPERATOR, "DELETE", "/tenants/beta", None).await;
+    assert_eq!(
+        (kept.status, kept.error_code().as_str()),
+        (409, "tenant_has_connections")
+    );
+    assert_eq!(
+        send(&other, BETA, "DELETE", "/connections/shared", None)
+            .await
+            .status,
+        200
+    );
+    let removed = send(&other, OPERATOR, "DELETE", "/tenants/beta", None).await;
+    assert_eq!(removed.status, 200, "{}", removed.text());
+    let beta_caller = send(&other, BETA, "GET", "/connections", None).await;
+    assert_eq!(
+        (beta_caller.status, beta_caller.error_code().as_str()),
+        (403, "forbidden")
+    );
+
     // With tenants configured, a principal mapped to none is refused.
     let stranger = send(&other, LEGACY, "GET", "/connections", None).await;
     assert_eq!(

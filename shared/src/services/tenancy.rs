@@ -169,9 +169,9 @@ impl Tenancy {
             .map(|(tenants, _)| tenants)
     }
 
-    /// Removes `tenant`: its principals act in no tenant any more (its
-    /// connections stay, for an operator to see or delete). `false` when it was
-    /// not configured.
+    /// Removes `tenant`: its principals act in no tenant any more (the API
+    /// removes only a tenant without connections). `false` when it was not
+    /// configured.
     ///
     /// # Errors
     /// [`TenancyError`] when the registry cannot be written.

@@ -13,6 +13,7 @@ use super::api_state::ApiState;
 use super::error::ApiError;
 use super::path_param::PathParam;
 use crate::domain::{PrincipalPattern, TenantId, Tenants, TenantsError};
+use crate::ports::ListQuery;
 use crate::services::tenancy::TenancyError;
 
 /// A request from an operator principal: anyone else is refused before
@@ -146,13 +147,35 @@ pub async fn put(
     }
 }
 
-/// `DELETE /tenants/{tenant}`: its principals act in no tenant any more; its
-/// connections stay (an operator still sees them and can delete them).
+/// `DELETE /tenants/{tenant}`: its principals act in no tenant any more. Only
+/// a tenant without connections is removed (409 otherwise): every connection
+/// stays in a tenant an operator's list and the refresher's counts cover. The
+/// default tenant always exists; removing it removes its principals. To
+/// stop a tenant's callers and keep its connections, set its principals to none.
 pub async fn delete(
     State(state): State<ApiState>,
     _: Operator,
     TenantParam(tenant): TenantParam,
 ) -> Response {
+    let first = ListQuery {
+        tenant: tenant.clone(),
+        limit: 1,
+        ..ListQuery::default()
+    };
+    // The default tenant always exists: removing it removes its principals only.
+    match state.proxy.connections.list(&first).await {
+        _ if tenant.is_default() => {}
+        Ok(page) if page.connections.is_empty() && page.next_cursor.is_none() => {}
+        Ok(_) => {
+            return ApiError::new(
+                StatusCode::CONFLICT,
+                "tenant_has_connections",
+                "delete the tenant's connections first, or set its principals to none to stop its callers",
+            )
+            .into_response();
+        }
+        Err(e) => return unavailable(&e),
+    }
     match state.tenancy.remove_tenant(&tenant).await {
         Ok(true) => {
             tracing::info!(tenant = %tenant, "tenant removed");
