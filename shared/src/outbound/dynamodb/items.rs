@@ -120,7 +120,10 @@ pub(super) fn session_id_from_state_item(item: &Item) -> Result<SessionId, Store
 /// The connection's settings: written only by a settings write
 /// ([`crate::ports::ConnectionStore::set_rate_limit`]), which leaves the version
 /// alone; the protocol's versioned writes never touch them.
-pub(super) const SETTINGS_ATTRIBUTES: [&str; 2] = ["rate_limit_per_minute", TAGS];
+pub(super) const SETTINGS_ATTRIBUTES: [&str; 2] = [RATE_LIMIT, TAGS];
+
+/// The connection's own request budget a minute, when it has one.
+pub(super) const RATE_LIMIT: &str = "rate_limit_per_minute";
 
 /// A connection's or session's tags: a map of strings, absent when there are none.
 pub(super) const TAGS: &str = "tags";

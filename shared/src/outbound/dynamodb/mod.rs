@@ -247,6 +247,41 @@ impl DynamoStore {
         }
     }
 
+    /// Sets one settings attribute of a connection (`None`: removes it) and
+    /// nothing else: the version does not move. `None` when there is no such
+    /// connection.
+    async fn set_setting(
+        &self,
+        id: &ConnectionId,
+        attribute: &str,
+        value: Option<AttributeValue>,
+    ) -> Result<Option<Connection>, StoreError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(connection_key(id)))
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_names("#setting", attribute)
+            .return_values(ReturnValue::AllNew);
+        let update = match value {
+            Some(value) => update
+                .update_expression("SET #setting = :value")
+                .expression_attribute_values(":value", value),
+            None => update.update_expression("REMOVE #setting"),
+        };
+        match update.send().await {
+            Ok(output) => output
+                .attributes()
+                .map(items::connection_from_item)
+                .transpose(),
+            Err(err) => match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(None),
+                _ => Err(unavailable("", &err)),
+            },
+        }
+    }
+
     /// The connections with these ids as stored now (consistent reads, in the
     /// order given, those gone left out): `BatchGetItem`s of up to 100 keys,
     /// asking again for what DynamoDB left unprocessed.
@@ -442,30 +477,8 @@ impl ConnectionStore for DynamoStore {
         id: &ConnectionId,
         rate_limit_per_minute: Option<u32>,
     ) -> Result<Option<Connection>, StoreError> {
-        let update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(connection_key(id)))
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_names("#limit", items::SETTINGS_ATTRIBUTES[0])
-            .return_values(ReturnValue::AllNew);
-        let update = match rate_limit_per_minute {
-            Some(limit) => update
-                .update_expression("SET #limit = :limit")
-                .expression_attribute_values(":limit", AttributeValue::N(limit.to_string())),
-            None => update.update_expression("REMOVE #limit"),
-        };
-        match update.send().await {
-            Ok(output) => output
-                .attributes()
-                .map(items::connection_from_item)
-                .transpose(),
-            Err(err) => match err.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(None),
-                _ => Err(unavailable("", &err)),
-            },
-        }
+        let value = rate_limit_per_minute.map(|limit| AttributeValue::N(limit.to_string()));
+        self.set_setting(id, items::RATE_LIMIT, value).await
     }
 
     async fn set_tags(
@@ -473,30 +486,8 @@ impl ConnectionStore for DynamoStore {
         id: &ConnectionId,
         tags: &Tags,
     ) -> Result<Option<Connection>, StoreError> {
-        let update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(connection_key(id)))
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_names("#tags", items::TAGS)
-            .return_values(ReturnValue::AllNew);
-        let update = match items::tags_value(tags) {
-            Some(value) => update
-                .update_expression("SET #tags = :tags")
-                .expression_attribute_values(":tags", value),
-            None => update.update_expression("REMOVE #tags"),
-        };
-        match update.send().await {
-            Ok(output) => output
-                .attributes()
-                .map(items::connection_from_item)
-                .transpose(),
-            Err(err) => match err.as_service_error() {
-                Some(UpdateItemError::ConditionalCheckFailedException(_)) => Ok(None),
-                _ => Err(unavailable("", &err)),
-            },
-        }
+        self.set_setting(id, items::TAGS, items::tags_value(tags))
+            .await
     }
 
     async fn delete(&self, id: &ConnectionId) -> Result<bool, StoreError> {
