@@ -82,10 +82,10 @@ async fn main() -> anyhow::Result<()> {
         let mut ticks = tokio::time::interval(every);
         loop {
             ticks.tick().await;
-            let mut counted_tenants = vec![TenantId::default_tenant()];
-            if let Ok(configured) = tenants.tenants().await {
-                counted_tenants.extend(configured.iter().map(|(t, _)| t.clone()));
-            }
+            let counted_tenants = match tenants.tenants().await {
+                Ok(configured) => configured.all_with_default(),
+                Err(_) => vec![TenantId::default_tenant()],
+            };
             let limits = RunLimits {
                 concurrency: 32,
                 finish_by_ms: None,

@@ -213,6 +213,17 @@ impl Tenants {
         self.entries.iter().map(|(t, p)| (t, p.as_slice()))
     }
 
+    /// Every tenant connections may be in: the default one and each
+    /// configured, by name.
+    pub fn all_with_default(&self) -> Vec<TenantId> {
+        let mut names: Vec<TenantId> = self.entries.keys().cloned().collect();
+        if !self.entries.contains_key(&TenantId::default_tenant()) {
+            names.push(TenantId::default_tenant());
+            names.sort();
+        }
+        names
+    }
+
     /// The principals of `tenant`, if it is configured.
     pub fn principals(&self, tenant: &TenantId) -> Option<&[PrincipalPattern]> {
         self.entries.get(tenant).map(Vec::as_slice)
@@ -370,6 +381,10 @@ mod tests {
         assert_eq!(
             tenants.with(tenant("beta"), many),
             Err(TenantsError::TooManyPrincipals)
+        );
+        assert_eq!(
+            tenants.all_with_default(),
+            [tenant("acme"), TenantId::default_tenant()]
         );
         let (without, removed) = tenants.without(&tenant("acme"));
         assert!(removed && without.is_empty());

@@ -67,16 +67,13 @@ impl Refresher {
     /// The default tenant and every configured one (the default alone, logged,
     /// when the registry cannot be read: the refreshes do not depend on it).
     async fn counted_tenants(&self) -> Vec<TenantId> {
-        let mut tenants = vec![TenantId::default_tenant()];
         match self.tenants.tenants().await {
-            Ok(configured) => tenants.extend(configured.iter().map(|(t, _)| t.clone())),
+            Ok(configured) => configured.all_with_default(),
             Err(e) => {
-                tracing::warn!(error = %e, "could not read the tenants; counting the default tenant's connections only")
+                tracing::warn!(error = %e, "could not read the tenants; counting the default tenant's connections only");
+                vec![TenantId::default_tenant()]
             }
         }
-        tenants.sort();
-        tenants.dedup();
-        tenants
     }
 
     /// Handles one scheduled event: runs the refresher, starting refreshes only

@@ -14,7 +14,7 @@ use super::invocation::FinishBy;
 use super::path_param::PathParam;
 use super::with_tenant;
 use crate::domain::{
-    Connection, ConnectionId, ConnectionStatus, Product, TagFilter, Tags, TenantId, TokenCallError,
+    Connection, ConnectionId, ConnectionStatus, Product, TagFilter, Tags, TokenCallError,
 };
 use crate::ports::{ListQuery, StoreError};
 use crate::services::listing::list_across;
@@ -155,10 +155,7 @@ pub async fn list(State(state): State<ApiState>, request: Request) -> Response {
     let page = if every_tenant {
         match state.tenancy.tenants().await {
             Ok(tenants) => {
-                let mut names: Vec<TenantId> = tenants.iter().map(|(t, _)| t.clone()).collect();
-                names.push(TenantId::default_tenant());
-                names.sort();
-                names.dedup();
+                let names = tenants.all_with_default();
                 list_across(state.proxy.connections.as_ref(), &names, &query).await
             }
             Err(e) => Err(e),
