@@ -361,6 +361,7 @@ impl Assembly {
             events: p.events.clone(),
             clock: p.clock.clone(),
             settings: self.settings.refresh.clone(),
+            token_calls: p.rate_budget.clone(),
         }
     }
 }

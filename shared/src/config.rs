@@ -212,6 +212,19 @@ impl Config {
                     reason: "too large".to_owned(),
                 }
             })?;
+        refresh.token_calls_per_second = match get("TOKEN_CALLS_PER_SECOND").as_deref() {
+            None | Some("off") => None,
+            Some(value) => Some(
+                value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (1..=10_000).contains(n))
+                    .ok_or_else(|| ConfigError::Invalid {
+                        name: "TOKEN_CALLS_PER_SECOND",
+                        reason: "a whole number from 1 to 10000, or off".to_owned(),
+                    })?,
+            ),
+        };
         if refresh.due.crm_keepalive_seconds >= 14 * 86_400 {
             return Err(ConfigError::Invalid {
                 name: "CRM_KEEPALIVE_DAYS",
@@ -481,6 +494,41 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn tenancy_and_the_token_call_cap_are_read_and_checked() {
+        let config = Config::from_lookup(lookup(&MINIMAL)).expect("valid");
+        assert_eq!(config.refresh.token_calls_per_second, None);
+        assert!(config.operator_arns.is_empty());
+        assert_eq!(config.tenant_cache_seconds, DEFAULT_TENANT_CACHE_SECONDS);
+        let mut pairs = MINIMAL.to_vec();
+        pairs.extend([
+            ("TOKEN_CALLS_PER_SECOND", "50"),
+            (
+                "OPERATOR_ARNS",
+                "arn:aws:iam::1:role/ops, arn:aws:sts::1:assumed-role/x/*",
+            ),
+            ("TENANT_CACHE_SECONDS", "0"),
+        ]);
+        let config = Config::from_lookup(lookup(&pairs)).expect("valid");
+        assert_eq!(config.refresh.token_calls_per_second, Some(50));
+        assert_eq!(config.operator_arns.len(), 2);
+        assert_eq!(config.tenant_cache_seconds, 0);
+        for (name, bad) in [
+            ("TOKEN_CALLS_PER_SECOND", "0"),
+            ("TOKEN_CALLS_PER_SECOND", "fast"),
+            ("OPERATOR_ARNS", "ops"),
+            ("TENANT_CACHE_SECONDS", "3601"),
+        ] {
+            let mut pairs = MINIMAL.to_vec();
+            pairs.push((name, bad));
+            let err = Config::from_lookup(lookup(&pairs)).expect_err("invalid");
+            assert!(
+                matches!(err, ConfigError::Invalid { name: n, .. } if n == name),
+                "{name}={bad}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ use url::Url;
 use crate::clock::Timestamp;
 use crate::domain::{
     ConnectSession, Connection, ConnectionId, ConnectionStatus, IssuedTokens, Product, RdPath,
-    SessionId, TagFilter, Tags, TenantId, Tenants, TokenCallError, TokenPair,
+    RequestPace, SessionId, TagFilter, Tags, TenantId, Tenants, TokenCallError, TokenPair,
 };
 use crate::secret::{AccessToken, AuthCode, ClientSecret, RefreshToken, StateToken};
 
@@ -471,7 +471,8 @@ pub enum BudgetDecision {
 
 /// Each connection's requests to RD, paced where every proxy instance sees them
 /// (on the connection's item in AWS): never more than the budget in any 60 s
-/// ([`crate::domain::RequestPace`]).
+/// ([`crate::domain::RequestPace`]); and the deployment's calls to RD's token
+/// endpoint, when they are capped.
 #[async_trait]
 pub trait RateBudget: Send + Sync {
     /// Counts one request of `connection` against `limit` in any 60 s, unless
@@ -485,6 +486,15 @@ pub trait RateBudget: Send + Sync {
         limit: u32,
         now_ms: i64,
     ) -> Result<BudgetDecision, StoreError>;
+
+    /// Counts one call to RD's token endpoint against the deployment's `pace`
+    /// (one record every instance shares): `None` when it may go, else how long
+    /// until one may.
+    async fn take_token_call(
+        &self,
+        pace: RequestPace,
+        now_ms: i64,
+    ) -> Result<Option<std::time::Duration>, StoreError>;
 }
 
 /// Keeps scheduled runs from overlapping without reserved concurrency: a run holds

@@ -44,6 +44,14 @@ struct CountedBudget {
 
 #[async_trait]
 impl RateBudget for CountedBudget {
+    async fn take_token_call(
+        &self,
+        pace: connector::domain::RequestPace,
+        now_ms: i64,
+    ) -> Result<Option<std::time::Duration>, StoreError> {
+        self.inner.take_token_call(pace, now_ms).await
+    }
+
     async fn take(
         &self,
         connection: &ConnectionId,

@@ -909,6 +909,21 @@ async fn those_needing_a_person_are_listed_across_the_attention_shards(store: Ar
     assert_eq!(seen, expected);
 }
 
+async fn the_token_call_pace_is_one_for_every_instance(store: Arc<impl Store>) {
+    let pace = connector::domain::RequestPace::per_second(2);
+    let now = 1_000_000;
+    assert_eq!(store.take_token_call(pace, now).await.expect("pace"), None);
+    assert_eq!(store.take_token_call(pace, now).await.expect("pace"), None);
+    assert_eq!(
+        store.take_token_call(pace, now).await.expect("pace"),
+        Some(std::time::Duration::from_secs(1))
+    );
+    assert_eq!(
+        store.take_token_call(pace, now + 500).await.expect("pace"),
+        None
+    );
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -953,6 +968,7 @@ contract!(
     one_name_in_two_tenants_is_two_connections,
     tags_are_a_setting_the_versioned_writes_keep,
     those_needing_a_person_are_listed_across_the_attention_shards,
+    the_token_call_pace_is_one_for_every_instance,
 );
 
 /// A connection marked before the attention index had shards carries the

@@ -161,6 +161,7 @@ fn every_required_variable_is_set_for_the_functions() {
         "ALLOWED_CALLER_ARNS",
         "OPERATOR_ARNS",
         "TENANT_CACHE_SECONDS",
+        "TOKEN_CALLS_PER_SECOND",
         "RESCUE_BUCKET",
     ] {
         assert!(

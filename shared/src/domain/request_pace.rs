@@ -52,6 +52,18 @@ impl RequestPace {
         }
     }
 
+    /// The pace of `rate` (at least 1) requests a second: a second's worth at
+    /// once, then one every `1000 / rate` ms; never more than `rate` in any
+    /// second after the first burst.
+    pub fn per_second(rate: u32) -> Self {
+        let rate = i64::from(rate.max(1));
+        let emission_ms = (1_000 + rate - 1) / rate;
+        Self {
+            emission_ms,
+            tolerance_ms: (rate - 1) * emission_ms,
+        }
+    }
+
     /// Whether a request at `now_ms` conforms, given the stored arrival time
     /// (`None`: no request yet).
     pub fn meet(self, tat_ms: Option<i64>, now_ms: i64) -> Pace {
@@ -133,5 +145,25 @@ mod tests {
             pace.meet(tat, pace.emission_ms),
             Pace::Allowed { .. }
         ));
+    }
+
+    #[test]
+    fn a_per_second_pace_lets_a_seconds_worth_go_then_one_per_emission() {
+        let pace = RequestPace::per_second(3);
+        assert_eq!(pace.emission_ms, 334);
+        let mut tat = None;
+        for _ in 0..3 {
+            match pace.meet(tat, 0) {
+                Pace::Allowed { next_tat_ms } => tat = Some(next_tat_ms),
+                Pace::TooSoon { .. } => panic!("the burst is a second's worth"),
+            }
+        }
+        assert_eq!(
+            pace.meet(tat, 0),
+            Pace::TooSoon {
+                retry_after: Duration::from_secs(1)
+            }
+        );
+        assert!(matches!(pace.meet(tat, 334), Pace::Allowed { .. }));
     }
 }

@@ -26,6 +26,8 @@ pub struct MemoryStore {
     requests: Mutex<HashMap<ConnectionId, i64>>,
     run_lock: Mutex<Option<(String, i64)>>,
     tenants: Mutex<Tenants>,
+    /// The deployment's token-call pace: its theoretical arrival time (ms).
+    token_calls: Mutex<Option<i64>>,
     due_policy: DuePolicy,
 }
 
@@ -337,6 +339,21 @@ impl RescueStore for MemoryRescueStore {
 
 #[async_trait]
 impl crate::ports::RateBudget for MemoryStore {
+    async fn take_token_call(
+        &self,
+        pace: crate::domain::RequestPace,
+        now_ms: i64,
+    ) -> Result<Option<std::time::Duration>, StoreError> {
+        let mut tat = self.token_calls.lock().map_err(|_| poisoned())?;
+        match pace.meet(*tat, now_ms) {
+            crate::domain::Pace::Allowed { next_tat_ms } => {
+                *tat = Some(next_tat_ms);
+                Ok(None)
+            }
+            crate::domain::Pace::TooSoon { retry_after } => Ok(Some(retry_after)),
+        }
+    }
+
     async fn take(
         &self,
         connection: &ConnectionId,

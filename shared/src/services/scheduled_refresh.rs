@@ -63,6 +63,9 @@ pub struct RunSummary {
     pub deployment_credential_errors: u64,
     /// Not started, or given back unspent, because too little time was left.
     pub out_of_time: u64,
+    /// Not started because the deployment's token-call cap was reached (the
+    /// next run takes them).
+    pub capped: u64,
     /// Store or credential failures.
     pub errors: u64,
     /// Due-index shards queried.
@@ -285,6 +288,7 @@ pub async fn run(engine: &RefreshEngine, limits: &RunLimits) -> RunSummary {
                 Err(RefreshFailure::NotProcessed { .. }) => s.not_processed += 1,
                 Err(RefreshFailure::Ambiguous { .. }) => s.ambiguous += 1,
                 Err(RefreshFailure::OutOfTime) => s.out_of_time += 1,
+                Err(RefreshFailure::Capped { .. }) => s.capped += 1,
                 Err(RefreshFailure::NeedsReauth(_)) => s.needs_reauth += 1,
                 Err(RefreshFailure::PossiblyLost(_)) => s.possibly_lost += 1,
                 Err(RefreshFailure::DeploymentCredentialsRejected) => {

@@ -311,6 +311,7 @@ pub async fn refresh(
             | RefreshFailure::NotProcessed { .. }
             | RefreshFailure::Ambiguous { .. }
             | RefreshFailure::OutOfTime
+            | RefreshFailure::Capped { .. }
             | RefreshFailure::HolderFailed,
         ) => (
             StatusCode::SERVICE_UNAVAILABLE,

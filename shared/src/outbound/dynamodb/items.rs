@@ -84,6 +84,14 @@ pub(super) fn session_key(id: &SessionId) -> Item {
     ])
 }
 
+/// The deployment's token-call pace (`TOKEN_CALLS_PER_SECOND`).
+pub(super) fn token_call_pace_key() -> Item {
+    HashMap::from([
+        (PARTITION_KEY.to_owned(), s("RUN#token-calls")),
+        (SORT_KEY.to_owned(), s("PACE")),
+    ])
+}
+
 /// The scheduled run's lock.
 pub(super) fn run_lock_key() -> Item {
     HashMap::from([

@@ -733,6 +733,63 @@ impl DynamoStore {
 /// sent again. The protocol's writes leave the attribute alone.
 #[async_trait]
 impl crate::ports::RateBudget for DynamoStore {
+    /// One item (`RUN#token-calls`, `PACE`) every instance shares: read, then
+    /// moved on only from the value read, so two instances never both take the
+    /// last call of a moment.
+    async fn take_token_call(
+        &self,
+        pace: crate::domain::RequestPace,
+        now_ms: i64,
+    ) -> Result<Option<std::time::Duration>, StoreError> {
+        use crate::domain::Pace;
+        let key = items::token_call_pace_key();
+        for _ in 0..8 {
+            let read = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(key.clone()))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| unavailable("", &e))?;
+            let tat = read
+                .item()
+                .and_then(|i| i.get(items::BUDGET_TAT))
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse::<i64>().ok());
+            let next_tat_ms = match pace.meet(tat, now_ms) {
+                Pace::TooSoon { retry_after } => return Ok(Some(retry_after)),
+                Pace::Allowed { next_tat_ms } => next_tat_ms,
+            };
+            let write = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key.clone()))
+                .update_expression("SET #tat = :next")
+                .expression_attribute_names("#tat", items::BUDGET_TAT)
+                .expression_attribute_values(":next", AttributeValue::N(next_tat_ms.to_string()));
+            let write = match tat {
+                Some(read) => write
+                    .condition_expression("#tat = :read")
+                    .expression_attribute_values(":read", AttributeValue::N(read.to_string())),
+                None => write.condition_expression("attribute_not_exists(#tat)"),
+            };
+            match write.send().await {
+                Ok(_) => return Ok(None),
+                Err(err) => match err.as_service_error() {
+                    // Another instance took a call in between: read again.
+                    Some(UpdateItemError::ConditionalCheckFailedException(_)) => continue,
+                    _ => return Err(unavailable("", &err)),
+                },
+            }
+        }
+        Err(StoreError::Unavailable(
+            "the token-call pace kept changing under this write".to_owned(),
+        ))
+    }
+
     async fn take(
         &self,
         connection: &ConnectionId,

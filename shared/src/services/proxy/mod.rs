@@ -361,6 +361,9 @@ impl ProxyService {
                 | RefreshFailure::NotProcessed { until }
                 | RefreshFailure::Ambiguous { until },
             ) => Err(wait_until(until)),
+            Err(RefreshFailure::Capped { retry_after }) => {
+                Err(ProxyFailure::Unavailable { retry_after })
+            }
             // Too little of the invocation was left to refresh safely; without an
             // invocation's end, too little of a lease (a slow claim): try again.
             Err(RefreshFailure::OutOfTime) if finish_by_ms.is_some() => {

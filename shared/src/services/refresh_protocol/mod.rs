@@ -73,7 +73,8 @@ use crate::domain::{
 
 use crate::ports::{
     ClientCredentials, ConnectionStore, CredentialSource, CredentialsError, EventKind,
-    EventPublisher, RescueKey, RescueStore, RescuedPair, ServiceEvent, StoreError, TokenEndpoint,
+    EventPublisher, RateBudget, RescueKey, RescueStore, RescuedPair, ServiceEvent, StoreError,
+    TokenEndpoint,
 };
 use crate::secret::AccessToken;
 
@@ -194,6 +195,13 @@ pub enum RefreshFailure {
     /// RD refused our client credentials even after re-reading them.
     #[error("RD rejected the deployment's client credentials")]
     DeploymentCredentialsRejected,
+    /// The deployment's cap on token calls a second was reached: RD was not
+    /// called and nothing was written; a call may go after `retry_after`.
+    #[error("the deployment's token-call cap is reached; try again in {retry_after:?}")]
+    Capped {
+        /// Until a call may go.
+        retry_after: Duration,
+    },
     /// This caller waited for another worker's refresh, which failed without
     /// recording a backoff (e.g. refused credentials); RD was not called again.
     #[error("the refresh this caller waited for failed")]
@@ -224,6 +232,9 @@ pub struct RefreshEngine {
     pub clock: Arc<dyn Clock>,
     /// Protocol timing.
     pub settings: RefreshSettings,
+    /// Where the deployment's token calls are counted, when they are capped
+    /// (`settings.token_calls_per_second`).
+    pub token_calls: Arc<dyn RateBudget>,
 }
 
 /// The result of one call to RD under a lease.
@@ -409,6 +420,13 @@ impl RefreshEngine {
                             "the rescue store could not be checked for a pair saved with this refresh token; RD was not called".to_owned(),
                         )));
                     }
+                }
+            }
+            if let Some(rate) = self.settings.token_calls_per_second {
+                // Before the claim: a refresh past the cap leaves nothing behind.
+                let pace = crate::domain::RequestPace::per_second(rate);
+                if let Some(retry_after) = self.token_calls.take_token_call(pace, now_ms).await? {
+                    return Err(RefreshFailure::Capped { retry_after });
                 }
             }
             match self.claim(current, request.finish_by_ms).await {

@@ -73,6 +73,11 @@ pub struct RefreshSettings {
     /// holder that may have rotated waits this out before it looks for a rescued
     /// pair or presents the token. [`AWS_OPERATION_TIMEOUT`] in a deployment.
     pub late_write_bound: Duration,
+    /// The most calls to RD's token endpoint the whole deployment makes a
+    /// second (`None`: no cap): after an RD outage every due connection comes
+    /// due at once, and this keeps the catch-up from hammering RD. A refresh
+    /// past the cap calls nothing and writes nothing; the next run takes it.
+    pub token_calls_per_second: Option<u32>,
 }
 
 /// Timing that would let two workers hold one refresh token at once.
@@ -107,6 +112,7 @@ impl RefreshSettings {
             wait_step: (Duration::from_millis(25), Duration::from_millis(500)),
             failing_after: 6,
             late_write_bound: AWS_OPERATION_TIMEOUT,
+            token_calls_per_second: None,
         }
     }
 
