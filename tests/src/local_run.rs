@@ -111,7 +111,13 @@ impl LocalRun {
             .expect("kill");
         assert!(sent.success());
         let status = self.process.wait().expect("exit status");
-        let rest = self.output.try_iter().collect();
+        // Every line up to the end of its output: the reader thread may still
+        // be passing the last ones on when the process has exited (taking only
+        // what had arrived missed a "Stopped." printed last).
+        let mut rest = Vec::new();
+        while let Ok(line) = self.output.recv_timeout(Duration::from_secs(10)) {
+            rest.push(line);
+        }
         (status, rest)
     }
 }
