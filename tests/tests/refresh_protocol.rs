@@ -680,7 +680,7 @@ async fn a_reconnect_during_a_refresh_wins_and_the_old_grants_pair_is_not_restor
     app.connect("reconnected", Product::Crm).await;
     app.advance(CRM_NEARLY_EXPIRED);
     let refresh = app
-        .refresh_until_rd_is_called("reconnected", Duration::from_millis(150))
+        .refresh_until_rd_is_called("reconnected", Duration::from_millis(400))
         .await;
 
     // A person connects the account again while RD is answering the refresh.
