@@ -27,10 +27,12 @@ use crate::outbound::legacy_rescue_queue::SqsLegacyRescueQueue;
 use crate::outbound::memory::{MemoryRescueStore, MemoryStore};
 use crate::outbound::rdstation::api_client::RdApiClient;
 use crate::outbound::rdstation::{ClientBuildError, RdStationClient, RdStationEndpoints};
+use crate::outbound::refresh_work_queue::SqsWorkQueue;
 use crate::outbound::rescue_store::S3RescueStore;
 use crate::ports::{
-    ConnectionStore, CredentialSource, EventPublisher, LegacyRescueQueue, RateBudget, RescueStore,
-    RunLock, SessionStore, TenantRegistry, TokenEndpoint,
+    ConnectionStore, CredentialSource, EventPublisher, LegacyRescueQueue, RateBudget,
+    RefreshWorkQueue, RescueStore, RunLock, SessionStore, ShardLease, TenantRegistry,
+    TokenEndpoint,
 };
 use crate::services::caller_policy::CallerPolicy;
 use crate::services::connect::{ConnectService, PublicBase};
@@ -70,6 +72,8 @@ pub struct Parts {
     pub rate_budget: Arc<dyn RateBudget>,
     /// Keeps scheduled runs from overlapping.
     pub run_lock: Arc<dyn RunLock>,
+    /// Keeps two refresh workers off one due-index shard.
+    pub shard_leases: Arc<dyn ShardLease>,
     /// The tenants and the principals acting in each.
     pub tenants: Arc<dyn TenantRegistry>,
 }
@@ -85,13 +89,20 @@ impl Parts {
         credentials: CredentialSet,
     ) -> Self
     where
-        S: ConnectionStore + SessionStore + RateBudget + RunLock + TenantRegistry + 'static,
+        S: ConnectionStore
+            + SessionStore
+            + RateBudget
+            + RunLock
+            + ShardLease
+            + TenantRegistry
+            + 'static,
     {
         Self {
             connections: store.clone(),
             sessions: store.clone(),
             rate_budget: store.clone(),
             run_lock: store.clone(),
+            shard_leases: store.clone(),
             tenants: store,
             rescues,
             credentials: Arc::new(StaticCredentials(credentials)),
@@ -192,6 +203,8 @@ pub struct Assembly {
     token_endpoint: Arc<dyn TokenEndpoint>,
     /// The SQS queue earlier versions rescued pairs to, while it may hold some.
     legacy_rescues: Option<Arc<dyn LegacyRescueQueue>>,
+    /// Where scheduled runs hand their shards to the refresh workers, if anywhere.
+    work_queue: Option<Arc<dyn RefreshWorkQueue>>,
 }
 
 impl Assembly {
@@ -208,6 +221,7 @@ impl Assembly {
             settings,
             token_endpoint: Arc::new(client),
             legacy_rescues: None,
+            work_queue: None,
         })
     }
 
@@ -215,6 +229,13 @@ impl Assembly {
     /// scheduled run moves what it holds to the rescue store.
     pub fn with_legacy_rescue_queue(mut self, queue: Arc<dyn LegacyRescueQueue>) -> Self {
         self.legacy_rescues = Some(queue);
+        self
+    }
+
+    /// The same, with `queue` as the refresh work queue: each scheduled run hands
+    /// its shards there instead of refreshing them itself.
+    pub fn with_work_queue(mut self, queue: Arc<dyn RefreshWorkQueue>) -> Self {
+        self.work_queue = Some(queue);
         self
     }
 
@@ -248,6 +269,7 @@ impl Assembly {
             sessions: store.clone(),
             rate_budget: store.clone(),
             run_lock: store.clone(),
+            shard_leases: store.clone(),
             tenants: store,
             rescues: Arc::new(S3RescueStore::new(s3_client(&sdk), bucket)),
             credentials: Arc::new(SecretsManagerCredentials::new(
@@ -258,8 +280,15 @@ impl Assembly {
             clock: Arc::new(SystemClock),
         };
         let assembly = Self::new(parts, Settings::from_config(config))?;
-        Ok(match &config.legacy_rescue_queue_url {
+        let assembly = match &config.legacy_rescue_queue_url {
             Some(url) => assembly.with_legacy_rescue_queue(Arc::new(SqsLegacyRescueQueue::new(
+                aws_sdk_sqs::Client::new(&sdk),
+                url,
+            ))),
+            None => assembly,
+        };
+        Ok(match &config.refresh_work_queue_url {
+            Some(url) => assembly.with_work_queue(Arc::new(SqsWorkQueue::new(
                 aws_sdk_sqs::Client::new(&sdk),
                 url,
             ))),
@@ -347,6 +376,8 @@ impl Assembly {
             run_lock: self.parts.run_lock.clone(),
             legacy_rescues: self.legacy_rescues.clone(),
             tenants: self.parts.tenants.clone(),
+            shard_leases: self.parts.shard_leases.clone(),
+            work_queue: self.work_queue.clone(),
         }
     }
 

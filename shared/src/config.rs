@@ -118,6 +118,10 @@ pub struct Config {
     /// `LEGACY_RESCUE_QUEUE_URL`: the SQS queue earlier versions rescued pairs to;
     /// the refresher moves what it still holds to the bucket (optional).
     pub legacy_rescue_queue_url: Option<String>,
+    /// `REFRESH_WORK_QUEUE_URL`: the SQS queue scheduled runs hand their shards
+    /// to, consumed by the refresher function's workers; unset, each scheduled
+    /// run refreshes every shard itself.
+    pub refresh_work_queue_url: Option<String>,
     /// The refresh protocol's timing and due policy: `RDSTATION_TOKEN_TIMEOUT_SECONDS`
     /// (T, the hard timeout of every RD call), `REFRESH_LEASE_SECONDS`,
     /// `REFRESH_COMMIT_BUDGET_SECONDS`, `REFRESH_MARGIN_CRM_SECONDS`,
@@ -267,6 +271,7 @@ impl Config {
             event_bus_name: get("EVENT_BUS_NAME"),
             rescue_bucket: get("RESCUE_BUCKET"),
             legacy_rescue_queue_url: get("LEGACY_RESCUE_QUEUE_URL"),
+            refresh_work_queue_url: get("REFRESH_WORK_QUEUE_URL"),
             allowed_caller_arns: get("ALLOWED_CALLER_ARNS")
                 .map(|list| {
                     list.split(',')

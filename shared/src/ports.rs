@@ -509,6 +509,50 @@ pub trait RunLock: Send + Sync {
     async fn unlock(&self, holder: &str) -> Result<(), StoreError>;
 }
 
+/// Keeps two workers off one due-index shard at once (SQS may deliver a shard's
+/// message twice, and a message redelivered after a worker died may meet the
+/// next run's): a worker holds its shard's lease until its own finish line, or
+/// until it gives it back. The refresh protocol's per-connection lease makes a
+/// second worker harmless; this one makes it cheap.
+#[async_trait]
+pub trait ShardLease: Send + Sync {
+    /// Takes `shard`'s lease until `until_ms` unless another worker holds it
+    /// past `now_ms`; `Ok(false)` when another does.
+    async fn try_take_shard(
+        &self,
+        shard: u32,
+        holder: &str,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Gives `shard`'s lease back, if `holder` still holds it.
+    async fn give_back_shard(&self, shard: u32, holder: &str) -> Result<(), StoreError>;
+}
+
+/// One due-index shard handed to the refresh workers by a scheduled run.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShardWork {
+    /// The due-index shard to refresh.
+    pub shard: u32,
+    /// The scheduled run that handed it out (its invocation's request id), for logs.
+    pub run: String,
+}
+
+/// Why work could not be handed out.
+#[derive(Debug, thiserror::Error)]
+#[error("the refresh work queue refused the work: {0}")]
+pub struct WorkQueueError(pub String);
+
+/// Where a scheduled run hands its shards to the refresh workers (an SQS queue
+/// the refresher function consumes, with a maximum concurrency, as deployed).
+#[async_trait]
+pub trait RefreshWorkQueue: Send + Sync {
+    /// Queues one message per shard. Returns how many were queued; those not
+    /// queued are left to the next run (logged by the caller).
+    async fn hand_out(&self, work: &[ShardWork]) -> Result<usize, WorkQueueError>;
+}
+
 /// What happened to a connection (or the deployment) that someone should act on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {

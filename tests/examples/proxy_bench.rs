@@ -127,6 +127,7 @@ async fn bench() {
                 clock: Arc::new(SystemClock),
                 rate_budget: budget.clone(),
                 run_lock: Arc::new(connector::outbound::memory::MemoryStore::new()),
+                shard_leases: Arc::new(connector::outbound::memory::MemoryStore::new()),
                 tenants: Arc::new(connector::outbound::memory::MemoryStore::new()),
             },
             Settings {

@@ -76,6 +76,7 @@ async fn main() {
         clock: Arc::new(SystemClock),
         rate_budget: Arc::new(connector::outbound::memory::MemoryStore::new()),
         run_lock: Arc::new(connector::outbound::memory::MemoryStore::new()),
+        shard_leases: Arc::new(connector::outbound::memory::MemoryStore::new()),
         tenants: Arc::new(connector::outbound::memory::MemoryStore::new()),
     };
     let engine = Assembly::new(

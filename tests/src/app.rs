@@ -100,6 +100,7 @@ impl TestApp {
             clock: Arc::new(clock.clone()),
             rate_budget: Arc::new(connector::outbound::memory::MemoryStore::new()),
             run_lock: Arc::new(connector::outbound::memory::MemoryStore::new()),
+            shard_leases: Arc::new(connector::outbound::memory::MemoryStore::new()),
             tenants: Arc::new(store.clone()),
         };
         let settings = Settings {

@@ -14,6 +14,7 @@ pub mod refresh_app;
 pub mod runtime_api;
 pub mod sam_template;
 pub mod webdriver;
+pub mod work_queue;
 
 /// RD Station's endpoints on a running sandbox.
 pub fn sandbox_endpoints(

@@ -147,6 +147,7 @@ impl RefreshApp {
             clock: Arc::new(clock.clone()),
             rate_budget: Arc::new(table.clone()),
             run_lock: Arc::new(table.clone()),
+            shard_leases: Arc::new(table.clone()),
             tenants: Arc::new(table),
         };
         let assembly = Assembly::new(
@@ -215,6 +216,7 @@ impl RefreshApp {
             clock: Arc::new(self.clock.clone()),
             rate_budget: store.clone(),
             run_lock: store.clone(),
+            shard_leases: store.clone(),
             tenants: store,
         };
         Assembly::new(parts, self.assembly.settings().clone()).expect("client")

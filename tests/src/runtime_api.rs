@@ -153,27 +153,38 @@ impl RuntimeApi {
         api
     }
 
-    /// Queues `event` and waits (up to `timeout`) for the function's answer.
+    /// Queues `event` and waits (up to `timeout`) for the function's answer to
+    /// it (several invocations may be under way at once, as with more than one
+    /// process polling this emulator).
     pub async fn invoke(&self, event: &serde_json::Value, timeout: Duration) -> Outcome {
         let id = format!("req-{:08x}", rand::random::<u32>());
-        let before = *self.done.borrow();
+        // Subscribed before the event is queued: no answer can be missed.
+        let mut done = self.done.subscribe();
         self.inner
             .events
             .lock()
             .expect("lock")
             .push_back((id.clone(), event.to_string()));
         self.inner.arrived.notify_one();
-        let mut done = self.done.subscribe();
-        tokio::time::timeout(timeout, done.wait_for(|n| *n > before))
+        let answer = async {
+            loop {
+                let found = self
+                    .inner
+                    .outcomes
+                    .lock()
+                    .expect("lock")
+                    .iter()
+                    .find(|(r, _)| *r == id)
+                    .map(|(_, o)| o.clone());
+                if let Some(outcome) = found {
+                    return outcome;
+                }
+                done.changed().await.expect("emulator alive");
+            }
+        };
+        tokio::time::timeout(timeout, answer)
             .await
             .expect("the function answered in time")
-            .expect("emulator alive");
-        let outcomes = self.inner.outcomes.lock().expect("lock");
-        outcomes
-            .iter()
-            .find(|(r, _)| *r == id)
-            .map(|(_, o)| o.clone())
-            .expect("an answer to this request")
     }
 
     fn record(&self, id: String, outcome: Outcome) {

@@ -453,7 +453,9 @@ async fn a_run_whose_every_due_index_query_failed_is_a_failed_invocation() {
         engine,
         concurrency: 1,
         run_lock: std::sync::Arc::new(connector::outbound::memory::MemoryStore::new()),
+        shard_leases: std::sync::Arc::new(connector::outbound::memory::MemoryStore::new()),
         legacy_rescues: None,
+        work_queue: None,
         tenants: std::sync::Arc::new(connector::outbound::memory::MemoryStore::new()),
     };
     let mut context = Context::default();

@@ -12,14 +12,18 @@ use connector::outbound::memory::{MemoryRescueStore, MemoryStore};
 use connector::outbound::rescue_store::S3RescueStore;
 use connector::ports::{
     BudgetDecision, ConnectionStore, ListQuery, RateBudget, RescueStore, RescuedPair, RunLock,
-    SessionError, SessionStore, StoreError, TenantRegistry,
+    SessionError, SessionStore, ShardLease, StoreError, TenantRegistry,
 };
 use connector::secret::{AccessToken, ExposeSecret, RefreshToken};
 use integration_tests::moto;
 
-trait Store: ConnectionStore + SessionStore + RunLock + RateBudget + TenantRegistry + 'static {}
-impl<T: ConnectionStore + SessionStore + RunLock + RateBudget + TenantRegistry + 'static> Store
-    for T
+trait Store:
+    ConnectionStore + SessionStore + RunLock + ShardLease + RateBudget + TenantRegistry + 'static
+{
+}
+impl<
+    T: ConnectionStore + SessionStore + RunLock + ShardLease + RateBudget + TenantRegistry + 'static,
+> Store for T
 {
 }
 
@@ -638,6 +642,66 @@ async fn one_run_holds_the_run_lock_until_it_expires_or_is_given_back(store: Arc
     assert!(store.try_lock("run-c", 30_000, 15_000).await.expect("up"));
 }
 
+async fn each_shard_has_a_lease_of_its_own(store: Arc<impl Store>) {
+    assert!(
+        store
+            .try_take_shard(3, "worker-a", 10_000, 1_000)
+            .await
+            .expect("up")
+    );
+    assert!(
+        !store
+            .try_take_shard(3, "worker-b", 20_000, 5_000)
+            .await
+            .expect("up"),
+        "held"
+    );
+    assert!(
+        store
+            .try_take_shard(4, "worker-b", 20_000, 5_000)
+            .await
+            .expect("up"),
+        "another shard is free"
+    );
+    assert!(
+        store.try_lock("run", 20_000, 5_000).await.expect("up"),
+        "the run lock is another lease"
+    );
+    store.give_back_shard(3, "worker-b").await.expect("up");
+    assert!(
+        !store
+            .try_take_shard(3, "worker-c", 20_000, 5_000)
+            .await
+            .expect("up"),
+        "only the holder gives it back"
+    );
+    store.give_back_shard(3, "worker-a").await.expect("up");
+    assert!(
+        store
+            .try_take_shard(3, "worker-c", 20_000, 5_000)
+            .await
+            .expect("up"),
+        "given back: free"
+    );
+    assert!(
+        store
+            .try_take_shard(3, "worker-d", 30_000, 20_000)
+            .await
+            .expect("up"),
+        "expired: taken over"
+    );
+    store
+        .give_back_shard(3, "worker-c")
+        .await
+        .expect("a late give-back is harmless");
+    assert!(
+        !store
+            .try_take_shard(3, "worker-e", 40_000, 25_000)
+            .await
+            .expect("up")
+    );
+}
+
 /// The rescue store's contract, for the in-memory store and S3 on moto: a pair
 /// put is found whole by its key, at once and by every client; another pair of the
 /// same connection has a key of its own; listing pages name every key once; a
@@ -962,6 +1026,7 @@ contract!(
     due_connections_come_from_the_sparse_index,
     connections_list_in_pages_and_those_needing_a_person_by_status,
     one_run_holds_the_run_lock_until_it_expires_or_is_given_back,
+    each_shard_has_a_lease_of_its_own,
     settings_and_versioned_writes_touch_only_their_own,
     the_budget_paces_and_checks_the_token,
     the_tenant_registry_is_replaced_only_at_the_version_read,

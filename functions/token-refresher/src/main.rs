@@ -1,5 +1,6 @@
 //! Lambda: the scheduled refresher. Builds its dependencies once per cold start and
-//! hands each EventBridge scheduled event to the schedule handler.
+//! hands each event (a scheduled run, or SQS messages naming shards for a
+//! worker) to the schedule handler.
 
 use connector::assembly::Assembly;
 use connector::config::Config;
@@ -14,7 +15,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .refresher(config.refresh_concurrency);
     let refresher = &refresher;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<_>| async move {
-        refresher.handle(event).await
+        refresher.handle_any(event).await
     }))
     .await
 }

@@ -1,15 +1,20 @@
 //! The schedule handler: the token-refresher Lambda's handler. An EventBridge
 //! scheduled event in, one scheduled refresh run out (summary logged as JSON and
-//! printed as CloudWatch EMF).
+//! printed as CloudWatch EMF). With a refresh work queue, the scheduled run only
+//! hands its shards out, and the same function, invoked by SQS with those
+//! messages, refreshes one shard per message.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::domain::TenantId;
-use crate::ports::{LegacyRescueQueue, RunLock, TenantRegistry};
+use crate::ports::{
+    LegacyRescueQueue, RefreshWorkQueue, RunLock, ShardLease, ShardWork, TenantRegistry,
+};
 use crate::services::refresh_protocol::RefreshEngine;
 use crate::services::scheduled_refresh::{self, RunLimits, RunSummary};
 use aws_lambda_events::eventbridge::EventBridgeEvent;
+use aws_lambda_events::sqs::SqsEvent;
 use lambda_runtime::{Diagnostic, LambdaEvent};
 
 /// Time kept back from the Lambda's deadline to report the run.
@@ -21,6 +26,9 @@ pub enum HandlerError {
     /// The event is not an EventBridge scheduled event.
     #[error("expected an EventBridge \"Scheduled Event\", got detail-type {0:?}")]
     NotScheduled(String),
+    /// The event is neither a scheduled event nor a batch of SQS messages.
+    #[error("expected an EventBridge scheduled event or SQS messages: {0}")]
+    UnknownEvent(String),
     /// Every due-index query failed: the run could not look for due connections.
     /// Reported as a failed invocation so Lambda's error metric and alarms see it.
     #[error("every due-index query failed ({shards} shards); nothing was refreshed")]
@@ -34,6 +42,7 @@ impl From<HandlerError> for Diagnostic {
     fn from(err: HandlerError) -> Self {
         let error_type = match err {
             HandlerError::NotScheduled(_) => "NotScheduled",
+            HandlerError::UnknownEvent(_) => "UnknownEvent",
             HandlerError::DueIndexUnavailable { .. } => "DueIndexUnavailable",
         };
         Diagnostic {
@@ -61,6 +70,11 @@ pub struct Refresher {
     pub legacy_rescues: Option<Arc<dyn LegacyRescueQueue>>,
     /// The tenants, whose connections needing a person each run counts.
     pub tenants: Arc<dyn TenantRegistry>,
+    /// Keeps two workers off one shard.
+    pub shard_leases: Arc<dyn ShardLease>,
+    /// Where a scheduled run hands its shards to the workers; `None`: the run
+    /// refreshes them itself.
+    pub work_queue: Option<Arc<dyn RefreshWorkQueue>>,
 }
 
 impl Refresher {
@@ -127,7 +141,12 @@ impl Refresher {
             }
             None => scheduled_refresh::MoveReport::default(),
         };
-        let mut summary = scheduled_refresh::run(&self.engine, &limits).await;
+        let mut summary = match &self.work_queue {
+            Some(queue) => {
+                scheduled_refresh::dispatch(&self.engine, &limits, queue.as_ref(), &holder).await
+            }
+            None => scheduled_refresh::run(&self.engine, &limits).await,
+        };
         summary.moved_from_legacy_queue = moved.moved;
         summary.errors += moved.errors;
         if let Err(e) = self.run_lock.unlock(&holder).await {
@@ -141,5 +160,80 @@ impl Refresher {
             });
         }
         Ok(summary)
+    }
+}
+
+impl Refresher {
+    /// Handles whatever invokes the function: an EventBridge scheduled event
+    /// (the run) or SQS messages from the refresh work queue (a worker).
+    ///
+    /// # Errors
+    /// As [`Refresher::handle`] and [`Refresher::handle_work`];
+    /// [`HandlerError::UnknownEvent`] for any other payload.
+    pub async fn handle_any(
+        &self,
+        event: LambdaEvent<serde_json::Value>,
+    ) -> Result<RunSummary, HandlerError> {
+        let (payload, context) = event.into_parts();
+        if payload.get("Records").is_some() {
+            let batch: SqsEvent = serde_json::from_value(payload)
+                .map_err(|e| HandlerError::UnknownEvent(e.to_string()))?;
+            return self.handle_work(LambdaEvent::new(batch, context)).await;
+        }
+        let scheduled: EventBridgeEvent<serde_json::Value> = serde_json::from_value(payload)
+            .map_err(|e| HandlerError::UnknownEvent(e.to_string()))?;
+        self.handle(LambdaEvent::new(scheduled, context)).await
+    }
+
+    /// Handles SQS messages from the refresh work queue: each names one shard,
+    /// refreshed under its lease within the invocation's deadline (less a
+    /// margin to report). A message that names no shard is logged and dropped
+    /// (SQS would only hand it back).
+    ///
+    /// # Errors
+    /// [`HandlerError::DueIndexUnavailable`] when no shard's due index could be
+    /// read, so that SQS hands the messages out again.
+    pub async fn handle_work(
+        &self,
+        event: LambdaEvent<SqsEvent>,
+    ) -> Result<RunSummary, HandlerError> {
+        let (batch, context) = event.into_parts();
+        let limits = RunLimits {
+            concurrency: self.concurrency,
+            finish_by_ms: (context.deadline > 0)
+                .then(|| context.deadline as i64 - REPORT_MARGIN.as_millis() as i64),
+            counted_tenants: Vec::new(),
+        };
+        let mut total = RunSummary::default();
+        for message in batch.records {
+            let work = message
+                .body
+                .as_deref()
+                .and_then(|body| serde_json::from_str::<ShardWork>(body).ok())
+                .filter(|work| work.shard < self.engine.store.due_shards());
+            let Some(work) = work else {
+                tracing::error!(message_id = ?message.message_id, "a work message names no shard of this deployment; dropped");
+                total.errors += 1;
+                continue;
+            };
+            let holder = format!("{}/{}", context.request_id, work.shard);
+            tracing::info!(shard = work.shard, run = %work.run, "refreshing a shard");
+            let summary = scheduled_refresh::work_shard(
+                &self.engine,
+                self.shard_leases.as_ref(),
+                &limits,
+                work.shard,
+                &holder,
+            )
+            .await;
+            total.add(&summary);
+        }
+        println!("{}", total.emf(self.engine.clock.now_ms()));
+        if total.due_index_unavailable() {
+            return Err(HandlerError::DueIndexUnavailable {
+                shards: total.shards,
+            });
+        }
+        Ok(total)
     }
 }

@@ -25,6 +25,7 @@ pub struct MemoryStore {
     /// Each connection's request pace: its theoretical arrival time (ms).
     requests: Mutex<HashMap<ConnectionId, i64>>,
     run_lock: Mutex<Option<(String, i64)>>,
+    shard_leases: Mutex<HashMap<u32, (String, i64)>>,
     tenants: Mutex<Tenants>,
     /// The deployment's token-call pace: its theoretical arrival time (ms).
     token_calls: Mutex<Option<i64>>,
@@ -398,6 +399,32 @@ impl TenantRegistry for MemoryStore {
 }
 
 #[async_trait]
+impl crate::ports::ShardLease for MemoryStore {
+    async fn try_take_shard(
+        &self,
+        shard: u32,
+        holder: &str,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut leases = self.shard_leases.lock().map_err(|_| poisoned())?;
+        if leases.get(&shard).is_some_and(|(_, until)| *until > now_ms) {
+            return Ok(false);
+        }
+        leases.insert(shard, (holder.to_owned(), until_ms));
+        Ok(true)
+    }
+
+    async fn give_back_shard(&self, shard: u32, holder: &str) -> Result<(), StoreError> {
+        let mut leases = self.shard_leases.lock().map_err(|_| poisoned())?;
+        if leases.get(&shard).is_some_and(|(h, _)| h == holder) {
+            leases.remove(&shard);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
 impl crate::ports::RunLock for MemoryStore {
     async fn try_lock(&self, holder: &str, until_ms: i64, now_ms: i64) -> Result<bool, StoreError> {
         let mut lock = self.run_lock.lock().map_err(|_| poisoned())?;
@@ -414,5 +441,39 @@ impl crate::ports::RunLock for MemoryStore {
             *lock = None;
         }
         Ok(())
+    }
+}
+
+/// The refresh work queue in memory: what a scheduled run handed out waits
+/// here until an in-process worker takes it (local runs, tests, benchmarks).
+#[derive(Debug, Default)]
+pub struct MemoryWorkQueue {
+    queued: Mutex<std::collections::VecDeque<crate::ports::ShardWork>>,
+}
+
+impl MemoryWorkQueue {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The oldest work waiting, if any.
+    pub fn take(&self) -> Option<crate::ports::ShardWork> {
+        self.queued.lock().ok()?.pop_front()
+    }
+}
+
+#[async_trait]
+impl crate::ports::RefreshWorkQueue for MemoryWorkQueue {
+    async fn hand_out(
+        &self,
+        work: &[crate::ports::ShardWork],
+    ) -> Result<usize, crate::ports::WorkQueueError> {
+        let mut queued = self
+            .queued
+            .lock()
+            .map_err(|_| crate::ports::WorkQueueError("poisoned".to_owned()))?;
+        queued.extend(work.iter().cloned());
+        Ok(work.len())
     }
 }

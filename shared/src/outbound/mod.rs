@@ -7,5 +7,6 @@ pub mod events;
 pub mod legacy_rescue_queue;
 pub mod memory;
 pub mod rdstation;
+pub mod refresh_work_queue;
 pub mod rescue_body;
 pub mod rescue_store;

@@ -1,6 +1,12 @@
 //! One scheduled refresher run: restore pairs waiting in the rescue store, find due connections on the
 //! sparse due index (shard by shard, never a scan), refresh them through the
 //! protocol with bounded concurrency, and report a summary.
+//!
+//! Deployed, the run is split: the scheduled invocation prepares and hands each
+//! due-index shard to the refresh work queue ([`dispatch`]); the refresher
+//! function, consuming that queue with a maximum concurrency, refreshes one
+//! shard per invocation under the shard's lease ([`work_shard`]). Without a
+//! queue, one invocation does it all ([`run`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,8 +15,10 @@ use serde::Serialize;
 use tokio::sync::{Mutex, Semaphore};
 use tokio::task::JoinSet;
 
-use crate::domain::{ConnectionStatus, TenantId};
-use crate::ports::{LegacyRescueQueue, ListQuery, RescueStore};
+use crate::domain::{ConnectionId, ConnectionStatus, TenantId};
+use crate::ports::{
+    LegacyRescueQueue, ListQuery, RefreshWorkQueue, RescueStore, ShardLease, ShardWork,
+};
 use crate::services::refresh_protocol::{RefreshEngine, RefreshFailure, RefreshRequest, Refreshed};
 
 /// How a run is bounded.
@@ -76,6 +84,10 @@ pub struct RunSummary {
     pub left_for_next_run: u64,
     /// 1 when this invocation stood down because another run held the run lock.
     pub overlapping_run_skipped: u64,
+    /// Due-index shards a scheduled run handed to the refresh workers.
+    pub shards_handed_out: u64,
+    /// 1 when a worker stood down because another held its shard's lease.
+    pub shard_leased_elsewhere: u64,
 }
 
 impl RunSummary {
@@ -109,6 +121,32 @@ fn unit_of(name: &str) -> &'static str {
 }
 
 impl RunSummary {
+    /// Adds `other`'s counts to these (the shards of one batch of work
+    /// messages). The gauges (connections needing a person, rescued pairs
+    /// waiting) are a scheduled run's alone and are kept, not added.
+    pub fn add(&mut self, other: &RunSummary) {
+        self.due += other.due;
+        self.refreshed += other.refreshed;
+        self.fresh_already += other.fresh_already;
+        self.backing_off += other.backing_off;
+        self.not_processed += other.not_processed;
+        self.ambiguous += other.ambiguous;
+        self.needs_reauth += other.needs_reauth;
+        self.possibly_lost += other.possibly_lost;
+        self.restored_from_rescue += other.restored_from_rescue;
+        self.moved_from_legacy_queue += other.moved_from_legacy_queue;
+        self.deployment_credential_errors += other.deployment_credential_errors;
+        self.out_of_time += other.out_of_time;
+        self.capped += other.capped;
+        self.errors += other.errors;
+        self.shards += other.shards;
+        self.shard_errors += other.shard_errors;
+        self.left_for_next_run += other.left_for_next_run;
+        self.overlapping_run_skipped += other.overlapping_run_skipped;
+        self.shards_handed_out += other.shards_handed_out;
+        self.shard_leased_elsewhere += other.shard_leased_elsewhere;
+    }
+
     /// Whether the run could not look for due connections at all (every shard
     /// query failed): a failed run, whatever else it did.
     pub fn due_index_unavailable(&self) -> bool {
@@ -198,58 +236,171 @@ pub async fn move_legacy_rescues(
     report
 }
 
-/// Runs the refresher once. Returns only after every refresh it started has
+/// Runs the refresher once, in this invocation: prepares, then refreshes every
+/// shard's due connections. Returns only after every refresh it started has
 /// committed, rescued or given back its lease.
 pub async fn run(engine: &RefreshEngine, limits: &RunLimits) -> RunSummary {
-    let summary = Arc::new(Mutex::new(RunSummary::default()));
-
-    // Rescued pairs first: they are connections we already refreshed but could not save.
-    let drained = engine.drain_rescues().await;
-    {
-        let mut s = summary.lock().await;
-        s.restored_from_rescue += drained.restored.len() as u64;
-        s.errors += drained.errors;
-        s.rescued_pairs_waiting = drained.waiting;
-        s.oldest_rescued_pair_age_seconds = drained
-            .oldest_waiting
-            .map_or(0, |at| (engine.clock.now().0 - at.0).max(0) as u64);
+    let summary = Arc::new(Mutex::new(prepare(engine, limits).await));
+    let shards = engine.store.due_shards();
+    let mut due = Vec::new();
+    for shard in 0..shards {
+        due.extend(query_shard(engine, shard, &summary).await);
     }
+    refresh_due(engine, limits, due, summary).await
+}
+
+/// A scheduled run that hands its shards to the refresh workers: prepares (the
+/// rescue store, the gauges), then queues one message per due-index shard. When
+/// the queue refuses them, the run refreshes every shard itself rather than
+/// leave a connection to age.
+pub async fn dispatch(
+    engine: &RefreshEngine,
+    limits: &RunLimits,
+    queue: &dyn RefreshWorkQueue,
+    run_id: &str,
+) -> RunSummary {
+    let shards = engine.store.due_shards();
+    let work: Vec<ShardWork> = (0..shards)
+        .map(|shard| ShardWork {
+            shard,
+            run: run_id.to_owned(),
+        })
+        .collect();
+    let handed_out = match queue.hand_out(&work).await {
+        Ok(queued) if queued == work.len() => queued,
+        Ok(queued) => {
+            // Some of a batch were refused: the next run hands them out again
+            // (five minutes is far inside every connection's margin).
+            tracing::warn!(
+                queued,
+                shards,
+                "the work queue took only part of the shards"
+            );
+            queued
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "could not hand out the shards; this run refreshes them itself");
+            let mut summary = run(engine, limits).await;
+            summary.errors += 1;
+            return summary;
+        }
+    };
+    let mut summary = prepare(engine, limits).await;
+    summary.shards_handed_out = handed_out as u64;
+    if handed_out < work.len() {
+        summary.errors += 1;
+    }
+    tracing::info!(summary = %serde_json::to_string(&summary).unwrap_or_default(), "refresher run handed out its shards");
+    summary
+}
+
+/// A refresh worker's part of a run: `shard`'s due connections, under the
+/// shard's lease until the invocation's finish line. Stands down when another
+/// worker holds the lease; a worker that dies keeps it only until its own
+/// deadline, and the next run's message for the shard takes it from there.
+pub async fn work_shard(
+    engine: &RefreshEngine,
+    lease: &dyn ShardLease,
+    limits: &RunLimits,
+    shard: u32,
+    holder: &str,
+) -> RunSummary {
+    let now_ms = engine.clock.now_ms();
+    let until_ms = limits
+        .finish_by_ms
+        .unwrap_or(now_ms + UNBOUNDED_SHARD_LEASE.as_millis() as i64);
+    match lease.try_take_shard(shard, holder, until_ms, now_ms).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::info!(
+                shard,
+                "another worker holds this shard; this one stands down"
+            );
+            return RunSummary {
+                shard_leased_elsewhere: 1,
+                ..RunSummary::default()
+            };
+        }
+        Err(e) => {
+            // A second worker on a shard is wasteful, not unsafe (the protocol
+            // holds): work rather than skip when the lease cannot be checked.
+            tracing::warn!(shard, error = %e, "could not take the shard's lease; working anyway");
+        }
+    }
+    let summary = Arc::new(Mutex::new(RunSummary::default()));
+    let due = query_shard(engine, shard, &summary).await;
+    let summary = refresh_due(engine, limits, due, summary).await;
+    if let Err(e) = lease.give_back_shard(shard, holder).await {
+        tracing::warn!(shard, error = %e, "could not give the shard's lease back; it expires");
+    }
+    summary
+}
+
+/// How long a worker may hold its shard when the invocation gives no deadline.
+const UNBOUNDED_SHARD_LEASE: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// The run's preparation: restores the pairs waiting in the rescue store (they
+/// are connections already refreshed but not saved) and counts the connections
+/// needing a person.
+async fn prepare(engine: &RefreshEngine, limits: &RunLimits) -> RunSummary {
+    let mut summary = RunSummary::default();
+    let drained = engine.drain_rescues().await;
+    summary.restored_from_rescue += drained.restored.len() as u64;
+    summary.errors += drained.errors;
+    summary.rescued_pairs_waiting = drained.waiting;
+    summary.oldest_rescued_pair_age_seconds = drained
+        .oldest_waiting
+        .map_or(0, |at| (engine.clock.now().0 - at.0).max(0) as u64);
 
     for status in [
         ConnectionStatus::NeedsReauth,
         ConnectionStatus::PossiblyLost,
     ] {
         match count_with_status(engine, &limits.counted_tenants, status).await {
-            Ok(count) => {
-                let mut s = summary.lock().await;
-                if status == ConnectionStatus::NeedsReauth {
-                    s.connections_needing_reauth = count;
-                } else {
-                    s.connections_possibly_lost = count;
-                }
+            Ok(count) if status == ConnectionStatus::NeedsReauth => {
+                summary.connections_needing_reauth = count;
             }
+            Ok(count) => summary.connections_possibly_lost = count,
             Err(e) => {
                 tracing::error!(status = ?status, error = %e, "could not count connections by status");
-                summary.lock().await.errors += 1;
+                summary.errors += 1;
             }
         }
     }
+    summary
+}
 
+/// The due connections of `shard` now, counted in `summary`.
+async fn query_shard(
+    engine: &RefreshEngine,
+    shard: u32,
+    summary: &Mutex<RunSummary>,
+) -> Vec<ConnectionId> {
     let now = engine.clock.now();
-    let mut due = Vec::new();
-    let shards = engine.store.due_shards();
-    summary.lock().await.shards = u64::from(shards);
-    for shard in 0..shards {
-        match engine.store.due_connections(shard, now).await {
-            Ok(ids) => due.extend(ids),
-            Err(e) => {
-                tracing::error!(shard, error = %e, "could not query the due index");
-                summary.lock().await.shard_errors += 1;
-            }
+    let mut s = summary.lock().await;
+    s.shards += 1;
+    match engine.store.due_connections(shard, now).await {
+        Ok(ids) => {
+            s.due += ids.len() as u64;
+            ids
+        }
+        Err(e) => {
+            tracing::error!(shard, error = %e, "could not query the due index");
+            s.shard_errors += 1;
+            Vec::new()
         }
     }
-    summary.lock().await.due = due.len() as u64;
+}
 
+/// Refreshes `due` through the protocol with bounded concurrency, starting a
+/// refresh only while a whole lease fits before the finish line. Returns once
+/// every started refresh is over.
+async fn refresh_due(
+    engine: &RefreshEngine,
+    limits: &RunLimits,
+    due: Vec<ConnectionId>,
+    summary: Arc<Mutex<RunSummary>>,
+) -> RunSummary {
     let credentials_refused = Arc::new(AtomicBool::new(false));
     let permits = Arc::new(Semaphore::new(limits.concurrency.max(1)));
     let mut tasks = JoinSet::new();
@@ -336,7 +487,7 @@ mod tests {
         let metrics = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .expect("metrics");
-        assert_eq!(metrics.len(), 22);
+        assert_eq!(metrics.len(), 24);
         for metric in metrics {
             let name = metric["Name"].as_str().expect("name");
             assert!(doc[name].is_u64(), "{name} has a value");

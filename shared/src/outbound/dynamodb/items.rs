@@ -100,6 +100,17 @@ pub(super) fn run_lock_key() -> Item {
     ])
 }
 
+/// The lease item of due-index shard `shard`'s refresh worker.
+pub(super) fn shard_lease_key(shard: u32) -> Item {
+    HashMap::from([
+        (
+            PARTITION_KEY.to_owned(),
+            s(format!("RUN#refresh-shard#{shard}")),
+        ),
+        (SORT_KEY.to_owned(), s("LEASE")),
+    ])
+}
+
 pub(super) fn state_key(state_hash: &str) -> Item {
     HashMap::from([
         (PARTITION_KEY.to_owned(), s(format!("STATE#{state_hash}"))),

@@ -904,7 +904,46 @@ impl crate::ports::RateBudget for DynamoStore {
 #[async_trait]
 impl crate::ports::RunLock for DynamoStore {
     async fn try_lock(&self, holder: &str, until_ms: i64, now_ms: i64) -> Result<bool, StoreError> {
-        let mut item = items::run_lock_key();
+        self.take_lease(items::run_lock_key(), holder, until_ms, now_ms)
+            .await
+    }
+
+    async fn unlock(&self, holder: &str) -> Result<(), StoreError> {
+        self.give_back_lease(items::run_lock_key(), holder).await
+    }
+}
+
+/// A refresh worker's shard lease: one item per due-index shard, written like
+/// the run lock.
+#[async_trait]
+impl crate::ports::ShardLease for DynamoStore {
+    async fn try_take_shard(
+        &self,
+        shard: u32,
+        holder: &str,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.take_lease(items::shard_lease_key(shard), holder, until_ms, now_ms)
+            .await
+    }
+
+    async fn give_back_shard(&self, shard: u32, holder: &str) -> Result<(), StoreError> {
+        self.give_back_lease(items::shard_lease_key(shard), holder)
+            .await
+    }
+}
+
+impl DynamoStore {
+    /// Writes the lease item `key` for `holder` until `until_ms`, unless another
+    /// holder's lease runs past `now_ms`.
+    async fn take_lease(
+        &self,
+        mut item: HashMap<String, AttributeValue>,
+        holder: &str,
+        until_ms: i64,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
         item.insert("holder".to_owned(), AttributeValue::S(holder.to_owned()));
         item.insert(
             "until_ms".to_owned(),
@@ -935,12 +974,17 @@ impl crate::ports::RunLock for DynamoStore {
         }
     }
 
-    async fn unlock(&self, holder: &str) -> Result<(), StoreError> {
+    /// Deletes the lease item `key` if `holder` still holds it.
+    async fn give_back_lease(
+        &self,
+        key: HashMap<String, AttributeValue>,
+        holder: &str,
+    ) -> Result<(), StoreError> {
         let result = self
             .client
             .delete_item()
             .table_name(&self.table)
-            .set_key(Some(items::run_lock_key()))
+            .set_key(Some(key))
             .condition_expression("holder = :holder")
             .expression_attribute_values(":holder", AttributeValue::S(holder.to_owned()))
             .send()
