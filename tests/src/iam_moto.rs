@@ -37,6 +37,8 @@ pub struct Deployed {
     pub bucket: String,
     /// The rescue queue of earlier versions (its URL).
     pub legacy_queue: String,
+    /// The refresher's work queue (its URL).
+    pub work_queue: String,
     /// The connection-events bus.
     pub bus: String,
 }
@@ -216,6 +218,15 @@ impl IamMoto {
             .queue_url()
             .expect("a url")
             .to_owned();
+        let work_queue = aws_sdk_sqs::Client::new(&sdk)
+            .create_queue()
+            .queue_name("refresh-work")
+            .send()
+            .await
+            .expect("queue")
+            .queue_url()
+            .expect("a url")
+            .to_owned();
         let bus = "connection-events".to_owned();
         aws_sdk_eventbridge::Client::new(&sdk)
             .create_event_bus()
@@ -228,6 +239,7 @@ impl IamMoto {
             secret,
             bucket,
             legacy_queue,
+            work_queue,
             bus,
         }
     }

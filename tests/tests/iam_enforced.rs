@@ -79,8 +79,11 @@ impl Run {
             &deployed.bucket,
         );
         if function == "token-refresher" {
-            // As the template sets it: the refresher alone reads the old queue.
-            command.env("LEGACY_RESCUE_QUEUE_URL", &deployed.legacy_queue);
+            // As the template sets them: the refresher alone reads the old
+            // queue, and hands its shards to its workers on the work queue.
+            command
+                .env("LEGACY_RESCUE_QUEUE_URL", &deployed.legacy_queue)
+                .env("REFRESH_WORK_QUEUE_URL", &deployed.work_queue);
         }
         let process = command
             .env("AWS_ENDPOINT_URL", &moto.endpoint)
@@ -410,10 +413,38 @@ async fn the_refresher_runs_on_exactly_its_role() {
         serde_json::from_str(include_str!("../fixtures/eventbridge/scheduled-event.json"))
             .expect("event");
     let summary = run.invoke(event).await;
-    assert_eq!(summary["refreshed"], 1, "{summary}");
     assert_eq!(summary["moved_from_legacy_queue"], 1, "{summary}");
     assert_eq!(summary["restored_from_rescue"], 1, "{summary}");
-    assert_eq!(summary["shard_errors"], 0, "{summary}");
+    assert_eq!(summary["shards_handed_out"], 16, "{summary}");
+    // Lambda's poller (not the role) receives the shards; each worker
+    // invocation reads its shard and refreshes under the role.
+    let sqs = aws_sdk_sqs::Client::new(&run.moto.sdk(&run.moto.admin));
+    let mut received = std::collections::HashMap::new();
+    while received.len() < 16 {
+        let output = sqs
+            .receive_message()
+            .queue_url(&run.deployed.work_queue)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .expect("received");
+        for message in output.messages() {
+            received.insert(
+                message.message_id().expect("id").to_owned(),
+                message.body().expect("body").to_owned(),
+            );
+        }
+    }
+    let mut refreshed = 0;
+    for (id, body) in &received {
+        let worked = run
+            .invoke(integration_tests::work_queue::sqs_event(id, body))
+            .await;
+        assert_eq!(worked["shard_errors"], 0, "{worked}");
+        assert_eq!(worked["shard_leased_elsewhere"], 0, "{worked}");
+        refreshed += worked["refreshed"].as_u64().expect("refreshed");
+    }
+    assert_eq!(refreshed, 1);
     let restored = run
         .store()
         .get(&ConnectionId::in_default_tenant("lost").expect("valid"))

@@ -446,3 +446,57 @@ fn the_api_is_throttled_and_logs_requests_without_their_queries() {
         true
     );
 }
+
+/// The refresher's fan-out as deployed: the scheduled run may queue its shards
+/// on the work queue the function consumes through an SQS source whose maximum
+/// concurrency is the RefreshWorkers parameter, one message per invocation; the
+/// queue hides a message longer than a worker may hold it and sends a message
+/// that keeps failing to a dead-letter queue someone hears about.
+#[test]
+fn the_refresher_hands_shards_to_workers_on_its_own_sqs_source() {
+    let template = template();
+    let function = &template["Resources"]["TokenRefresherFunction"]["Properties"];
+    let variables = &function["Environment"]["Variables"];
+    assert_eq!(
+        intrinsic(&variables["REFRESH_WORK_QUEUE_URL"], "Ref"),
+        Some(&Value::from("RefreshWorkQueue"))
+    );
+    let work = &function["Events"]["Work"];
+    assert_eq!(work["Type"], "SQS");
+    assert_eq!(
+        intrinsic(&work["Properties"]["Queue"], "GetAtt"),
+        Some(&Value::from("RefreshWorkQueue.Arn"))
+    );
+    assert_eq!(work["Properties"]["BatchSize"], 1);
+    assert_eq!(
+        intrinsic(
+            &work["Properties"]["ScalingConfig"]["MaximumConcurrency"],
+            "Ref"
+        ),
+        Some(&Value::from("RefreshWorkers"))
+    );
+    let workers = &template["Parameters"]["RefreshWorkers"];
+    assert!(
+        workers["MinValue"].as_u64().expect("a minimum") >= 2,
+        "Lambda's least"
+    );
+    let queue = &template["Resources"]["RefreshWorkQueue"]["Properties"];
+    let timeout = function["Timeout"].as_u64().expect("timeout");
+    assert!(queue["VisibilityTimeout"].as_u64().expect("visibility") > timeout);
+    assert_eq!(
+        intrinsic(&queue["RedrivePolicy"]["deadLetterTargetArn"], "GetAtt"),
+        Some(&Value::from("RefreshWorkDeadLetterQueue.Arn"))
+    );
+    let send = function["Policies"][0]["Statement"]
+        .as_sequence()
+        .expect("statements")
+        .iter()
+        .find(|s| s["Action"] == "sqs:SendMessage")
+        .expect("the run may queue its shards");
+    assert_eq!(
+        intrinsic(&send["Resource"], "GetAtt"),
+        Some(&Value::from("RefreshWorkQueue.Arn"))
+    );
+    let alarm = &template["Resources"]["RefreshWorkDeadLetteredAlarm"]["Properties"];
+    assert_eq!(alarm["Namespace"], "AWS/SQS");
+}

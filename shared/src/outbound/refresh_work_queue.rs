@@ -4,12 +4,8 @@
 
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use crate::ports::{RefreshWorkQueue, ShardWork, WorkQueueError};
-
-/// SQS takes at most ten messages per batch.
-const BATCH: usize = 10;
 
 /// The refresh work queue on SQS.
 #[derive(Clone, Debug)]
@@ -30,40 +26,33 @@ impl SqsWorkQueue {
 
 #[async_trait]
 impl RefreshWorkQueue for SqsWorkQueue {
+    /// One `SendMessage` per shard (a few dozen a run), each authorized by
+    /// `sqs:SendMessage` alone. Stops at the first refusal: the run then knows
+    /// how many went out.
     async fn hand_out(&self, work: &[ShardWork]) -> Result<usize, WorkQueueError> {
-        let mut queued = 0;
-        for chunk in work.chunks(BATCH) {
-            let entries = chunk
-                .iter()
-                .map(|w| {
-                    let body = serde_json::to_string(w)
-                        .map_err(|e| WorkQueueError(format!("shard {}: {e}", w.shard)))?;
-                    SendMessageBatchRequestEntry::builder()
-                        .id(format!("shard-{}", w.shard))
-                        .message_body(body)
-                        .build()
-                        .map_err(|e| WorkQueueError(e.to_string()))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            let output = self
+        for (queued, shard) in work.iter().enumerate() {
+            let body = serde_json::to_string(shard)
+                .map_err(|e| WorkQueueError(format!("shard {}: {e}", shard.shard)))?;
+            let sent = self
                 .client
-                .send_message_batch()
+                .send_message()
                 .queue_url(&self.queue_url)
-                .set_entries(Some(entries))
+                .message_body(body)
                 .send()
-                .await
-                .map_err(|e| {
-                    WorkQueueError(aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())
-                })?;
-            for failed in output.failed() {
+                .await;
+            if let Err(e) = sent {
+                let error = aws_sdk_sqs::error::DisplayErrorContext(&e).to_string();
+                if queued == 0 {
+                    return Err(WorkQueueError(error));
+                }
                 tracing::warn!(
-                    entry = failed.id(),
-                    code = failed.code(),
-                    "SQS did not queue a shard; the next run hands it out again"
+                    shard = shard.shard,
+                    error,
+                    "SQS refused a shard; the next run hands it out again"
                 );
+                return Ok(queued);
             }
-            queued += output.successful().len();
         }
-        Ok(queued)
+        Ok(work.len())
     }
 }
