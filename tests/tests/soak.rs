@@ -1,7 +1,9 @@
 //! The fault soak: 90 days of RD time for 200 connections (half CRM, half
 //! Marketing, Marketing's refresh tokens rolling for a third of the days), in
-//! one-day steps (`SOAK_STEP_HOURS`), with the refresher run at each step (two
-//! racing at once, or cut off at a deadline, at some), proxied calls meeting
+//! one-day steps (`SOAK_STEP_HOURS`), with the refresher run at each step as
+//! deployed (a scheduled run hands the due-index shards out; two workers, one on
+//! each instance, refresh them under shard leases; two runs racing at once, or
+//! workers cut off at a deadline, at some), proxied calls meeting
 //! expired tokens between runs, and faults drawn from a seeded generator: from RD
 //! (500, a hang past the token timeout, 429 with `Retry-After`, an answer dropped
 //! after RD processed the call, slow answers, 401 on the API) and from DynamoDB
@@ -21,6 +23,7 @@
 //! `SOAK_STEP_HOURS` shrink or grow it.
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -28,7 +31,10 @@ use connector::clock::Clock;
 use connector::domain::{ConnectionStatus, Product};
 use connector::inbound::http::api_proxy_router;
 use connector::outbound::dynamodb::{DynamoStore, schema};
+use connector::outbound::memory::MemoryWorkQueue;
+use connector::ports::ShardLease;
 use connector::secret::{ExposeSecret, fingerprint};
+use connector::services::refresh_protocol::RefreshEngine;
 use connector::services::scheduled_refresh::{self, RunLimits};
 use integration_tests::apigw::{self, EventRequest};
 use integration_tests::aws_faults::{ALL_FAULTS, AwsFaultProxy};
@@ -60,6 +66,33 @@ struct Tally {
     in_calls: Duration,
     in_runs: Duration,
     cut_off_runs: u64,
+}
+
+/// Two workers, one on each instance, take the shards the run handed out until
+/// none is left, each under the shard's lease.
+async fn work_the_queue(
+    engines: &[RefreshEngine; 2],
+    leases: &[Arc<dyn ShardLease>; 2],
+    queue: &MemoryWorkQueue,
+    limits: &RunLimits,
+    step: u64,
+) {
+    let worker = |n: usize| async move {
+        let mut invocation = 0;
+        while let Some(work) = queue.take() {
+            invocation += 1;
+            let holder = format!("step-{step}-worker-{n}-{invocation}");
+            scheduled_refresh::work_shard(
+                &engines[n],
+                leases[n].as_ref(),
+                limits,
+                work.shard,
+                &holder,
+            )
+            .await;
+        }
+    };
+    tokio::join!(worker(0), worker(1));
 }
 
 async fn proxied_call(router: &Router, id: &str, product: Product) -> (u16, String) {
@@ -123,6 +156,12 @@ async fn ninety_days_of_faults_lose_no_connection_that_could_be_kept() {
         ))
         .await;
     let engines = [app.engine.clone(), other.refresh_engine()];
+    // Each instance's shard leases, on the same table (through the faults).
+    let leases = [
+        app.assembly.parts().shard_leases.clone(),
+        other.parts().shard_leases.clone(),
+    ];
+    let work = MemoryWorkQueue::new();
     // Two proxy instances, one on each instance of the service.
     let routers = [
         api_proxy_router(app.assembly.api_state().expect("state")),
@@ -205,41 +244,41 @@ async fn ninety_days_of_faults_lose_no_connection_that_could_be_kept() {
         }
 
         tally.in_calls += started.elapsed();
-        // The refresher: usually one run; sometimes two at once; sometimes cut off.
+        // The refresher as deployed: a scheduled run hands the shards out, and
+        // two workers (one on each instance) take them from the queue at once.
+        // Usually one run; sometimes two at once (each handing out every shard,
+        // racing for the same due connections); sometimes the workers are cut off.
         let started = std::time::Instant::now();
+        let limits = |finish_by_ms| RunLimits {
+            concurrency: 32,
+            finish_by_ms,
+            counted_tenants: vec![connector::domain::TenantId::default_tenant()],
+        };
         match rng.random_range(0..10) {
             0 => {
-                // Two runs at once, one on each instance (no run lock between
-                // them), racing for the same due connections.
-                let limits = RunLimits {
-                    concurrency: 32,
-                    finish_by_ms: None,
-                    counted_tenants: vec![connector::domain::TenantId::default_tenant()],
-                };
+                let unbounded = limits(None);
                 tokio::join!(
-                    scheduled_refresh::run(&engines[0], &limits),
-                    scheduled_refresh::run(&engines[1], &limits)
+                    scheduled_refresh::dispatch(&engines[0], &unbounded, &work, "run-a"),
+                    scheduled_refresh::dispatch(&engines[1], &unbounded, &work, "run-b")
                 );
+                work_the_queue(&engines, &leases, &work, &unbounded, step).await;
                 tally.runs += 2;
                 tally.double_runs += 1;
             }
             1 => {
-                let limits = RunLimits {
-                    concurrency: 32,
-                    finish_by_ms: Some(app.clock.now_ms() + 5_000),
-                    counted_tenants: vec![connector::domain::TenantId::default_tenant()],
-                };
-                scheduled_refresh::run(&engines[rng.random_range(0..2)], &limits).await;
+                let dispatcher = rng.random_range(0..2);
+                scheduled_refresh::dispatch(&engines[dispatcher], &limits(None), &work, "run")
+                    .await;
+                let cut_off = limits(Some(app.clock.now_ms() + 5_000));
+                work_the_queue(&engines, &leases, &work, &cut_off, step).await;
                 tally.runs += 1;
                 tally.cut_off_runs += 1;
             }
             _ => {
-                let limits = RunLimits {
-                    concurrency: 32,
-                    finish_by_ms: None,
-                    counted_tenants: vec![connector::domain::TenantId::default_tenant()],
-                };
-                scheduled_refresh::run(&engines[rng.random_range(0..2)], &limits).await;
+                let dispatcher = rng.random_range(0..2);
+                let unbounded = limits(None);
+                scheduled_refresh::dispatch(&engines[dispatcher], &unbounded, &work, "run").await;
+                work_the_queue(&engines, &leases, &work, &unbounded, step).await;
                 tally.runs += 1;
             }
         }
