@@ -36,7 +36,7 @@ use crate::ports::{
 };
 use crate::services::caller_policy::CallerPolicy;
 use crate::services::connect::{ConnectService, PublicBase};
-use crate::services::proxy::{ProxyService, ProxySettings, TokenCache};
+use crate::services::proxy::{BudgetSlices, ProxyService, ProxySettings, TokenCache};
 use crate::services::refresh_protocol::{
     AWS_ATTEMPT_TIMEOUT, AWS_OPERATION_TIMEOUT, RefreshEngine, RefreshSettings,
 };
@@ -359,6 +359,10 @@ impl Assembly {
                 }
             }),
             budget: Some(self.parts.rate_budget.clone()),
+            slices: Arc::new(BudgetSlices::new(
+                TOKEN_CACHE_ENTRIES,
+                self.settings.proxy.budget_slice,
+            )),
             settings: self.settings.proxy.clone(),
         };
         Ok(ApiState {

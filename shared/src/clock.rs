@@ -59,7 +59,7 @@ impl Clock for SystemClock {
 /// without waiting.
 #[derive(Clone, Debug, Default)]
 pub struct OffsetClock {
-    offset_seconds: Arc<AtomicI64>,
+    offset_ms: Arc<AtomicI64>,
 }
 
 impl OffsetClock {
@@ -70,13 +70,18 @@ impl OffsetClock {
 
     /// Moves this clock (and every clone of it) forward by `seconds`.
     pub fn advance(&self, seconds: i64) {
-        self.offset_seconds.fetch_add(seconds, Ordering::SeqCst);
+        self.advance_ms(seconds.saturating_mul(1000));
+    }
+
+    /// Moves this clock (and every clone of it) forward by `ms` milliseconds.
+    pub fn advance_ms(&self, ms: i64) {
+        self.offset_ms.fetch_add(ms, Ordering::SeqCst);
     }
 }
 
 impl Clock for OffsetClock {
     fn now_ms(&self) -> i64 {
-        SystemClock.now_ms() + self.offset_seconds.load(Ordering::SeqCst) * 1000
+        SystemClock.now_ms() + self.offset_ms.load(Ordering::SeqCst)
     }
 }
 

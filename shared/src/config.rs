@@ -23,6 +23,11 @@ pub const DEFAULT_TOKEN_TIMEOUT_SECONDS: u64 = 10;
 /// How long an instance uses the tenant registry it read, by default.
 pub const DEFAULT_TENANT_CACHE_SECONDS: u32 = 30;
 
+/// The longest a budget slice may live (`PROXY_BUDGET_SLICE_SECONDS`): every
+/// second of it is a second a warm instance may still use an ended grant's
+/// token, and a second added to the window the budget is paced over.
+pub const MAX_BUDGET_SLICE_SECONDS: u64 = 30;
+
 /// Why configuration could not be loaded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
@@ -252,6 +257,20 @@ impl Config {
                         }
                     })?,
                 ),
+            },
+            budget_slice: match get("PROXY_BUDGET_SLICE_SECONDS") {
+                None => crate::services::proxy::DEFAULT_BUDGET_SLICE,
+                Some(v) => match v.trim().parse::<u64>() {
+                    Ok(seconds) if seconds <= MAX_BUDGET_SLICE_SECONDS => {
+                        Duration::from_secs(seconds)
+                    }
+                    _ => {
+                        return Err(ConfigError::Invalid {
+                            name: "PROXY_BUDGET_SLICE_SECONDS",
+                            reason: format!("expected 0 to {MAX_BUDGET_SLICE_SECONDS} seconds"),
+                        });
+                    }
+                },
             },
             ..ProxySettings::default()
         };
@@ -532,6 +551,42 @@ mod tests {
             assert!(
                 matches!(err, ConfigError::Invalid { name: n, .. } if n == name),
                 "{name}={bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_budget_slice_and_the_work_queue_are_read_and_checked() {
+        let config = Config::from_lookup(lookup(&MINIMAL)).expect("valid");
+        assert_eq!(
+            config.proxy.budget_slice,
+            crate::services::proxy::DEFAULT_BUDGET_SLICE
+        );
+        assert_eq!(config.refresh_work_queue_url, None);
+        let mut pairs = MINIMAL.to_vec();
+        pairs.extend([
+            ("PROXY_BUDGET_SLICE_SECONDS", "0"),
+            (
+                "REFRESH_WORK_QUEUE_URL",
+                "https://sqs.us-east-1.amazonaws.com/1/work",
+            ),
+        ]);
+        let config = Config::from_lookup(lookup(&pairs)).expect("valid");
+        assert_eq!(config.proxy.budget_slice, Duration::ZERO);
+        assert!(config.refresh_work_queue_url.is_some());
+        for bad in ["31", "-1", "soon"] {
+            let mut pairs = MINIMAL.to_vec();
+            pairs.push(("PROXY_BUDGET_SLICE_SECONDS", bad));
+            let err = Config::from_lookup(lookup(&pairs)).expect_err("invalid");
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Invalid {
+                        name: "PROXY_BUDGET_SLICE_SECONDS",
+                        ..
+                    }
+                ),
+                "{bad}: {err}"
             );
         }
     }

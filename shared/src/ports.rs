@@ -456,8 +456,12 @@ pub trait RdApi: Send + Sync {
 /// What a rate budget says about one more request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BudgetDecision {
-    /// Within the budget; counted.
-    Allowed,
+    /// Within the budget: `granted` requests (at least one, at most those
+    /// asked for) counted.
+    Allowed {
+        /// How many requests were counted.
+        granted: u32,
+    },
     /// The budget is spent for now; try again after this long.
     Exhausted {
         /// Until the next request would pass.
@@ -475,15 +479,17 @@ pub enum BudgetDecision {
 /// endpoint, when they are capped.
 #[async_trait]
 pub trait RateBudget: Send + Sync {
-    /// Counts one request of `connection` against `limit` in any 60 s, unless
-    /// the budget is spent, and only while the connection still holds
-    /// `access_token`: the one write that counts the request also proves the
-    /// token is the current grant's, on every instance, at no extra call.
+    /// Counts up to `wanted` requests of `connection` at `pace` (as many as
+    /// conform now, at least one, or none when the budget is spent), and only
+    /// while the connection still holds `access_token`: the one write that
+    /// counts them also proves the token is the current grant's, on every
+    /// instance, at no extra call.
     async fn take(
         &self,
         connection: &ConnectionId,
         access_token: &AccessToken,
-        limit: u32,
+        pace: RequestPace,
+        wanted: u32,
         now_ms: i64,
     ) -> Result<BudgetDecision, StoreError>;
 

@@ -56,12 +56,13 @@ impl RateBudget for CountedBudget {
         &self,
         connection: &ConnectionId,
         access_token: &AccessToken,
-        limit: u32,
+        pace: connector::domain::RequestPace,
+        wanted: u32,
         now_ms: i64,
     ) -> Result<BudgetDecision, StoreError> {
         self.writes.fetch_add(1, Ordering::Relaxed);
         self.inner
-            .take(connection, access_token, limit, now_ms)
+            .take(connection, access_token, pace, wanted, now_ms)
             .await
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use connector::clock::Timestamp;
+use connector::domain::RequestPace;
 use connector::domain::{
     CONNECT_SESSION_TTL_SECONDS, ConnectSession, Connection, ConnectionId, ConnectionStatus,
     DuePolicy, Lease, PrincipalPattern, Product, Tags, TenantId, Tenants, TokenPair,
@@ -432,11 +433,17 @@ async fn the_budget_paces_and_checks_the_token(store: Arc<impl Store>) {
     let take = |token: AccessToken, at: i64| {
         let store = store.clone();
         let id = c.id.clone();
-        async move { store.take(&id, &token, 10, at).await.expect("answered") }
+        async move {
+            store
+                .take(&id, &token, RequestPace::of(10), 1, at)
+                .await
+                .expect("answered")
+        }
     };
+    let one = BudgetDecision::Allowed { granted: 1 };
     // A budget of 10: a burst of 2, then one each 6,667 ms.
-    assert_eq!(take(token.clone(), now).await, BudgetDecision::Allowed);
-    assert_eq!(take(token.clone(), now).await, BudgetDecision::Allowed);
+    assert_eq!(take(token.clone(), now).await, one);
+    assert_eq!(take(token.clone(), now).await, one);
     assert!(matches!(
         take(token.clone(), now).await,
         BudgetDecision::Exhausted { .. }
@@ -449,15 +456,9 @@ async fn the_budget_paces_and_checks_the_token(store: Arc<impl Store>) {
         take(token.clone(), now + 1_000).await,
         BudgetDecision::Exhausted { .. }
     ));
-    assert_eq!(
-        take(token.clone(), now + 6_667).await,
-        BudgetDecision::Allowed
-    );
+    assert_eq!(take(token.clone(), now + 6_667).await, one);
     // Idle for long: a burst again.
-    assert_eq!(
-        take(token.clone(), now + 600_000).await,
-        BudgetDecision::Allowed
-    );
+    assert_eq!(take(token.clone(), now + 600_000).await, one);
     assert_eq!(
         take(AccessToken::new("at-someone-else"), now + 700_000).await,
         BudgetDecision::TokenReplaced
@@ -471,6 +472,42 @@ async fn the_budget_paces_and_checks_the_token(store: Arc<impl Store>) {
         store.get(&c.id).await.expect("read").is_none(),
         "nothing created"
     );
+}
+
+/// A slice: as many requests as conform at once, counted like that many
+/// single ones; a partial slice when fewer fit; none when the budget is spent.
+async fn the_budget_grants_slices_of_what_fits(store: Arc<impl Store>) {
+    let c = store.create(&connection("sliced")).await.expect("created");
+    let token = c.tokens.access_token.clone();
+    let pace = RequestPace::of(120);
+    let now = 1_000_000;
+    let take = |wanted: u32, at: i64| {
+        let store = store.clone();
+        let id = c.id.clone();
+        let token = token.clone();
+        async move {
+            store
+                .take(&id, &token, pace, wanted, at)
+                .await
+                .expect("answered")
+        }
+    };
+    // Idle: up to the burst of 24.
+    assert_eq!(take(10, now).await, BudgetDecision::Allowed { granted: 10 });
+    assert_eq!(take(20, now).await, BudgetDecision::Allowed { granted: 14 });
+    assert!(matches!(
+        take(1, now).await,
+        BudgetDecision::Exhausted { .. }
+    ));
+    // Three emissions later, three fit.
+    assert_eq!(
+        take(8, now + 3 * pace.emission_ms).await,
+        BudgetDecision::Allowed { granted: 3 }
+    );
+    assert!(matches!(
+        take(1, now + 3 * pace.emission_ms).await,
+        BudgetDecision::Exhausted { .. }
+    ));
 }
 
 async fn a_live_lease_cannot_be_claimed_but_an_expired_one_can(store: Arc<impl Store>) {
@@ -1029,6 +1066,7 @@ contract!(
     each_shard_has_a_lease_of_its_own,
     settings_and_versioned_writes_touch_only_their_own,
     the_budget_paces_and_checks_the_token,
+    the_budget_grants_slices_of_what_fits,
     the_tenant_registry_is_replaced_only_at_the_version_read,
     one_name_in_two_tenants_is_two_connections,
     tags_are_a_setting_the_versioned_writes_keep,

@@ -25,13 +25,16 @@ pub struct RequestPace {
     pub tolerance_ms: i64,
 }
 
-/// What a request meets.
+/// What a request (or a slice of several) meets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pace {
-    /// It may go; the arrival time becomes `next_tat_ms`.
+    /// `granted` requests may go (at least one, at most those asked for); the
+    /// arrival time becomes `next_tat_ms`.
     Allowed {
         /// The new theoretical arrival time.
         next_tat_ms: i64,
+        /// How many of the requests asked for conform now.
+        granted: u32,
     },
     /// Not yet: the first moment it would pass is `retry_after` away.
     TooSoon {
@@ -43,13 +46,27 @@ pub enum Pace {
 impl RequestPace {
     /// The pace of `limit` (at least 1) requests in any 60 s.
     pub fn of(limit: u32) -> Self {
+        Self::over(limit, BUDGET_WINDOW_MS)
+    }
+
+    /// The pace of `limit` (at least 1) requests in any `window_ms`: the same
+    /// burst, then evenly over the longer window. A budget taken in slices that
+    /// may be spent up to `d` after they were taken is paced over 60 s + `d`,
+    /// so that what is *sent* in any 60 s stays within `limit`.
+    pub fn over(limit: u32, window_ms: i64) -> Self {
         let limit = i64::from(limit.max(1));
+        let window_ms = window_ms.max(1);
         let burst = (limit / 5).max(1);
-        let emission_ms = (BUDGET_WINDOW_MS + (limit - burst)) / (limit - burst + 1);
+        let emission_ms = (window_ms + (limit - burst)) / (limit - burst + 1);
         Self {
             emission_ms,
             tolerance_ms: (burst - 1) * emission_ms,
         }
+    }
+
+    /// The most requests one call may take at once: the burst.
+    pub fn burst(self) -> u32 {
+        u32::try_from(self.tolerance_ms / self.emission_ms.max(1) + 1).unwrap_or(u32::MAX)
     }
 
     /// The pace of `rate` (at least 1) requests a second: a second's worth at
@@ -67,6 +84,13 @@ impl RequestPace {
     /// Whether a request at `now_ms` conforms, given the stored arrival time
     /// (`None`: no request yet).
     pub fn meet(self, tat_ms: Option<i64>, now_ms: i64) -> Pace {
+        self.meet_many(tat_ms, now_ms, 1)
+    }
+
+    /// How many of `wanted` requests at `now_ms` conform, given the stored
+    /// arrival time: each one taken moves it on by one emission, exactly as
+    /// that many single requests would.
+    pub fn meet_many(self, tat_ms: Option<i64>, now_ms: i64, wanted: u32) -> Pace {
         let tat = tat_ms.unwrap_or(now_ms).max(now_ms);
         let earliest = tat - self.tolerance_ms;
         if earliest > now_ms {
@@ -76,8 +100,11 @@ impl RequestPace {
                 retry_after: Duration::from_secs(wait_ms.div_ceil(1000).max(1)),
             };
         }
+        let fit = (now_ms - earliest) / self.emission_ms.max(1) + 1;
+        let granted = u32::try_from(fit).unwrap_or(u32::MAX).min(wanted.max(1));
         Pace::Allowed {
-            next_tat_ms: tat + self.emission_ms,
+            next_tat_ms: tat + i64::from(granted) * self.emission_ms,
+            granted,
         }
     }
 }
@@ -98,7 +125,7 @@ mod tests {
             let step_ms = 7;
             let mut now = 1_000_000;
             while now < 1_000_000 + 10 * BUDGET_WINDOW_MS {
-                if let Pace::Allowed { next_tat_ms } = pace.meet(tat, now) {
+                if let Pace::Allowed { next_tat_ms, .. } = pace.meet(tat, now) {
                     tat = Some(next_tat_ms);
                     passed.push(now);
                 }
@@ -125,13 +152,87 @@ mod tests {
         }
     }
 
+    /// The worst a slice's holder can do: wait until the budget is idle, take
+    /// the whole burst and hold it `d` before sending, while every slice taken
+    /// after it (as soon as the pace allows) is sent at once. Paced over 60 s +
+    /// `d`, no 60 s of sending holds more than the budget; paced over 60 s, the
+    /// burst and a minute of steady takes would (limit 120: 121).
+    #[test]
+    fn slices_spent_within_d_never_put_more_than_the_budget_in_60_s() {
+        let d = 10_000;
+        for limit in [1, 2, 10, 60, 120, 500] {
+            let pace = RequestPace::over(limit, BUDGET_WINDOW_MS + d);
+            let mut tat = None;
+            let mut sent = Vec::new();
+            let start = 1_000_000;
+            let mut now = start;
+            let mut was_busy = false;
+            while now < start + 12 * BUDGET_WINDOW_MS {
+                // Two idle minutes, then two busy ones.
+                let busy = (now - start) % (4 * BUDGET_WINDOW_MS) >= 2 * BUDGET_WINDOW_MS;
+                if busy {
+                    if let Pace::Allowed {
+                        next_tat_ms,
+                        granted,
+                    } = pace.meet_many(tat, now, pace.burst())
+                    {
+                        assert!(granted >= 1 && granted <= pace.burst());
+                        tat = Some(next_tat_ms);
+                        // The first slice after idling (the burst) is held.
+                        let held = if was_busy { 0 } else { d };
+                        was_busy = true;
+                        sent.extend(std::iter::repeat_n(now + held, granted as usize));
+                    }
+                } else {
+                    was_busy = false;
+                }
+                now += 13;
+            }
+            sent.sort_unstable();
+            let mut first = 0;
+            for (last, at) in sent.iter().enumerate() {
+                while sent[first] <= at - BUDGET_WINDOW_MS {
+                    first += 1;
+                }
+                assert!(
+                    last - first < limit as usize,
+                    "limit {limit}: {} sent in the 60 s ending at {at}",
+                    last - first + 1
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_slice_takes_what_fits_and_moves_the_arrival_time_as_that_many_requests() {
+        let pace = RequestPace::of(120);
+        assert_eq!(pace.burst(), 24);
+        let Pace::Allowed {
+            next_tat_ms,
+            granted,
+        } = pace.meet_many(None, 0, 30)
+        else {
+            panic!("an idle budget grants")
+        };
+        assert_eq!((granted, next_tat_ms), (24, 24 * pace.emission_ms));
+        assert!(matches!(
+            pace.meet_many(Some(next_tat_ms), 0, 1),
+            Pace::TooSoon { .. }
+        ));
+        // One emission later, one more fits.
+        assert!(matches!(
+            pace.meet_many(Some(next_tat_ms), pace.emission_ms, 5),
+            Pace::Allowed { granted: 1, .. }
+        ));
+    }
+
     #[test]
     fn a_spent_burst_says_when_the_next_request_passes() {
         let pace = RequestPace::of(120);
         let mut tat = None;
         for _ in 0..24 {
             match pace.meet(tat, 0) {
-                Pace::Allowed { next_tat_ms } => tat = Some(next_tat_ms),
+                Pace::Allowed { next_tat_ms, .. } => tat = Some(next_tat_ms),
                 other => panic!("the burst is 24: {other:?}"),
             }
         }
@@ -154,7 +255,7 @@ mod tests {
         let mut tat = None;
         for _ in 0..3 {
             match pace.meet(tat, 0) {
-                Pace::Allowed { next_tat_ms } => tat = Some(next_tat_ms),
+                Pace::Allowed { next_tat_ms, .. } => tat = Some(next_tat_ms),
                 Pace::TooSoon { .. } => panic!("the burst is a second's worth"),
             }
         }

@@ -347,7 +347,7 @@ impl crate::ports::RateBudget for MemoryStore {
     ) -> Result<Option<std::time::Duration>, StoreError> {
         let mut tat = self.token_calls.lock().map_err(|_| poisoned())?;
         match pace.meet(*tat, now_ms) {
-            crate::domain::Pace::Allowed { next_tat_ms } => {
+            crate::domain::Pace::Allowed { next_tat_ms, .. } => {
                 *tat = Some(next_tat_ms);
                 Ok(None)
             }
@@ -359,10 +359,11 @@ impl crate::ports::RateBudget for MemoryStore {
         &self,
         connection: &ConnectionId,
         access_token: &AccessToken,
-        limit: u32,
+        pace: crate::domain::RequestPace,
+        wanted: u32,
         now_ms: i64,
     ) -> Result<crate::ports::BudgetDecision, StoreError> {
-        use crate::domain::{Pace, RequestPace};
+        use crate::domain::Pace;
         use crate::ports::BudgetDecision;
         let connections = self.connections.lock().map_err(|_| poisoned())?;
         let holds_token = connections
@@ -372,10 +373,13 @@ impl crate::ports::RateBudget for MemoryStore {
             return Ok(BudgetDecision::TokenReplaced);
         }
         let mut arrivals = self.requests.lock().map_err(|_| poisoned())?;
-        match RequestPace::of(limit).meet(arrivals.get(connection).copied(), now_ms) {
-            Pace::Allowed { next_tat_ms } => {
+        match pace.meet_many(arrivals.get(connection).copied(), now_ms, wanted) {
+            Pace::Allowed {
+                next_tat_ms,
+                granted,
+            } => {
                 arrivals.insert(connection.clone(), next_tat_ms);
-                Ok(BudgetDecision::Allowed)
+                Ok(BudgetDecision::Allowed { granted })
             }
             Pace::TooSoon { retry_after } => Ok(BudgetDecision::Exhausted { retry_after }),
         }

@@ -760,7 +760,7 @@ impl crate::ports::RateBudget for DynamoStore {
                 .and_then(|n| n.parse::<i64>().ok());
             let next_tat_ms = match pace.meet(tat, now_ms) {
                 Pace::TooSoon { retry_after } => return Ok(Some(retry_after)),
-                Pace::Allowed { next_tat_ms } => next_tat_ms,
+                Pace::Allowed { next_tat_ms, .. } => next_tat_ms,
             };
             let write = self
                 .client
@@ -794,40 +794,41 @@ impl crate::ports::RateBudget for DynamoStore {
         &self,
         connection: &ConnectionId,
         access_token: &AccessToken,
-        limit: u32,
+        pace: crate::domain::RequestPace,
+        wanted: u32,
         now_ms: i64,
     ) -> Result<crate::ports::BudgetDecision, StoreError> {
-        use crate::domain::{Pace, RequestPace};
+        use crate::domain::Pace;
         use crate::ports::BudgetDecision;
-        let pace = RequestPace::of(limit);
         let n = |v: i64| AttributeValue::N(v.to_string());
+        let token = || AttributeValue::S(access_token.expose_secret().to_owned());
+        let mut wanted = wanted.clamp(1, pace.burst());
         // Conflicts only when another request moves the same arrival time
         // between our two writes; a few rounds settle it.
         for _ in 0..8 {
-            // Busy: the arrival time is ahead of now, and within the tolerance.
+            // Busy: the arrival time is ahead of now, and `wanted` more fit
+            // within the tolerance.
+            let latest = now_ms + pace.tolerance_ms - (i64::from(wanted) - 1) * pace.emission_ms;
             let busy = self
                 .client
                 .update_item()
                 .table_name(&self.table)
                 .set_key(Some(connection_key(connection)))
-                .update_expression("SET #tat = #tat + :emission")
+                .update_expression("SET #tat = #tat + :cost")
                 .condition_expression("#token = :token AND #tat >= :now AND #tat <= :latest")
                 .expression_attribute_names("#tat", items::BUDGET_TAT)
                 .expression_attribute_names("#token", "access_token")
-                .expression_attribute_values(":emission", n(pace.emission_ms))
+                .expression_attribute_values(":cost", n(i64::from(wanted) * pace.emission_ms))
                 .expression_attribute_values(":now", n(now_ms))
-                .expression_attribute_values(":latest", n(now_ms + pace.tolerance_ms))
-                .expression_attribute_values(
-                    ":token",
-                    AttributeValue::S(access_token.expose_secret().to_owned()),
-                )
+                .expression_attribute_values(":latest", n(latest))
+                .expression_attribute_values(":token", token())
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 )
                 .send()
                 .await;
             let stored = match busy {
-                Ok(_) => return Ok(BudgetDecision::Allowed),
+                Ok(_) => return Ok(BudgetDecision::Allowed { granted: wanted }),
                 Err(err) => match err.as_service_error() {
                     Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
                         failed.item().cloned()
@@ -849,12 +850,15 @@ impl crate::ports::RateBudget for DynamoStore {
                 Some(AttributeValue::N(v)) => v.parse::<i64>().ok(),
                 _ => None,
             };
-            match pace.meet(tat, now_ms) {
+            match pace.meet_many(tat, now_ms, wanted) {
                 Pace::TooSoon { retry_after } if tat.is_some_and(|t| t >= now_ms) => {
                     return Ok(BudgetDecision::Exhausted { retry_after });
                 }
                 Pace::TooSoon { .. } => continue,
-                Pace::Allowed { next_tat_ms } if tat.is_none_or(|t| t < now_ms) => {
+                Pace::Allowed {
+                    next_tat_ms,
+                    granted,
+                } if tat.is_none_or(|t| t < now_ms) => {
                     // Idle: the arrival time fell behind now (or was never set).
                     let idle = self
                         .client
@@ -869,14 +873,11 @@ impl crate::ports::RateBudget for DynamoStore {
                         .expression_attribute_names("#token", "access_token")
                         .expression_attribute_values(":next", n(next_tat_ms))
                         .expression_attribute_values(":now", n(now_ms))
-                        .expression_attribute_values(
-                            ":token",
-                            AttributeValue::S(access_token.expose_secret().to_owned()),
-                        )
+                        .expression_attribute_values(":token", token())
                         .send()
                         .await;
                     match idle {
-                        Ok(_) => return Ok(BudgetDecision::Allowed),
+                        Ok(_) => return Ok(BudgetDecision::Allowed { granted }),
                         Err(err)
                             if err
                                 .as_service_error()
@@ -887,8 +888,9 @@ impl crate::ports::RateBudget for DynamoStore {
                         Err(err) => return Err(unavailable("", &err)),
                     }
                 }
-                // Moved by another instance since: look again.
-                Pace::Allowed { .. } => continue,
+                // Fewer fit than asked for (or another instance moved it since):
+                // ask for what fits.
+                Pace::Allowed { granted, .. } => wanted = granted,
             }
         }
         // So many requests at once that the pace kept moving under this one: the

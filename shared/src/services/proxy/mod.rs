@@ -13,7 +13,10 @@
 //! RD: RD is not known to deduplicate on `Idempotency-Key`, so the header is
 //! passed on and buys no retry.
 
+mod budget_slices;
 mod token_cache;
+
+pub use budget_slices::{BudgetSlices, Local};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,16 +49,25 @@ pub struct ProxySettings {
     /// string: 4 MiB of RD's answer leaves room for either. Larger answers get a
     /// clear 502 instead of a failed invocation nobody can read.
     pub max_answer_bytes: usize,
+    /// How long an instance may spend a slice of a connection's budget after
+    /// taking it with one shared write (see [`budget_slices`]); zero takes
+    /// one request per write.
+    pub budget_slice: Duration,
 }
 
+/// The default life of a budget slice: the bound the proxy keeps on a warm
+/// instance's use of an ended grant's token with the budget off, too.
+pub const DEFAULT_BUDGET_SLICE: Duration = Duration::from_secs(5);
+
 impl Default for ProxySettings {
-    /// 20 s of retries; RD's default account limit, 120 requests a minute;
-    /// answers up to 4 MiB.
+    /// 20 s of retries; RD's default account limit, 120 requests a minute,
+    /// taken in slices of [`DEFAULT_BUDGET_SLICE`]; answers up to 4 MiB.
     fn default() -> Self {
         Self {
             retry_budget: Duration::from_secs(20),
             rate_limit_per_minute: Some(120),
             max_answer_bytes: 4 * 1024 * 1024,
+            budget_slice: DEFAULT_BUDGET_SLICE,
         }
     }
 }
@@ -207,6 +219,8 @@ pub struct ProxyService {
     pub tokens: Arc<TokenCache>,
     /// The shared request counter, when the budget is on.
     pub budget: Option<Arc<dyn RateBudget>>,
+    /// This instance's slices of the shared budgets.
+    pub slices: Arc<BudgetSlices>,
     /// How it behaves.
     pub settings: ProxySettings,
 }
@@ -472,15 +486,26 @@ impl ProxyService {
                 return Ok(());
             };
             let now_ms = self.engine.clock.now_ms();
-            match budget
-                .take(id, &request.access_token, per_minute, now_ms)
-                .await?
-            {
-                BudgetDecision::Allowed => return Ok(()),
+            let token = &request.access_token;
+            let wanted = match self.slices.spend(id, token, now_ms) {
+                Local::Spent => return Ok(()),
+                Local::Refused(retry_after) => {
+                    return Err(ProxyFailure::RateLimited { retry_after });
+                }
+                Local::Take(wanted) => wanted,
+            };
+            let pace = self.slices.pace(per_minute);
+            match budget.take(id, token, pace, wanted, now_ms).await? {
+                BudgetDecision::Allowed { granted } => {
+                    self.slices.taken(id, token, granted, now_ms);
+                    return Ok(());
+                }
                 BudgetDecision::Exhausted { retry_after } => {
+                    self.slices.refused(id, token, retry_after, now_ms);
                     return Err(ProxyFailure::RateLimited { retry_after });
                 }
                 BudgetDecision::TokenReplaced => {
+                    self.slices.forget(id);
                     self.tokens.forget(id);
                     let (current, _) = self.token(id, finish_by_ms).await?;
                     request.access_token = current.token;
