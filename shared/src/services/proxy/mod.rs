@@ -50,7 +50,7 @@ pub struct ProxySettings {
     /// clear 502 instead of a failed invocation nobody can read.
     pub max_answer_bytes: usize,
     /// How long an instance may spend a slice of a connection's budget after
-    /// taking it with one shared write (see [`budget_slices`]); zero takes
+    /// taking it with one shared write (see [`BudgetSlices`]); zero takes
     /// one request per write.
     pub budget_slice: Duration,
 }
