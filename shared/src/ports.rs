@@ -457,10 +457,13 @@ pub trait RdApi: Send + Sync {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BudgetDecision {
     /// Within the budget: `granted` requests (at least one, at most those
-    /// asked for) counted.
+    /// asked for) counted, the first of which conforms at `first_ms` and the
+    /// others one emission apart (any moment before now meaning now).
     Allowed {
         /// How many requests were counted.
         granted: u32,
+        /// When the first of them conforms.
+        first_ms: i64,
     },
     /// The budget is spent for now; try again after this long.
     Exhausted {
@@ -479,17 +482,19 @@ pub enum BudgetDecision {
 /// endpoint, when they are capped.
 #[async_trait]
 pub trait RateBudget: Send + Sync {
-    /// Counts up to `wanted` requests of `connection` at `pace` (as many as
-    /// conform now, at least one, or none when the budget is spent), and only
-    /// while the connection still holds `access_token`: the one write that
-    /// counts them also proves the token is the current grant's, on every
-    /// instance, at no extra call.
+    /// Counts up to `wanted` requests of `connection` at `pace`: as many as
+    /// conform within `horizon_ms` of `now_ms` (reserved ahead; 0: as many as
+    /// conform now), at least one, or none when the budget is spent that far;
+    /// and only while the connection still holds `access_token`: the one
+    /// write that counts them also proves the token is the current grant's,
+    /// on every instance, at no extra call.
     async fn take(
         &self,
         connection: &ConnectionId,
         access_token: &AccessToken,
         pace: RequestPace,
         wanted: u32,
+        horizon_ms: i64,
         now_ms: i64,
     ) -> Result<BudgetDecision, StoreError>;
 

@@ -58,11 +58,12 @@ impl RateBudget for CountedBudget {
         access_token: &AccessToken,
         pace: connector::domain::RequestPace,
         wanted: u32,
+        horizon_ms: i64,
         now_ms: i64,
     ) -> Result<BudgetDecision, StoreError> {
         self.writes.fetch_add(1, Ordering::Relaxed);
         self.inner
-            .take(connection, access_token, pace, wanted, now_ms)
+            .take(connection, access_token, pace, wanted, horizon_ms, now_ms)
             .await
     }
 }

@@ -650,8 +650,9 @@ async fn a_grant_that_ended_is_not_used_again_by_a_warm_instance() {
 }
 
 /// With the budget taken in slices, a warm instance may spend what is left of
-/// its slice with the token it was taken for, and no longer: once the slice's
-/// life has passed, the next request's write finds the grant ended.
+/// its slice with the token it was taken for, and no longer: once the slice
+/// is over (at most twice its life after it was taken), the next request's
+/// write finds the grant ended.
 #[tokio::test]
 async fn a_warm_instance_stops_using_an_ended_grant_when_its_slice_ends() {
     let app = RefreshApp::start().await;
@@ -666,8 +667,9 @@ async fn a_warm_instance_stops_using_an_ended_grant_when_its_slice_ends() {
         call(&a, "DELETE", "/connections/sliced", "").await.status,
         200
     );
+    // A slice's last request may go up to 2 d after the write that took it.
     let slice = connector::services::proxy::DEFAULT_BUDGET_SLICE;
-    app.clock.advance(slice.as_secs() as i64);
+    app.clock.advance(2 * slice.as_secs() as i64 + 1);
     let calls = app.sandbox.sandbox.stats().api_calls;
     let answer = call(&b, "GET", &path, "").await;
     assert_eq!(answer.status, 404, "{}", answer.text());
@@ -724,7 +726,7 @@ async fn slices_never_put_more_than_the_budget_in_any_60_s_across_instances() {
         app.sandbox.sandbox.stats().api_calls - calls,
         passed.len() as u64
     );
-    // A burst of 6, then 25 each 65 s: about 98 in four minutes, less what
+    // A burst of 6, then 25 each 70 s: about 91 in four minutes, less what
     // slices left unspent.
     assert!(passed.len() >= 60, "only {} passed", passed.len());
 }
@@ -1197,8 +1199,8 @@ async fn a_connection_can_have_a_budget_of_its_own() {
             .json()["rate_limit_per_minute"],
         3
     );
-    // Three in any 60 s: one at once, then one every 65 / 3 s (paced over 60 s
-    // and the 5 s a budget slice may be spent in).
+    // Three in any 60 s: one at once, then one every 70 / 3 s (paced over 60 s
+    // and the 10 s a budget slice's request may be sent late).
     let path = echo_path(Product::Crm, "small-plan");
     let mut statuses = Vec::new();
     for _ in 0..3 {
@@ -1211,7 +1213,7 @@ async fn a_connection_can_have_a_budget_of_its_own() {
         .expect("ascii")
         .parse()
         .expect("seconds");
-    assert!((1..=22).contains(&retry_after), "{retry_after}");
+    assert!((1..=24).contains(&retry_after), "{retry_after}");
     app.clock.advance(retry_after);
     assert_eq!(call(&router, "GET", &path, "").await.status, 200);
     assert_eq!(call(&router, "GET", &path, "").await.status, 429);

@@ -435,15 +435,20 @@ async fn the_budget_paces_and_checks_the_token(store: Arc<impl Store>) {
         let id = c.id.clone();
         async move {
             store
-                .take(&id, &token, RequestPace::of(10), 1, at)
+                .take(&id, &token, RequestPace::of(10), 1, 0, at)
                 .await
                 .expect("answered")
         }
     };
-    let one = BudgetDecision::Allowed { granted: 1 };
     // A budget of 10: a burst of 2, then one each 6,667 ms.
-    assert_eq!(take(token.clone(), now).await, one);
-    assert_eq!(take(token.clone(), now).await, one);
+    assert!(matches!(
+        take(token.clone(), now).await,
+        BudgetDecision::Allowed { granted: 1, .. }
+    ));
+    assert!(matches!(
+        take(token.clone(), now).await,
+        BudgetDecision::Allowed { granted: 1, .. }
+    ));
     assert!(matches!(
         take(token.clone(), now).await,
         BudgetDecision::Exhausted { .. }
@@ -456,9 +461,15 @@ async fn the_budget_paces_and_checks_the_token(store: Arc<impl Store>) {
         take(token.clone(), now + 1_000).await,
         BudgetDecision::Exhausted { .. }
     ));
-    assert_eq!(take(token.clone(), now + 6_667).await, one);
+    assert!(matches!(
+        take(token.clone(), now + 6_667).await,
+        BudgetDecision::Allowed { granted: 1, .. }
+    ));
     // Idle for long: a burst again.
-    assert_eq!(take(token.clone(), now + 600_000).await, one);
+    assert!(matches!(
+        take(token.clone(), now + 600_000).await,
+        BudgetDecision::Allowed { granted: 1, .. }
+    ));
     assert_eq!(
         take(AccessToken::new("at-someone-else"), now + 700_000).await,
         BudgetDecision::TokenReplaced
@@ -475,39 +486,56 @@ async fn the_budget_paces_and_checks_the_token(store: Arc<impl Store>) {
 }
 
 /// A slice: as many requests as conform at once, counted like that many
-/// single ones; a partial slice when fewer fit; none when the budget is spent.
+/// single ones; a partial slice when fewer fit; none when the budget is spent;
+/// reserved ahead, those whose moments come within the horizon.
 async fn the_budget_grants_slices_of_what_fits(store: Arc<impl Store>) {
     let c = store.create(&connection("sliced")).await.expect("created");
     let token = c.tokens.access_token.clone();
     let pace = RequestPace::of(120);
+    let e = pace.emission_ms;
     let now = 1_000_000;
-    let take = |wanted: u32, at: i64| {
+    let take = |wanted: u32, horizon: i64, at: i64| {
         let store = store.clone();
         let id = c.id.clone();
         let token = token.clone();
         async move {
             store
-                .take(&id, &token, pace, wanted, at)
+                .take(&id, &token, pace, wanted, horizon, at)
                 .await
                 .expect("answered")
         }
     };
-    // Idle: up to the burst of 24.
-    assert_eq!(take(10, now).await, BudgetDecision::Allowed { granted: 10 });
-    assert_eq!(take(20, now).await, BudgetDecision::Allowed { granted: 14 });
+    let granted = |d: BudgetDecision| match d {
+        BudgetDecision::Allowed { granted, first_ms } => Some((granted, first_ms)),
+        _ => None,
+    };
+    // Idle: up to the burst of 24, all conforming now or before.
+    let (n, first) = granted(take(10, 0, now).await).expect("granted");
+    assert_eq!(n, 10);
+    assert!(first <= now);
+    assert_eq!(granted(take(20, 0, now).await).map(|g| g.0), Some(14));
     assert!(matches!(
-        take(1, now).await,
+        take(1, 0, now).await,
         BudgetDecision::Exhausted { .. }
     ));
-    // Three emissions later, three fit.
-    assert_eq!(
-        take(8, now + 3 * pace.emission_ms).await,
-        BudgetDecision::Allowed { granted: 3 }
-    );
-    assert!(matches!(
-        take(1, now + 3 * pace.emission_ms).await,
-        BudgetDecision::Exhausted { .. }
-    ));
+    // Three emissions later, three fit now; reserved 10 s ahead, as many as
+    // conform by then, the first at its moment.
+    assert_eq!(granted(take(8, 0, now + 3 * e).await).map(|g| g.0), Some(3));
+    let (n, first) = granted(take(100, 10_000, now + 3 * e).await).expect("reserved");
+    // The first comes one emission after now, the rest within 10 s of now.
+    assert_eq!(n as i64, (10_000 - e) / e + 1);
+    assert_eq!(first, now + 4 * e);
+    // Spent that far ahead: refused until the next moment.
+    match take(1, 10_000, now + 3 * e).await {
+        BudgetDecision::Exhausted { retry_after } => {
+            let next = now + 4 * e + i64::from(n) * e;
+            assert_eq!(
+                retry_after.as_secs() as i64,
+                (next - (now + 3 * e) + 999) / 1000
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 async fn a_live_lease_cannot_be_claimed_but_an_expired_one_can(store: Arc<impl Store>) {

@@ -33,8 +33,13 @@ pub enum Pace {
     Allowed {
         /// The new theoretical arrival time.
         next_tat_ms: i64,
-        /// How many of the requests asked for conform now.
+        /// How many of the requests asked for conform now (or, reserved,
+        /// within the horizon).
         granted: u32,
+        /// The moment the first of them conforms (before now when the burst
+        /// has room; after it when reserved ahead); the others follow one
+        /// emission apart. One that conformed before now conforms now.
+        first_ms: i64,
     },
     /// Not yet: the first moment it would pass is `retry_after` away.
     TooSoon {
@@ -91,20 +96,31 @@ impl RequestPace {
     /// arrival time: each one taken moves it on by one emission, exactly as
     /// that many single requests would.
     pub fn meet_many(self, tat_ms: Option<i64>, now_ms: i64, wanted: u32) -> Pace {
+        self.reserve(tat_ms, now_ms, wanted, 0)
+    }
+
+    /// Reserves up to `wanted` requests whose moments to conform come within
+    /// `horizon_ms` of `now_ms` (the first at `first_ms`, then one each
+    /// emission): each moves the arrival time on by one emission, as that many
+    /// requests made at those moments would. None when the next moment is
+    /// further off than the horizon; `retry_after` then says when it comes.
+    pub fn reserve(self, tat_ms: Option<i64>, now_ms: i64, wanted: u32, horizon_ms: i64) -> Pace {
         let tat = tat_ms.unwrap_or(now_ms).max(now_ms);
         let earliest = tat - self.tolerance_ms;
-        if earliest > now_ms {
+        let horizon = now_ms.saturating_add(horizon_ms.max(0));
+        if earliest > horizon {
             let wait_ms = u64::try_from(earliest - now_ms).unwrap_or(0);
             return Pace::TooSoon {
                 // Whole seconds, at least one: an honest `Retry-After`.
                 retry_after: Duration::from_secs(wait_ms.div_ceil(1000).max(1)),
             };
         }
-        let fit = (now_ms - earliest) / self.emission_ms.max(1) + 1;
+        let fit = (horizon - earliest) / self.emission_ms.max(1) + 1;
         let granted = u32::try_from(fit).unwrap_or(u32::MAX).min(wanted.max(1));
         Pace::Allowed {
             next_tat_ms: tat + i64::from(granted) * self.emission_ms,
             granted,
+            first_ms: earliest,
         }
     }
 }
@@ -174,6 +190,7 @@ mod tests {
                     if let Pace::Allowed {
                         next_tat_ms,
                         granted,
+                        ..
                     } = pace.meet_many(tat, now, pace.burst())
                     {
                         assert!(granted >= 1 && granted <= pace.burst());
@@ -210,6 +227,7 @@ mod tests {
         let Pace::Allowed {
             next_tat_ms,
             granted,
+            ..
         } = pace.meet_many(None, 0, 30)
         else {
             panic!("an idle budget grants")

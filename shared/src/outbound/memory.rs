@@ -361,6 +361,7 @@ impl crate::ports::RateBudget for MemoryStore {
         access_token: &AccessToken,
         pace: crate::domain::RequestPace,
         wanted: u32,
+        horizon_ms: i64,
         now_ms: i64,
     ) -> Result<crate::ports::BudgetDecision, StoreError> {
         use crate::domain::Pace;
@@ -373,13 +374,19 @@ impl crate::ports::RateBudget for MemoryStore {
             return Ok(BudgetDecision::TokenReplaced);
         }
         let mut arrivals = self.requests.lock().map_err(|_| poisoned())?;
-        match pace.meet_many(arrivals.get(connection).copied(), now_ms, wanted) {
+        match pace.reserve(
+            arrivals.get(connection).copied(),
+            now_ms,
+            wanted,
+            horizon_ms,
+        ) {
             Pace::Allowed {
                 next_tat_ms,
                 granted,
+                first_ms,
             } => {
                 arrivals.insert(connection.clone(), next_tat_ms);
-                Ok(BudgetDecision::Allowed { granted })
+                Ok(BudgetDecision::Allowed { granted, first_ms })
             }
             Pace::TooSoon { retry_after } => Ok(BudgetDecision::Exhausted { retry_after }),
         }

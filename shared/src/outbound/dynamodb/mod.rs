@@ -796,19 +796,22 @@ impl crate::ports::RateBudget for DynamoStore {
         access_token: &AccessToken,
         pace: crate::domain::RequestPace,
         wanted: u32,
+        horizon_ms: i64,
         now_ms: i64,
     ) -> Result<crate::ports::BudgetDecision, StoreError> {
         use crate::domain::Pace;
         use crate::ports::BudgetDecision;
         let n = |v: i64| AttributeValue::N(v.to_string());
         let token = || AttributeValue::S(access_token.expose_secret().to_owned());
-        let mut wanted = wanted.clamp(1, pace.burst());
+        let horizon_ms = horizon_ms.max(0);
+        let mut wanted = wanted.max(1);
         // Conflicts only when another request moves the same arrival time
         // between our two writes; a few rounds settle it.
         for _ in 0..8 {
-            // Busy: the arrival time is ahead of now, and `wanted` more fit
-            // within the tolerance.
-            let latest = now_ms + pace.tolerance_ms - (i64::from(wanted) - 1) * pace.emission_ms;
+            // Busy: the arrival time is ahead of now, and `wanted` more come
+            // within the tolerance and the horizon.
+            let latest = now_ms + horizon_ms + pace.tolerance_ms
+                - (i64::from(wanted) - 1) * pace.emission_ms;
             let busy = self
                 .client
                 .update_item()
@@ -822,13 +825,27 @@ impl crate::ports::RateBudget for DynamoStore {
                 .expression_attribute_values(":now", n(now_ms))
                 .expression_attribute_values(":latest", n(latest))
                 .expression_attribute_values(":token", token())
+                .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedOld)
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 )
                 .send()
                 .await;
             let stored = match busy {
-                Ok(_) => return Ok(BudgetDecision::Allowed { granted: wanted }),
+                Ok(updated) => {
+                    // The arrival time before this write: the first reserved
+                    // request conforms at it less the tolerance.
+                    let old = updated
+                        .attributes()
+                        .and_then(|a| a.get(items::BUDGET_TAT))
+                        .and_then(|v| v.as_n().ok())
+                        .and_then(|v| v.parse::<i64>().ok())
+                        .unwrap_or(now_ms);
+                    return Ok(BudgetDecision::Allowed {
+                        granted: wanted,
+                        first_ms: old.max(now_ms) - pace.tolerance_ms,
+                    });
+                }
                 Err(err) => match err.as_service_error() {
                     Some(UpdateItemError::ConditionalCheckFailedException(failed)) => {
                         failed.item().cloned()
@@ -850,7 +867,7 @@ impl crate::ports::RateBudget for DynamoStore {
                 Some(AttributeValue::N(v)) => v.parse::<i64>().ok(),
                 _ => None,
             };
-            match pace.meet_many(tat, now_ms, wanted) {
+            match pace.reserve(tat, now_ms, wanted, horizon_ms) {
                 Pace::TooSoon { retry_after } if tat.is_some_and(|t| t >= now_ms) => {
                     return Ok(BudgetDecision::Exhausted { retry_after });
                 }
@@ -858,6 +875,7 @@ impl crate::ports::RateBudget for DynamoStore {
                 Pace::Allowed {
                     next_tat_ms,
                     granted,
+                    first_ms,
                 } if tat.is_none_or(|t| t < now_ms) => {
                     // Idle: the arrival time fell behind now (or was never set).
                     let idle = self
@@ -877,7 +895,7 @@ impl crate::ports::RateBudget for DynamoStore {
                         .send()
                         .await;
                     match idle {
-                        Ok(_) => return Ok(BudgetDecision::Allowed { granted }),
+                        Ok(_) => return Ok(BudgetDecision::Allowed { granted, first_ms }),
                         Err(err)
                             if err
                                 .as_service_error()

@@ -55,9 +55,9 @@ pub struct ProxySettings {
     pub budget_slice: Duration,
 }
 
-/// The default life of a budget slice: the bound the proxy keeps on a warm
-/// instance's use of an ended grant's token with the budget off, too.
-pub const DEFAULT_BUDGET_SLICE: Duration = Duration::from_secs(5);
+/// The default life of a budget slice: at a steady 2 requests a second over
+/// four instances, about one write per five requests (docs/benchmarks.md).
+pub const DEFAULT_BUDGET_SLICE: Duration = Duration::from_secs(10);
 
 impl Default for ProxySettings {
     /// 20 s of retries; RD's default account limit, 120 requests a minute,
@@ -495,10 +495,25 @@ impl ProxyService {
                 Local::Take(wanted) => wanted,
             };
             let pace = self.slices.pace(per_minute);
-            match budget.take(id, token, pace, wanted, now_ms).await? {
-                BudgetDecision::Allowed { granted } => {
-                    self.slices.taken(id, token, granted, now_ms);
-                    return Ok(());
+            let horizon_ms = self.slices.horizon_ms();
+            match budget
+                .take(id, token, pace, wanted, horizon_ms, now_ms)
+                .await?
+            {
+                BudgetDecision::Allowed { granted, first_ms } => {
+                    return match self.slices.taken(
+                        id,
+                        token,
+                        granted,
+                        first_ms,
+                        pace.emission_ms,
+                        now_ms,
+                    ) {
+                        Local::Refused(retry_after) => {
+                            Err(ProxyFailure::RateLimited { retry_after })
+                        }
+                        Local::Spent | Local::Take(_) => Ok(()),
+                    };
                 }
                 BudgetDecision::Exhausted { retry_after } => {
                     self.slices.refused(id, token, retry_after, now_ms);
