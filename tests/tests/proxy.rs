@@ -596,8 +596,9 @@ async fn no_sixty_seconds_hold_more_than_the_budget_across_a_minute_boundary() {
 }
 
 /// After a delete or a reconnect has answered, no later request goes out with
-/// the ended grant's token, on any instance: with the budget on, the budget's
-/// own write finds the token replaced (no extra AWS call per request).
+/// the ended grant's token, on any instance, with one request per budget write
+/// (`PROXY_BUDGET_SLICE_SECONDS=0`): the budget's own write finds the token
+/// replaced (no extra AWS call per request). With slices, see the next test.
 /// (Before: a warm instance kept sending the deleted connection's token for as
 /// long as it lived, up to 2 h.)
 #[tokio::test]
@@ -605,7 +606,22 @@ async fn a_grant_that_ended_is_not_used_again_by_a_warm_instance() {
     let app = RefreshApp::start().await;
     app.connect("ended", Product::Crm).await;
     app.connect("moved", Product::Crm).await;
-    let (a, b) = (instance(&app), instance(&app));
+    let settings = connector::assembly::Settings {
+        proxy: connector::services::proxy::ProxySettings {
+            budget_slice: std::time::Duration::ZERO,
+            ..connector::services::proxy::ProxySettings::default()
+        },
+        ..app.assembly.settings().clone()
+    };
+    let unsliced = || {
+        api_proxy_router(
+            connector::assembly::Assembly::new(app.assembly.parts().clone(), settings.clone())
+                .expect("assembled")
+                .api_state()
+                .expect("state"),
+        )
+    };
+    let (a, b) = (unsliced(), unsliced());
     for id in ["ended", "moved"] {
         assert_eq!(
             call(&b, "GET", &echo_path(Product::Crm, id), "")
