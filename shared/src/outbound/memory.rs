@@ -166,10 +166,14 @@ impl ConnectionStore for MemoryStore {
             })
             .transpose()?;
         let connections = self.connections.lock().map_err(|_| poisoned())?;
+        // A status is the attention index's key (only connections with it are
+        // paged); product and tags filter each page, as in DynamoDB.
         let mut ids: Vec<&ConnectionId> = connections
-            .keys()
-            .filter(|id| *id.tenant() == query.tenant)
-            .filter(|id| after.as_ref().is_none_or(|a| id.name() > a.name()))
+            .iter()
+            .filter(|(id, _)| *id.tenant() == query.tenant)
+            .filter(|(id, _)| after.as_ref().is_none_or(|a| id.name() > a.name()))
+            .filter(|(_, c)| query.status.is_none_or(|s| c.status == s))
+            .map(|(id, _)| id)
             .collect();
         ids.sort_by(|a, b| a.name().cmp(b.name()));
         let limit = query.limit.max(1) as usize;
