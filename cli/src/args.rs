@@ -113,6 +113,15 @@ pub enum Command {
     Connections(ConnectionsCommand),
     /// Open a connect session and print the link a person opens to connect.
     Connect(ConnectArgs),
+    /// Print a link that connects an existing connection's RD Station account
+    /// again (same id, product and tags), for one that needs a person.
+    Reconnect {
+        /// The connection id.
+        id: String,
+        /// Where to send the person when they are done (an allowed origin).
+        #[arg(long)]
+        return_url: Option<Url>,
+    },
     /// Tenants and the IAM principals that act in each (operators only).
     #[command(subcommand)]
     Tenants(TenantsCommand),

@@ -90,6 +90,15 @@ pub async fn run(api: &Api, command: &Command, as_json: bool) -> Result<String, 
             Ok(shown(&value, output::fields(&value)))
         }
         Command::Connect(args) => connect(api, args, as_json).await,
+        Command::Reconnect { id, return_url } => {
+            let body = match return_url {
+                Some(url) => json!({"return_url": url.as_str()}),
+                None => json!({}),
+            };
+            let path = format!("/connections/{}/reconnect", segment(id));
+            let value = api.call(Method::POST, &path, Some(&body)).await?;
+            Ok(connect_link(&value, as_json))
+        }
         Command::Tenants(TenantsCommand::List) => {
             let value = api.call(Method::GET, "/tenants", None).await?;
             Ok(shown(&value, output::tenants(&value)))
@@ -185,14 +194,20 @@ async fn connect(api: &Api, args: &ConnectArgs, as_json: bool) -> Result<String,
         }
         other => other?,
     };
+    Ok(connect_link(&value, as_json))
+}
+
+/// What a new connect session is shown as: the service's JSON, or the link to
+/// send and until when it works.
+fn connect_link(value: &serde_json::Value, as_json: bool) -> String {
     if as_json {
-        return Ok(serde_json::to_string_pretty(&value).unwrap_or_default());
+        return serde_json::to_string_pretty(value).unwrap_or_default();
     }
-    Ok(format!(
+    format!(
         "Send this link to the person who administers the RD Station account (valid until {}):\n{}",
         value["expires_at"].as_str().unwrap_or("?"),
         value["connect_url"].as_str().unwrap_or("?")
-    ))
+    )
 }
 
 /// A connection id as one path segment (ids may hold `:`; nothing may add a `/`).

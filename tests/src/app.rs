@@ -308,6 +308,24 @@ impl TestApp {
         self.finish(&path).await
     }
 
+    /// A whole flow opened by `POST /connections/{id}/reconnect` (with `body`,
+    /// if any), approved: the session's answer and the callback's.
+    pub async fn reconnect_in_one_call(
+        &self,
+        connection_id: &str,
+        body: Option<serde_json::Value>,
+    ) -> (Answer, Answer) {
+        let path = format!("/connections/{connection_id}/reconnect");
+        let mut request = EventRequest::new(apigw::IAM_AUTHORIZED, "POST", &path);
+        request.body = body.map(|b| b.to_string().into_bytes());
+        let opened = self.send(&request).await;
+        assert_eq!(opened.status, 201, "{}", opened.text());
+        let connect_url = Url::parse(opened.json()["connect_url"].as_str().expect("connect_url"))
+            .expect("connect_url is a URL");
+        let done = self.finish(connect_url.path()).await;
+        (opened, done)
+    }
+
     async fn finish(&self, path: &str) -> Answer {
         let consent = self.consent_url(path).await;
         let back = self.decide(&consent, "allow").await;

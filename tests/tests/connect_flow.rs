@@ -159,6 +159,92 @@ async fn reconnecting_keeps_the_id_and_bumps_the_version() {
     app.assert_no_secret_logged();
 }
 
+/// `POST /connections/{id}/reconnect`: one call opens the link that replaces
+/// the grant in place (same id, product and tags); an unknown id, a bad body
+/// or an anonymous caller are refused with a clear error and change nothing.
+#[tokio::test]
+async fn one_call_reconnects_an_existing_connection_in_place() {
+    let app = TestApp::start().await;
+    let tagged =
+        json!({"connection_id": "one-call", "product": "marketing", "tags": {"customer": "42"}});
+    assert_eq!(app.connect_with(tagged).await.status, 200);
+    let first = app.stored("one-call").await.expect("stored");
+    let (opened, done) = app.reconnect_in_one_call("one-call", None).await;
+    let session = opened.json();
+    assert_eq!(session["product"], "marketing");
+    assert_eq!(session["reconnect"], true);
+    assert_eq!(session["connection_id"], "one-call");
+    assert_eq!(done.status, 200, "{}", done.text());
+    let second = app.stored("one-call").await.expect("stored");
+    assert_eq!(second.created_at, first.created_at);
+    assert_eq!(second.version, first.version + 1);
+    assert_ne!(second.tokens.refresh_token, first.tokens.refresh_token);
+    assert!(second.tags.has("customer", "42"), "its tags are kept");
+    // An empty JSON object is a body too.
+    let (_, done) = app.reconnect_in_one_call("one-call", Some(json!({}))).await;
+    assert_eq!(done.status, 200, "{}", done.text());
+
+    fn refused<'a>(path: &'a str, body: Option<&[u8]>, fixture: &'a str) -> EventRequest<'a> {
+        let mut request = EventRequest::new(fixture, "POST", path);
+        request.body = body.map(<[u8]>::to_vec);
+        request
+    }
+    for (request, status, code) in [
+        (
+            refused(
+                "/connections/never-made/reconnect",
+                None,
+                apigw::IAM_AUTHORIZED,
+            ),
+            404,
+            "connection_not_found",
+        ),
+        (
+            refused(
+                "/connections/one-call/reconnect",
+                Some(b"{not json"),
+                apigw::IAM_AUTHORIZED,
+            ),
+            400,
+            "invalid_json",
+        ),
+        (
+            refused(
+                "/connections/one-call/reconnect",
+                Some(br#"{"product": "crm"}"#),
+                apigw::IAM_AUTHORIZED,
+            ),
+            400,
+            "invalid_json",
+        ),
+        (
+            refused(
+                "/connections/one-call/reconnect",
+                Some(br#"{"return_url": "https://elsewhere.example"}"#),
+                apigw::IAM_AUTHORIZED,
+            ),
+            400,
+            "return_url_not_allowed",
+        ),
+        (
+            refused("/connections/one-call/reconnect", None, apigw::BROWSER),
+            403,
+            "forbidden",
+        ),
+    ] {
+        let answer = app.send(&request).await;
+        assert_eq!(answer.status, status, "{}", answer.text());
+        assert_eq!(answer.error_code(), code, "{}", answer.text());
+    }
+    let last = app.stored("one-call").await.expect("stored");
+    assert_eq!(
+        last.version,
+        second.version + 1,
+        "only the second reconnect wrote"
+    );
+    app.assert_no_secret_logged();
+}
+
 #[tokio::test]
 async fn expired_state_is_refused_and_writes_nothing() {
     let app = TestApp::start().await;

@@ -96,6 +96,16 @@ async fn the_oauth_callback_binary_opens_a_session_for_an_iam_caller() {
     let response = invoke(&function, tagged.event()).await;
     assert_eq!(response["statusCode"], 400, "{response}");
     assert_eq!(body_of(&response)["code"], "invalid_tags");
+    // The one-call reconnect of a connection that does not exist: the real
+    // artifact routes it to the handler, which answers the API's 404.
+    let reconnect = EventRequest::new(
+        apigw::IAM_AUTHORIZED,
+        "POST",
+        "/connections/never-made/reconnect",
+    );
+    let response = invoke(&function, reconnect.event()).await;
+    assert_eq!(response["statusCode"], 404, "{response}");
+    assert_eq!(body_of(&response)["code"], "connection_not_found");
     // The same function, without an IAM identity.
     let mut anonymous = request.clone();
     anonymous.fixture = apigw::BROWSER;

@@ -8,7 +8,7 @@ use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::get;
 use integration_tests::local_run::{LocalRun, consent_through, workspace_binary};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn rdconn(url: &str, args: &[&str]) -> Output {
     Command::new(workspace_binary("rdconn"))
@@ -133,6 +133,25 @@ async fn the_cli_connects_lists_shows_refreshes_and_deletes_on_a_local_run() {
         "{stderr}"
     );
     assert!(!stderr.contains("\"reconnect\""), "{stderr}");
+
+    // The one-call reconnect: a link for the existing connection; an unknown
+    // id is the API's 404.
+    let printed = stdout(&rdconn(&url, &["reconnect", "acme:crm"]));
+    assert!(
+        printed.contains("Send this link") && printed.contains("/connect/"),
+        "{printed}"
+    );
+    let session: Value =
+        serde_json::from_str(&stdout(&rdconn(&url, &["--json", "reconnect", "acme:crm"])))
+            .expect("JSON");
+    assert_eq!(
+        (&session["product"], &session["reconnect"]),
+        (&json!("crm"), &json!(true))
+    );
+    let nobody = rdconn(&url, &["reconnect", "nobody"]);
+    assert_eq!(nobody.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&nobody.stderr);
+    assert!(stderr.contains("404: connection_not_found"), "{stderr}");
 
     // delete; then the API's error, as an error.
     stdout(&rdconn(&url, &["connections", "delete", "acme:crm"]));

@@ -138,6 +138,11 @@ fn the_callback_function_serves_every_route_with_the_right_auth() {
             ),
             ("GET".into(), "/oauth/callback".into(), "NONE".into()),
             ("POST".into(), "/connect/sessions".into(), "AWS_IAM".into()),
+            (
+                "POST".into(),
+                "/connections/{id}/reconnect".into(),
+                "AWS_IAM".into()
+            ),
         ]
     );
     assert_eq!(

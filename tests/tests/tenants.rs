@@ -319,6 +319,38 @@ async fn a_connect_session_cannot_reach_another_tenants_connection() {
     )
     .await;
     assert_eq!(acme.status, 201, "{}", acme.text());
+    // The one-call reconnect likewise: another tenant's id is unknown.
+    let theirs = send(
+        &callback,
+        BETA,
+        "POST",
+        "/connections/only-acme/reconnect",
+        None,
+    )
+    .await;
+    let unknown = send(
+        &callback,
+        BETA,
+        "POST",
+        "/connections/never-made/reconnect",
+        None,
+    )
+    .await;
+    assert_eq!(theirs.status, 404, "{}", theirs.text());
+    assert_eq!(
+        (theirs.status, theirs.json()),
+        (unknown.status, unknown.json())
+    );
+    let acme = send(
+        &callback,
+        ACME,
+        "POST",
+        "/connections/only-acme/reconnect",
+        None,
+    )
+    .await;
+    assert_eq!(acme.status, 201, "{}", acme.text());
+    assert_eq!(acme.json()["tenant"], "acme");
     let still = app
         .store
         .get(&acme_private.id)

@@ -336,6 +336,40 @@ impl ConnectService {
         Ok((session, connect_url))
     }
 
+    /// Opens a session that reconnects the existing connection `connection_id`
+    /// of `tenant` (its product; its tags kept): the one-call reconnect.
+    ///
+    /// # Errors
+    /// As [`ConnectService::open_session`];
+    /// [`OpenSessionError::NothingToReconnect`] when the tenant has no such
+    /// connection.
+    pub async fn open_reconnect(
+        &self,
+        tenant: &TenantId,
+        connection_id: &str,
+        return_url: Option<&str>,
+        base: &Url,
+    ) -> Result<(ConnectSession, Url), OpenSessionError> {
+        let id = ConnectionId::parse_in(tenant, connection_id)?;
+        let existing = self
+            .connections
+            .get(&id)
+            .await?
+            .ok_or(OpenSessionError::NothingToReconnect)?;
+        self.open_session(
+            SessionRequest {
+                tenant,
+                connection_id,
+                product: existing.product,
+                return_url,
+                reconnect: true,
+                tags: None,
+            },
+            base,
+        )
+        .await
+    }
+
     fn allowed_return_url(&self, raw: &str) -> Result<Url, OpenSessionError> {
         let url = Url::parse(raw).map_err(|_| OpenSessionError::ReturnUrlNotAllowed)?;
         let allowed = matches!(url.scheme(), "http" | "https")

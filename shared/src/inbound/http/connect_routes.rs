@@ -139,18 +139,79 @@ pub async fn open_session(
         )
         .await
     {
-        Ok((session, connect_url)) => {
-            let body = with_tenant(
-                json!({
-                    "connect_url": connect_url.as_str(),
-                    "expires_at": session.expires_at.to_rfc3339(),
-                    "connection_id": session.connection_id.name(),
-                    "product": session.product,
-                }),
-                &session.connection_id,
-            );
-            private((StatusCode::CREATED, Json(body)).into_response())
+        Ok((session, connect_url)) => session_opened(&session, &connect_url),
+        Err(err) => open_session_error(err).into_response(),
+    }
+}
+
+/// 201 with what a caller needs of a new connect session.
+fn session_opened(session: &ConnectSession, connect_url: &Url) -> Response {
+    let body = with_tenant(
+        json!({
+            "connect_url": connect_url.as_str(),
+            "expires_at": session.expires_at.to_rfc3339(),
+            "connection_id": session.connection_id.name(),
+            "product": session.product,
+            "reconnect": session.reconnect,
+        }),
+        &session.connection_id,
+    );
+    private((StatusCode::CREATED, Json(body)).into_response())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReconnectRequest {
+    #[serde(default)]
+    return_url: Option<String>,
+}
+
+/// `POST /connections/{id}/reconnect` (body optional: `{"return_url"?}`) →
+/// 201 `{"connect_url","expires_at",...}`: a connect link that replaces the
+/// connection's grant in place (same id, product and tags) once a person
+/// consents. 404 `connection_not_found` for an id the caller's tenant does not
+/// have.
+pub async fn reconnect(
+    State(service): State<ConnectService>,
+    PathParam(id): PathParam,
+    extensions: Extensions,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let tenant = match caller_scope(&service.tenancy, &extensions)
+        .await
+        .and_then(|scope| tenant_of_request(&scope, &headers))
+    {
+        Ok(tenant) => tenant,
+        Err(refused) => return refused.into_response(),
+    };
+    let Ok(body) = body else {
+        return ApiError::bad_request("invalid_request", "the request body could not be read")
+            .into_response();
+    };
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        ReconnectRequest::default()
+    } else {
+        match serde_json::from_slice::<ReconnectRequest>(&body) {
+            Ok(request) => request,
+            Err(e) => {
+                return ApiError::bad_request(
+                    "invalid_json",
+                    format!("the body is not the expected JSON object: {e}"),
+                )
+                .into_response();
+            }
         }
+    };
+    let base = match public_base(&service, &extensions) {
+        Ok(base) => base,
+        Err(e) => return e.into_response(),
+    };
+    match service
+        .open_reconnect(&tenant, &id, request.return_url.as_deref(), &base)
+        .await
+    {
+        Ok((session, connect_url)) => session_opened(&session, &connect_url),
         Err(err) => open_session_error(err).into_response(),
     }
 }

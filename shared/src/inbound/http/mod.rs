@@ -37,9 +37,14 @@ use error::ApiError;
 /// | GET | `/connect/{session}` | redirect a person to RD's consent page |
 /// | GET | `/oauth/callback` | RD's redirect back: exchange the code, store the connection |
 /// | GET | `/connect/{session}/done` | the result, for the browser that completed the flow |
+/// | POST | `/connections/{id}/reconnect` | a connect session that replaces the connection's grant |
 pub fn connect_routes(service: ConnectService, pages: Pages) -> Router {
     Router::new()
         .route("/connect/sessions", post(connect_routes::open_session))
+        .route(
+            "/connections/{id}/reconnect",
+            post(connect_routes::reconnect),
+        )
         .route(
             "/connect/{session}",
             get(connect_routes::redirect_to_consent),
