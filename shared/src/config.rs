@@ -214,6 +214,16 @@ impl Config {
                     reason: "too large".to_owned(),
                 })?,
         };
+        refresh.expiring_warning = match positive("EXPIRING_WARNING_HOURS", 48)? {
+            hours @ 1..=336 => Duration::from_secs(hours * 3_600),
+            _ => {
+                return Err(ConfigError::Invalid {
+                    name: "EXPIRING_WARNING_HOURS",
+                    reason: "expected 1 to 336 hours (a CRM refresh token lives 14 idle days)"
+                        .to_owned(),
+                });
+            }
+        };
         refresh.failing_after =
             u32::try_from(positive("REFRESH_FAILING_AFTER", 6)?).map_err(|_| {
                 ConfigError::Invalid {
@@ -563,6 +573,10 @@ mod tests {
             crate::services::proxy::DEFAULT_BUDGET_SLICE
         );
         assert_eq!(config.refresh_work_queue_url, None);
+        assert_eq!(
+            config.refresh.expiring_warning,
+            Duration::from_secs(48 * 3_600)
+        );
         let mut pairs = MINIMAL.to_vec();
         pairs.extend([
             ("PROXY_BUDGET_SLICE_SECONDS", "0"),
@@ -574,6 +588,15 @@ mod tests {
         let config = Config::from_lookup(lookup(&pairs)).expect("valid");
         assert_eq!(config.proxy.budget_slice, Duration::ZERO);
         assert!(config.refresh_work_queue_url.is_some());
+        let mut pairs = MINIMAL.to_vec();
+        pairs.push(("EXPIRING_WARNING_HOURS", "337"));
+        assert!(matches!(
+            Config::from_lookup(lookup(&pairs)),
+            Err(ConfigError::Invalid {
+                name: "EXPIRING_WARNING_HOURS",
+                ..
+            })
+        ));
         for bad in ["31", "-1", "soon"] {
             let mut pairs = MINIMAL.to_vec();
             pairs.push(("PROXY_BUDGET_SLICE_SECONDS", bad));

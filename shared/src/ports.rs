@@ -53,10 +53,21 @@ pub struct ListQuery {
     pub product: Option<Product>,
     /// Only connections with every one of these tags.
     pub tags: Vec<TagFilter>,
+    /// Only connections whose refresh token dies by then (CRM's idle limit;
+    /// a Marketing connection's does not die of idleness).
+    pub dies_by: Option<Timestamp>,
     /// Where the previous page ended (opaque).
     pub cursor: Option<String>,
     /// At most this many items are looked at for the page.
     pub limit: u32,
+}
+
+impl ListQuery {
+    /// Whether `c` passes the `dies_by` filter (every connection when unset).
+    pub fn admits_death(&self, c: &Connection) -> bool {
+        self.dies_by
+            .is_none_or(|by| c.refresh_token_dies_at().is_some_and(|dies| dies <= by))
+    }
 }
 
 /// One page of connections.
@@ -576,6 +587,9 @@ pub enum EventKind {
     /// Refreshes keep failing without a clear answer from RD; the connection is
     /// still active, but a person should look.
     ConnectionRefreshFailing,
+    /// Refreshes keep failing and the refresh token dies (RD's 14 idle days
+    /// for CRM) within the warning window: sent once, with the time of death.
+    ConnectionExpiring,
     /// RD refused our client credentials: the deployment is misconfigured.
     DeploymentCredentialsRejected,
 }
@@ -588,6 +602,7 @@ impl EventKind {
             Self::ConnectionPossiblyLost => "ConnectionPossiblyLost",
             Self::ConnectionRecovered => "ConnectionRecovered",
             Self::ConnectionRefreshFailing => "ConnectionRefreshFailing",
+            Self::ConnectionExpiring => "ConnectionExpiring",
             Self::DeploymentCredentialsRejected => "DeploymentCredentialsRejected",
         }
     }
@@ -606,6 +621,8 @@ pub struct ServiceEvent {
     pub reason: String,
     /// The connection's tags, for connection events.
     pub tags: Tags,
+    /// When the connection's refresh token dies, for `ConnectionExpiring`.
+    pub dies_at: Option<Timestamp>,
 }
 
 /// Why an event could not be published.

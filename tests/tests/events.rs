@@ -72,6 +72,7 @@ async fn events_land_on_the_bus_with_their_detail() {
             product: Some(Product::Crm),
             reason: "lost_in_flight".to_owned(),
             tags: Default::default(),
+            dies_at: None,
         })
         .await
         .expect("published");
@@ -82,6 +83,7 @@ async fn events_land_on_the_bus_with_their_detail() {
             product: None,
             reason: "invalid_client".to_owned(),
             tags: Default::default(),
+            dies_at: None,
         })
         .await
         .expect("published");
@@ -96,6 +98,7 @@ async fn events_land_on_the_bus_with_their_detail() {
             reason: "revoked".to_owned(),
             tags: connector::domain::Tags::parse([("customer".to_owned(), "42".to_owned())].into())
                 .expect("valid"),
+            dies_at: None,
         })
         .await
         .expect("published");
@@ -149,6 +152,7 @@ async fn a_missing_bus_is_an_error() {
             product: Some(Product::Marketing),
             reason: "restored_from_rescue".to_owned(),
             tags: Default::default(),
+            dies_at: None,
         })
         .await;
     assert!(result.is_err());

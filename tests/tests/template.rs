@@ -328,6 +328,7 @@ fn connection_events_and_alarms_reach_a_person() {
         connector::ports::EventKind::ConnectionNeedsReauth,
         connector::ports::EventKind::ConnectionPossiblyLost,
         connector::ports::EventKind::ConnectionRefreshFailing,
+        connector::ports::EventKind::ConnectionExpiring,
         connector::ports::EventKind::DeploymentCredentialsRejected,
     ] {
         assert!(detail_types.contains(&kind.detail_type()), "{kind:?}");

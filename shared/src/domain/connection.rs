@@ -182,7 +182,13 @@ pub struct RefreshBackoff {
     pub next_attempt_at: Option<Timestamp>,
     /// Why the last attempt failed (a short code, never a token).
     pub last_error: Option<String>,
+    /// A `ConnectionExpiring` warning went out during these failures (cleared,
+    /// with the rest, by the next successful refresh).
+    pub expiring_warned: bool,
 }
+
+/// How long RD keeps an unused CRM refresh token.
+pub const CRM_REFRESH_IDLE_SECONDS: i64 = 14 * 86_400;
 
 /// One connected RD Station account, as stored.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -273,6 +279,19 @@ impl Connection {
             backoff: RefreshBackoff::default(),
             updated_at: now,
             ..self.clone()
+        }
+    }
+
+    /// When the refresh token dies unless it is used before: a CRM refresh
+    /// token 14 days after it was issued (its last use); a Marketing one does
+    /// not die of idleness.
+    pub fn refresh_token_dies_at(&self) -> Option<Timestamp> {
+        match self.product {
+            Product::Crm => Some(
+                self.refresh_token_issued_at
+                    .plus_seconds(CRM_REFRESH_IDLE_SECONDS),
+            ),
+            Product::Marketing => None,
         }
     }
 

@@ -34,6 +34,12 @@ pub fn event_detail(event: &ServiceEvent) -> serde_json::Value {
         if !event.tags.is_empty() {
             object.insert("tags".to_owned(), json!(event.tags));
         }
+        if let Some(dies_at) = event.dies_at {
+            object.insert(
+                "refresh_token_dies_at".to_owned(),
+                dies_at.to_rfc3339().into(),
+            );
+        }
     }
     detail
 }
@@ -149,6 +155,7 @@ mod tests {
             product: Some(Product::Crm),
             reason: "revoked".to_owned(),
             tags: Tags::parse([("customer".to_owned(), "42".to_owned())].into()).expect("valid"),
+            dies_at: None,
         })
     }
 

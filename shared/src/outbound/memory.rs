@@ -185,6 +185,7 @@ impl ConnectionStore for MemoryStore {
             .filter(|c| query.status.is_none_or(|s| c.status == s))
             .filter(|c| query.product.is_none_or(|p| c.product == p))
             .filter(|c| query.tags.iter().all(|f| c.tags.has(&f.key, &f.value)))
+            .filter(|c| query.admits_death(c))
             .cloned()
             .collect();
         Ok(ListPage {

@@ -172,6 +172,7 @@ async fn count_with_status(
             status: Some(status),
             product: None,
             tags: Vec::new(),
+            dies_by: None,
             cursor: None,
             limit: 100,
         };

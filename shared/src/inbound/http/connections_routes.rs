@@ -21,20 +21,9 @@ use crate::services::listing::list_across;
 use crate::services::refresh_protocol::{RefreshFailure, RefreshRequest, Refreshed};
 use crate::services::tenancy::TENANT_HEADER;
 
-/// How long RD keeps an unused CRM refresh token.
-const CRM_REFRESH_IDLE_SECONDS: i64 = 14 * 86_400;
-
 /// A connection as callers may see it.
 pub fn view(c: &Connection) -> Value {
-    let dies_at = match c.product {
-        // A CRM refresh token dies 14 days after its last use (its issue).
-        Product::Crm => Some(
-            c.refresh_token_issued_at
-                .plus_seconds(CRM_REFRESH_IDLE_SECONDS)
-                .to_rfc3339(),
-        ),
-        Product::Marketing => None,
-    };
+    let dies_at = c.refresh_token_dies_at().map(|t| t.to_rfc3339());
     let body = json!({
         "connection_id": c.id.name(),
         "product": c.product,
@@ -139,6 +128,18 @@ pub async fn list(State(state): State<ApiState>, request: Request) -> Response {
                     return bad("invalid_tag", &format!("tag is key=value: {e}"));
                 }
             },
+            "dies_within_hours" => match value.parse::<i64>() {
+                Ok(hours @ 1..=336) => {
+                    query.dies_by =
+                        Some(state.proxy.engine.clock.now().plus_seconds(hours * 3_600));
+                }
+                _ => {
+                    return bad(
+                        "invalid_dies_within_hours",
+                        "dies_within_hours is a whole number of hours from 1 to 336",
+                    );
+                }
+            },
             "cursor" => query.cursor = Some(value.into_owned()),
             "limit" => match value.parse::<u32>() {
                 Ok(n @ 1..=100) => query.limit = n,
@@ -147,7 +148,7 @@ pub async fn list(State(state): State<ApiState>, request: Request) -> Response {
             _ => {
                 return bad(
                     "invalid_query",
-                    "known parameters: status, product, tag, cursor, limit",
+                    "known parameters: status, product, tag, dies_within_hours, cursor, limit",
                 );
             }
         }

@@ -186,7 +186,7 @@ pub(super) const TENANT: &str = "tenant";
 
 /// Attributes a connection item may lack (settings aside): a versioned write
 /// removes those the connection it writes does not have.
-pub(super) const OPTIONAL_ATTRIBUTES: [&str; 10] = [
+pub(super) const OPTIONAL_ATTRIBUTES: [&str; 11] = [
     "status_reason",
     ATTENTION,
     "lease_id",
@@ -195,6 +195,7 @@ pub(super) const OPTIONAL_ATTRIBUTES: [&str; 10] = [
     "intent_ambiguous",
     "next_attempt_at",
     "last_refresh_error",
+    "expiring_warned",
     DUE_SHARD,
     DUE_AT,
 ];
@@ -329,6 +330,9 @@ pub(super) fn connection_item(c: &Connection, policy: &DuePolicy) -> Item {
     if let Some(error) = &c.backoff.last_error {
         item.insert("last_refresh_error".to_owned(), s(error));
     }
+    if c.backoff.expiring_warned {
+        item.insert("expiring_warned".to_owned(), AttributeValue::Bool(true));
+    }
     // Only refreshable connections are in the (sparse) due index.
     if let Some(due) = policy.due_at(c) {
         item.insert(DUE_SHARD.to_owned(), s(due_shard_name(policy.shard_of(c))));
@@ -389,6 +393,10 @@ pub(super) fn connection_from_item(item: &Item) -> Result<Connection, StoreError
                 .map_err(|_| corrupt("refresh_failures"))?,
             next_attempt_at: optional_number(item, "next_attempt_at").map(Timestamp),
             last_error: optional_string(item, "last_refresh_error"),
+            expiring_warned: matches!(
+                item.get("expiring_warned"),
+                Some(AttributeValue::Bool(true))
+            ),
         },
         created_at: timestamp(item, "created_at")?,
         connected_at: timestamp(item, "connected_at")?,
@@ -551,6 +559,7 @@ mod tests {
             failures: 3,
             next_attempt_at: Some(Timestamp(99)),
             last_error: Some("ambiguous".to_owned()),
+            expiring_warned: true,
         };
         c
     }

@@ -465,6 +465,7 @@ impl ConnectionStore for DynamoStore {
             .filter(|c| query.status.is_none_or(|s| c.status == s))
             .filter(|c| query.product.is_none_or(|p| c.product == p))
             .filter(|c| query.tags.iter().all(|f| c.tags.has(&f.key, &f.value)))
+            .filter(|c| query.admits_death(c))
             .collect();
         Ok(ListPage {
             connections,

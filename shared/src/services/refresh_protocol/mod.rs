@@ -605,7 +605,15 @@ impl RefreshEngine {
                     c.tokens.refresh_token.clone(),
                     self.clock.now(),
                 );
-                self.commit(&claim, pair).await
+                let committed = self.commit(&claim, pair).await;
+                if let Ok(Refreshed::Rotated(stored)) = &committed
+                    && c.backoff.expiring_warned
+                {
+                    // The warning is over: the new refresh token lives on.
+                    self.publish(EventKind::ConnectionRecovered, stored, "refreshed")
+                        .await;
+                }
+                committed
             }
             CallOutcome::GrantRejected => self.grant_rejected(&claim).await,
             CallOutcome::ClientRejected => {
@@ -655,12 +663,23 @@ impl RefreshEngine {
         let until = self.clock.now().plus_seconds(delay.as_secs().max(1) as i64);
         let keep_intent = ambiguous || claim.ambiguous_history;
         let failing = failures >= self.settings.failing_after;
+        // Once per run of failures, when the refresh token dies within the
+        // warning window.
+        let already_warned = claim.connection.backoff.expiring_warned;
+        let warn_expiring = !already_warned
+            && claim
+                .connection
+                .refresh_token_dies_at()
+                .is_some_and(|dies| {
+                    dies.0 - self.clock.now().0 <= self.settings.expiring_warning.as_secs() as i64
+                });
         let released = self
             .release(claim, |c| {
                 c.backoff = RefreshBackoff {
                     failures,
                     next_attempt_at: Some(until),
                     last_error: Some(reason.to_owned()),
+                    expiring_warned: already_warned || warn_expiring,
                 };
                 c.intent = claim
                     .connection
@@ -676,9 +695,17 @@ impl RefreshEngine {
                 }
             })
             .await;
-        if let Some(stored) = released.filter(|_| failures == self.settings.failing_after) {
+        if let Some(stored) = released
+            .as_ref()
+            .filter(|_| failures == self.settings.failing_after)
+        {
             tracing::warn!(connection_id = %stored.id, failures, reason, "refreshes keep failing; the connection stays active");
-            self.publish(EventKind::ConnectionRefreshFailing, &stored, reason)
+            self.publish(EventKind::ConnectionRefreshFailing, stored, reason)
+                .await;
+        }
+        if let Some(stored) = released.as_ref().filter(|_| warn_expiring) {
+            tracing::warn!(connection_id = %stored.id, failures, reason, "the refresh token dies soon unless a refresh succeeds");
+            self.publish(EventKind::ConnectionExpiring, stored, reason)
                 .await;
         }
         until
@@ -806,6 +833,7 @@ impl RefreshEngine {
                         product: Some(c.product),
                         reason: reason.to_owned(),
                         tags: c.tags.clone(),
+                        dies_at: None,
                     };
                     if let Err(e) = self.events.publish(&event).await {
                         tracing::error!(connection_id = %c.id, error = %e, "could not publish an event");
@@ -933,6 +961,9 @@ impl RefreshEngine {
             product: Some(c.product),
             reason: reason.to_owned(),
             tags: c.tags.clone(),
+            dies_at: (kind == EventKind::ConnectionExpiring)
+                .then(|| c.refresh_token_dies_at())
+                .flatten(),
         };
         if let Err(e) = self.events.publish(&event).await {
             tracing::error!(connection_id = %c.id, error = %e, "could not publish an event");
@@ -947,6 +978,7 @@ impl RefreshEngine {
             product: None,
             reason: "invalid_client".to_owned(),
             tags: Tags::default(),
+            dies_at: None,
         };
         if let Err(e) = self.events.publish(&event).await {
             tracing::error!(error = %e, "could not publish an event");

@@ -50,6 +50,9 @@ impl LeaseTiming {
     }
 }
 
+/// The default warning window before a refresh token dies: 48 hours.
+pub const DEFAULT_EXPIRING_WARNING: Duration = Duration::from_secs(48 * 3_600);
+
 /// Timing of the refresh protocol.
 #[derive(Clone, Debug)]
 pub struct RefreshSettings {
@@ -68,6 +71,9 @@ pub struct RefreshSettings {
     /// Consecutive failures without a clear answer after which a connection is
     /// flagged `refresh_failing` (it stays active; see the module docs).
     pub failing_after: u32,
+    /// How long before a refresh token dies (CRM: 14 idle days) a failing
+    /// refresh sends `ConnectionExpiring` (once per run of failures).
+    pub expiring_warning: Duration,
     /// How long after a holder's lease ended its abandoned writes (its commit,
     /// its rescued pair, its status) may still land: a worker taking over from a
     /// holder that may have rotated waits this out before it looks for a rescued
@@ -111,6 +117,7 @@ impl RefreshSettings {
             ambiguous_retry_min: Duration::from_secs(60),
             wait_step: (Duration::from_millis(25), Duration::from_millis(500)),
             failing_after: 6,
+            expiring_warning: DEFAULT_EXPIRING_WARNING,
             late_write_bound: AWS_OPERATION_TIMEOUT,
             token_calls_per_second: None,
         }
