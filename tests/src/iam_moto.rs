@@ -209,24 +209,21 @@ impl IamMoto {
             .send()
             .await
             .expect("bucket");
-        let legacy_queue = aws_sdk_sqs::Client::new(&sdk)
-            .create_queue()
-            .queue_name("rescues")
-            .send()
-            .await
-            .expect("queue")
-            .queue_url()
-            .expect("a url")
-            .to_owned();
-        let work_queue = aws_sdk_sqs::Client::new(&sdk)
-            .create_queue()
-            .queue_name("refresh-work")
-            .send()
-            .await
-            .expect("queue")
-            .queue_url()
-            .expect("a url")
-            .to_owned();
+        let queue = |name: &'static str| {
+            let sqs = aws_sdk_sqs::Client::new(&sdk);
+            async move {
+                sqs.create_queue()
+                    .queue_name(name)
+                    .send()
+                    .await
+                    .expect("queue")
+                    .queue_url()
+                    .expect("a url")
+                    .to_owned()
+            }
+        };
+        let legacy_queue = queue("rescues").await;
+        let work_queue = queue("refresh-work").await;
         let bus = "connection-events".to_owned();
         aws_sdk_eventbridge::Client::new(&sdk)
             .create_event_bus()

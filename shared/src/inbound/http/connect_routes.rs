@@ -66,14 +66,9 @@ pub async fn open_session(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    // The session belongs to the tenant the caller acts in; the callback
-    // stores the connection there.
-    let tenant = match caller_scope(&service.tenancy, &extensions)
-        .await
-        .and_then(|scope| tenant_of_request(&scope, &headers))
-    {
+    let tenant = match session_tenant(&service, &extensions, &headers).await {
         Ok(tenant) => tenant,
-        Err(refused) => return refused.into_response(),
+        Err(refused) => return refused,
     };
     // The body extractor's own refusal is plain text: answer our JSON instead.
     let body = match body {
@@ -144,6 +139,19 @@ pub async fn open_session(
     }
 }
 
+/// The tenant a connect session of this request belongs to (the callback
+/// stores the connection there), or the refusal of its caller.
+async fn session_tenant(
+    service: &ConnectService,
+    extensions: &Extensions,
+    headers: &HeaderMap,
+) -> Result<crate::domain::TenantId, Response> {
+    caller_scope(&service.tenancy, extensions)
+        .await
+        .and_then(|scope| tenant_of_request(&scope, headers))
+        .map_err(IntoResponse::into_response)
+}
+
 /// 201 with what a caller needs of a new connect session.
 fn session_opened(session: &ConnectSession, connect_url: &Url) -> Response {
     let body = with_tenant(
@@ -178,12 +186,9 @@ pub async fn reconnect(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let tenant = match caller_scope(&service.tenancy, &extensions)
-        .await
-        .and_then(|scope| tenant_of_request(&scope, &headers))
-    {
+    let tenant = match session_tenant(&service, &extensions, &headers).await {
         Ok(tenant) => tenant,
-        Err(refused) => return refused.into_response(),
+        Err(refused) => return refused,
     };
     let Ok(body) = body else {
         return ApiError::bad_request("invalid_request", "the request body could not be read")
