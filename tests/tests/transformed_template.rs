@@ -38,8 +38,10 @@ fn only_the_browser_routes_are_public_and_each_route_reaches_its_function() {
     let template = transformed();
     // The public routes are the ones a person's browser follows, plus the
     // $default route (every path no other route matches), which reaches the
-    // callback function: its fallback answers a page or a JSON 404 and serves no
-    // API route, so no unsigned request reaches the connections API.
+    // callback function: its fallback answers a page or a JSON 404, and its two
+    // caller routes (opening a session, the one-call reconnect) refuse a request
+    // without an IAM identity themselves, so no unsigned request reaches the
+    // connections API.
     let expected = [
         (
             "$default",
@@ -64,6 +66,12 @@ fn only_the_browser_routes_are_public_and_each_route_reaches_its_function() {
         ("/connections/{id}", "delete", "AWS_IAM", "ApiProxyFunction"),
         ("/connections/{id}", "get", "AWS_IAM", "ApiProxyFunction"),
         ("/connections/{id}", "patch", "AWS_IAM", "ApiProxyFunction"),
+        (
+            "/connections/{id}/reconnect",
+            "post",
+            "AWS_IAM",
+            "OAuthCallbackFunction",
+        ),
         (
             "/connections/{id}/refresh",
             "post",
