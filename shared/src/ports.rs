@@ -161,6 +161,10 @@ pub trait ConnectionStore: Send + Sync {
     /// in flight then fails its conditional commit and cannot bring it back.
     async fn delete(&self, id: &ConnectionId) -> Result<bool, StoreError>;
 
+    /// Removes the connection only while it is still at `version` (nothing
+    /// wrote it since it was read); `false` if it was not (gone, or moved on).
+    async fn delete_at_version(&self, id: &ConnectionId, version: u64) -> Result<bool, StoreError>;
+
     /// Ids of active connections whose due time is at or before `now`, in one shard
     /// of the due index (a query on a sparse index, never a scan).
     async fn due_connections(

@@ -238,6 +238,11 @@ impl ConnectionStore for InstrumentedStore {
         self.inner.delete(id).await
     }
 
+    async fn delete_at_version(&self, id: &ConnectionId, version: u64) -> Result<bool, StoreError> {
+        self.write();
+        self.inner.delete_at_version(id, version).await
+    }
+
     async fn claim_lease(
         &self,
         connection: &Connection,

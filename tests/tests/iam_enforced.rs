@@ -345,6 +345,23 @@ async fn the_api_function_runs_on_exactly_its_role() {
     let waiting = run.rescues().list_rescues(None).await.expect("listable");
     assert_eq!(waiting.keys.len(), 1, "the rotated pair was put aside");
 
+    // An import (a conditional put, then its refresh), and one of a dead
+    // token (its conditional delete).
+    let (_, held, _) = run.sandbox.sandbox.issue_pair(SandboxProduct::Crm);
+    for (name, token, status) in [
+        ("crm-imported", held.as_str(), 201),
+        ("crm-dead", "never-issued", 422),
+    ] {
+        let mut import = iam("POST", "/connections/import");
+        import.body = Some(
+            json!({"connection_id": name, "product": "crm", "refresh_token": token})
+                .to_string()
+                .into_bytes(),
+        );
+        let answer = run.send(&import).await;
+        assert_eq!(answer.status, status, "{}", answer.text());
+    }
+
     // Tenants, written by an operator: today's caller kept in the default
     // tenant, a second tenant beside it.
     for (tenant, principal) in [

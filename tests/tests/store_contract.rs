@@ -1053,6 +1053,53 @@ async fn the_token_call_pace_is_one_for_every_instance(store: Arc<impl Store>) {
     );
 }
 
+/// A delete at a version removes the connection only while nothing wrote it
+/// since; the mark of an import is written at creation and kept by every
+/// versioned write.
+async fn a_delete_at_a_version_touches_only_that_version(store: Arc<impl Store>) {
+    let imported = Connection {
+        imported_from: Some("0123456789abcdef".to_owned()),
+        ..connection("imported")
+    };
+    let created = store.create(&imported).await.expect("created");
+    let moved_on = store
+        .update(&created.with_new_pair(pair("second"), Timestamp(2_000)))
+        .await
+        .expect("updated");
+    assert_eq!(
+        moved_on.imported_from.as_deref(),
+        Some("0123456789abcdef"),
+        "a versioned write keeps the import's mark"
+    );
+    let read = store
+        .get(&imported.id)
+        .await
+        .expect("read")
+        .expect("present");
+    assert_eq!(read.imported_from, moved_on.imported_from);
+    assert!(
+        !store
+            .delete_at_version(&imported.id, created.version)
+            .await
+            .expect("delete"),
+        "the connection moved on: not deleted"
+    );
+    assert!(store.get(&imported.id).await.expect("read").is_some());
+    assert!(
+        store
+            .delete_at_version(&imported.id, moved_on.version)
+            .await
+            .expect("delete")
+    );
+    assert!(store.get(&imported.id).await.expect("read").is_none());
+    assert!(
+        !store
+            .delete_at_version(&imported.id, moved_on.version)
+            .await
+            .expect("a missing connection is no error")
+    );
+}
+
 macro_rules! contract {
     ($($case:ident),* $(,)?) => {
         mod memory {
@@ -1100,6 +1147,7 @@ contract!(
     tags_are_a_setting_the_versioned_writes_keep,
     those_needing_a_person_are_listed_across_the_attention_shards,
     the_token_call_pace_is_one_for_every_instance,
+    a_delete_at_a_version_touches_only_that_version,
 );
 
 /// A connection marked before the attention index had shards carries the

@@ -285,6 +285,7 @@ fn the_api_function_serves_the_proxy_connections_and_tenants_routes_behind_iam()
             ("GET".into(), "/connections/{id}".into(), iam()),
             ("GET".into(), "/tenants".into(), iam()),
             ("PATCH".into(), "/connections/{id}".into(), iam()),
+            ("POST".into(), "/connections/import".into(), iam()),
             ("POST".into(), "/connections/{id}/refresh".into(), iam()),
             ("PUT".into(), "/tenants/{tenant}".into(), iam()),
         ]

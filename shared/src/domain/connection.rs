@@ -227,6 +227,10 @@ pub struct Connection {
     /// The caller's labels (a setting, like the rate limit: written apart from
     /// the protocol's versioned writes).
     pub tags: Tags,
+    /// For a connection made by an import, the fingerprint of the refresh token
+    /// it was imported with (written at creation, never changed): a second
+    /// import of that token is known as the same import.
+    pub imported_from: Option<String>,
 }
 
 impl Connection {
@@ -253,6 +257,7 @@ impl Connection {
             updated_at: now,
             rate_limit_per_minute: None,
             tags: Tags::default(),
+            imported_from: None,
         }
     }
 

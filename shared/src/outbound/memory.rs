@@ -76,6 +76,7 @@ impl MemoryStore {
                     version: connection.version + 1,
                     rate_limit_per_minute: current.rate_limit_per_minute,
                     tags: current.tags.clone(),
+                    imported_from: current.imported_from.clone(),
                     ..connection.clone()
                 };
                 connections.insert(stored.id.clone(), stored.clone());
@@ -147,6 +148,15 @@ impl ConnectionStore for MemoryStore {
     async fn delete(&self, id: &ConnectionId) -> Result<bool, StoreError> {
         let mut connections = self.connections.lock().map_err(|_| poisoned())?;
         // The pace lives on the connection's item in DynamoDB: it goes with it.
+        self.requests.lock().map_err(|_| poisoned())?.remove(id);
+        Ok(connections.remove(id).is_some())
+    }
+
+    async fn delete_at_version(&self, id: &ConnectionId, version: u64) -> Result<bool, StoreError> {
+        let mut connections = self.connections.lock().map_err(|_| poisoned())?;
+        if connections.get(id).is_none_or(|c| c.version != version) {
+            return Ok(false);
+        }
         self.requests.lock().map_err(|_| poisoned())?.remove(id);
         Ok(connections.remove(id).is_some())
     }

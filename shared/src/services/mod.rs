@@ -3,6 +3,7 @@
 
 pub mod caller_policy;
 pub mod connect;
+pub mod import;
 pub mod listing;
 pub mod proxy;
 pub mod refresh_protocol;

@@ -11,6 +11,7 @@ use super::error::ApiError;
 use crate::domain::TenantId;
 use crate::ports::TokenEndpoint;
 use crate::services::caller_policy::CallerRefused;
+use crate::services::import::Importer;
 use crate::services::proxy::ProxyService;
 use crate::services::tenancy::{CallerScope, ScopeRefused, TENANT_HEADER, Tenancy};
 
@@ -89,6 +90,15 @@ pub fn tenant_of_request(scope: &CallerScope, headers: &HeaderMap) -> Result<Ten
 }
 
 impl ApiState {
+    /// The import service, over the proxy's store and refresh protocol.
+    pub fn importer(&self) -> Importer {
+        Importer {
+            connections: self.proxy.connections.clone(),
+            engine: self.proxy.engine.clone(),
+            clock: self.proxy.engine.clock.clone(),
+        }
+    }
+
     /// The scope of a request's caller.
     ///
     /// # Errors

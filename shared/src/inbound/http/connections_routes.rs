@@ -2,7 +2,7 @@
 //! delete. Never a token, nor a fingerprint of one.
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
@@ -60,7 +60,17 @@ impl FromRequestParts<ApiState> for AdmittedId {
             .acting_tenant(&parts.extensions, &parts.headers)
             .await
             .map_err(IntoResponse::into_response)?;
-        let PathParam(raw) = PathParam::from_request_parts(parts, state).await?;
+        // `/connections/import` is a literal route that also serves the
+        // connection named `import` (see `api_routes`).
+        let literal_import = parts
+            .extensions
+            .get::<MatchedPath>()
+            .is_some_and(|m| m.as_str() == "/connections/import");
+        let raw = if literal_import {
+            "import".to_owned()
+        } else {
+            PathParam::from_request_parts(parts, state).await?.0
+        };
         ConnectionId::parse_in(&tenant, &raw)
             .map(Self)
             .map_err(|e| {

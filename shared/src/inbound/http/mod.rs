@@ -6,6 +6,7 @@ mod binding_cookie;
 mod connect_routes;
 mod connections_routes;
 pub mod error;
+mod import_routes;
 mod invocation;
 mod pages;
 mod path_param;
@@ -64,6 +65,7 @@ pub fn connect_routes(service: ConnectService, pages: Pages) -> Router {
 /// |---|---|---|
 /// | any | `/proxy/{connection_id}/{path+}` | call RD Station's API with the connection's token |
 /// | GET | `/connections` | a page of connections (filters `status`, `product`) |
+/// | POST | `/connections/import` | a connection from a refresh token another system held |
 /// | GET | `/connections/{id}` | the connection's state (never a token) |
 /// | PATCH | `/connections/{id}` | the account's request budget a minute |
 /// | POST | `/connections/{id}/refresh` | a forced refresh through the protocol |
@@ -78,6 +80,15 @@ pub fn api_routes(state: ApiState) -> Router {
     Router::new()
         .route("/proxy/{connection_id}/{*path}", any(proxy_routes::proxy))
         .route("/connections", get(connections_routes::list))
+        // A connection named `import` keeps its routes: the literal path
+        // would otherwise answer 405 to them.
+        .route(
+            "/connections/import",
+            post(import_routes::import)
+                .get(connections_routes::show)
+                .patch(connections_routes::update)
+                .delete(connections_routes::delete),
+        )
         .route(
             "/connections/{id}",
             get(connections_routes::show)

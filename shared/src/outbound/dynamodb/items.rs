@@ -178,8 +178,17 @@ fn tags_of(item: &Item) -> Result<Option<Tags>, StoreError> {
 /// Attributes written once, when the connection is created, and never changed:
 /// a versioned write leaves them out (a shorter update; a connection id keeps
 /// its product).
-pub(super) const IMMUTABLE_ATTRIBUTES: [&str; 5] =
-    [KIND, TENANT, "connection_id", "product", "created_at"];
+pub(super) const IMMUTABLE_ATTRIBUTES: [&str; 6] = [
+    KIND,
+    TENANT,
+    "connection_id",
+    "product",
+    "created_at",
+    IMPORTED_FROM,
+];
+
+/// The fingerprint of the refresh token an imported connection was made with.
+pub(super) const IMPORTED_FROM: &str = "imported_from";
 
 /// The tenant of a connection or session item; absent on the default tenant's.
 pub(super) const TENANT: &str = "tenant";
@@ -288,6 +297,9 @@ pub(super) fn connection_item(c: &Connection, policy: &DuePolicy) -> Item {
     }
     if let Some(reason) = &c.status_reason {
         item.insert("status_reason".to_owned(), s(reason));
+    }
+    if let Some(fingerprint) = &c.imported_from {
+        item.insert(IMPORTED_FROM.to_owned(), s(fingerprint));
     }
     if let Some(tags) = tags_value(&c.tags) {
         item.insert(TAGS.to_owned(), tags);
@@ -408,6 +420,7 @@ pub(super) fn connection_from_item(item: &Item) -> Result<Connection, StoreError
             _ => None,
         },
         tags: tags_of(item)?.unwrap_or_default(),
+        imported_from: optional_string(item, IMPORTED_FROM),
     })
 }
 
@@ -545,6 +558,7 @@ mod tests {
         );
         c.status = ConnectionStatus::PossiblyLost;
         c.rate_limit_per_minute = Some(500);
+        c.imported_from = Some("0123456789abcdef".to_owned());
         c.status_reason = Some("lost_in_flight".to_owned());
         c.version = 7;
         c.lease = Some(Lease {
@@ -635,7 +649,8 @@ mod tests {
                 assert!(
                     always.contains(&name)
                         || OPTIONAL_ATTRIBUTES.contains(&name.as_str())
-                        || SETTINGS_ATTRIBUTES.contains(&name.as_str()),
+                        || SETTINGS_ATTRIBUTES.contains(&name.as_str())
+                        || IMMUTABLE_ATTRIBUTES.contains(&name.as_str()),
                     "{name} may be missing from an item but is not in OPTIONAL_ATTRIBUTES"
                 );
             }
