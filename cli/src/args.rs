@@ -108,6 +108,23 @@ pub enum Signing {
 /// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// A command that makes one call.
+    #[command(flatten)]
+    Call(CallCommand),
+    /// Import connections from a file of JSON lines, one connection a line:
+    /// `{"connection_id", "product", "refresh_token", "access_token"?,
+    /// "access_token_expires_at"?, "tags"?}`. Stop refreshing them in the
+    /// previous system first: a CRM token is spent by the import. Prints each
+    /// line's result as it lands and a summary; safe to run again.
+    Import {
+        /// The file (`-`: standard input).
+        file: std::path::PathBuf,
+    },
+}
+
+/// The commands that make one call and print its answer.
+#[derive(Debug, Subcommand)]
+pub enum CallCommand {
     /// Connections: list, show, refresh, set a rate limit, delete.
     #[command(subcommand)]
     Connections(ConnectionsCommand),

@@ -5,7 +5,8 @@ use serde_json::{Value, json};
 use url::form_urlencoded;
 
 use crate::args::{
-    Command, ConnectArgs, ConnectionsCommand, RateLimit, Tag, TenantsCommand, tags_object,
+    CallCommand as Command, ConnectArgs, ConnectionsCommand, RateLimit, Tag, TenantsCommand,
+    tags_object,
 };
 use crate::client::{Api, CallError};
 use crate::output;

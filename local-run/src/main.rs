@@ -134,7 +134,7 @@ fn print_banner(base: &str, rd: &str, store: &str, every: Duration) {
         "  Proxy:           {base}/proxy/<connection_id>/<path on RD's API>  (e.g. /proxy/demo-crm/crm/v2/contacts)"
     );
     println!(
-        "  Connections:     {base}/connections[/<id>]  (GET, PATCH, DELETE; POST /connections/<id>/refresh)"
+        "  Connections:     {base}/connections[/<id>]  (GET, PATCH, DELETE; POST /connections/<id>/refresh; POST /connections/import, or rdconn import FILE)"
     );
     println!(
         "  Caller auth:     none here (local routes need no SigV4; in AWS every caller route requires an IAM-signed request)"

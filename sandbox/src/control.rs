@@ -18,6 +18,24 @@ pub fn routes() -> Router<Sandbox> {
         .route("/_sandbox/faults", post(inject_fault))
         .route("/_sandbox/access-token-ttl", post(set_access_ttl))
         .route("/_sandbox/marketing-rolling", post(set_marketing_rolling))
+        .route("/_sandbox/grants", post(issue_grant))
+}
+
+#[derive(Deserialize)]
+struct GrantFor {
+    product: SandboxProduct,
+}
+
+/// A grant issued directly, as if a person had connected an account in
+/// another system moments ago: what an import takes over.
+async fn issue_grant(State(sandbox): State<Sandbox>, Json(body): Json<GrantFor>) -> Response {
+    let (access_token, refresh_token, expires_in) = sandbox.issue_pair(body.product);
+    Json(json!({
+        "access_token": access_token,
+        "refresh_token": refresh_token,
+        "expires_in": expires_in,
+    }))
+    .into_response()
 }
 
 async fn stats(State(sandbox): State<Sandbox>) -> Response {

@@ -286,6 +286,128 @@ async fn the_cli_manages_tenants_and_acts_in_one() {
     run.stop();
 }
 
+/// `rdconn import FILE` against a local run: good lines land (a CRM token
+/// spent once each), bad lines are refused with the reason per line, the
+/// summary counts them, and the same file again spends nothing.
+#[tokio::test]
+async fn the_cli_imports_a_file_of_json_lines_and_says_what_landed() {
+    let run = LocalRun::start(&[("CONNECTIONS_TABLE", ""), ("RDSTATION_API_URL", "")]);
+    let url = run.base.as_str().trim_end_matches('/').to_owned();
+    let sandbox = run
+        .banner_line("RD Station:")
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("the sandbox's URL in the banner")
+        .to_owned();
+    let client = integration_tests::local_run::client();
+    let grant = |product: &'static str| {
+        let client = client.clone();
+        let sandbox = sandbox.clone();
+        async move {
+            let answer: Value = client
+                .post(format!("{sandbox}/_sandbox/grants"))
+                .json(&json!({ "product": product }))
+                .send()
+                .await
+                .expect("sandbox")
+                .json()
+                .await
+                .expect("json");
+            answer["refresh_token"]
+                .as_str()
+                .expect("a token")
+                .to_owned()
+        }
+    };
+    let token_calls = || {
+        let client = client.clone();
+        let sandbox = sandbox.clone();
+        async move {
+            let stats: Value = client
+                .get(format!("{sandbox}/_sandbox/stats"))
+                .send()
+                .await
+                .expect("sandbox")
+                .json()
+                .await
+                .expect("json");
+            stats["stats"]["token_calls"].as_u64().expect("count")
+        }
+    };
+    let crm = grant("crm").await;
+    let marketing = grant("marketing").await;
+    let lines = [
+        json!({"connection_id": "old-crm", "product": "crm", "refresh_token": crm}).to_string(),
+        String::new(),
+        "{not json".to_owned(),
+        json!({"connection_id": "old-mkt", "product": "marketing", "refresh_token": marketing, "tags": {"from": "legacy"}}).to_string(),
+        json!({"connection_id": "gone", "product": "crm", "refresh_token": "revoked-long-ago"}).to_string(),
+        json!({"connection_id": "bad id", "product": "crm", "refresh_token": "x"}).to_string(),
+    ];
+    let dir = std::env::temp_dir().join(format!("rdconn-import-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("connections.jsonl");
+    std::fs::write(&file, lines.join("\n")).expect("written");
+    let before = token_calls().await;
+
+    let output = rdconn(&url, &["import", file.to_str().expect("utf-8")]);
+    assert_eq!(output.status.code(), Some(1), "some lines were refused");
+    let printed = String::from_utf8(output.stdout).expect("utf-8");
+    for expected in [
+        "line 1: imported: old-crm",
+        "line 3: refused: -: invalid_json",
+        "line 4: imported: old-mkt",
+        "line 5: refused: gone: needs_reauth",
+        "line 6: refused: bad id: invalid_connection_id",
+        "Imported 2, already present 0, refresh pending 0, refused 3, not sent 0.",
+        "  line 5 (gone): needs_reauth: ",
+    ] {
+        assert!(printed.contains(expected), "{expected:?} in:\n{printed}");
+    }
+    for token in [&crm, &marketing] {
+        assert!(
+            !printed.contains(token.as_str()),
+            "a token printed:\n{printed}"
+        );
+    }
+    // One token call per good line, and one for the dead token.
+    assert_eq!(token_calls().await, before + 3);
+    let shown: Value = serde_json::from_str(&stdout(&rdconn(
+        &url,
+        &["--json", "connections", "show", "old-mkt"],
+    )))
+    .expect("json");
+    assert_eq!(shown["tags"]["from"], "legacy");
+
+    // The same file again: nothing spent; the JSON summary for scripts.
+    let again = rdconn(&url, &["--json", "import", file.to_str().expect("utf-8")]);
+    let printed = String::from_utf8(again.stdout).expect("utf-8");
+    let summary: Value =
+        serde_json::from_str(printed.lines().last().expect("a summary")).expect("json");
+    assert_eq!(summary["summary"]["already_present"], 2, "{printed}");
+    assert_eq!(summary["summary"]["imported"], 0, "{printed}");
+    assert_eq!(
+        summary["summary"]["refused"].as_array().map(Vec::len),
+        Some(3)
+    );
+    assert_eq!(token_calls().await, before + 4, "only the dead token again");
+
+    // A service that cannot be reached: the run stops at once and says which
+    // lines were not sent.
+    let unreachable = rdconn(
+        "http://127.0.0.1:9",
+        &["import", file.to_str().expect("utf-8")],
+    );
+    assert_eq!(unreachable.status.code(), Some(1));
+    let printed = String::from_utf8(unreachable.stdout).expect("utf-8");
+    assert!(
+        printed.contains("not sent 5.") && printed.contains("lines 1, 3-6 were not sent"),
+        "{printed}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    run.stop();
+}
+
 #[tokio::test]
 async fn requests_to_a_deployed_api_are_signed_with_sigv4_for_execute_api() {
     // A stand-in for API Gateway that records what arrives.
