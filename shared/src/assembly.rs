@@ -20,6 +20,7 @@ use crate::config::DEFAULT_TENANT_CACHE_SECONDS;
 use crate::domain::PrincipalPattern;
 use crate::inbound::http::ApiState;
 use crate::inbound::schedule::Refresher;
+use crate::inbound::webhook_queue::WebhookSender;
 use crate::outbound::credentials::{CredentialSet, SecretsManagerCredentials, StaticCredentials};
 use crate::outbound::dynamodb::DynamoStore;
 use crate::outbound::events::{EventBridgePublisher, LogPublisher};
@@ -29,10 +30,11 @@ use crate::outbound::rdstation::api_client::RdApiClient;
 use crate::outbound::rdstation::{ClientBuildError, RdStationClient, RdStationEndpoints};
 use crate::outbound::refresh_work_queue::SqsWorkQueue;
 use crate::outbound::rescue_store::S3RescueStore;
+use crate::outbound::webhook_client::{HttpsWebhookTransport, SystemResolver};
 use crate::ports::{
-    ConnectionStore, CredentialSource, EventPublisher, LegacyRescueQueue, RateBudget,
-    RefreshWorkQueue, RescueStore, RunLock, SessionStore, ShardLease, TenantRegistry,
-    TokenEndpoint,
+    ConnectionStore, CredentialSource, DeliveryQueue, EventPublisher, LegacyRescueQueue,
+    RateBudget, RefreshWorkQueue, RescueStore, RunLock, SessionStore, ShardLease, TenantRegistry,
+    TokenEndpoint, WebhookRegistry,
 };
 use crate::services::caller_policy::CallerPolicy;
 use crate::services::connect::{ConnectService, PublicBase};
@@ -41,6 +43,7 @@ use crate::services::refresh_protocol::{
     AWS_ATTEMPT_TIMEOUT, AWS_OPERATION_TIMEOUT, RefreshEngine, RefreshSettings,
 };
 use crate::services::tenancy::Tenancy;
+use crate::services::webhooks::{WebhookDeliverer, WebhookService, WebhookSettings};
 
 /// The hard timeout of one proxied call to RD's API.
 const PROXY_CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,6 +79,8 @@ pub struct Parts {
     pub shard_leases: Arc<dyn ShardLease>,
     /// The tenants and the principals acting in each.
     pub tenants: Arc<dyn TenantRegistry>,
+    /// The webhook endpoints.
+    pub webhooks: Arc<dyn WebhookRegistry>,
 }
 
 impl Parts {
@@ -95,6 +100,7 @@ impl Parts {
             + RunLock
             + ShardLease
             + TenantRegistry
+            + WebhookRegistry
             + 'static,
     {
         Self {
@@ -103,6 +109,7 @@ impl Parts {
             rate_budget: store.clone(),
             run_lock: store.clone(),
             shard_leases: store.clone(),
+            webhooks: store.clone(),
             tenants: store,
             rescues,
             credentials: Arc::new(StaticCredentials(credentials)),
@@ -205,6 +212,8 @@ pub struct Assembly {
     legacy_rescues: Option<Arc<dyn LegacyRescueQueue>>,
     /// Where scheduled runs hand their shards to the refresh workers, if anywhere.
     work_queue: Option<Arc<dyn RefreshWorkQueue>>,
+    /// How webhooks are registered and delivered.
+    webhooks: WebhookSettings,
 }
 
 impl Assembly {
@@ -222,7 +231,14 @@ impl Assembly {
             token_endpoint: Arc::new(client),
             legacy_rescues: None,
             work_queue: None,
+            webhooks: WebhookSettings::default(),
         })
+    }
+
+    /// The same, with `settings` for webhooks.
+    pub fn with_webhook_settings(mut self, settings: WebhookSettings) -> Self {
+        self.webhooks = settings;
+        self
     }
 
     /// The same, with `queue` as the rescue queue of earlier versions: each
@@ -270,6 +286,7 @@ impl Assembly {
             rate_budget: store.clone(),
             run_lock: store.clone(),
             shard_leases: store.clone(),
+            webhooks: store.clone(),
             tenants: store,
             rescues: Arc::new(S3RescueStore::new(s3_client(&sdk), bucket)),
             credentials: Arc::new(SecretsManagerCredentials::new(
@@ -287,6 +304,7 @@ impl Assembly {
             ))),
             None => assembly,
         };
+        let assembly = assembly.with_webhook_settings(config.webhooks.clone());
         Ok(match &config.refresh_work_queue_url {
             Some(url) => assembly.with_work_queue(Arc::new(SqsWorkQueue::new(
                 aws_sdk_sqs::Client::new(&sdk),
@@ -369,6 +387,41 @@ impl Assembly {
             proxy,
             token_endpoint: self.token_endpoint.clone(),
             tenancy: self.tenancy(),
+            webhooks: self.webhook_service(),
+        })
+    }
+
+    /// Registering webhook endpoints.
+    pub fn webhook_service(&self) -> WebhookService {
+        WebhookService {
+            registry: self.parts.webhooks.clone(),
+            resolver: Arc::new(SystemResolver),
+            clock: self.parts.clock.clone(),
+            allow_loopback: self.webhooks.allow_loopback,
+        }
+    }
+
+    /// The webhook sender over `queue` (where its deliveries wait).
+    ///
+    /// # Errors
+    /// When the HTTPS client cannot be built (a bad extra root certificate).
+    pub fn webhook_sender(
+        &self,
+        queue: Arc<dyn DeliveryQueue>,
+    ) -> Result<WebhookSender, reqwest::Error> {
+        let transport = HttpsWebhookTransport::new(
+            self.webhooks.allow_loopback,
+            self.webhooks.extra_roots_pem.as_deref(),
+        )?;
+        Ok(WebhookSender {
+            deliverer: WebhookDeliverer {
+                registry: self.parts.webhooks.clone(),
+                queue,
+                transport: Arc::new(transport),
+                clock: self.parts.clock.clone(),
+                allow_loopback: self.webhooks.allow_loopback,
+            },
+            retry_base: self.webhooks.retry_base,
         })
     }
 

@@ -10,6 +10,7 @@ use crate::inbound::http::{Brand, BrandError, SupportContact};
 use crate::outbound::rdstation::RdStationEndpoints;
 use crate::services::proxy::ProxySettings;
 use crate::services::refresh_protocol::{LeaseTiming, RefreshSettings};
+use crate::services::webhooks::WebhookSettings;
 
 /// RD's production API and token host.
 pub const DEFAULT_RDSTATION_API_URL: &str = "https://api.rd.services";
@@ -66,6 +67,51 @@ pub fn brand_from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Bran
             Brand::accent,
         )?
         .unwrap_or_else(|| Brand::default().accent),
+    })
+}
+
+/// The webhook settings from `WEBHOOK_ALLOW_LOOPBACK` (`true`: endpoints on
+/// loopback are allowed; for `make run` and tests, never a deployment),
+/// `WEBHOOK_EXTRA_CA_FILE` (a PEM file of roots to trust beside the
+/// platform's) and `WEBHOOK_RETRY_BASE_SECONDS` (0-900, default 30).
+fn webhook_settings(
+    get: &impl Fn(&'static str) -> Option<String>,
+) -> Result<WebhookSettings, ConfigError> {
+    let defaults = WebhookSettings::default();
+    let allow_loopback = match get("WEBHOOK_ALLOW_LOOPBACK").as_deref() {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(ConfigError::Invalid {
+                name: "WEBHOOK_ALLOW_LOOPBACK",
+                reason: "true or false".to_owned(),
+            });
+        }
+    };
+    let extra_roots_pem = get("WEBHOOK_EXTRA_CA_FILE")
+        .map(|path| {
+            std::fs::read(&path).map_err(|e| ConfigError::Invalid {
+                name: "WEBHOOK_EXTRA_CA_FILE",
+                reason: e.to_string(),
+            })
+        })
+        .transpose()?;
+    let retry_base = match get("WEBHOOK_RETRY_BASE_SECONDS") {
+        None => defaults.retry_base,
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(seconds @ 0..=900) => Duration::from_secs(seconds),
+            _ => {
+                return Err(ConfigError::Invalid {
+                    name: "WEBHOOK_RETRY_BASE_SECONDS",
+                    reason: "a whole number of seconds from 0 to 900".to_owned(),
+                });
+            }
+        },
+    };
+    Ok(WebhookSettings {
+        allow_loopback,
+        extra_roots_pem,
+        retry_base,
     })
 }
 
@@ -127,6 +173,12 @@ pub struct Config {
     /// to, consumed by the refresher function's workers; unset, each scheduled
     /// run refreshes every shard itself.
     pub refresh_work_queue_url: Option<String>,
+    /// `WEBHOOK_QUEUE_URL`: the queue webhook deliveries wait in (the webhook
+    /// sender's; unset elsewhere).
+    pub webhook_queue_url: Option<String>,
+    /// `WEBHOOK_ALLOW_LOOPBACK`, `WEBHOOK_EXTRA_CA_FILE`,
+    /// `WEBHOOK_RETRY_BASE_SECONDS`.
+    pub webhooks: WebhookSettings,
     /// The refresh protocol's timing and due policy: `RDSTATION_TOKEN_TIMEOUT_SECONDS`
     /// (T, the hard timeout of every RD call), `REFRESH_LEASE_SECONDS`,
     /// `REFRESH_COMMIT_BUDGET_SECONDS`, `REFRESH_MARGIN_CRM_SECONDS`,
@@ -301,6 +353,8 @@ impl Config {
             rescue_bucket: get("RESCUE_BUCKET"),
             legacy_rescue_queue_url: get("LEGACY_RESCUE_QUEUE_URL"),
             refresh_work_queue_url: get("REFRESH_WORK_QUEUE_URL"),
+            webhook_queue_url: get("WEBHOOK_QUEUE_URL"),
+            webhooks: webhook_settings(&get)?,
             allowed_caller_arns: get("ALLOWED_CALLER_ARNS")
                 .map(|list| {
                     list.split(',')

@@ -13,6 +13,7 @@ use crate::clock::Timestamp;
 use crate::domain::{
     ConnectSession, Connection, ConnectionId, ConnectionStatus, IssuedTokens, Product, RdPath,
     RequestPace, SessionId, TagFilter, Tags, TenantId, Tenants, TokenCallError, TokenPair,
+    WebhookScope, Webhooks,
 };
 use crate::secret::{AccessToken, AuthCode, ClientSecret, RefreshToken, StateToken};
 
@@ -194,6 +195,98 @@ pub trait TenantRegistry: Send + Sync {
     /// returns them as stored (`version + 1`); `None` when another write came
     /// first.
     async fn replace_tenants(&self, tenants: &Tenants) -> Result<Option<Tenants>, StoreError>;
+}
+
+/// Where webhook endpoints are kept: one record a scope (a tenant, or the
+/// deployment), read consistently, replaced only at the version read.
+#[async_trait]
+pub trait WebhookRegistry: Send + Sync {
+    /// The scope's endpoints as last written (version 0 and none when never
+    /// written).
+    async fn webhooks(&self, scope: &WebhookScope) -> Result<Webhooks, StoreError>;
+
+    /// Stores `webhooks` for `scope` if the stored version is still
+    /// `webhooks.version`, and returns them as stored (`version + 1`); `None`
+    /// when another write came first.
+    async fn replace_webhooks(
+        &self,
+        scope: &WebhookScope,
+        webhooks: &Webhooks,
+    ) -> Result<Option<Webhooks>, StoreError>;
+}
+
+/// Why a host name could not be resolved.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ResolveError(pub String);
+
+/// Resolves host names (to check where an endpoint leads before trusting it).
+#[async_trait]
+pub trait HostResolver: Send + Sync {
+    /// Every address `host` resolves to now.
+    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<std::net::IpAddr>, ResolveError>;
+}
+
+/// One signed webhook delivery, ready to post.
+#[derive(Clone, Debug)]
+pub struct SignedDelivery {
+    /// The endpoint.
+    pub url: url::Url,
+    /// `webhook-id`, `webhook-timestamp`, `webhook-signature` and the content type.
+    pub headers: Vec<(&'static str, String)>,
+    /// The JSON body.
+    pub body: String,
+}
+
+/// Why a delivery did not land.
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    /// The endpoint answered, but not 2xx.
+    #[error("the endpoint answered {0}")]
+    Status(u16),
+    /// The endpoint's name leads to an address deliveries may not reach.
+    #[error("the endpoint resolves to an address deliveries may not reach")]
+    Refused,
+    /// No answer (connection, TLS, timeout).
+    #[error("the endpoint could not be reached: {0}")]
+    Unreachable(String),
+}
+
+/// Posts deliveries (HTTPS; only to addresses [`crate::domain::address_allowed`]
+/// admits, checked against what the name resolves to at connection time).
+#[async_trait]
+pub trait WebhookTransport: Send + Sync {
+    /// Posts `delivery`; `Ok` only for a 2xx answer.
+    async fn post(&self, delivery: &SignedDelivery) -> Result<(), DeliveryError>;
+}
+
+/// A delivery still to make: one event to one endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PendingDelivery {
+    /// The endpoint's scope (`*` for the deployment's).
+    pub scope: String,
+    /// The endpoint.
+    pub webhook_id: String,
+    /// `webhook-id`: the same for every attempt, so a receiver can drop repeats.
+    pub message_id: String,
+    /// The payload, as delivered.
+    pub body: String,
+}
+
+/// Why deliveries could not be queued.
+#[derive(Debug, thiserror::Error)]
+#[error("could not queue webhook deliveries: {0}")]
+pub struct QueueError(pub String);
+
+/// Where deliveries wait, each retried on its own (SQS in AWS).
+#[async_trait]
+pub trait DeliveryQueue: Send + Sync {
+    /// Queues each of `deliveries`.
+    async fn queue(&self, deliveries: &[PendingDelivery]) -> Result<(), QueueError>;
+
+    /// Makes the received message `receipt` (a delivery that failed) come back
+    /// after `delay` rather than the queue's visibility timeout: the backoff.
+    async fn retry_in(&self, receipt: &str, delay: std::time::Duration) -> Result<(), QueueError>;
 }
 
 /// A rotated pair saved aside because committing it to the connection failed, so
@@ -594,6 +687,8 @@ pub enum EventKind {
     /// Refreshes keep failing and the refresh token dies (RD's 14 idle days
     /// for CRM) within the warning window: sent once, with the time of death.
     ConnectionExpiring,
+    /// The connection was deleted (`DELETE /connections/{id}`).
+    ConnectionDeleted,
     /// RD refused our client credentials: the deployment is misconfigured.
     DeploymentCredentialsRejected,
 }
@@ -607,7 +702,39 @@ impl EventKind {
             Self::ConnectionRecovered => "ConnectionRecovered",
             Self::ConnectionRefreshFailing => "ConnectionRefreshFailing",
             Self::ConnectionExpiring => "ConnectionExpiring",
+            Self::ConnectionDeleted => "ConnectionDeleted",
             Self::DeploymentCredentialsRejected => "DeploymentCredentialsRejected",
+        }
+    }
+
+    /// Every kind.
+    pub const ALL: [EventKind; 7] = [
+        Self::ConnectionNeedsReauth,
+        Self::ConnectionPossiblyLost,
+        Self::ConnectionRecovered,
+        Self::ConnectionRefreshFailing,
+        Self::ConnectionExpiring,
+        Self::ConnectionDeleted,
+        Self::DeploymentCredentialsRejected,
+    ];
+
+    /// The kind with EventBridge `detail-type` `detail_type`.
+    pub fn from_detail_type(detail_type: &str) -> Option<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.detail_type() == detail_type)
+    }
+
+    /// The webhook payload's `type`, e.g. `connection.needs_reauth`.
+    pub fn webhook_type(self) -> &'static str {
+        match self {
+            Self::ConnectionNeedsReauth => "connection.needs_reauth",
+            Self::ConnectionPossiblyLost => "connection.possibly_lost",
+            Self::ConnectionRecovered => "connection.recovered",
+            Self::ConnectionRefreshFailing => "connection.refresh_failing",
+            Self::ConnectionExpiring => "connection.expiring",
+            Self::ConnectionDeleted => "connection.deleted",
+            Self::DeploymentCredentialsRejected => "deployment.credentials_rejected",
         }
     }
 }

@@ -86,6 +86,35 @@ secret_type!(
     BrowserBinding
 );
 
+secret_type!(
+    /// A webhook endpoint's signing secret (`whsec_` and base64 of 24 random
+    /// bytes, the Standard Webhooks form): shown once, when it is made.
+    WebhookSecret
+);
+
+impl WebhookSecret {
+    /// A fresh random secret.
+    pub fn generate() -> Self {
+        use base64::Engine;
+        use rand::RngCore;
+        let mut bytes = [0u8; 24];
+        rand::rng().fill_bytes(&mut bytes);
+        Self::new(format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(bytes)
+        ))
+    }
+
+    /// The HMAC key: the bytes the base64 after `whsec_` encodes.
+    pub fn key(&self) -> Option<Vec<u8>> {
+        use base64::Engine;
+        let encoded = self.expose_secret().strip_prefix("whsec_")?;
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .ok()
+    }
+}
+
 /// The first 16 hex digits of the SHA-256 of `value`.
 pub fn fingerprint(value: &str) -> String {
     let digest = Sha256::digest(value.as_bytes());

@@ -53,6 +53,7 @@ fn engine(
         rate_budget: memory(),
         run_lock: memory(),
         shard_leases: memory(),
+        webhooks: memory(),
         tenants: memory(),
     };
     Assembly::new(

@@ -130,6 +130,7 @@ async fn bench() {
                 rate_budget: budget.clone(),
                 run_lock: Arc::new(connector::outbound::memory::MemoryStore::new()),
                 shard_leases: Arc::new(connector::outbound::memory::MemoryStore::new()),
+                webhooks: Arc::new(connector::outbound::memory::MemoryStore::new()),
                 tenants: Arc::new(connector::outbound::memory::MemoryStore::new()),
             },
             Settings {

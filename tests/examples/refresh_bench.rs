@@ -77,6 +77,7 @@ async fn main() {
         rate_budget: Arc::new(connector::outbound::memory::MemoryStore::new()),
         run_lock: Arc::new(connector::outbound::memory::MemoryStore::new()),
         shard_leases: Arc::new(connector::outbound::memory::MemoryStore::new()),
+        webhooks: Arc::new(connector::outbound::memory::MemoryStore::new()),
         tenants: Arc::new(connector::outbound::memory::MemoryStore::new()),
     };
     let engine = Assembly::new(

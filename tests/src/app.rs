@@ -101,6 +101,7 @@ impl TestApp {
             rate_budget: Arc::new(connector::outbound::memory::MemoryStore::new()),
             run_lock: Arc::new(connector::outbound::memory::MemoryStore::new()),
             shard_leases: Arc::new(connector::outbound::memory::MemoryStore::new()),
+            webhooks: Arc::new(store.clone()),
             tenants: Arc::new(store.clone()),
         };
         let settings = Settings {

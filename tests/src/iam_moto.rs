@@ -39,6 +39,8 @@ pub struct Deployed {
     pub legacy_queue: String,
     /// The refresher's work queue (its URL).
     pub work_queue: String,
+    /// The webhook delivery queue (its URL).
+    pub webhook_queue: String,
     /// The connection-events bus.
     pub bus: String,
 }
@@ -224,6 +226,7 @@ impl IamMoto {
         };
         let legacy_queue = queue("rescues").await;
         let work_queue = queue("refresh-work").await;
+        let webhook_queue = queue("webhooks").await;
         let bus = "connection-events".to_owned();
         aws_sdk_eventbridge::Client::new(&sdk)
             .create_event_bus()
@@ -237,6 +240,7 @@ impl IamMoto {
             bucket,
             legacy_queue,
             work_queue,
+            webhook_queue,
             bus,
         }
     }

@@ -5,6 +5,7 @@
 pub mod apigw;
 pub mod app;
 pub mod aws_faults;
+pub mod delivery_queues;
 pub mod iam_moto;
 pub mod instrumented;
 pub mod local_run;
@@ -14,6 +15,7 @@ pub mod refresh_app;
 pub mod runtime_api;
 pub mod sam_template;
 pub mod webdriver;
+pub mod webhook_receiver;
 pub mod work_queue;
 
 /// RD Station's endpoints on a running sandbox.

@@ -148,6 +148,7 @@ impl RefreshApp {
             rate_budget: Arc::new(table.clone()),
             run_lock: Arc::new(table.clone()),
             shard_leases: Arc::new(table.clone()),
+            webhooks: Arc::new(table.clone()),
             tenants: Arc::new(table),
         };
         let assembly = Assembly::new(
@@ -217,6 +218,7 @@ impl RefreshApp {
             rate_budget: store.clone(),
             run_lock: store.clone(),
             shard_leases: store.clone(),
+            webhooks: store.clone(),
             tenants: store,
         };
         Assembly::new(parts, self.assembly.settings().clone()).expect("client")

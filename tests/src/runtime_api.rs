@@ -24,6 +24,7 @@ pub fn artifact(name: &str) -> std::path::PathBuf {
             "oauth-callback" => "OAuthCallbackFunction",
             "api-proxy" => "ApiProxyFunction",
             "token-refresher" => "TokenRefresherFunction",
+            "webhook-sender" => "WebhookSenderFunction",
             other => panic!("no function builds {other}"),
         };
         let path = std::path::PathBuf::from(artifacts)

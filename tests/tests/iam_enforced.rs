@@ -10,17 +10,22 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use connector::clock::{Clock, SystemClock, Timestamp};
-use connector::domain::{Connection, ConnectionId, ConnectionStatus, Product, TokenPair};
+use connector::domain::{
+    Connection, ConnectionId, ConnectionStatus, Product, TenantId, TokenPair, Webhook,
+    WebhookScope, Webhooks,
+};
 use connector::outbound::dynamodb::DynamoStore;
 use connector::outbound::legacy_rescue_queue::SqsLegacyRescueQueue;
 use connector::outbound::rescue_store::S3RescueStore;
-use connector::ports::{ConnectionStore, RescueStore, RescuedPair};
+use connector::ports::{ConnectionStore, RescueStore, RescuedPair, WebhookRegistry};
 use connector::secret::{AccessToken, ExposeSecret, RefreshToken};
 use integration_tests::apigw::{self, Answer, EventRequest};
 use integration_tests::app::Browser;
+use integration_tests::delivery_queues::lambda_event;
 use integration_tests::iam_moto::{Deployed, IamMoto};
 use integration_tests::runtime_api::{Outcome, RuntimeApi, artifact, deployed_command};
 use integration_tests::sam_template::{role_actions, transformed};
+use integration_tests::webhook_receiver::Receiver;
 use rd_sandbox::{RunningSandbox, Sandbox, SandboxConfig, SandboxProduct};
 use serde_json::{Value, json};
 
@@ -50,6 +55,16 @@ impl Run {
     /// Starts `function` (its Lambda timeout `timeout`) as a user allowed what
     /// `role` allows.
     async fn start(function: &str, role: &str, timeout: Duration) -> Self {
+        Self::start_with(function, role, timeout, &[]).await
+    }
+
+    /// [`Run::start`], with `extra_env` set on the function too.
+    async fn start_with(
+        function: &str,
+        role: &str,
+        timeout: Duration,
+        extra_env: &[(&str, String)],
+    ) -> Self {
         let config = SandboxConfig::default();
         let sandbox = Sandbox::new(config.clone())
             .spawn_local()
@@ -78,6 +93,10 @@ impl Run {
             &deployed.secret,
             &deployed.bucket,
         );
+        if function == "webhook-sender" {
+            command.env("WEBHOOK_QUEUE_URL", &deployed.webhook_queue);
+        }
+        command.envs(extra_env.iter().map(|(k, v)| (*k, v.as_str())));
         if function == "token-refresher" {
             // As the template sets them: the refresher alone reads the old
             // queue, and hands its shards to its workers on the work queue.
@@ -525,5 +544,104 @@ async fn the_callback_function_runs_on_exactly_its_role() {
         .expect("read")
         .expect("connected");
     assert_eq!(stored.status, ConnectionStatus::Active);
+    run.assert_nothing_refused();
+}
+
+#[tokio::test]
+async fn the_webhook_sender_runs_on_exactly_its_role() {
+    let receiver = Receiver::start().await;
+    let ca = std::env::temp_dir().join(integration_tests::moto::unique_name("webhook-ca") + ".pem");
+    std::fs::write(&ca, &receiver.ca_pem).expect("CA written");
+    let run = Run::start_with(
+        "webhook-sender",
+        "WebhookSenderFunctionRole",
+        Duration::from_secs(30),
+        &[
+            ("WEBHOOK_ALLOW_LOOPBACK", "true".to_owned()),
+            ("WEBHOOK_EXTRA_CA_FILE", ca.display().to_string()),
+            ("WEBHOOK_RETRY_BASE_SECONDS", "0".to_owned()),
+        ],
+    )
+    .await;
+    // An endpoint of the default tenant, registered as the API would.
+    let endpoint = Webhook::new(
+        url::Url::parse(&format!("{}/hook", receiver.base)).expect("url"),
+        SystemClock.now(),
+    );
+    let scope = WebhookScope::Tenant(TenantId::default_tenant());
+    run.store()
+        .replace_webhooks(
+            &scope,
+            &Webhooks {
+                version: 0,
+                endpoints: vec![endpoint.clone()],
+            },
+        )
+        .await
+        .expect("registered")
+        .expect("first write");
+    let sqs = aws_sdk_sqs::Client::new(&run.moto.sdk(&run.moto.admin));
+    let queue = run.deployed.webhook_queue.clone();
+    let queue_arn = "arn:aws:sqs:us-east-1:123456789012:webhooks";
+    let receive = || {
+        let (sqs, queue) = (sqs.clone(), queue.clone());
+        async move {
+            loop {
+                let messages = sqs
+                    .receive_message()
+                    .queue_url(&queue)
+                    .wait_time_seconds(1)
+                    .message_system_attribute_names(
+                        aws_sdk_sqs::types::MessageSystemAttributeName::All,
+                    )
+                    .send()
+                    .await
+                    .expect("moto receives")
+                    .messages()
+                    .to_vec();
+                if !messages.is_empty() {
+                    return messages;
+                }
+            }
+        }
+    };
+
+    // An event as EventBridge puts it in the queue: fanned out (SendMessage).
+    let envelope = json!({
+        "version": "0", "id": "3ade5bd0-2bc2-4cfd-b94d-74192f7bad4d",
+        "detail-type": "ConnectionNeedsReauth", "source": "rdstation.tokens",
+        "account": "123456789012", "time": "2026-12-04T12:00:00Z", "region": "us-east-1",
+        "resources": [], "detail": {"connection_id": "shop", "product": "crm", "reason": "revoked"},
+    });
+    sqs.send_message()
+        .queue_url(&queue)
+        .message_body(envelope.to_string())
+        .send()
+        .await
+        .expect("queued");
+    let answer = run.invoke(lambda_event(&receive().await, queue_arn)).await;
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+
+    // The delivery it queued: posted (the endpoint read with GetItem).
+    let delivery = receive().await;
+    let answer = run.invoke(lambda_event(&delivery, queue_arn)).await;
+    assert_eq!(answer["batchItemFailures"], json!([]), "{answer}");
+    let received = receiver.received();
+    assert_eq!(received.len(), 1);
+    assert!(integration_tests::webhook_receiver::signed_by(
+        &received[0],
+        endpoint.secret.expose_secret()
+    ));
+
+    // A receiver that fails: the delivery is put off (ChangeMessageVisibility)
+    // and reported failed.
+    receiver.answer(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+    let answer = run.invoke(lambda_event(&delivery, queue_arn)).await;
+    assert_eq!(
+        answer["batchItemFailures"][0]["itemIdentifier"],
+        delivery[0].message_id().expect("an id"),
+        "{answer}"
+    );
+    let _ = std::fs::remove_file(&ca);
     run.assert_nothing_refused();
 }

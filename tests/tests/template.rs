@@ -316,9 +316,7 @@ fn resources_of<'a>(template: &'a Value, kind: &str) -> Vec<(&'a str, &'a Value)
 fn connection_events_and_alarms_reach_a_person() {
     let template = template();
     // The events that ask a person to act are routed to the alarm topic.
-    let rules = resources_of(&template, "AWS::Events::Rule");
-    assert_eq!(rules.len(), 1);
-    let rule = &rules[0].1["Properties"];
+    let rule = &template["Resources"]["ConnectionEventsRule"]["Properties"];
     let detail_types: Vec<&str> = rule["EventPattern"]["detail-type"]
         .as_sequence()
         .expect("detail types")
@@ -506,4 +504,73 @@ fn the_refresher_hands_shards_to_workers_on_its_own_sqs_source() {
     );
     let alarm = &template["Resources"]["RefreshWorkDeadLetteredAlarm"]["Properties"];
     assert_eq!(alarm["Namespace"], "AWS/SQS");
+}
+
+/// Every event on the bus reaches the webhook delivery queue; its deliveries
+/// are retried and end on a dead-letter queue an alarm watches; the sender is
+/// fed by the queue, reports each failed delivery on its own, and may write
+/// only to its own queue.
+#[test]
+fn every_event_reaches_the_webhook_queue_and_failed_deliveries_are_dead_lettered() {
+    let template = template();
+    let resources = &template["Resources"];
+    let rule = &resources["WebhookEventsRule"]["Properties"];
+    assert_eq!(
+        rule["EventPattern"]["source"][0],
+        connector::outbound::events::EVENT_SOURCE
+    );
+    assert!(
+        rule["EventPattern"]["detail-type"].is_null(),
+        "every kind of event"
+    );
+    assert_eq!(
+        intrinsic(&rule["Targets"][0]["Arn"], "GetAtt").and_then(Value::as_str),
+        Some("WebhookQueue.Arn")
+    );
+    let queue = &resources["WebhookQueue"]["Properties"];
+    assert_eq!(
+        intrinsic(&queue["RedrivePolicy"]["deadLetterTargetArn"], "GetAtt").and_then(Value::as_str),
+        Some("WebhookDeadLetterQueue.Arn")
+    );
+    assert!(
+        queue["RedrivePolicy"]["maxReceiveCount"]
+            .as_u64()
+            .expect("a count")
+            >= 5
+    );
+    let alarm = &resources["WebhookDeadLetteredAlarm"]["Properties"];
+    assert_eq!(
+        intrinsic(&alarm["Dimensions"][0]["Value"], "GetAtt").and_then(Value::as_str),
+        Some("WebhookDeadLetterQueue.QueueName")
+    );
+    let function = &resources["WebhookSenderFunction"];
+    assert_eq!(
+        function["Metadata"]["BuildProperties"]["Binary"],
+        "webhook-sender"
+    );
+    let source = &function["Properties"]["Events"]["Deliveries"]["Properties"];
+    assert_eq!(
+        intrinsic(&source["Queue"], "GetAtt").and_then(Value::as_str),
+        Some("WebhookQueue.Arn")
+    );
+    assert_eq!(
+        source["FunctionResponseTypes"][0],
+        "ReportBatchItemFailures"
+    );
+    // Its visibility timeout covers the sender's whole invocation, six times.
+    let timeout = function["Properties"]["Timeout"].as_u64().expect("timeout");
+    assert!(queue["VisibilityTimeout"].as_u64().expect("visibility") >= 6 * timeout);
+    let statements = function["Properties"]["Policies"][0]["Statement"]
+        .as_sequence()
+        .expect("statements");
+    for statement in statements {
+        let actions = format!("{:?}", statement["Action"]);
+        if actions.contains("sqs:") {
+            assert_eq!(
+                intrinsic(&statement["Resource"], "GetAtt").and_then(Value::as_str),
+                Some("WebhookQueue.Arn"),
+                "{actions}"
+            );
+        }
+    }
 }

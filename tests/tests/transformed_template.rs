@@ -126,7 +126,7 @@ fn resolved(template: &Value, value: &Value) -> String {
 fn every_function_starts_with_its_deployed_environment_and_timeout() {
     let template = transformed();
     let functions = resources_of_type(&template, "AWS::Lambda::Function");
-    assert_eq!(functions.len(), 3);
+    assert_eq!(functions.len(), 4);
     for (name, function) in &functions {
         let props = &function["Properties"];
         let variables = props["Environment"]["Variables"]
@@ -163,7 +163,7 @@ fn every_function_starts_with_its_deployed_environment_and_timeout() {
 fn each_function_has_only_the_permissions_its_routes_need() {
     let template = transformed();
     let roles = resources_of_type(&template, "AWS::IAM::Role");
-    assert_eq!(roles.len(), 3, "one role per function");
+    assert_eq!(roles.len(), 4, "one role per function");
     for (role, _) in &roles {
         let actions = role_actions(&template, role);
         for action in &actions {
@@ -183,22 +183,32 @@ fn each_function_has_only_the_permissions_its_routes_need() {
             *role == "ApiProxyFunctionRole",
             "{role}: BatchGetItem"
         );
+        // The webhook sender only reads the endpoints.
+        let sender = *role == "WebhookSenderFunctionRole";
+        if sender {
+            assert_eq!(
+                actions
+                    .iter()
+                    .filter(|a| a.starts_with("dynamodb:"))
+                    .collect::<Vec<_>>(),
+                ["dynamodb:GetItem"],
+                "{role}"
+            );
+        }
         // Whole-item puts create connections (the callback, an import by the
         // API function) and sessions, and take the run lock (the refresher).
-        assert!(
-            actions.iter().any(|a| a == "dynamodb:PutItem"),
-            "{role}: PutItem"
-        );
+        let puts = actions.iter().any(|a| a == "dynamodb:PutItem");
+        assert_eq!(puts, !sender, "{role}: PutItem");
         let deletes = actions.iter().any(|a| a == "dynamodb:DeleteItem");
         assert_eq!(
             deletes,
-            *role != "OAuthCallbackFunctionRole",
+            *role != "OAuthCallbackFunctionRole" && !sender,
             "{role}: DeleteItem"
         );
         let rescues = actions.iter().any(|a| a == "s3:GetObject");
         assert_eq!(
             rescues,
-            *role != "OAuthCallbackFunctionRole",
+            *role != "OAuthCallbackFunctionRole" && !sender,
             "{role}: the rescue store"
         );
         // S3 answers a GET of a missing key 404 only to a caller allowed to list
@@ -206,13 +216,13 @@ fn each_function_has_only_the_permissions_its_routes_need() {
         // answers 404 either way, so the IAM-enforced runs cannot see this one.
         let lists = actions.iter().any(|a| a == "s3:ListBucket");
         assert_eq!(lists, rescues, "{role}: s3:ListBucket");
-        // Only the refresher reads the queue of earlier versions, and only it
-        // queues work (on its own work queue alone: template.rs checks the
-        // statement's resource).
+        // Only the refresher reads the queue of earlier versions and queues
+        // work, and only the sender queues deliveries (each on its own queue
+        // alone: template.rs checks the statements' resources).
         let queue = actions.iter().any(|a| a.starts_with("sqs:"));
         assert_eq!(
             queue,
-            *role == "TokenRefresherFunctionRole",
+            *role == "TokenRefresherFunctionRole" || sender,
             "{role}: the queues"
         );
         assert!(
@@ -226,7 +236,7 @@ fn each_function_has_only_the_permissions_its_routes_need() {
 fn functions_are_traced_and_the_refresher_is_neither_retried_nor_reserved() {
     let template = transformed();
     let functions = resources_of_type(&template, "AWS::Lambda::Function");
-    assert_eq!(functions.len(), 3);
+    assert_eq!(functions.len(), 4);
     for (name, function) in &functions {
         let props = &function["Properties"];
         assert_eq!(props["TracingConfig"]["Mode"], "Active", "{name}");
@@ -261,6 +271,10 @@ fn the_api_alarm_watches_the_share_of_5xx_answers_and_functions_answer_before_th
         let timeout = function["Properties"]["Timeout"].as_u64().expect("timeout");
         if name == "TokenRefresherFunction" {
             assert_eq!(timeout, 300);
+        } else if name == "WebhookSenderFunction" {
+            // Fed by its queue, not the API (template.rs checks the queue's
+            // visibility timeout against it).
+            assert!(timeout <= 60, "{name}: {timeout}");
         } else {
             // API Gateway's integration limit is 30 s.
             assert!(timeout < 30, "{name}: {timeout}");

@@ -9,6 +9,7 @@ mod session;
 mod tags;
 mod tenant;
 mod token_grant;
+mod webhook;
 
 pub use connection::{
     Connection, ConnectionId, ConnectionIdError, ConnectionStatus, Lease, RefreshBackoff,
@@ -25,3 +26,7 @@ pub use tenant::{
     TenantIdError, Tenants, TenantsError,
 };
 pub use token_grant::{IssuedTokens, TokenCallError};
+pub use webhook::{
+    EndpointRefused, MAX_WEBHOOKS_PER_SCOPE, SECRET_OVERLAP_SECONDS, Webhook, WebhookScope,
+    Webhooks, address_allowed, endpoint_url,
+};

@@ -4,3 +4,4 @@
 pub mod apigw;
 pub mod http;
 pub mod schedule;
+pub mod webhook_queue;

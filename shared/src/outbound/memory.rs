@@ -8,7 +8,8 @@ use async_trait::async_trait;
 
 use crate::clock::Timestamp;
 use crate::domain::{
-    ConnectSession, Connection, ConnectionId, DuePolicy, SessionId, Tags, Tenants,
+    ConnectSession, Connection, ConnectionId, DuePolicy, SessionId, Tags, Tenants, WebhookScope,
+    Webhooks,
 };
 use crate::ports::{
     ConnectionStore, ListPage, ListQuery, RescueKey, RescuePage, RescueStore, RescuedPair,
@@ -27,6 +28,7 @@ pub struct MemoryStore {
     run_lock: Mutex<Option<(String, i64)>>,
     shard_leases: Mutex<HashMap<u32, (String, i64)>>,
     tenants: Mutex<Tenants>,
+    webhooks: Mutex<HashMap<WebhookScope, Webhooks>>,
     /// The deployment's token-call pace: its theoretical arrival time (ms).
     token_calls: Mutex<Option<i64>>,
     due_policy: DuePolicy,
@@ -425,6 +427,31 @@ impl TenantRegistry for MemoryStore {
 }
 
 #[async_trait]
+impl crate::ports::WebhookRegistry for MemoryStore {
+    async fn webhooks(&self, scope: &WebhookScope) -> Result<Webhooks, StoreError> {
+        let stored = self.webhooks.lock().map_err(|_| poisoned())?;
+        Ok(stored.get(scope).cloned().unwrap_or_default())
+    }
+
+    async fn replace_webhooks(
+        &self,
+        scope: &WebhookScope,
+        webhooks: &Webhooks,
+    ) -> Result<Option<Webhooks>, StoreError> {
+        let mut stored = self.webhooks.lock().map_err(|_| poisoned())?;
+        let current = stored.entry(scope.clone()).or_default();
+        if current.version != webhooks.version {
+            return Ok(None);
+        }
+        *current = Webhooks {
+            version: webhooks.version + 1,
+            endpoints: webhooks.endpoints.clone(),
+        };
+        Ok(Some(current.clone()))
+    }
+}
+
+#[async_trait]
 impl crate::ports::ShardLease for MemoryStore {
     async fn try_take_shard(
         &self,
@@ -501,5 +528,49 @@ impl crate::ports::RefreshWorkQueue for MemoryWorkQueue {
             .map_err(|_| crate::ports::WorkQueueError("poisoned".to_owned()))?;
         queued.extend(work.iter().cloned());
         Ok(work.len())
+    }
+}
+
+/// The delivery queue in memory: what was queued, for the tests and the
+/// local run to take.
+#[derive(Debug, Default)]
+pub struct MemoryDeliveryQueue {
+    queued: Mutex<Vec<crate::ports::PendingDelivery>>,
+}
+
+impl MemoryDeliveryQueue {
+    /// An empty queue.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Everything queued since the last take.
+    pub fn take(&self) -> Vec<crate::ports::PendingDelivery> {
+        self.queued
+            .lock()
+            .map(|mut q| std::mem::take(&mut *q))
+            .unwrap_or_default()
+    }
+}
+
+#[async_trait]
+impl crate::ports::DeliveryQueue for MemoryDeliveryQueue {
+    async fn queue(
+        &self,
+        deliveries: &[crate::ports::PendingDelivery],
+    ) -> Result<(), crate::ports::QueueError> {
+        self.queued
+            .lock()
+            .map_err(|_| crate::ports::QueueError("lock poisoned".to_owned()))?
+            .extend_from_slice(deliveries);
+        Ok(())
+    }
+
+    async fn retry_in(
+        &self,
+        _receipt: &str,
+        _delay: std::time::Duration,
+    ) -> Result<(), crate::ports::QueueError> {
+        Ok(())
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod aws_error;
 pub mod credentials;
+pub mod delivery_queue;
 pub mod dynamodb;
 pub mod events;
 pub mod legacy_rescue_queue;
@@ -10,3 +11,4 @@ pub mod rdstation;
 pub mod refresh_work_queue;
 pub mod rescue_body;
 pub mod rescue_store;
+pub mod webhook_client;

@@ -9,3 +9,4 @@ pub mod proxy;
 pub mod refresh_protocol;
 pub mod scheduled_refresh;
 pub mod tenancy;
+pub mod webhooks;

@@ -14,6 +14,7 @@ use crate::services::caller_policy::CallerRefused;
 use crate::services::import::Importer;
 use crate::services::proxy::ProxyService;
 use crate::services::tenancy::{CallerScope, ScopeRefused, TENANT_HEADER, Tenancy};
+use crate::services::webhooks::WebhookService;
 
 /// The API function's state.
 #[derive(Clone)]
@@ -24,6 +25,8 @@ pub struct ApiState {
     pub token_endpoint: Arc<dyn TokenEndpoint>,
     /// Who may call, in which tenant.
     pub tenancy: Tenancy,
+    /// Webhook endpoints.
+    pub webhooks: WebhookService,
 }
 
 /// The IAM principal ARN API Gateway's authorizer put in the request context.

@@ -16,7 +16,7 @@ use super::with_tenant;
 use crate::domain::{
     Connection, ConnectionId, ConnectionStatus, Product, TagFilter, Tags, TokenCallError,
 };
-use crate::ports::{ListQuery, StoreError};
+use crate::ports::{EventKind, ListQuery, ServiceEvent, StoreError};
 use crate::services::listing::list_across;
 use crate::services::refresh_protocol::{RefreshFailure, RefreshRequest, Refreshed};
 use crate::services::tenancy::TENANT_HEADER;
@@ -406,8 +406,11 @@ pub async fn delete(
         },
     };
     match state.proxy.connections.delete(&id).await {
-        Ok(_) => {
+        Ok(deleted) => {
             state.proxy.tokens.forget(&id);
+            if deleted {
+                announce_deleted(&state, &connection).await;
+            }
             tracing::info!(connection_id = %id, revoked_at_rd = revoked, "connection deleted");
             Json(with_tenant(
                 json!({"connection_id": id.name(), "deleted": true, "revoked_at_rd": revoked}),
@@ -416,5 +419,21 @@ pub async fn delete(
             .into_response()
         }
         Err(e) => store_unavailable(&e),
+    }
+}
+
+/// `ConnectionDeleted`, for the integrators' systems (webhooks); a failure to
+/// publish is logged, the delete stands.
+async fn announce_deleted(state: &ApiState, connection: &Connection) {
+    let event = ServiceEvent {
+        kind: EventKind::ConnectionDeleted,
+        connection_id: Some(connection.id.clone()),
+        product: Some(connection.product),
+        reason: "deleted".to_owned(),
+        tags: connection.tags.clone(),
+        dies_at: None,
+    };
+    if let Err(e) = state.proxy.engine.events.publish(&event).await {
+        tracing::warn!(connection_id = %connection.id, error = %e, "ConnectionDeleted was not published");
     }
 }

@@ -12,6 +12,7 @@ mod pages;
 mod path_param;
 mod proxy_routes;
 mod tenants_routes;
+mod webhooks_routes;
 
 pub use api_state::ApiState;
 pub use binding_cookie::COOKIE_NAME as BINDING_COOKIE;
@@ -70,6 +71,10 @@ pub fn connect_routes(service: ConnectService, pages: Pages) -> Router {
 /// | PATCH | `/connections/{id}` | the account's request budget a minute |
 /// | POST | `/connections/{id}/refresh` | a forced refresh through the protocol |
 /// | DELETE | `/connections/{id}` | revoke at RD (Marketing) and delete |
+/// | GET | `/webhooks` | the endpoints connection events are delivered to (`?scope=deployment`: the deployment's) |
+/// | POST | `/webhooks` | register an endpoint; its secret is answered this once |
+/// | DELETE | `/webhooks/{id}` | remove an endpoint |
+/// | POST | `/webhooks/{id}/rotate-secret` | a new secret (the old one signs beside it for a day) |
 /// | GET | `/tenants` | the tenants and their principals (operators only) |
 /// | PUT | `/tenants/{tenant}` | add a tenant or replace its principals (operators only) |
 /// | DELETE | `/tenants/{tenant}` | remove a tenant (operators only) |
@@ -98,6 +103,18 @@ pub fn api_routes(state: ApiState) -> Router {
         .route(
             "/connections/{id}/refresh",
             post(connections_routes::refresh),
+        )
+        .route(
+            "/webhooks",
+            get(webhooks_routes::list).post(webhooks_routes::register),
+        )
+        .route(
+            "/webhooks/{id}",
+            axum::routing::delete(webhooks_routes::remove),
+        )
+        .route(
+            "/webhooks/{id}/rotate-secret",
+            post(webhooks_routes::rotate_secret),
         )
         .route("/tenants", get(tenants_routes::list))
         .route(

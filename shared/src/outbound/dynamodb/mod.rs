@@ -7,6 +7,7 @@
 mod items;
 pub mod schema;
 mod tenants;
+mod webhooks;
 
 use std::collections::HashMap;
 
