@@ -6,6 +6,7 @@
 
 mod dev_pages;
 mod environment;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -62,7 +63,19 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on 127.0.0.1:{sandbox_port} (set SANDBOX_PORT)"))?;
 
     let rd = environment::rd_target(sandbox_listener, &redirect_uri)?;
-    let (parts, store_described) = environment::parts(rd.credentials.clone()).await?;
+    let (mut parts, store_described) = environment::parts(rd.credentials.clone()).await?;
+    // Loopback endpoints are allowed here unless the environment says otherwise.
+    let webhook_settings = connector::config::webhook_settings_from_lookup(|name| {
+        std::env::var(name)
+            .ok()
+            .or_else(|| (name == "WEBHOOK_ALLOW_LOOPBACK").then(|| "true".to_owned()))
+    })?;
+    parts.events = webhooks::delivering(
+        parts.events.clone(),
+        parts.webhooks.clone(),
+        parts.clock.clone(),
+        &webhook_settings,
+    )?;
     let settings = Settings {
         rdstation: rd.endpoints.clone(),
         refresh: RefreshSettings::default(),
@@ -73,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
         proxy: connector::services::proxy::ProxySettings::default(),
         tenancy: Default::default(),
     };
-    let assembly = Assembly::new(parts, settings)?;
+    let assembly = Assembly::new(parts, settings)?.with_webhook_settings(webhook_settings);
     let engine = assembly.refresh_engine();
     let tenants = assembly.parts().tenants.clone();
     // The scheduled refresher, as EventBridge would run it in AWS.
@@ -135,6 +148,9 @@ fn print_banner(base: &str, rd: &str, store: &str, every: Duration) {
     );
     println!(
         "  Connections:     {base}/connections[/<id>]  (GET, PATCH, DELETE; POST /connections/<id>/refresh; POST /connections/import, or rdconn import FILE)"
+    );
+    println!(
+        "  Webhooks:        {base}/webhooks  (POST {{\"url\": \"https://…\"}}; loopback endpoints allowed here, WEBHOOK_ALLOW_LOOPBACK)"
     );
     println!(
         "  Caller auth:     none here (local routes need no SigV4; in AWS every caller route requires an IAM-signed request)"

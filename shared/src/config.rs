@@ -70,6 +70,17 @@ pub fn brand_from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Bran
     })
 }
 
+/// The webhook settings from `lookup` (see [`Config::webhooks`]); the local run
+/// reads them the same way.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the first setting that is set and unusable.
+pub fn webhook_settings_from_lookup(
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<WebhookSettings, ConfigError> {
+    webhook_settings(&|name: &'static str| lookup(name).filter(|v| !v.trim().is_empty()))
+}
+
 /// The webhook settings from `WEBHOOK_ALLOW_LOOPBACK` (`true`: endpoints on
 /// loopback are allowed; for `make run` and tests, never a deployment),
 /// `WEBHOOK_EXTRA_CA_FILE` (a PEM file of roots to trust beside the

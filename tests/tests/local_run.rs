@@ -200,3 +200,58 @@ async fn a_slow_body_holds_one_connection_not_the_service() {
     assert_eq!(ids, ["after-slow"], "the half-sent request wrote nothing");
     stops_cleanly(run);
 }
+
+/// `make run` delivers webhooks too: an endpoint registered on the run (here a
+/// real HTTPS receiver on loopback, which the run allows by default, with the
+/// receiver's CA named in `WEBHOOK_EXTRA_CA_FILE`) receives a deleted
+/// connection's event, signed with the secret the registration answered.
+#[tokio::test]
+async fn the_run_delivers_webhooks_to_a_loopback_receiver() {
+    let receiver = integration_tests::webhook_receiver::Receiver::start().await;
+    let ca = std::env::temp_dir().join(moto::unique_name("run-webhook-ca") + ".pem");
+    std::fs::write(&ca, &receiver.ca_pem).expect("CA written");
+    let run = LocalRun::start(&[
+        ("CONNECTIONS_TABLE", ""),
+        ("RDSTATION_API_URL", ""),
+        ("WEBHOOK_EXTRA_CA_FILE", ca.to_str().expect("utf-8")),
+    ]);
+    assert!(
+        run.banner_line("Webhooks:").contains("/webhooks"),
+        "{:?}",
+        run.banner
+    );
+    let http = client();
+    let registered: Value = http
+        .post(run.url("/webhooks"))
+        .json(&serde_json::json!({ "url": format!("{}/hook", receiver.base) }))
+        .send()
+        .await
+        .expect("register")
+        .json()
+        .await
+        .expect("json");
+    let secret = registered["secret"].as_str().expect("a secret").to_owned();
+    let connected = connect(&run.base, "hooked", "crm").await;
+    assert_eq!(connected["status"], "connected", "{connected}");
+    let deleted = http
+        .delete(run.url("/connections/hooked"))
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(deleted.status(), StatusCode::OK);
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        receiver.wait_for_more_than(0),
+    )
+    .await
+    .expect("a delivery within 30 s");
+    let delivery = &receiver.received()[0];
+    assert!(integration_tests::webhook_receiver::signed_by(
+        delivery, &secret
+    ));
+    let body: Value = serde_json::from_str(&delivery.body).expect("JSON");
+    assert_eq!(body["type"], "connection.deleted");
+    assert_eq!(body["data"]["connection_id"], "hooked");
+    let _ = std::fs::remove_file(&ca);
+    stops_cleanly(run);
+}
