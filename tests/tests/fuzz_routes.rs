@@ -129,6 +129,9 @@ fn segment() -> impl Strategy<Value = String> {
         Just("proxy".to_owned()),
         Just("refresh".to_owned()),
         Just("callback".to_owned()),
+        Just("import".to_owned()),
+        Just("webhooks".to_owned()),
+        Just("rotate-secret".to_owned()),
         Just("x".repeat(300)),
         // Any byte, percent-encoded: decodes to anything, valid UTF-8 or not.
         proptest::collection::vec(any::<u8>(), 1..6)
@@ -144,6 +147,8 @@ fn path() -> impl Strategy<Value = String> {
         Just("/connect/sessions"),
         Just("/oauth/callback"),
         Just("/connections"),
+        Just("/connections/import"),
+        Just("/webhooks"),
         Just("/proxy"),
         Just("/proxy/acme"),
     ];

@@ -454,3 +454,80 @@ fn receiver_example_verifies(
         );
     }
 }
+
+#[tokio::test]
+async fn bad_webhook_requests_are_clear_json_errors_and_change_nothing() {
+    let deployment = Deployment::start(5).await;
+    for (method, path, body, status, code) in [
+        (
+            "POST",
+            "/webhooks",
+            Some(json!("https://x.example")),
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/webhooks",
+            Some(json!({"link": "https://x.example"})),
+            400,
+            "invalid_json",
+        ),
+        (
+            "POST",
+            "/webhooks",
+            Some(json!({"url": "not a url"})),
+            400,
+            "invalid_url",
+        ),
+        (
+            "POST",
+            "/webhooks",
+            Some(json!({"url": "https://user:pw@x.example/"})),
+            400,
+            "invalid_url",
+        ),
+        (
+            "GET",
+            "/webhooks?scope=everything",
+            None,
+            400,
+            "invalid_query",
+        ),
+        (
+            "DELETE",
+            "/webhooks/wh_unknown",
+            None,
+            404,
+            "webhook_not_found",
+        ),
+        (
+            "POST",
+            "/webhooks/wh_unknown/rotate-secret",
+            None,
+            404,
+            "webhook_not_found",
+        ),
+    ] {
+        let answer = deployment.call(None, method, path, body).await;
+        assert_eq!(answer.status, status, "{method} {path}: {}", answer.text());
+        assert_eq!(answer.json()["code"], code, "{method} {path}");
+        assert!(answer.json()["message"].is_string());
+    }
+    // At most five endpoints; a sixth is refused and nothing changes.
+    for n in 0..5 {
+        deployment.register(None, "", &format!("/{n}")).await;
+    }
+    let sixth = deployment
+        .call(
+            None,
+            "POST",
+            "/webhooks",
+            Some(json!({"url": format!("{}/6", deployment.receiver.base)})),
+        )
+        .await;
+    assert_eq!(sixth.status, 409, "{}", sixth.text());
+    assert_eq!(sixth.json()["code"], "too_many_webhooks");
+    let listed = deployment.call(None, "GET", "/webhooks", None).await;
+    assert_eq!(listed.json()["webhooks"].as_array().map(Vec::len), Some(5));
+}
