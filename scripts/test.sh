@@ -18,6 +18,16 @@ if ! command -v chromedriver >/dev/null || [ ! -x /usr/bin/chromium ]; then
         { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q --no-install-recommends chromium chromium-driver >/dev/null; }
 fi
 
+# Node and npm (Debian packages): a test runs the TypeScript client example.
+if ! command -v npm >/dev/null; then
+    echo "== installing nodejs and npm (Debian packages)"
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get install -y -q --no-install-recommends nodejs npm >/dev/null ||
+        { $sudo apt-get update -q >/dev/null && $sudo apt-get install -y -q --no-install-recommends nodejs npm >/dev/null; }
+fi
+
 echo "== lint"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
@@ -39,6 +49,9 @@ echo "== build"
 cargo nextest run --workspace --no-run --cargo-quiet
 # `make run`'s binary and the operator CLI: tests start them as a person would.
 cargo build -p local-run -p rdconn --quiet
+# The TypeScript client example, built as its README says (pinned by its lock file).
+npm ci --prefix examples/clients/typescript --no-audit --no-fund --silent
+npm run --prefix examples/clients/typescript --silent build
 # Tests run the functions' deployable artifacts (from `sam build` above) under a
 # Lambda Runtime API emulator.
 export LAMBDA_ARTIFACTS="$PWD/.aws-sam/build-x86_64"
