@@ -37,35 +37,38 @@ async fn arn_of(url: &str) -> String {
         .clone()
 }
 
+/// A queue of its own named after `prefix`, with `attributes`; its URL.
+async fn create_queue(prefix: &str, attributes: &[(QueueAttributeName, String)]) -> String {
+    let mut request = sqs().await.create_queue().queue_name(unique_name(prefix));
+    for (name, value) in attributes {
+        request = request.attributes(name.clone(), value);
+    }
+    request
+        .send()
+        .await
+        .expect("moto creates the queue")
+        .queue_url()
+        .expect("url")
+        .to_owned()
+}
+
 impl DeliveryQueues {
     /// Creates them, the queue giving a message to its dead-letter queue after
     /// `max_receives` receives.
     pub async fn create(max_receives: u32) -> Self {
-        let client = sqs().await;
-        let dead_letter_url = client
-            .create_queue()
-            .queue_name(unique_name("webhooks-dlq"))
-            .send()
-            .await
-            .expect("moto creates the queue")
-            .queue_url()
-            .expect("url")
-            .to_owned();
+        let dead_letter_url = create_queue("webhooks-dlq", &[]).await;
         let redrive = json!({
             "deadLetterTargetArn": arn_of(&dead_letter_url).await,
             "maxReceiveCount": max_receives.to_string(),
         });
-        let queue_url = client
-            .create_queue()
-            .queue_name(unique_name("webhooks"))
-            .attributes(QueueAttributeName::VisibilityTimeout, "180")
-            .attributes(QueueAttributeName::RedrivePolicy, redrive.to_string())
-            .send()
-            .await
-            .expect("moto creates the queue")
-            .queue_url()
-            .expect("url")
-            .to_owned();
+        let queue_url = create_queue(
+            "webhooks",
+            &[
+                (QueueAttributeName::VisibilityTimeout, "180".to_owned()),
+                (QueueAttributeName::RedrivePolicy, redrive.to_string()),
+            ],
+        )
+        .await;
         let queue_arn = arn_of(&queue_url).await;
         let events = aws_sdk_eventbridge::Client::new(sdk_config().await);
         let bus = unique_name("connections");

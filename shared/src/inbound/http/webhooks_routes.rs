@@ -6,9 +6,10 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{Extensions, HeaderMap, StatusCode, Uri};
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -19,16 +20,30 @@ use crate::domain::{Webhook, WebhookScope};
 use crate::secret::ExposeSecret;
 use crate::services::webhooks::WebhookError;
 
-/// The scope a request acts on.
-async fn scope_of(
-    state: &ApiState,
-    extensions: &Extensions,
-    headers: &HeaderMap,
-    uri: &Uri,
-) -> Result<WebhookScope, ApiError> {
-    let caller = state.scope(extensions).await?;
+/// The scope a `/webhooks` request acts on (extractor): the caller's tenant,
+/// the tenant an operator names, or with `?scope=deployment` (operators only)
+/// the deployment's. The caller is checked before anything else is read.
+pub struct ActingScope(WebhookScope);
+
+impl FromRequestParts<ApiState> for ActingScope {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
+        scope_of(state, parts)
+            .await
+            .map(Self)
+            .map_err(IntoResponse::into_response)
+    }
+}
+
+async fn scope_of(state: &ApiState, parts: &Parts) -> Result<WebhookScope, ApiError> {
+    let caller = state.scope(&parts.extensions).await?;
     let mut deployment = false;
-    for (name, value) in url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes()) {
+    let query = parts.uri.query().unwrap_or_default();
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
         match (name.as_ref(), value.as_ref()) {
             ("scope", "deployment") => deployment = true,
             ("scope", "tenant") => {}
@@ -51,7 +66,7 @@ async fn scope_of(
             ))
         };
     }
-    tenant_of_request(&caller, headers).map(WebhookScope::Tenant)
+    tenant_of_request(&caller, &parts.headers).map(WebhookScope::Tenant)
 }
 
 /// An endpoint as answered (never its secret).
@@ -104,15 +119,9 @@ fn refusal(e: &WebhookError) -> ApiError {
 /// `secret` (shown this once).
 pub async fn register(
     State(state): State<ApiState>,
-    extensions: Extensions,
-    headers: HeaderMap,
-    uri: Uri,
+    ActingScope(scope): ActingScope,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let scope = match scope_of(&state, &extensions, &headers, &uri).await {
-        Ok(scope) => scope,
-        Err(refused) => return refused.into_response(),
-    };
     let url = body
         .ok()
         .filter(|b| b.len() <= 4_096)
@@ -129,16 +138,7 @@ pub async fn register(
 }
 
 /// `GET /webhooks` → `{"webhooks": [...]}` (no secrets).
-pub async fn list(
-    State(state): State<ApiState>,
-    extensions: Extensions,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
-    let scope = match scope_of(&state, &extensions, &headers, &uri).await {
-        Ok(scope) => scope,
-        Err(refused) => return refused.into_response(),
-    };
+pub async fn list(State(state): State<ApiState>, ActingScope(scope): ActingScope) -> Response {
     match state.webhooks.list(&scope).await {
         Ok(endpoints) => Json(json!({
             "webhooks": endpoints.iter().map(|w| view(&scope, w)).collect::<Vec<_>>(),
@@ -151,15 +151,9 @@ pub async fn list(
 /// `DELETE /webhooks/{id}`: nothing more is delivered to it.
 pub async fn remove(
     State(state): State<ApiState>,
-    extensions: Extensions,
-    headers: HeaderMap,
-    uri: Uri,
+    ActingScope(scope): ActingScope,
     PathParam(id): PathParam,
 ) -> Response {
-    let scope = match scope_of(&state, &extensions, &headers, &uri).await {
-        Ok(scope) => scope,
-        Err(refused) => return refused.into_response(),
-    };
     match state.webhooks.remove(&scope, &id).await {
         Ok(()) => Json(json!({"webhook_id": id, "deleted": true})).into_response(),
         Err(e) => refusal(&e).into_response(),
@@ -170,15 +164,9 @@ pub async fn remove(
 /// (shown this once); the old one signs beside it for a day.
 pub async fn rotate_secret(
     State(state): State<ApiState>,
-    extensions: Extensions,
-    headers: HeaderMap,
-    uri: Uri,
+    ActingScope(scope): ActingScope,
     PathParam(id): PathParam,
 ) -> Response {
-    let scope = match scope_of(&state, &extensions, &headers, &uri).await {
-        Ok(scope) => scope,
-        Err(refused) => return refused.into_response(),
-    };
     match state.webhooks.rotate(&scope, &id).await {
         Ok(rotated) => Json(view_with_secret(&scope, &rotated)).into_response(),
         Err(e) => refusal(&e).into_response(),
