@@ -108,17 +108,14 @@ pub enum ImportError {
     /// The connection was deleted while it was being imported.
     #[error("the connection was deleted while it was being imported")]
     DeletedMeanwhile,
-    /// The store (or the credentials) failed; a connection may have been stored
-    /// with the token not yet refreshed: importing the same token again
-    /// finishes the import.
+    /// The store failed; a connection may have been stored with the token not
+    /// yet refreshed: importing the same token again finishes the import.
     #[error("the import could not be completed: {0}")]
-    Unavailable(String),
-}
-
-impl From<StoreError> for ImportError {
-    fn from(e: StoreError) -> Self {
-        Self::Unavailable(e.to_string())
-    }
+    Store(#[from] StoreError),
+    /// The refresh could not run (the store or the credentials failed under
+    /// it); as [`ImportError::Store`].
+    #[error("the import's refresh could not run: {0}")]
+    RefreshUnavailable(#[source] RefreshFailure),
 }
 
 /// Imports connections. Cheap to clone.
@@ -137,7 +134,8 @@ impl Importer {
     ///
     /// # Errors
     /// [`ImportError`] when no connection came of it (bar
-    /// [`ImportError::Unavailable`], which may leave one to finish).
+    /// [`ImportError::Store`] and [`ImportError::RefreshUnavailable`], which
+    /// may leave one to finish).
     pub async fn import(&self, request: ImportRequest) -> Result<Imported, ImportError> {
         let id = ConnectionId::parse_in(&request.tenant, &request.connection_id)?;
         let fingerprint = request.refresh_token.fingerprint();
@@ -288,7 +286,7 @@ impl Importer {
                 None => Err(ImportError::DeletedMeanwhile),
             },
             Err(e @ (RefreshFailure::Credentials(_) | RefreshFailure::Store(_))) => {
-                Err(ImportError::Unavailable(e.to_string()))
+                Err(ImportError::RefreshUnavailable(e))
             }
         }
     }

@@ -131,7 +131,7 @@ fn refusal(e: &ImportError) -> ApiError {
             "deployment_credentials_rejected",
             e.to_string(),
         ),
-        ImportError::Unavailable(_) => {
+        ImportError::Store(_) | ImportError::RefreshUnavailable(_) => {
             tracing::error!(error = %e, "an import could not be completed");
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,

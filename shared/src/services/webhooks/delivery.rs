@@ -83,6 +83,17 @@ pub enum FanOutError {
     Queue(#[from] QueueError),
 }
 
+/// Why a delivery did not land (the queue retries it).
+#[derive(Debug, thiserror::Error)]
+pub enum DeliverError {
+    /// The endpoints could not be read.
+    #[error("the endpoints could not be read: {0}")]
+    Endpoints(#[from] StoreError),
+    /// The endpoint may not be reached, or did not take the delivery.
+    #[error(transparent)]
+    Post(#[from] DeliveryError),
+}
+
 /// How a delivery ended, when it did not fail.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Delivered {
@@ -137,8 +148,8 @@ impl WebhookDeliverer {
     /// again, signed with its current secrets).
     ///
     /// # Errors
-    /// [`DeliveryError`] when it did not land (the queue retries it).
-    pub async fn deliver(&self, pending: &PendingDelivery) -> Result<Delivered, DeliveryError> {
+    /// [`DeliverError`] when it did not land (the queue retries it).
+    pub async fn deliver(&self, pending: &PendingDelivery) -> Result<Delivered, DeliverError> {
         let scope = match pending.scope.as_str() {
             "*" => WebhookScope::Deployment,
             name => match TenantId::parse(name) {
@@ -146,9 +157,7 @@ impl WebhookDeliverer {
                 Err(_) => return Ok(Delivered::EndpointGone),
             },
         };
-        let endpoints = self.registry.webhooks(&scope).await.map_err(|e| {
-            DeliveryError::Unreachable(format!("the endpoints could not be read: {e}"))
-        })?;
+        let endpoints = self.registry.webhooks(&scope).await?;
         let Some(endpoint) = endpoints
             .endpoints
             .into_iter()
@@ -157,7 +166,7 @@ impl WebhookDeliverer {
             return Ok(Delivered::EndpointGone);
         };
         let url = endpoint_url(endpoint.url.as_str(), self.allow_loopback)
-            .map_err(|_| DeliveryError::Refused)?;
+            .map_err(|_| DeliverError::Post(DeliveryError::Refused))?;
         let now = self.clock.now();
         let signature = signature_header(
             &endpoint.signing_secrets(now),

@@ -13,7 +13,9 @@ mod delivery;
 mod registration;
 pub mod signature;
 
-pub use delivery::{Delivered, FanOutError, PublishedEvent, WebhookDeliverer, retry_delay};
+pub use delivery::{
+    DeliverError, Delivered, FanOutError, PublishedEvent, WebhookDeliverer, retry_delay,
+};
 pub use registration::{WebhookError, WebhookService};
 
 /// How webhooks are registered and delivered.
