@@ -104,6 +104,12 @@ impl Deployment {
             )
             .await;
         assert_eq!(answer.status, 201, "{}", answer.text());
+        // The secret is answered this once: no log line may carry it.
+        let secret = answer.json()["secret"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        integration_tests::logs::record_secrets_for_suite_scan(&[secret]);
         answer.json()
     }
 
@@ -252,6 +258,7 @@ async fn every_event_kind_reaches_the_receiver_signed_and_without_a_token() {
         .expect("a secret")
         .to_owned();
     assert_ne!(new_secret, tenant_secret);
+    integration_tests::logs::record_secrets_for_suite_scan(std::slice::from_ref(&new_secret));
     deployment
         .publish(&event(EventKind::ConnectionRecovered))
         .await;

@@ -82,6 +82,8 @@ impl HttpsWebhookTransport {
         let mut builder = reqwest::Client::builder()
             .dns_resolver(Arc::new(CheckedResolver { allow_loopback }))
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy would be resolved and checked instead of the endpoint.
+            .no_proxy()
             .https_only(true)
             .timeout(DELIVERY_TIMEOUT)
             .user_agent("rdstation-connections-webhooks");
