@@ -152,8 +152,24 @@ pub async fn send_by(
     deadline: Option<connector::inbound::http::InvocationDeadline>,
 ) -> Answer {
     let event = serde_json::from_value(request.event()).expect("an API Gateway v2 event");
-    let answer = connector::inbound::apigw::answer(router, event, deadline).await;
-    answer_of(answer)
+    let answer = answer_of(connector::inbound::apigw::answer(router, event, deadline).await);
+    check_described(request, &answer);
+    answer
+}
+
+/// Panics unless `answer` is one the API description gives for `request`'s
+/// operation (see [`crate::openapi::check_answer`]).
+pub fn check_described(request: &EventRequest<'_>, answer: &Answer) {
+    crate::openapi::check_answer(
+        request.method,
+        request.path,
+        answer.status,
+        answer
+            .headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        &answer.body,
+    );
 }
 
 /// What an API Gateway answer says, cookies back among the headers.

@@ -8,7 +8,7 @@ use axum::Router;
 use connector::assembly::{Assembly, Parts, Settings};
 use connector::clock::OffsetClock;
 use connector::domain::{Connection, ConnectionId};
-use connector::inbound::http::oauth_callback_router;
+use connector::inbound::http::{api_proxy_router, oauth_callback_router};
 use connector::outbound::credentials::SecretsManagerCredentials;
 use connector::outbound::dynamodb::DynamoStore;
 use connector::outbound::events::RecordingPublisher;
@@ -40,6 +40,8 @@ pub struct TestApp {
     pub service: ConnectService,
     /// The callback function's router.
     pub router: Router,
+    /// The API function's router, on the same store and clock.
+    pub api: Router,
     /// The DynamoDB store (on moto) behind the service.
     pub store: DynamoStore,
     /// The service's clock, which tests can move.
@@ -117,9 +119,9 @@ impl TestApp {
             proxy: connector::services::proxy::ProxySettings::default(),
             tenancy: Default::default(),
         };
-        let service = Assembly::new(parts, settings)
-            .expect("client")
-            .connect_service();
+        let assembly = Assembly::new(parts, settings).expect("client");
+        let service = assembly.connect_service();
+        let api = api_proxy_router(assembly.api_state().expect("API state"));
         let base = service
             .public_base
             .resolve(Some(API_DOMAIN))
@@ -139,6 +141,7 @@ impl TestApp {
             sandbox,
             service,
             router,
+            api,
             store,
             clock,
             sandbox_config,

@@ -11,6 +11,7 @@ pub mod instrumented;
 pub mod local_run;
 pub mod logs;
 pub mod moto;
+pub mod openapi;
 pub mod refresh_app;
 pub mod runtime_api;
 pub mod sam_template;

@@ -169,7 +169,10 @@ impl Run {
     /// An API Gateway request, answered.
     async fn send(&self, request: &EventRequest<'_>) -> Answer {
         let answer = self.invoke(request.event()).await;
-        apigw::answer_of(serde_json::from_value(answer).expect("an API Gateway answer"))
+        let answer =
+            apigw::answer_of(serde_json::from_value(answer).expect("an API Gateway answer"));
+        apigw::check_described(request, &answer);
+        answer
     }
 
     /// A connection stored as the connect flow would store it, with a pair the
@@ -260,7 +263,14 @@ const CALLER: &str = "arn:aws:sts::123456789012:assumed-role/integration-worker/
 
 #[tokio::test]
 async fn the_api_function_runs_on_exactly_its_role() {
-    let run = Run::start("api-proxy", "ApiProxyFunctionRole", Duration::from_secs(29)).await;
+    // Loopback endpoints allowed, as in `make run`: no name resolves here.
+    let run = Run::start_with(
+        "api-proxy",
+        "ApiProxyFunctionRole",
+        Duration::from_secs(29),
+        &[("WEBHOOK_ALLOW_LOOPBACK", "true".to_owned())],
+    )
+    .await;
     run.seed("crm-live", Product::Crm, 7_200).await;
     run.seed("mkt-gone", Product::Marketing, 86_400).await;
     let revoked = run.seed("crm-revoked", Product::Crm, -10).await;
@@ -398,6 +408,23 @@ async fn the_api_function_runs_on_exactly_its_role() {
     }
     let listed = run.send(&iam("GET", "/connections")).await;
     assert_eq!(listed.status, 200, "{}", listed.text());
+
+    // A webhook endpoint registered, listed, its secret rotated, removed.
+    let mut register = iam("POST", "/webhooks");
+    register.body = Some(br#"{"url": "https://127.0.0.1:9/hook"}"#.to_vec());
+    let registered = run.send(&register).await;
+    assert_eq!(registered.status, 201, "{}", registered.text());
+    let id = registered.json()["webhook_id"]
+        .as_str()
+        .expect("an id")
+        .to_owned();
+    assert_eq!(run.send(&iam("GET", "/webhooks")).await.status, 200);
+    let rotate = format!("/webhooks/{id}/rotate-secret");
+    let rotated = run.send(&iam("POST", &rotate)).await;
+    assert_eq!(rotated.status, 200, "{}", rotated.text());
+    let remove = format!("/webhooks/{id}");
+    let removed = run.send(&iam("DELETE", &remove)).await;
+    assert_eq!(removed.status, 200, "{}", removed.text());
     run.assert_nothing_refused();
 }
 

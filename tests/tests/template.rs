@@ -137,6 +137,7 @@ fn the_callback_function_serves_every_route_with_the_right_auth() {
                 "NONE".into()
             ),
             ("GET".into(), "/oauth/callback".into(), "NONE".into()),
+            ("GET".into(), "/openapi.json".into(), "NONE".into()),
             ("POST".into(), "/connect/sessions".into(), "AWS_IAM".into()),
             (
                 "POST".into(),
@@ -267,7 +268,7 @@ fn rescued_pairs_wait_in_a_private_encrypted_bucket_and_the_old_queue_is_kept() 
 }
 
 #[test]
-fn the_api_function_serves_the_proxy_connections_and_tenants_routes_behind_iam() {
+fn the_api_function_serves_the_proxy_connections_webhooks_and_tenants_routes_behind_iam() {
     let template = template();
     let function = &template["Resources"]["ApiProxyFunction"];
     assert_eq!(
@@ -281,12 +282,16 @@ fn the_api_function_serves_the_proxy_connections_and_tenants_routes_behind_iam()
             ("ANY".into(), "/proxy/{connection_id}/{path+}".into(), iam()),
             ("DELETE".into(), "/connections/{id}".into(), iam()),
             ("DELETE".into(), "/tenants/{tenant}".into(), iam()),
+            ("DELETE".into(), "/webhooks/{id}".into(), iam()),
             ("GET".into(), "/connections".into(), iam()),
             ("GET".into(), "/connections/{id}".into(), iam()),
             ("GET".into(), "/tenants".into(), iam()),
+            ("GET".into(), "/webhooks".into(), iam()),
             ("PATCH".into(), "/connections/{id}".into(), iam()),
             ("POST".into(), "/connections/import".into(), iam()),
             ("POST".into(), "/connections/{id}/refresh".into(), iam()),
+            ("POST".into(), "/webhooks".into(), iam()),
+            ("POST".into(), "/webhooks/{id}/rotate-secret".into(), iam()),
             ("PUT".into(), "/tenants/{tenant}".into(), iam()),
         ]
     );

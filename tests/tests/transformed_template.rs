@@ -80,6 +80,7 @@ fn only_the_browser_routes_are_public_and_each_route_reaches_its_function() {
             "ApiProxyFunction",
         ),
         ("/oauth/callback", "get", "NONE", "OAuthCallbackFunction"),
+        ("/openapi.json", "get", "NONE", "OAuthCallbackFunction"),
         (
             "/proxy/{connection_id}/{path+}",
             "x-amazon-apigateway-any-method",
@@ -89,6 +90,15 @@ fn only_the_browser_routes_are_public_and_each_route_reaches_its_function() {
         ("/tenants", "get", "AWS_IAM", "ApiProxyFunction"),
         ("/tenants/{tenant}", "delete", "AWS_IAM", "ApiProxyFunction"),
         ("/tenants/{tenant}", "put", "AWS_IAM", "ApiProxyFunction"),
+        ("/webhooks", "get", "AWS_IAM", "ApiProxyFunction"),
+        ("/webhooks", "post", "AWS_IAM", "ApiProxyFunction"),
+        ("/webhooks/{id}", "delete", "AWS_IAM", "ApiProxyFunction"),
+        (
+            "/webhooks/{id}/rotate-secret",
+            "post",
+            "AWS_IAM",
+            "ApiProxyFunction",
+        ),
     ];
     let expected: Vec<_> = expected
         .iter()

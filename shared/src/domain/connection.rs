@@ -116,6 +116,13 @@ pub enum ConnectionStatus {
 }
 
 impl ConnectionStatus {
+    /// Every status, in a fixed order.
+    pub const ALL: [ConnectionStatus; 3] = [
+        ConnectionStatus::Active,
+        ConnectionStatus::NeedsReauth,
+        ConnectionStatus::PossiblyLost,
+    ];
+
     /// The lower-case name used in the API and the store.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -8,15 +8,14 @@ use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use lambda_http::request::RequestContext;
 use serde::Deserialize;
-use serde_json::json;
 use url::Url;
 
 use super::api_state::{caller_scope, tenant_of_request};
 use super::binding_cookie;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::pages::{Notice, Pages, found, private, wants_html};
 use super::path_param::PathParam;
-use super::with_tenant;
+use super::views::{Connected, SessionOpened};
 use crate::domain::{ConnectSession, Connection, Product, Tags};
 use crate::services::connect::{
     BeginConsentError, CallbackQuery, CallbackRejected, ConnectFailure, ConnectService,
@@ -44,14 +43,21 @@ impl axum::extract::FromRef<ConnectState> for Pages {
     }
 }
 
-#[derive(Deserialize)]
-struct OpenSessionRequest {
+/// What `POST /connect/sessions` takes.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(super) struct OpenSessionRequest {
+    /// The id to store the connection under, unique within the tenant.
     connection_id: String,
+    /// The RD Station product.
+    #[schema(value_type = Product)]
     product: String,
+    /// Where the person's browser goes when the flow ends (`status`, `reason` added).
     #[serde(default)]
     return_url: Option<String>,
+    /// Replace the grant of the existing connection of this id.
     #[serde(default)]
     reconnect: bool,
+    /// Labels for the connection (at most 50).
     #[serde(default)]
     tags: Option<std::collections::BTreeMap<String, String>>,
 }
@@ -60,6 +66,20 @@ struct OpenSessionRequest {
 /// "reconnect"?}` → 201 `{"connect_url","expires_at",...}`. The caller must
 /// carry an IAM identity (in Lambda); replacing an existing connection takes
 /// `"reconnect": true`.
+#[utoipa::path(
+    post,
+    path = "/connect/sessions",
+    tag = "connect",
+    security(("sigv4" = [])),
+    params(
+        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+    ),
+    request_body = OpenSessionRequest,
+    responses(
+        (status = 201, description = "The session; give `connect_url` to the person who will consent", body = SessionOpened),
+        (status = "default", description = "An error; `code` says which", body = ErrorBody),
+    ),
+)]
 pub async fn open_session(
     State(service): State<ConnectService>,
     extensions: Extensions,
@@ -154,22 +174,21 @@ async fn session_tenant(
 
 /// 201 with what a caller needs of a new connect session.
 fn session_opened(session: &ConnectSession, connect_url: &Url) -> Response {
-    let body = with_tenant(
-        json!({
-            "connect_url": connect_url.as_str(),
-            "expires_at": session.expires_at.to_rfc3339(),
-            "connection_id": session.connection_id.name(),
-            "product": session.product,
-            "reconnect": session.reconnect,
-        }),
+    let body = SessionOpened::new(
         &session.connection_id,
+        session.product,
+        session.reconnect,
+        connect_url,
+        session.expires_at.to_rfc3339(),
     );
     private((StatusCode::CREATED, Json(body)).into_response())
 }
 
-#[derive(Deserialize, Default)]
+/// What `POST /connections/{id}/reconnect` may take.
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ReconnectRequest {
+pub(super) struct ReconnectRequest {
+    /// Where the person's browser goes when the flow ends.
     #[serde(default)]
     return_url: Option<String>,
 }
@@ -179,6 +198,21 @@ struct ReconnectRequest {
 /// connection's grant in place (same id, product and tags) once a person
 /// consents. 404 `connection_not_found` for an id the caller's tenant does not
 /// have.
+#[utoipa::path(
+    post,
+    path = "/connections/{id}/reconnect",
+    tag = "connect",
+    security(("sigv4" = [])),
+    params(
+        ("id" = String, Path, description = "The connection whose grant a person replaces"),
+        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+    ),
+    request_body(content = Option<ReconnectRequest>, description = "Optional"),
+    responses(
+        (status = 201, description = "A connect link that replaces the grant in place, same id", body = SessionOpened),
+        (status = "default", description = "An error; `code` says which", body = ErrorBody),
+    ),
+)]
 pub async fn reconnect(
     State(service): State<ConnectService>,
     PathParam(id): PathParam,
@@ -265,6 +299,19 @@ fn open_session_error(err: OpenSessionError) -> ApiError {
 
 /// `GET /connect/{session}`: binds the session to this browser (cookie) and
 /// answers 302 to RD's consent page with a fresh, opaque `state`.
+#[utoipa::path(
+    get,
+    path = "/connect/{session}",
+    tag = "connect",
+    params(("session" = String, Path, description = "The session id in `connect_url`")),
+    responses(
+        (status = 302, description = "To RD Station's consent page; sets the cookie that binds the flow to this browser", headers(("location" = String))),
+        (status = "default", description = "An error: JSON (`code` says which) or, to a browser, a page", content(
+            (ErrorBody = "application/json"),
+            (String = "text/html"),
+        )),
+    ),
+)]
 pub async fn redirect_to_consent(
     State(service): State<ConnectService>,
     State(pages): State<Pages>,
@@ -323,6 +370,25 @@ pub async fn redirect_to_consent(
 }
 
 /// `GET /oauth/callback?code&state` (or `?error&state`): completes the session.
+#[utoipa::path(
+    get,
+    path = "/oauth/callback",
+    tag = "connect",
+    params(
+        ("code" = Option<String>, Query, description = "RD's authorization code"),
+        ("state" = Option<String>, Query, description = "The state sent to RD's consent page"),
+        ("error" = Option<String>, Query, description = "RD's refusal, in place of a code"),
+    ),
+    responses(
+        (status = 200, description = "Connected: JSON to a caller that is not a browser", body = Connected),
+        (status = 302, description = "To the session's `return_url`, with `status` (and `reason`) in its query", headers(("location" = String))),
+        (status = 303, description = "To the result page (`/connect/{session}/done`)", headers(("location" = String))),
+        (status = "default", description = "An error: JSON (`code` says which) or, to a browser, a page", content(
+            (ErrorBody = "application/json"),
+            (String = "text/html"),
+        )),
+    ),
+)]
 pub async fn oauth_callback(
     State(service): State<ConnectService>,
     State(pages): State<Pages>,
@@ -395,6 +461,22 @@ fn return_to(session: &ConnectSession, pairs: &[(&str, &str)]) -> Option<Respons
 /// `GET /connect/{session}/done`: the result of a completed connect flow, for
 /// the browser that completed it (its binding cookie), so reloading the page
 /// after a success shows the success again.
+#[utoipa::path(
+    get,
+    path = "/connect/{session}/done",
+    tag = "connect",
+    params(("session" = String, Path, description = "The session id")),
+    responses(
+        (status = 200, description = "The completed connection: a page to a browser, JSON to anything else", content(
+            (Connected = "application/json"),
+            (String = "text/html"),
+        )),
+        (status = "default", description = "An error: JSON (`code` says which) or, to a browser, a page", content(
+            (ErrorBody = "application/json"),
+            (String = "text/html"),
+        )),
+    ),
+)]
 pub async fn connection_result(
     State(service): State<ConnectService>,
     State(pages): State<Pages>,
@@ -455,16 +537,7 @@ fn connected_response(
 }
 
 fn connected_json(c: &Connection) -> Response {
-    let mut response = Json(with_tenant(
-        json!({
-            "status": "connected",
-            "connection_id": c.id.name(),
-            "product": c.product,
-            "version": c.version,
-        }),
-        &c.id,
-    ))
-    .into_response();
+    let mut response = Json(Connected::of(c)).into_response();
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

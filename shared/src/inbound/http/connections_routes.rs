@@ -6,13 +6,14 @@ use axum::extract::{FromRequestParts, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 
 use super::api_state::{ApiState, tenant_of_request};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::invocation::FinishBy;
 use super::path_param::PathParam;
-use super::with_tenant;
+use super::views::{
+    ConnectionPage, ConnectionView, DeletedConnection, RefreshAnswer, RefreshOutcome, RevokedAtRd,
+};
 use crate::domain::{
     Connection, ConnectionId, ConnectionStatus, Product, TagFilter, Tags, TokenCallError,
 };
@@ -20,28 +21,6 @@ use crate::ports::{EventKind, ListQuery, ServiceEvent, StoreError};
 use crate::services::listing::list_across;
 use crate::services::refresh_protocol::{RefreshFailure, RefreshRequest, Refreshed};
 use crate::services::tenancy::TENANT_HEADER;
-
-/// A connection as callers may see it.
-pub fn view(c: &Connection) -> Value {
-    let dies_at = c.refresh_token_dies_at().map(|t| t.to_rfc3339());
-    let body = json!({
-        "connection_id": c.id.name(),
-        "product": c.product,
-        "status": c.status,
-        "status_reason": c.status_reason,
-        "connected_at": c.connected_at.to_rfc3339(),
-        "last_refreshed_at": c.refresh_token_issued_at.to_rfc3339(),
-        "access_token_expires_at": c.tokens.access_expires_at.to_rfc3339(),
-        "refresh_token_dies_at": dies_at,
-        "consecutive_failures": c.backoff.failures,
-        "last_error": c.backoff.last_error,
-        "next_attempt_at": c.backoff.next_attempt_at.map(|t| t.to_rfc3339()),
-        "rate_limit_per_minute": c.rate_limit_per_minute,
-        "tags": c.tags,
-        "version": c.version,
-    });
-    with_tenant(body, &c.id)
-}
 
 /// The id of a `/connections/{id}` route in the tenant the request acts in,
 /// asked about by a caller the policy admits: the caller is checked first, so a
@@ -98,6 +77,25 @@ fn store_unavailable(e: &dyn std::fmt::Display) -> Response {
 /// operator naming no tenant pages through every tenant's.
 /// `status=needs_reauth|possibly_lost` is a Query on a sparse index (the
 /// operators' "which connections need a person?").
+#[utoipa::path(
+    get,
+    path = "/connections",
+    tag = "connections",
+    security(("sigv4" = [])),
+    params(
+        ("status" = Option<ConnectionStatus>, Query, description = "Only connections in this status"),
+        ("product" = Option<Product>, Query, description = "Only this product's connections"),
+        ("tag" = Option<String>, Query, description = "`key=value`: only connections carrying this tag (repeatable; all must match)"),
+        ("dies_within_hours" = Option<u32>, Query, minimum = 1, maximum = 336, description = "Only connections whose refresh token dies within this many hours"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the page before"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Connections a page (50 unless given)"),
+        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in (without it, every tenant's)"),
+    ),
+    responses(
+        (status = 200, description = "A page of connections", body = ConnectionPage),
+        (status = "default", description = "An error; `code` says which", body = ErrorBody),
+    ),
+)]
 pub async fn list(State(state): State<ApiState>, request: Request) -> Response {
     let scope = match state.scope(request.extensions()).await {
         Ok(scope) => scope,
@@ -175,10 +173,10 @@ pub async fn list(State(state): State<ApiState>, request: Request) -> Response {
         state.proxy.connections.list(&query).await
     };
     match page {
-        Ok(page) => Json(json!({
-            "connections": page.connections.iter().map(view).collect::<Vec<_>>(),
-            "next_cursor": page.next_cursor,
-        }))
+        Ok(page) => Json(ConnectionPage {
+            connections: page.connections.iter().map(ConnectionView::of).collect(),
+            next_cursor: page.next_cursor,
+        })
         .into_response(),
         Err(StoreError::InvalidCursor) => {
             ApiError::bad_request("invalid_cursor", StoreError::InvalidCursor.to_string())
@@ -189,9 +187,23 @@ pub async fn list(State(state): State<ApiState>, request: Request) -> Response {
 }
 
 /// `GET /connections/{id}`.
+#[utoipa::path(
+    get,
+    path = "/connections/{id}",
+    tag = "connections",
+    security(("sigv4" = [])),
+    params(
+        ("id" = String, Path, description = "The connection id"),
+        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+    ),
+    responses(
+        (status = 200, description = "The connection (never a token)", body = ConnectionView),
+        (status = "default", description = "An error; `code` says which (`connection_not_found`: 404)", body = ErrorBody),
+    ),
+)]
 pub async fn show(State(state): State<ApiState>, AdmittedId(id): AdmittedId) -> Response {
     match state.proxy.connections.get(&id).await {
-        Ok(Some(c)) => Json(view(&c)).into_response(),
+        Ok(Some(c)) => Json(ConnectionView::of(&c)).into_response(),
         Ok(None) => not_found(),
         Err(e) => store_unavailable(&e),
     }
@@ -199,11 +211,12 @@ pub async fn show(State(state): State<ApiState>, AdmittedId(id): AdmittedId) -> 
 
 /// The settings a caller may change on a connection; a field left out is left
 /// as it is.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Changes {
+pub(super) struct Changes {
     /// The account's RD request budget a minute (`null`: the deployment's default).
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 10_000)]
     rate_limit_per_minute: Option<Option<u32>>,
     /// The connection's tags, all of them (`{}` removes them).
     #[serde(default)]
@@ -225,6 +238,21 @@ const MAX_RATE_LIMIT: u32 = 10_000;
 /// `PATCH /connections/{id}` `{"rate_limit_per_minute": N | null}`: the account's
 /// request budget (RD allows 120 a minute, 500 on Advanced plans). Each proxy
 /// instance applies it when it next reads the connection.
+#[utoipa::path(
+    patch,
+    path = "/connections/{id}",
+    tag = "connections",
+    security(("sigv4" = [])),
+    params(
+        ("id" = String, Path, description = "The connection id"),
+        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+    ),
+    request_body = Changes,
+    responses(
+        (status = 200, description = "The connection with the change", body = ConnectionView),
+        (status = "default", description = "An error; `code` says which", body = ErrorBody),
+    ),
+)]
 pub async fn update(
     State(state): State<ApiState>,
     AdmittedId(id): AdmittedId,
@@ -281,7 +309,7 @@ pub async fn update(
                 .proxy
                 .tokens
                 .put(&stored, state.proxy.engine.clock.now());
-            Json(view(&stored)).into_response()
+            Json(ConnectionView::of(&stored)).into_response()
         }
         Ok(None) => not_found(),
         Err(e) => store_unavailable(&e),
@@ -289,6 +317,23 @@ pub async fn update(
 }
 
 /// `POST /connections/{id}/refresh`: a forced refresh through the protocol.
+#[utoipa::path(
+    post,
+    path = "/connections/{id}/refresh",
+    tag = "connections",
+    security(("sigv4" = [])),
+    params(
+        ("id" = String, Path, description = "The connection id"),
+        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+    ),
+    responses(
+        (status = 200, description = "Refreshed (`outcome` says by whom)", body = RefreshAnswer),
+        (status = 409, description = "The connection needs a person (`needs_reauth`, `possibly_lost`)", body = RefreshAnswer),
+        (status = 502, description = "RD refused the deployment's client credentials", body = RefreshAnswer),
+        (status = 503, description = "Not refreshed now; the refresher retries", body = RefreshAnswer),
+        (status = "default", description = "An error; `code` says which", body = ErrorBody),
+    ),
+)]
 pub async fn refresh(
     State(state): State<ApiState>,
     AdmittedId(id): AdmittedId,
@@ -302,11 +347,11 @@ pub async fn refresh(
     let (status, what, connection) = match outcome {
         Ok(r) => {
             let what = match &r {
-                Refreshed::Rotated(_) => "refreshed",
+                Refreshed::Rotated(_) => RefreshOutcome::Refreshed,
                 Refreshed::ByOtherWorker(_) | Refreshed::AlreadyFresh(_) => {
-                    "refreshed_by_another_worker"
+                    RefreshOutcome::RefreshedByAnotherWorker
                 }
-                Refreshed::Restored(_) => "restored_from_rescue",
+                Refreshed::Restored(_) => RefreshOutcome::RestoredFromRescue,
             };
             state
                 .proxy
@@ -315,8 +360,12 @@ pub async fn refresh(
             (StatusCode::OK, what, Some(r.connection().clone()))
         }
         Err(RefreshFailure::NotFound) => return not_found(),
-        Err(RefreshFailure::NeedsReauth(c)) => (StatusCode::CONFLICT, "needs_reauth", Some(*c)),
-        Err(RefreshFailure::PossiblyLost(c)) => (StatusCode::CONFLICT, "possibly_lost", Some(*c)),
+        Err(RefreshFailure::NeedsReauth(c)) => {
+            (StatusCode::CONFLICT, RefreshOutcome::NeedsReauth, Some(*c))
+        }
+        Err(RefreshFailure::PossiblyLost(c)) => {
+            (StatusCode::CONFLICT, RefreshOutcome::PossiblyLost, Some(*c))
+        }
         Err(
             RefreshFailure::BackingOff { .. }
             | RefreshFailure::NotProcessed { .. }
@@ -326,12 +375,12 @@ pub async fn refresh(
             | RefreshFailure::HolderFailed,
         ) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not_refreshed_try_later",
+            RefreshOutcome::NotRefreshedTryLater,
             None,
         ),
         Err(RefreshFailure::DeploymentCredentialsRejected) => (
             StatusCode::BAD_GATEWAY,
-            "deployment_credentials_rejected",
+            RefreshOutcome::DeploymentCredentialsRejected,
             None,
         ),
         Err(e @ (RefreshFailure::Credentials(_) | RefreshFailure::Store(_))) => {
@@ -344,16 +393,30 @@ pub async fn refresh(
     };
     (
         status,
-        Json(json!({
-            "outcome": what,
-            "connection": connection.as_ref().map(view),
-        })),
+        Json(RefreshAnswer {
+            outcome: what,
+            connection: connection.as_ref().map(ConnectionView::of),
+        }),
     )
         .into_response()
 }
 
 /// `DELETE /connections/{id}`: revoke at RD where RD documents how (Marketing),
 /// then delete.
+#[utoipa::path(
+    delete,
+    path = "/connections/{id}",
+    tag = "connections",
+    security(("sigv4" = [])),
+    params(
+        ("id" = String, Path, description = "The connection id"),
+        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+    ),
+    responses(
+        (status = 200, description = "Deleted; `revoked_at_rd` says what became of the grant", body = DeletedConnection),
+        (status = "default", description = "An error; `code` says which (`revoke_failed`: 502, nothing deleted)", body = ErrorBody),
+    ),
+)]
 pub async fn delete(
     State(state): State<ApiState>,
     AdmittedId(id): AdmittedId,
@@ -385,15 +448,15 @@ pub async fn delete(
     }
     let revoked = match connection.product {
         // CRM v2 documents no revoke endpoint.
-        Product::Crm => "not_supported",
-        Product::Marketing if dead => "already_invalid",
+        Product::Crm => RevokedAtRd::NotSupported,
+        Product::Marketing if dead => RevokedAtRd::AlreadyInvalid,
         Product::Marketing => match state.token_endpoint.revoke(&connection.tokens).await {
-            Ok(()) => "revoked",
+            Ok(()) => RevokedAtRd::Revoked,
             // Dead already: nothing left to revoke.
             Err(TokenCallError::InvalidGrant { .. } | TokenCallError::ExpiredCode { .. }) => {
-                "already_invalid"
+                RevokedAtRd::AlreadyInvalid
             }
-            Err(TokenCallError::Other { status: 401, .. }) => "already_invalid",
+            Err(TokenCallError::Other { status: 401, .. }) => RevokedAtRd::AlreadyInvalid,
             Err(e) => {
                 tracing::warn!(connection_id = %id, error = %e, "RD did not confirm the revoke");
                 return ApiError::new(
@@ -411,12 +474,8 @@ pub async fn delete(
             if deleted {
                 announce_deleted(&state, &connection).await;
             }
-            tracing::info!(connection_id = %id, revoked_at_rd = revoked, "connection deleted");
-            Json(with_tenant(
-                json!({"connection_id": id.name(), "deleted": true, "revoked_at_rd": revoked}),
-                &id,
-            ))
-            .into_response()
+            tracing::info!(connection_id = %id, revoked_at_rd = ?revoked, "connection deleted");
+            Json(DeletedConnection::of(&id, revoked)).into_response()
         }
         Err(e) => store_unavailable(&e),
     }

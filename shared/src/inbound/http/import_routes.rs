@@ -9,16 +9,38 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::api_state::ApiState;
-use super::connections_routes::view;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::invocation::FinishBy;
+use super::views::{ConnectionView, ImportAnswer, ImportOutcome};
 use crate::clock::Timestamp;
 use crate::domain::{Product, Tags, TenantId};
 use crate::secret::{AccessToken, RefreshToken};
 use crate::services::import::{ImportError, ImportRequest, Imported};
+
+/// What `POST /connections/import` takes. The handler reads the body field by
+/// field (so that no error quotes a value); this type describes it, and a test
+/// holds its fields to [`FIELDS`]. The system that held the token must stop
+/// refreshing it first.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Read by the API description only.
+pub(super) struct ImportBody {
+    /// The id to store the connection under, unique within the tenant.
+    connection_id: String,
+    /// The RD Station product.
+    product: Product,
+    /// The refresh token the previous system held.
+    refresh_token: String,
+    /// The access token it holds now, if any (with its expiry).
+    access_token: Option<String>,
+    /// When `access_token` expires (RFC 3339).
+    #[schema(format = DateTime)]
+    access_token_expires_at: Option<String>,
+    /// Labels for the connection.
+    tags: Option<std::collections::BTreeMap<String, String>>,
+}
 
 /// The largest import body accepted: one connection's fields and tags.
 const MAX_IMPORT_BYTES: usize = 16 * 1024;
@@ -40,6 +62,22 @@ const CRM_HANDOVER: &str = "the refresh token sent has been spent: only this ser
 /// "access_token"?, "access_token_expires_at"?, "tags"?}` → 201 imported, 200
 /// already imported with this token, 202 stored with its first refresh to come;
 /// 422 `needs_reauth` when RD refuses the token (nothing stored).
+#[utoipa::path(
+    post,
+    path = "/connections/import",
+    tag = "connections",
+    security(("sigv4" = [])),
+    params(
+        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+    ),
+    request_body = ImportBody,
+    responses(
+        (status = 201, description = "Imported: the token works and is now held only here (CRM: spent once, the new pair stored)", body = ImportAnswer),
+        (status = 200, description = "This token was imported to this connection before; RD was not called again", body = ImportAnswer),
+        (status = 202, description = "Stored; RD could not be reached for its first refresh, which the schedule retries", body = ImportAnswer),
+        (status = "default", description = "An error; `code` says which (`needs_reauth`: 422, RD refused the token and nothing was stored)", body = ErrorBody),
+    ),
+)]
 pub async fn import(
     State(state): State<ApiState>,
     extensions: Extensions,
@@ -79,7 +117,7 @@ fn answer(state: &ApiState, imported: Imported, product: Product) -> Response {
     let (status, outcome, message) = match &imported {
         Imported::Created(_) => (
             StatusCode::CREATED,
-            "imported",
+            ImportOutcome::Imported,
             match product {
                 Product::Crm => CRM_HANDOVER,
                 Product::Marketing => "the refresh token works; the connection is stored",
@@ -87,22 +125,22 @@ fn answer(state: &ApiState, imported: Imported, product: Product) -> Response {
         ),
         Imported::AlreadyPresent(_) => (
             StatusCode::OK,
-            "already_present",
+            ImportOutcome::AlreadyPresent,
             "this refresh token was imported to this connection before; RD Station was not called again",
         ),
         Imported::RefreshPending(_) => (
             StatusCode::ACCEPTED,
-            "refresh_pending",
+            ImportOutcome::RefreshPending,
             "the connection is stored but RD Station could not be reached to refresh it; the refresh schedule retries, and so does importing the same token again",
         ),
     };
     (
         status,
-        Json(json!({
-            "outcome": outcome,
-            "message": message,
-            "connection": view(imported.connection()),
-        })),
+        Json(ImportAnswer {
+            outcome,
+            message,
+            connection: ConnectionView::of(imported.connection()),
+        }),
     )
         .into_response()
 }

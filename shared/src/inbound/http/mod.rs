@@ -1,6 +1,7 @@
 //! HTTP routers. Each Lambda serves one with `lambda_http::run`; `make run` serves
 //! them with `axum::serve`. Handlers only translate HTTP to the services and back.
 
+mod api_doc;
 mod api_state;
 mod binding_cookie;
 mod connect_routes;
@@ -12,22 +13,23 @@ mod pages;
 mod path_param;
 mod proxy_routes;
 mod tenants_routes;
+pub mod views;
 mod webhooks_routes;
 
+pub use api_doc::{SIGV4, openapi};
 pub use api_state::ApiState;
 pub use binding_cookie::COOKIE_NAME as BINDING_COOKIE;
 pub use connect_routes::ConnectState;
-pub use connections_routes::view as connection_view;
 pub use invocation::{ANSWER_MARGIN_MS, FinishBy, InvocationDeadline};
 pub use pages::{Brand, BrandError, Language, Notice, Pages, SupportContact, escape};
 pub use proxy_routes::MAX_BODY_BYTES;
 
 use axum::Router;
+use axum::handler::Handler;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::{MethodFilter, MethodRouter, get};
 
-use crate::domain::ConnectionId;
 use crate::services::connect::ConnectService;
 use error::ApiError;
 
@@ -40,23 +42,29 @@ use error::ApiError;
 /// | GET | `/oauth/callback` | RD's redirect back: exchange the code, store the connection |
 /// | GET | `/connect/{session}/done` | the result, for the browser that completed the flow |
 /// | POST | `/connections/{id}/reconnect` | a connect session that replaces the connection's grant |
+/// | GET | `/openapi.json` | the API description (every function's routes) |
 pub fn connect_routes(service: ConnectService, pages: Pages) -> Router {
-    Router::new()
-        .route("/connect/sessions", post(connect_routes::open_session))
-        .route(
-            "/connections/{id}/reconnect",
-            post(connect_routes::reconnect),
-        )
-        .route(
-            "/connect/{session}",
-            get(connect_routes::redirect_to_consent),
-        )
-        .route(
-            "/connect/{session}/done",
-            get(connect_routes::connection_result),
-        )
-        .route("/oauth/callback", get(connect_routes::oauth_callback))
-        .with_state(ConnectState { service, pages })
+    let routes = Router::new();
+    let routes = described::<connect_routes::__path_open_session, _, _, _>(
+        routes,
+        connect_routes::open_session,
+    );
+    let routes =
+        described::<connect_routes::__path_reconnect, _, _, _>(routes, connect_routes::reconnect);
+    let routes = described::<connect_routes::__path_redirect_to_consent, _, _, _>(
+        routes,
+        connect_routes::redirect_to_consent,
+    );
+    let routes = described::<connect_routes::__path_connection_result, _, _, _>(
+        routes,
+        connect_routes::connection_result,
+    );
+    let routes = described::<connect_routes::__path_oauth_callback, _, _, _>(
+        routes,
+        connect_routes::oauth_callback,
+    );
+    let routes = described::<api_doc::__path_openapi_json, _, _, _>(routes, api_doc::openapi_json);
+    routes.with_state(ConnectState { service, pages })
 }
 
 /// The API function's routes (IAM in the template; the handlers check the caller
@@ -82,46 +90,66 @@ pub fn connect_routes(service: ConnectService, pages: Pages) -> Router {
 /// Every connection route acts in the caller's tenant; an operator names
 /// another with the `x-rdconn-tenant` header.
 pub fn api_routes(state: ApiState) -> Router {
-    Router::new()
-        .route("/proxy/{connection_id}/{*path}", any(proxy_routes::proxy))
-        .route("/connections", get(connections_routes::list))
-        // A connection named `import` keeps its routes: the literal path
-        // would otherwise answer 405 to them.
-        .route(
-            "/connections/import",
-            post(import_routes::import)
-                .get(connections_routes::show)
-                .patch(connections_routes::update)
-                .delete(connections_routes::delete),
-        )
-        .route(
-            "/connections/{id}",
-            get(connections_routes::show)
-                .patch(connections_routes::update)
-                .delete(connections_routes::delete),
-        )
-        .route(
-            "/connections/{id}/refresh",
-            post(connections_routes::refresh),
-        )
-        .route(
-            "/webhooks",
-            get(webhooks_routes::list).post(webhooks_routes::register),
-        )
-        .route(
-            "/webhooks/{id}",
-            axum::routing::delete(webhooks_routes::remove),
-        )
-        .route(
-            "/webhooks/{id}/rotate-secret",
-            post(webhooks_routes::rotate_secret),
-        )
-        .route("/tenants", get(tenants_routes::list))
-        .route(
-            "/tenants/{tenant}",
-            axum::routing::put(tenants_routes::put).delete(tenants_routes::delete),
-        )
-        .with_state(state)
+    use connections_routes as connections;
+    use tenants_routes as tenants;
+    use webhooks_routes as webhooks;
+    let routes = Router::new();
+    let routes = described::<proxy_routes::__path_proxy, _, _, _>(routes, proxy_routes::proxy);
+    let routes = described::<connections::__path_list, _, _, _>(routes, connections::list);
+    let routes = described::<import_routes::__path_import, _, _, _>(routes, import_routes::import);
+    // A connection named `import` keeps its routes: the literal path would
+    // otherwise answer 405 to them. They are `/connections/{id}`'s, described there.
+    let routes = routes.route(
+        "/connections/import",
+        get(connections::show)
+            .patch(connections::update)
+            .delete(connections::delete),
+    );
+    let routes = described::<connections::__path_show, _, _, _>(routes, connections::show);
+    let routes = described::<connections::__path_update, _, _, _>(routes, connections::update);
+    let routes = described::<connections::__path_delete, _, _, _>(routes, connections::delete);
+    let routes = described::<connections::__path_refresh, _, _, _>(routes, connections::refresh);
+    let routes = described::<webhooks::__path_list, _, _, _>(routes, webhooks::list);
+    let routes = described::<webhooks::__path_register, _, _, _>(routes, webhooks::register);
+    let routes = described::<webhooks::__path_remove, _, _, _>(routes, webhooks::remove);
+    let routes =
+        described::<webhooks::__path_rotate_secret, _, _, _>(routes, webhooks::rotate_secret);
+    let routes = described::<tenants::__path_list, _, _, _>(routes, tenants::list);
+    let routes = described::<tenants::__path_put, _, _, _>(routes, tenants::put);
+    let routes = described::<tenants::__path_delete, _, _, _>(routes, tenants::delete);
+    routes.with_state(state)
+}
+
+/// `routes` with `handler` at the path and methods its `#[utoipa::path]`
+/// attribute (`P`) gives: what a router serves and what the API description
+/// says are one list. A path parameter named `path` takes the rest of the path
+/// (`{*path}`), as the proxy's does.
+fn described<P, H, T, S>(routes: Router<S>, handler: H) -> Router<S>
+where
+    P: utoipa::Path,
+    H: Handler<T, S>,
+    T: 'static,
+    S: Clone + Send + Sync + 'static,
+{
+    let mut methods = MethodRouter::new();
+    for method in P::methods() {
+        methods = methods.on(method_filter(&method), handler.clone());
+    }
+    routes.route(&P::path().replace("{path}", "{*path}"), methods)
+}
+
+fn method_filter(method: &utoipa::openapi::HttpMethod) -> MethodFilter {
+    use utoipa::openapi::HttpMethod;
+    match method {
+        HttpMethod::Get => MethodFilter::GET,
+        HttpMethod::Post => MethodFilter::POST,
+        HttpMethod::Put => MethodFilter::PUT,
+        HttpMethod::Delete => MethodFilter::DELETE,
+        HttpMethod::Options => MethodFilter::OPTIONS,
+        HttpMethod::Head => MethodFilter::HEAD,
+        HttpMethod::Patch => MethodFilter::PATCH,
+        HttpMethod::Trace => MethodFilter::TRACE,
+    }
 }
 
 /// Routes made into a service's whole router: for every other path a page to a
@@ -136,15 +164,6 @@ pub fn finish(routes: Router, pages: Pages) -> Router {
         .fallback(move |headers: HeaderMap| async move { not_found(&pages, &headers) })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .layer(axum::middleware::map_response(pages::protective_headers))
-}
-
-/// `body` (a JSON object about the connection `id`) with `"tenant"` when the
-/// connection is not the default tenant's (see [`ConnectionId::named_tenant`]).
-pub(crate) fn with_tenant(mut body: serde_json::Value, id: &ConnectionId) -> serde_json::Value {
-    if let (Some(object), Some(tenant)) = (body.as_object_mut(), id.named_tenant()) {
-        object.insert("tenant".to_owned(), tenant.as_str().into());
-    }
-    body
 }
 
 fn not_found(pages: &Pages, headers: &HeaderMap) -> Response {

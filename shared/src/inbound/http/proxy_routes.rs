@@ -31,6 +31,22 @@ fn split(raw_path: &str) -> Option<(&str, &str)> {
     raw_path.strip_prefix("/proxy/")?.split_once('/')
 }
 
+#[utoipa::path(
+    method(get, post, put, patch, delete, head, options),
+    path = "/proxy/{connection_id}/{path}",
+    tag = "proxy",
+    security(("sigv4" = [])),
+    params(
+        ("connection_id" = String, Path, description = "The connection whose token is used"),
+        ("path" = String, Path, description = "RD Station's API path (it may hold `/`), with the query passed on"),
+        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+    ),
+    responses(
+        (status = "default", description = "RD Station's answer as RD sent it, or this service's refusal: a JSON error whose `code` says which (429 with `Retry-After` when the account's budget is spent)", content(
+            (serde_json::Value = "*/*"),
+        )),
+    ),
+)]
 /// The handler, measured: one EMF document per request (see
 /// [`crate::metrics::ProxiedRequest`]).
 pub async fn proxy(state: State<ApiState>, request: Request) -> Response {

@@ -7,12 +7,12 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 
 use super::api_state::ApiState;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::path_param::PathParam;
-use crate::domain::{PrincipalPattern, TenantId, Tenants, TenantsError};
+use super::views::{RemovedTenant, TenantList, TenantView};
+use crate::domain::{PrincipalPattern, TenantId, TenantsError};
 use crate::ports::ListQuery;
 use crate::services::tenancy::TenancyError;
 
@@ -61,20 +61,11 @@ impl FromRequestParts<ApiState> for TenantParam {
     }
 }
 
-fn tenant_view(tenant: &TenantId, principals: &[PrincipalPattern]) -> Value {
-    json!({
-        "tenant": tenant,
-        "principals": principals,
-    })
-}
-
-fn tenants_view(tenants: &Tenants) -> Value {
-    json!({
-        "tenants": tenants
-            .iter()
-            .map(|(tenant, principals)| tenant_view(tenant, principals))
-            .collect::<Vec<_>>(),
-    })
+fn tenant_view(tenant: &TenantId, principals: &[PrincipalPattern]) -> TenantView {
+    TenantView {
+        tenant: tenant.clone(),
+        principals: principals.to_vec(),
+    }
 }
 
 fn unavailable(e: &dyn std::fmt::Display) -> Response {
@@ -83,23 +74,51 @@ fn unavailable(e: &dyn std::fmt::Display) -> Response {
 }
 
 /// `GET /tenants`: every configured tenant and its principals.
+#[utoipa::path(
+    get,
+    path = "/tenants",
+    tag = "tenants",
+    security(("sigv4" = [])),
+    responses(
+        (status = 200, description = "Every tenant and its principals", body = TenantList),
+        (status = "default", description = "An error; `code` says which", body = ErrorBody),
+    ),
+)]
 pub async fn list(State(state): State<ApiState>, _: Operator) -> Response {
     match state.tenancy.tenants().await {
-        Ok(tenants) => Json(tenants_view(&tenants)).into_response(),
+        Ok(tenants) => Json(TenantList {
+            tenants: tenants
+                .iter()
+                .map(|(tenant, principals)| tenant_view(tenant, principals))
+                .collect(),
+        })
+        .into_response(),
         Err(e) => unavailable(&e),
     }
 }
 
 /// What `PUT /tenants/{tenant}` takes.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct TenantBody {
+pub(super) struct TenantBody {
     /// IAM principal ARNs (a trailing `*` matches a prefix) that act in it.
     principals: Vec<String>,
 }
 
 /// `PUT /tenants/{tenant}` `{"principals": [ARN, ...]}`: adds the tenant or
 /// replaces its principals.
+#[utoipa::path(
+    put,
+    path = "/tenants/{tenant}",
+    tag = "tenants",
+    security(("sigv4" = [])),
+    params(("tenant" = String, Path, description = "The tenant's name")),
+    request_body = TenantBody,
+    responses(
+        (status = 200, description = "The tenant as stored", body = TenantView),
+        (status = "default", description = "An error; `code` says which", body = ErrorBody),
+    ),
+)]
 pub async fn put(
     State(state): State<ApiState>,
     _: Operator,
@@ -152,6 +171,17 @@ pub async fn put(
 /// stays in a tenant an operator's list and the refresher's counts cover. The
 /// default tenant always exists; removing it removes its principals. To
 /// stop a tenant's callers and keep its connections, set its principals to none.
+#[utoipa::path(
+    delete,
+    path = "/tenants/{tenant}",
+    tag = "tenants",
+    security(("sigv4" = [])),
+    params(("tenant" = String, Path, description = "The tenant's name")),
+    responses(
+        (status = 200, description = "Removed", body = RemovedTenant),
+        (status = "default", description = "An error; `code` says which", body = ErrorBody),
+    ),
+)]
 pub async fn delete(
     State(state): State<ApiState>,
     _: Operator,
@@ -179,7 +209,11 @@ pub async fn delete(
     match state.tenancy.remove_tenant(&tenant).await {
         Ok(true) => {
             tracing::info!(tenant = %tenant, "tenant removed");
-            Json(json!({"tenant": tenant, "removed": true})).into_response()
+            Json(RemovedTenant {
+                tenant,
+                removed: true,
+            })
+            .into_response()
         }
         Ok(false) => ApiError::new(
             StatusCode::NOT_FOUND,

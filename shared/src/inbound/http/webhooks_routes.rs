@@ -11,13 +11,12 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
 
 use super::api_state::{ApiState, tenant_of_request};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::path_param::PathParam;
-use crate::domain::{Webhook, WebhookScope};
-use crate::secret::ExposeSecret;
+use super::views::{DeletedWebhook, RegisteredWebhook, WebhookList, WebhookView};
+use crate::domain::WebhookScope;
 use crate::services::webhooks::WebhookError;
 
 /// The scope a `/webhooks` request acts on (extractor): the caller's tenant,
@@ -69,35 +68,6 @@ async fn scope_of(state: &ApiState, parts: &Parts) -> Result<WebhookScope, ApiEr
     tenant_of_request(&caller, &parts.headers).map(WebhookScope::Tenant)
 }
 
-/// An endpoint as answered (never its secret).
-fn view(scope: &WebhookScope, w: &Webhook) -> Value {
-    let mut body = json!({
-        "webhook_id": w.id,
-        "url": w.url.as_str(),
-        "created_at": w.created_at.to_rfc3339(),
-        "previous_secret_valid_until": w.previous_secret.as_ref().map(|(_, until)| until.to_rfc3339()),
-    });
-    if let Some(object) = body.as_object_mut() {
-        match scope {
-            WebhookScope::Deployment => {
-                object.insert("scope".to_owned(), "deployment".into());
-            }
-            WebhookScope::Tenant(tenant) if !tenant.is_default() => {
-                object.insert("tenant".to_owned(), tenant.as_str().into());
-            }
-            WebhookScope::Tenant(_) => {}
-        }
-    }
-    body
-}
-
-/// `view` with the secret: only in the answer that made it.
-fn view_with_secret(scope: &WebhookScope, w: &Webhook) -> Value {
-    let mut body = view(scope, w);
-    body["secret"] = w.secret.expose_secret().into();
-    body
-}
-
 fn refusal(e: &WebhookError) -> ApiError {
     match e {
         WebhookError::Refused(refused) => ApiError::bad_request("invalid_url", refused.to_string()),
@@ -115,60 +85,136 @@ fn refusal(e: &WebhookError) -> ApiError {
     }
 }
 
+/// What `POST /webhooks` takes.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+pub(super) struct RegisterWebhook {
+    /// An https URL whose host is not a private, loopback or link-local address.
+    url: String,
+}
+
 /// `POST /webhooks` `{"url": "https://…"}` → 201 with the endpoint and its
 /// `secret` (shown this once).
+#[utoipa::path(
+    post,
+    path = "/webhooks",
+    tag = "webhooks",
+    security(("sigv4" = [])),
+    params(
+        ("scope" = Option<String>, Query, description = "`deployment`: the deployment's endpoints (operators only)"),
+        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+    ),
+    request_body = RegisterWebhook,
+    responses(
+        (status = 201, description = "Registered; `secret` is shown this once", body = RegisteredWebhook),
+        (status = "default", description = "An error; `code` says which", body = ErrorBody),
+    ),
+)]
 pub async fn register(
     State(state): State<ApiState>,
     ActingScope(scope): ActingScope,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let url = body
+    let request = body
         .ok()
         .filter(|b| b.len() <= 4_096)
-        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
-        .and_then(|v| v.get("url").and_then(Value::as_str).map(str::to_owned));
-    let Some(url) = url else {
+        .and_then(|b| serde_json::from_slice::<RegisterWebhook>(&b).ok());
+    let Some(RegisterWebhook { url }) = request else {
         return ApiError::bad_request("invalid_json", "expected {\"url\": \"https://…\"}")
             .into_response();
     };
     match state.webhooks.register(&scope, &url).await {
-        Ok(added) => (StatusCode::CREATED, Json(view_with_secret(&scope, &added))).into_response(),
+        Ok(added) => (
+            StatusCode::CREATED,
+            Json(RegisteredWebhook::of(&scope, &added)),
+        )
+            .into_response(),
         Err(e) => refusal(&e).into_response(),
     }
 }
 
 /// `GET /webhooks` → `{"webhooks": [...]}` (no secrets).
+#[utoipa::path(
+    get,
+    path = "/webhooks",
+    tag = "webhooks",
+    security(("sigv4" = [])),
+    params(
+        ("scope" = Option<String>, Query, description = "`deployment`: the deployment's endpoints (operators only)"),
+        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+    ),
+    responses(
+        (status = 200, description = "The endpoints (no secrets)", body = WebhookList),
+        (status = "default", description = "An error; `code` says which", body = ErrorBody),
+    ),
+)]
 pub async fn list(State(state): State<ApiState>, ActingScope(scope): ActingScope) -> Response {
     match state.webhooks.list(&scope).await {
-        Ok(endpoints) => Json(json!({
-            "webhooks": endpoints.iter().map(|w| view(&scope, w)).collect::<Vec<_>>(),
-        }))
+        Ok(endpoints) => Json(WebhookList {
+            webhooks: endpoints
+                .iter()
+                .map(|w| WebhookView::of(&scope, w))
+                .collect(),
+        })
         .into_response(),
         Err(e) => refusal(&e).into_response(),
     }
 }
 
 /// `DELETE /webhooks/{id}`: nothing more is delivered to it.
+#[utoipa::path(
+    delete,
+    path = "/webhooks/{id}",
+    tag = "webhooks",
+    security(("sigv4" = [])),
+    params(
+        ("id" = String, Path, description = "The webhook id"),
+        ("scope" = Option<String>, Query, description = "`deployment`: one of the deployment's endpoints (operators only)"),
+        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+    ),
+    responses(
+        (status = 200, description = "Removed: nothing more is delivered to it", body = DeletedWebhook),
+        (status = "default", description = "An error; `code` says which", body = ErrorBody),
+    ),
+)]
 pub async fn remove(
     State(state): State<ApiState>,
     ActingScope(scope): ActingScope,
     PathParam(id): PathParam,
 ) -> Response {
     match state.webhooks.remove(&scope, &id).await {
-        Ok(()) => Json(json!({"webhook_id": id, "deleted": true})).into_response(),
+        Ok(()) => Json(DeletedWebhook {
+            webhook_id: id,
+            deleted: true,
+        })
+        .into_response(),
         Err(e) => refusal(&e).into_response(),
     }
 }
 
 /// `POST /webhooks/{id}/rotate-secret` → the endpoint with its new `secret`
 /// (shown this once); the old one signs beside it for a day.
+#[utoipa::path(
+    post,
+    path = "/webhooks/{id}/rotate-secret",
+    tag = "webhooks",
+    security(("sigv4" = [])),
+    params(
+        ("id" = String, Path, description = "The webhook id"),
+        ("scope" = Option<String>, Query, description = "`deployment`: one of the deployment's endpoints (operators only)"),
+        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+    ),
+    responses(
+        (status = 200, description = "The new secret, shown this once; the old one signs beside it for a day", body = RegisteredWebhook),
+        (status = "default", description = "An error; `code` says which", body = ErrorBody),
+    ),
+)]
 pub async fn rotate_secret(
     State(state): State<ApiState>,
     ActingScope(scope): ActingScope,
     PathParam(id): PathParam,
 ) -> Response {
     match state.webhooks.rotate(&scope, &id).await {
-        Ok(rotated) => Json(view_with_secret(&scope, &rotated)).into_response(),
+        Ok(rotated) => Json(RegisteredWebhook::of(&scope, &rotated)).into_response(),
         Err(e) => refusal(&e).into_response(),
     }
 }
