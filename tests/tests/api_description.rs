@@ -125,3 +125,20 @@ async fn the_document_served_is_the_one_the_code_generates() {
     assert_eq!(answer.json(), *openapi::DOCUMENT);
     assert_eq!(answer.json()["openapi"], "3.1.0");
 }
+
+#[test]
+fn the_document_is_valid_openapi_3_1() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let file = std::env::temp_dir().join(integration_tests::moto::unique_name("openapi") + ".json");
+    std::fs::write(&file, openapi::DOCUMENT.to_string()).expect("written");
+    let checked = std::process::Command::new(root.join(".venv/bin/python"))
+        .args(["-m", "openapi_spec_validator"])
+        .arg(&file)
+        .output()
+        .expect("the validator runs (make test installs it in .venv)");
+    let said = String::from_utf8_lossy(&checked.stdout).into_owned()
+        + &String::from_utf8_lossy(&checked.stderr);
+    assert!(checked.status.success(), "{said}");
+    assert!(said.contains("OK"), "{said}");
+    let _ = std::fs::remove_file(file);
+}

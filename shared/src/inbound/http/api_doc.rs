@@ -82,10 +82,49 @@ impl Modify for Sigv4 {
 pub fn openapi(server: Option<&str>) -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    name_each_method(&mut doc);
     if let Some(server) = server {
         doc.servers = Some(vec![Server::new(server)]);
     }
     doc
+}
+
+/// Gives each method of an operation served on several (the proxy) an
+/// operation id of its own, as OpenAPI requires: `proxy` becomes `proxy_get`,
+/// `proxy_post`, ...
+fn name_each_method(doc: &mut utoipa::openapi::OpenApi) {
+    for item in doc.paths.paths.values_mut() {
+        let mut operations = [
+            ("get", &mut item.get),
+            ("put", &mut item.put),
+            ("post", &mut item.post),
+            ("delete", &mut item.delete),
+            ("options", &mut item.options),
+            ("head", &mut item.head),
+            ("patch", &mut item.patch),
+            ("trace", &mut item.trace),
+        ];
+        let ids: Vec<Option<String>> = operations
+            .iter()
+            .map(|(_, op)| op.as_ref().and_then(|op| op.operation_id.clone()))
+            .collect();
+        for (method, operation) in &mut operations {
+            let Some(operation) = operation.as_mut() else {
+                continue;
+            };
+            let Some(id) = operation.operation_id.clone() else {
+                continue;
+            };
+            if ids
+                .iter()
+                .filter(|other| other.as_deref() == Some(&id))
+                .count()
+                > 1
+            {
+                operation.operation_id = Some(format!("{id}_{method}"));
+            }
+        }
+    }
 }
 
 static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
@@ -97,6 +136,7 @@ static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
 /// `GET /openapi.json`: this API's description.
 #[utoipa::path(
     get,
+    operation_id = "get_api_description",
     path = "/openapi.json",
     tag = "meta",
     responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json", body = Object)),

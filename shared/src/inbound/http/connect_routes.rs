@@ -68,6 +68,7 @@ pub(super) struct OpenSessionRequest {
 /// `"reconnect": true`.
 #[utoipa::path(
     post,
+    operation_id = "open_connect_session",
     path = "/connect/sessions",
     tag = "connect",
     security(("sigv4" = [])),
@@ -200,6 +201,7 @@ pub(super) struct ReconnectRequest {
 /// have.
 #[utoipa::path(
     post,
+    operation_id = "reconnect_connection",
     path = "/connections/{id}/reconnect",
     tag = "connect",
     security(("sigv4" = [])),
@@ -301,6 +303,7 @@ fn open_session_error(err: OpenSessionError) -> ApiError {
 /// answers 302 to RD's consent page with a fresh, opaque `state`.
 #[utoipa::path(
     get,
+    operation_id = "redirect_to_consent",
     path = "/connect/{session}",
     tag = "connect",
     params(("session" = String, Path, description = "The session id in `connect_url`")),
@@ -372,6 +375,7 @@ pub async fn redirect_to_consent(
 /// `GET /oauth/callback?code&state` (or `?error&state`): completes the session.
 #[utoipa::path(
     get,
+    operation_id = "complete_oauth_callback",
     path = "/oauth/callback",
     tag = "connect",
     params(
@@ -463,6 +467,7 @@ fn return_to(session: &ConnectSession, pairs: &[(&str, &str)]) -> Option<Respons
 /// after a success shows the success again.
 #[utoipa::path(
     get,
+    operation_id = "get_connect_result",
     path = "/connect/{session}/done",
     tag = "connect",
     params(("session" = String, Path, description = "The session id")),

@@ -79,6 +79,7 @@ fn store_unavailable(e: &dyn std::fmt::Display) -> Response {
 /// operators' "which connections need a person?").
 #[utoipa::path(
     get,
+    operation_id = "list_connections",
     path = "/connections",
     tag = "connections",
     security(("sigv4" = [])),
@@ -189,6 +190,7 @@ pub async fn list(State(state): State<ApiState>, request: Request) -> Response {
 /// `GET /connections/{id}`.
 #[utoipa::path(
     get,
+    operation_id = "get_connection",
     path = "/connections/{id}",
     tag = "connections",
     security(("sigv4" = [])),
@@ -240,6 +242,7 @@ const MAX_RATE_LIMIT: u32 = 10_000;
 /// instance applies it when it next reads the connection.
 #[utoipa::path(
     patch,
+    operation_id = "update_connection",
     path = "/connections/{id}",
     tag = "connections",
     security(("sigv4" = [])),
@@ -319,6 +322,7 @@ pub async fn update(
 /// `POST /connections/{id}/refresh`: a forced refresh through the protocol.
 #[utoipa::path(
     post,
+    operation_id = "refresh_connection",
     path = "/connections/{id}/refresh",
     tag = "connections",
     security(("sigv4" = [])),
@@ -405,6 +409,7 @@ pub async fn refresh(
 /// then delete.
 #[utoipa::path(
     delete,
+    operation_id = "delete_connection",
     path = "/connections/{id}",
     tag = "connections",
     security(("sigv4" = [])),

@@ -20,10 +20,10 @@ use crate::domain::{Product, Tags, TenantId};
 use crate::secret::{AccessToken, RefreshToken};
 use crate::services::import::{ImportError, ImportRequest, Imported};
 
-/// What `POST /connections/import` takes. The handler reads the body field by
-/// field (so that no error quotes a value); this type describes it, and a test
-/// holds its fields to [`FIELDS`]. The system that held the token must stop
-/// refreshing it first.
+/// What `POST /connections/import` takes. The system that held the token must
+/// stop refreshing it first.
+// The handler reads the body field by field (so that no error quotes a value);
+// this type only describes it, and a test holds its fields to `FIELDS`.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)] // Read by the API description only.
 pub(super) struct ImportBody {
@@ -64,6 +64,7 @@ const CRM_HANDOVER: &str = "the refresh token sent has been spent: only this ser
 /// 422 `needs_reauth` when RD refuses the token (nothing stored).
 #[utoipa::path(
     post,
+    operation_id = "import_connection",
     path = "/connections/import",
     tag = "connections",
     security(("sigv4" = [])),
@@ -286,6 +287,22 @@ fn rfc3339(raw: &str) -> Result<Timestamp, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_described_fields_are_the_accepted_ones() {
+        use utoipa::PartialSchema;
+        let schema = serde_json::to_value(ImportBody::schema()).expect("JSON");
+        let mut described: Vec<&str> = schema["properties"]
+            .as_object()
+            .expect("properties")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        described.sort_unstable();
+        let mut accepted = FIELDS.to_vec();
+        accepted.sort_unstable();
+        assert_eq!(described, accepted);
+    }
 
     fn refused(body: &str) -> ApiError {
         match parse(body.as_bytes(), TenantId::default_tenant(), None) {

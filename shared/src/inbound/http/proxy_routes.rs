@@ -33,6 +33,7 @@ fn split(raw_path: &str) -> Option<(&str, &str)> {
 
 #[utoipa::path(
     method(get, post, put, patch, delete, head, options),
+    operation_id = "proxy",
     path = "/proxy/{connection_id}/{path}",
     tag = "proxy",
     security(("sigv4" = [])),

@@ -76,6 +76,7 @@ fn unavailable(e: &dyn std::fmt::Display) -> Response {
 /// `GET /tenants`: every configured tenant and its principals.
 #[utoipa::path(
     get,
+    operation_id = "list_tenants",
     path = "/tenants",
     tag = "tenants",
     security(("sigv4" = [])),
@@ -109,6 +110,7 @@ pub(super) struct TenantBody {
 /// replaces its principals.
 #[utoipa::path(
     put,
+    operation_id = "put_tenant",
     path = "/tenants/{tenant}",
     tag = "tenants",
     security(("sigv4" = [])),
@@ -173,6 +175,7 @@ pub async fn put(
 /// stop a tenant's callers and keep its connections, set its principals to none.
 #[utoipa::path(
     delete,
+    operation_id = "delete_tenant",
     path = "/tenants/{tenant}",
     tag = "tenants",
     security(("sigv4" = [])),

@@ -311,7 +311,8 @@ impl WebhookView {
 }
 
 /// An endpoint with its new secret: the answer to registering it or rotating
-/// its secret, the only answers that carry one. Deliberately not `Debug`.
+/// its secret, the only answers that carry one.
+// Deliberately not `Debug`: it holds the secret.
 #[derive(Serialize, ToSchema)]
 pub struct RegisteredWebhook {
     /// The endpoint.

@@ -96,6 +96,7 @@ pub(super) struct RegisterWebhook {
 /// `secret` (shown this once).
 #[utoipa::path(
     post,
+    operation_id = "register_webhook",
     path = "/webhooks",
     tag = "webhooks",
     security(("sigv4" = [])),
@@ -135,6 +136,7 @@ pub async fn register(
 /// `GET /webhooks` → `{"webhooks": [...]}` (no secrets).
 #[utoipa::path(
     get,
+    operation_id = "list_webhooks",
     path = "/webhooks",
     tag = "webhooks",
     security(("sigv4" = [])),
@@ -163,6 +165,7 @@ pub async fn list(State(state): State<ApiState>, ActingScope(scope): ActingScope
 /// `DELETE /webhooks/{id}`: nothing more is delivered to it.
 #[utoipa::path(
     delete,
+    operation_id = "delete_webhook",
     path = "/webhooks/{id}",
     tag = "webhooks",
     security(("sigv4" = [])),
@@ -195,6 +198,7 @@ pub async fn remove(
 /// (shown this once); the old one signs beside it for a day.
 #[utoipa::path(
     post,
+    operation_id = "rotate_webhook_secret",
     path = "/webhooks/{id}/rotate-secret",
     tag = "webhooks",
     security(("sigv4" = [])),
