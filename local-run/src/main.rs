@@ -153,6 +153,9 @@ fn print_banner(base: &str, rd: &str, store: &str, every: Duration) {
         "  Webhooks:        {base}/webhooks  (POST {{\"url\": \"https://…\"}}; loopback endpoints allowed here, WEBHOOK_ALLOW_LOOPBACK)"
     );
     println!(
+        "  API description: {base}/openapi.json  (OpenAPI 3.1: every route, its answers and their schemas)"
+    );
+    println!(
         "  Caller auth:     none here (local routes need no SigV4; in AWS every caller route requires an IAM-signed request)"
     );
     println!(

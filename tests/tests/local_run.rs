@@ -205,6 +205,7 @@ async fn a_slow_body_holds_one_connection_not_the_service() {
 /// real HTTPS receiver on loopback, which the run allows by default, with the
 /// receiver's CA named in `WEBHOOK_EXTRA_CA_FILE`) receives a deleted
 /// connection's event, signed with the secret the registration answered.
+/// Its banner names the API description, which it serves.
 #[tokio::test]
 async fn the_run_delivers_webhooks_to_a_loopback_receiver() {
     let receiver = integration_tests::webhook_receiver::Receiver::start().await;
@@ -221,6 +222,21 @@ async fn the_run_delivers_webhooks_to_a_loopback_receiver() {
         run.banner
     );
     let http = client();
+    // The API description the banner names is the code's.
+    let described = run.banner_line("API description:");
+    let url = described
+        .split_whitespace()
+        .find(|w| w.starts_with("http"))
+        .unwrap_or_else(|| panic!("no URL in {described:?}"));
+    let document: Value = http
+        .get(url)
+        .send()
+        .await
+        .expect("the description")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(document, *integration_tests::openapi::DOCUMENT);
     let registered: Value = http
         .post(run.url("/webhooks"))
         .json(&serde_json::json!({ "url": format!("{}/hook", receiver.base) }))
