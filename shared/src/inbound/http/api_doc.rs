@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::openapi::{RefOr, Server};
-use utoipa::{Modify, OpenApi, PartialSchema, ToSchema};
+use utoipa::{IntoParams, Modify, OpenApi, PartialSchema, ToSchema};
 
 use super::{connect_routes, connections_routes, import_routes, proxy_routes};
 use super::{tenants_routes, webhooks_routes};
@@ -59,6 +59,26 @@ pub const SIGV4: &str = "sigv4";
     ),
 )]
 struct ApiDoc;
+
+/// The header an operator names the tenant to act in with.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // Read by the API description only.
+pub(super) struct ActingTenant {
+    /// Operators: the tenant to act in (without it, the default tenant; for
+    /// `GET /connections`, every tenant). Other callers act in their own.
+    #[param(rename = "x-rdconn-tenant")]
+    tenant: Option<String>,
+}
+
+/// A connection named in the path.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // Read by the API description only.
+pub(super) struct ConnectionPath {
+    /// The connection id, unique within its tenant.
+    id: String,
+}
 
 /// Adds the SigV4 scheme the `security` of each IAM route names.
 struct Sigv4;
@@ -202,6 +222,17 @@ mod tests {
         let doc: serde_json::Value = serde_json::from_str(&DOCUMENT).expect("JSON");
         assert_eq!(doc["openapi"], "3.1.0");
         assert_eq!(doc["components"]["securitySchemes"][SIGV4]["in"], "header");
-        assert!(doc["paths"]["/connections/{id}"]["get"].is_object());
+        let parameters: Vec<(&str, &str)> = doc["paths"]["/connections/{id}"]["get"]["parameters"]
+            .as_array()
+            .expect("parameters")
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap_or(""),
+                    p["in"].as_str().unwrap_or(""),
+                )
+            })
+            .collect();
+        assert_eq!(parameters, [("id", "path"), ("x-rdconn-tenant", "header")]);
     }
 }

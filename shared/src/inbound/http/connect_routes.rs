@@ -10,6 +10,7 @@ use lambda_http::request::RequestContext;
 use serde::Deserialize;
 use url::Url;
 
+use super::api_doc::ActingTenant;
 use super::api_state::{caller_scope, tenant_of_request};
 use super::binding_cookie;
 use super::error::{ApiError, ErrorBody};
@@ -73,7 +74,7 @@ pub(super) struct OpenSessionRequest {
     tag = "connect",
     security(("sigv4" = [])),
     params(
-        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+        ActingTenant,
     ),
     request_body = OpenSessionRequest,
     responses(
@@ -207,7 +208,7 @@ pub(super) struct ReconnectRequest {
     security(("sigv4" = [])),
     params(
         ("id" = String, Path, description = "The connection whose grant a person replaces"),
-        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+        ActingTenant,
     ),
     request_body(content = Option<ReconnectRequest>, description = "Optional"),
     responses(

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
+use super::api_doc::{ActingTenant, ConnectionPath};
 use super::api_state::{ApiState, tenant_of_request};
 use super::error::{ApiError, ErrorBody};
 use super::invocation::FinishBy;
@@ -90,7 +91,7 @@ fn store_unavailable(e: &dyn std::fmt::Display) -> Response {
         ("dies_within_hours" = Option<u32>, Query, minimum = 1, maximum = 336, description = "Only connections whose refresh token dies within this many hours"),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the page before"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Connections a page (50 unless given)"),
-        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in (without it, every tenant's)"),
+        ActingTenant,
     ),
     responses(
         (status = 200, description = "A page of connections", body = ConnectionPage),
@@ -195,8 +196,8 @@ pub async fn list(State(state): State<ApiState>, request: Request) -> Response {
     tag = "connections",
     security(("sigv4" = [])),
     params(
-        ("id" = String, Path, description = "The connection id"),
-        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+        ConnectionPath,
+        ActingTenant,
     ),
     responses(
         (status = 200, description = "The connection (never a token)", body = ConnectionView),
@@ -247,8 +248,8 @@ const MAX_RATE_LIMIT: u32 = 10_000;
     tag = "connections",
     security(("sigv4" = [])),
     params(
-        ("id" = String, Path, description = "The connection id"),
-        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+        ConnectionPath,
+        ActingTenant,
     ),
     request_body = Changes,
     responses(
@@ -327,8 +328,8 @@ pub async fn update(
     tag = "connections",
     security(("sigv4" = [])),
     params(
-        ("id" = String, Path, description = "The connection id"),
-        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+        ConnectionPath,
+        ActingTenant,
     ),
     responses(
         (status = 200, description = "Refreshed (`outcome` says by whom)", body = RefreshAnswer),
@@ -414,8 +415,8 @@ pub async fn refresh(
     tag = "connections",
     security(("sigv4" = [])),
     params(
-        ("id" = String, Path, description = "The connection id"),
-        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+        ConnectionPath,
+        ActingTenant,
     ),
     responses(
         (status = 200, description = "Deleted; `revoked_at_rd` says what became of the grant", body = DeletedConnection),

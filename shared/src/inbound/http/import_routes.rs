@@ -11,6 +11,7 @@ use axum::http::{Extensions, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value};
 
+use super::api_doc::ActingTenant;
 use super::api_state::ApiState;
 use super::error::{ApiError, ErrorBody};
 use super::invocation::FinishBy;
@@ -69,7 +70,7 @@ const CRM_HANDOVER: &str = "the refresh token sent has been spent: only this ser
     tag = "connections",
     security(("sigv4" = [])),
     params(
-        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+        ActingTenant,
     ),
     request_body = ImportBody,
     responses(

@@ -8,6 +8,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::api_doc::ActingTenant;
 use super::api_state::ApiState;
 use super::error::ApiError;
 use super::invocation::InvocationDeadline;
@@ -40,7 +41,7 @@ fn split(raw_path: &str) -> Option<(&str, &str)> {
     params(
         ("connection_id" = String, Path, description = "The connection whose token is used"),
         ("path" = String, Path, description = "RD Station's API path (it may hold `/`), with the query passed on"),
-        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+        ActingTenant,
     ),
     responses(
         (status = "default", description = "RD Station's answer as RD sent it, or this service's refusal: a JSON error whose `code` says which (429 with `Retry-After` when the account's budget is spent)", content(

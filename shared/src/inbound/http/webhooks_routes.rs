@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 
+use super::api_doc::ActingTenant;
 use super::api_state::{ApiState, tenant_of_request};
 use super::error::{ApiError, ErrorBody};
 use super::path_param::PathParam;
@@ -102,7 +103,7 @@ pub(super) struct RegisterWebhook {
     security(("sigv4" = [])),
     params(
         ("scope" = Option<String>, Query, description = "`deployment`: the deployment's endpoints (operators only)"),
-        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+        ActingTenant,
     ),
     request_body = RegisterWebhook,
     responses(
@@ -142,7 +143,7 @@ pub async fn register(
     security(("sigv4" = [])),
     params(
         ("scope" = Option<String>, Query, description = "`deployment`: the deployment's endpoints (operators only)"),
-        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+        ActingTenant,
     ),
     responses(
         (status = 200, description = "The endpoints (no secrets)", body = WebhookList),
@@ -172,7 +173,7 @@ pub async fn list(State(state): State<ApiState>, ActingScope(scope): ActingScope
     params(
         ("id" = String, Path, description = "The webhook id"),
         ("scope" = Option<String>, Query, description = "`deployment`: one of the deployment's endpoints (operators only)"),
-        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+        ActingTenant,
     ),
     responses(
         (status = 200, description = "Removed: nothing more is delivered to it", body = DeletedWebhook),
@@ -205,7 +206,7 @@ pub async fn remove(
     params(
         ("id" = String, Path, description = "The webhook id"),
         ("scope" = Option<String>, Query, description = "`deployment`: one of the deployment's endpoints (operators only)"),
-        ("x-rdconn-tenant" = Option<String>, Header, description = "Operators: the tenant to act in"),
+        ActingTenant,
     ),
     responses(
         (status = 200, description = "The new secret, shown this once; the old one signs beside it for a day", body = RegisteredWebhook),
