@@ -18,7 +18,7 @@ use super::{tenants_routes, webhooks_routes};
 use crate::domain::{ConnectionStatus, Product};
 
 /// The name of the SigV4 security scheme the IAM-authorized routes carry.
-pub const SIGV4: &str = "sigv4";
+pub(crate) const SIGV4: &str = "sigv4";
 
 #[derive(OpenApi)]
 #[openapi(

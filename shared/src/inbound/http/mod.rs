@@ -13,10 +13,10 @@ mod pages;
 mod path_param;
 mod proxy_routes;
 mod tenants_routes;
-pub mod views;
+mod views;
 mod webhooks_routes;
 
-pub use api_doc::{SIGV4, openapi};
+pub use api_doc::openapi;
 pub use api_state::ApiState;
 pub use binding_cookie::COOKIE_NAME as BINDING_COOKIE;
 pub use connect_routes::ConnectState;
