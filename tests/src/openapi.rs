@@ -11,6 +11,11 @@ use serde_json::{Value, json};
 
 /// The described operations: (method in lower case, path template).
 pub fn operations() -> Vec<(String, String)> {
+    OPERATIONS.clone()
+}
+
+/// [`operations`], read from the document once.
+static OPERATIONS: LazyLock<Vec<(String, String)>> = LazyLock::new(|| {
     let mut ops = Vec::new();
     if let Some(paths) = DOCUMENT["paths"].as_object() {
         for (path, item) in paths {
@@ -23,7 +28,7 @@ pub fn operations() -> Vec<(String, String)> {
     }
     ops.sort();
     ops
-}
+});
 
 /// The description the service publishes, as JSON.
 pub static DOCUMENT: LazyLock<Value> = LazyLock::new(|| {
@@ -40,8 +45,8 @@ pub fn template_of(method: &str, path: &str) -> Option<String> {
     let method = method.to_ascii_lowercase();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let mut best: Option<(usize, String)> = None;
-    for (op_method, template) in operations() {
-        if op_method != method {
+    for (op_method, template) in OPERATIONS.iter() {
+        if *op_method != method {
             continue;
         }
         let parts: Vec<&str> = template.trim_start_matches('/').split('/').collect();
@@ -59,7 +64,7 @@ pub fn template_of(method: &str, path: &str) -> Option<String> {
             }
         });
         if matched && best.as_ref().is_none_or(|(n, _)| literal > *n) {
-            best = Some((literal, template));
+            best = Some((literal, template.clone()));
         }
     }
     best.map(|(_, template)| template)
